@@ -1,0 +1,27 @@
+//! chatcore: a multi-tenant, multi-provider chatbot engine.
+//!
+//! The crate owns all the logic; `chatcore-server` only translates HTTP to
+//! calls into it. Modules, one concern each:
+//!
+//! - [`domain`]: plain domain types (`Tenant`, `Bot`, `Conversation`, ...)
+//!   with newtype ids (UUIDv7). No ORM type appears here.
+//! - [`provider`]: the `Provider` trait and its implementations (OpenAI,
+//!   Anthropic, Google Gemini, OpenAI-compatible, mock), retries, fallback,
+//!   token counting.
+//! - [`store`]: the `Store` trait (every persistence operation, tenant-scoped)
+//!   and `SeaOrmStore`, its SeaORM implementation for SQLite and PostgreSQL.
+//! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
+//!   time verification, permissions.
+//! - [`crypto`]: encryption at rest of provider API keys (AES-256-GCM with a
+//!   rotating master keyring).
+//! - `testkit` (feature `testkit`): conformance suites that plugin authors run
+//!   on their own `Store` and `Provider` implementations.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod crypto;
+pub mod domain;
+pub mod provider;
+pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;

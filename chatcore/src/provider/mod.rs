@@ -1,0 +1,1 @@
+//! LLM providers (see issue 3).
