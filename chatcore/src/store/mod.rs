@@ -1,1 +1,626 @@
-//! Persistence.
+//! Persistence: the [`Store`] trait and its SeaORM implementation.
+//!
+//! Every operation on a tenant-owned row takes the tenant id and filters by
+//! it: asking with another tenant's id behaves exactly as if the row did not
+//! exist ([`StoreError::NotFound`], an empty list, or nothing changed).
+//!
+//! Lists are paginated by cursor. Ids are UUIDv7 and so ordered by creation;
+//! a page is the `limit` rows after the cursor in the list's order, and
+//! `next_cursor` is set when more rows follow.
+
+mod sea;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::domain::*;
+
+pub use sea::SeaOrmStore;
+
+/// Errors of a store. No database driver type crosses this boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist (or belongs to another tenant).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique constraint would be violated (e.g. a taken slug).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The row is still referenced (e.g. a provider config used by a bot).
+    #[error("{0} is in use")]
+    InUse(&'static str),
+    /// The request is malformed (e.g. a bad cursor).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The database cannot be reached or timed out.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the message is for logs, not for end users.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A page request: at most `limit` rows after `cursor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// How many rows (clamped to 1..=[`PageRequest::MAX_LIMIT`]; 0 means the default).
+    pub limit: u64,
+    /// Cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    /// Default page size.
+    pub const DEFAULT_LIMIT: u64 = 50;
+    /// Largest page size.
+    pub const MAX_LIMIT: u64 = 200;
+
+    /// The first page of `limit` rows.
+    pub fn first(limit: u64) -> Self {
+        Self {
+            limit,
+            cursor: None,
+        }
+    }
+
+    /// The effective limit.
+    pub fn effective_limit(&self) -> u64 {
+        match self.limit {
+            0 => Self::DEFAULT_LIMIT,
+            n => n.min(Self::MAX_LIMIT),
+        }
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The rows.
+    pub data: Vec<T>,
+    /// Cursor of the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// A new tenant.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// Display name.
+    pub name: String,
+    /// Unique slug.
+    pub slug: String,
+    /// Requests per minute.
+    pub rate_limit_rpm: Option<i32>,
+    /// Tokens per minute.
+    pub rate_limit_tpm: Option<i32>,
+    /// Feature flags (JSON object).
+    pub features: serde_json::Value,
+}
+
+/// Changes to a tenant; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New status.
+    pub status: Option<TenantStatus>,
+    /// New requests-per-minute limit (`Some(None)` removes it).
+    pub rate_limit_rpm: Option<Option<i32>>,
+    /// New tokens-per-minute limit (`Some(None)` removes it).
+    pub rate_limit_tpm: Option<Option<i32>>,
+    /// New feature flags.
+    pub features: Option<serde_json::Value>,
+}
+
+/// A new provider configuration.
+#[derive(Debug, Clone)]
+pub struct NewProviderConfig {
+    /// Catalog key.
+    pub provider: String,
+    /// Display name.
+    pub name: String,
+    /// Sealed API key.
+    pub api_key: Option<SealedKey>,
+    /// Base URL override.
+    pub base_url: Option<String>,
+    /// Default model override.
+    pub default_model: Option<String>,
+    /// Enabled.
+    pub enabled: bool,
+}
+
+/// Changes to a provider configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderConfigPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New sealed key (rotation); `Some(None)` removes the key.
+    pub api_key: Option<Option<SealedKey>>,
+    /// New base URL.
+    pub base_url: Option<Option<String>>,
+    /// New default model.
+    pub default_model: Option<Option<String>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+/// A new bot.
+#[derive(Debug, Clone)]
+pub struct NewBot {
+    /// Display name.
+    pub name: String,
+    /// Unique slug within the tenant.
+    pub slug: String,
+    /// System prompt.
+    pub system_prompt: String,
+    /// Chat provider configuration.
+    pub provider_id: ProviderConfigId,
+    /// Model.
+    pub model: Option<String>,
+    /// Fallback provider configuration.
+    pub fallback_provider_id: Option<ProviderConfigId>,
+    /// Temperature.
+    pub temperature: Option<f32>,
+    /// Max completion tokens.
+    pub max_tokens: Option<i32>,
+    /// Prompt budget.
+    pub context_tokens: i32,
+    /// Public.
+    pub is_public: bool,
+    /// Linked datasets.
+    pub dataset_ids: Vec<DatasetId>,
+}
+
+/// Changes to a bot.
+#[derive(Debug, Clone, Default)]
+pub struct BotPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New slug.
+    pub slug: Option<String>,
+    /// New system prompt.
+    pub system_prompt: Option<String>,
+    /// New provider.
+    pub provider_id: Option<ProviderConfigId>,
+    /// New model.
+    pub model: Option<Option<String>>,
+    /// New fallback provider.
+    pub fallback_provider_id: Option<Option<ProviderConfigId>>,
+    /// New temperature.
+    pub temperature: Option<Option<f32>>,
+    /// New max tokens.
+    pub max_tokens: Option<Option<i32>>,
+    /// New context budget.
+    pub context_tokens: Option<i32>,
+    /// New visibility.
+    pub is_public: Option<bool>,
+    /// New datasets.
+    pub dataset_ids: Option<Vec<DatasetId>>,
+    /// New status.
+    pub status: Option<BotStatus>,
+}
+
+/// A new API key, already hashed (see [`crate::auth::generate_key`]).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Display name.
+    pub name: String,
+    /// Public lookup prefix.
+    pub prefix: String,
+    /// SHA-256 of the whole key.
+    pub secret_hash: [u8; 32],
+    /// Permissions.
+    pub permissions: Vec<Permission>,
+    /// Bot restriction (empty: all bots).
+    pub bot_ids: Vec<BotId>,
+    /// Per-key rate limit.
+    pub rate_limit_rpm: Option<i32>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new conversation.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    /// The bot.
+    pub bot_id: BotId,
+    /// End user.
+    pub end_user_id: Option<String>,
+    /// Title.
+    pub title: Option<String>,
+    /// Channel.
+    pub channel: Channel,
+}
+
+/// Which conversations to list (all filters are optional and combine).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Of this bot.
+    pub bot_id: Option<BotId>,
+    /// Of this end user.
+    pub end_user_id: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A new message.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Role.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+    /// Initial status (`complete` for user messages, `pending` for an
+    /// assistant message about to stream).
+    pub status: MessageStatus,
+    /// Sending API key.
+    pub api_key_id: Option<ApiKeyId>,
+    /// Provider (assistant messages).
+    pub provider: Option<String>,
+    /// Model (assistant messages).
+    pub model: Option<String>,
+}
+
+/// The outcome of an assistant message, written when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct MessageCompletion {
+    /// Final text.
+    pub content: String,
+    /// Final status.
+    pub status: Option<MessageStatus>,
+    /// Tokens.
+    pub usage: Option<TokenUsage>,
+    /// Response time, ms.
+    pub response_time_ms: Option<i32>,
+    /// Time to first token, ms.
+    pub time_to_first_token_ms: Option<i32>,
+    /// Provider that answered.
+    pub provider: Option<String>,
+    /// Model that answered.
+    pub model: Option<String>,
+    /// Finish reason, verbatim.
+    pub finish_reason: Option<String>,
+    /// Error code.
+    pub error: Option<String>,
+    /// Chunks used.
+    pub source_chunk_ids: Vec<ChunkId>,
+}
+
+/// A new dataset.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    /// Display name.
+    pub name: String,
+    /// Embedding provider configuration.
+    pub provider_id: ProviderConfigId,
+    /// Embedding model.
+    pub embedding_model: String,
+    /// Embedding dimension.
+    pub embedding_dim: i32,
+}
+
+/// A new document.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    /// The dataset.
+    pub dataset_id: DatasetId,
+    /// Title.
+    pub title: String,
+    /// Source.
+    pub source: Option<String>,
+    /// MIME type.
+    pub mime_type: String,
+    /// Metadata (JSON object).
+    pub metadata: serde_json::Value,
+    /// Raw content.
+    pub content: String,
+    /// SHA-256 of the content, hex.
+    pub content_hash: String,
+}
+
+/// A new chunk (the document and tenant come from the call).
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    /// Position.
+    pub ordinal: i32,
+    /// Text.
+    pub text: String,
+    /// Token count.
+    pub token_count: i32,
+    /// Embedding.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// A new scope.
+#[derive(Debug, Clone)]
+pub struct NewScope {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Kind.
+    pub kind: String,
+    /// Configuration.
+    pub config: serde_json::Value,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// This action.
+    pub action: Option<String>,
+    /// This actor kind.
+    pub actor_kind: Option<ActorKind>,
+    /// This actor id.
+    pub actor_id: Option<String>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Everything chatcore persists.
+///
+/// Used as `Arc<dyn Store>`: the backend is chosen at run time from
+/// configuration (a database URL), the engine and server hold one store for
+/// their whole life, and a virtual call costs nothing next to a database
+/// round trip. `dyn` also keeps the engine's and server's types free of a
+/// store parameter and lets plugin authors hand in their own implementation
+/// without generics spreading through their code. Hence `async_trait`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- tenants (not tenant-owned: the operator's view) ----
+
+    /// Creates a tenant; `Conflict("tenant")` if the slug is taken.
+    async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant>;
+    /// A tenant by id.
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
+    /// A tenant by slug.
+    async fn get_tenant_by_slug(&self, slug: &str) -> StoreResult<Tenant>;
+    /// All tenants, oldest first.
+    async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>>;
+    /// Changes a tenant.
+    async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> StoreResult<Tenant>;
+
+    // ---- provider catalog ----
+
+    /// The provider catalog, by key.
+    async fn list_catalog(&self) -> StoreResult<Vec<CatalogEntry>>;
+    /// One catalog entry.
+    async fn get_catalog_entry(&self, key: &str) -> StoreResult<CatalogEntry>;
+
+    // ---- tenant provider configs ----
+
+    /// Creates a provider config; `NotFound("catalog entry")` for an unknown kind.
+    async fn create_provider_config(
+        &self,
+        tenant: TenantId,
+        new: NewProviderConfig,
+    ) -> StoreResult<ProviderConfig>;
+    /// One provider config.
+    async fn get_provider_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> StoreResult<ProviderConfig>;
+    /// The tenant's provider configs, oldest first.
+    async fn list_provider_configs(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<ProviderConfig>>;
+    /// Changes a provider config (key rotation included).
+    async fn update_provider_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+        patch: ProviderConfigPatch,
+    ) -> StoreResult<ProviderConfig>;
+    /// Deletes a provider config; `InUse("provider")` while a bot or dataset uses it.
+    async fn delete_provider_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> StoreResult<()>;
+
+    // ---- bots ----
+
+    /// Creates a bot; `Conflict("bot")` if the slug is taken in the tenant,
+    /// `NotFound("provider")` / `NotFound("dataset")` for ids not in the tenant.
+    async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot>;
+    /// One bot by id.
+    async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot>;
+    /// One bot by slug.
+    async fn get_bot_by_slug(&self, tenant: TenantId, slug: &str) -> StoreResult<Bot>;
+    /// Finds a public bot by id or slug across tenants (the public endpoint
+    /// has no tenant). Slugs are unique per tenant only: a slug is resolved
+    /// when exactly one public bot has it.
+    async fn find_public_bot(&self, id_or_slug: &str) -> StoreResult<Bot>;
+    /// The tenant's bots, oldest first.
+    async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>>;
+    /// Changes a bot.
+    async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot>;
+    /// Deletes a bot with its conversations, messages and scopes.
+    async fn delete_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<()>;
+
+    // ---- API keys ----
+
+    /// Stores a new key (hash only); `Conflict("api key")` on a duplicate prefix.
+    async fn create_api_key(&self, tenant: TenantId, new: NewApiKey) -> StoreResult<ApiKey>;
+    /// A key by its public prefix, in any tenant (authentication starts here).
+    async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>>;
+    /// One key.
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey>;
+    /// The tenant's keys, oldest first (revoked ones included).
+    async fn list_api_keys(&self, tenant: TenantId, page: PageRequest)
+    -> StoreResult<Page<ApiKey>>;
+    /// Revokes a key (idempotent: the first revocation time is kept).
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey>;
+    /// Records a use of the key.
+    async fn touch_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The key a presented secret belongs to, if the secret is genuine: looks
+    /// the row up by prefix and compares SHA-256 hashes in constant time.
+    /// Revoked and expired keys are returned too; callers check
+    /// [`ApiKey::is_usable_at`].
+    async fn find_api_key_by_secret(
+        &self,
+        presented: &SecretString,
+    ) -> StoreResult<Option<ApiKey>> {
+        use secrecy::ExposeSecret;
+        let Some(prefix) = crate::auth::key_prefix(presented.expose_secret()) else {
+            return Ok(None);
+        };
+        let Some(key) = self.find_api_key_by_prefix(prefix).await? else {
+            return Ok(None);
+        };
+        Ok(crate::auth::verify_key(presented, &key.secret_hash).then_some(key))
+    }
+
+    // ---- conversations and messages ----
+
+    /// Starts a conversation; `NotFound("bot")` if the bot is not the tenant's.
+    async fn create_conversation(
+        &self,
+        tenant: TenantId,
+        new: NewConversation,
+    ) -> StoreResult<Conversation>;
+    /// One conversation.
+    async fn get_conversation(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> StoreResult<Conversation>;
+    /// Conversations matching the filter, newest first.
+    async fn list_conversations(
+        &self,
+        tenant: TenantId,
+        filter: ConversationFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Conversation>>;
+    /// Deletes a conversation and its messages.
+    async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()>;
+
+    /// Appends a message (and bumps the conversation's `updated_at`).
+    async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message>;
+    /// Writes the outcome of a message (end of a stream, failure, cancel).
+    async fn finish_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        done: MessageCompletion,
+    ) -> StoreResult<Message>;
+    /// One message.
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message>;
+    /// The last `limit` messages of a conversation, oldest first.
+    async fn recent_messages(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        limit: u64,
+    ) -> StoreResult<Vec<Message>>;
+    /// A conversation's messages, oldest first.
+    async fn list_messages(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Message>>;
+
+    // ---- datasets, documents, chunks ----
+
+    /// Creates a dataset; `NotFound("provider")` if the provider is not the tenant's.
+    async fn create_dataset(&self, tenant: TenantId, new: NewDataset) -> StoreResult<Dataset>;
+    /// One dataset.
+    async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<Dataset>;
+    /// The tenant's datasets, oldest first.
+    async fn list_datasets(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Dataset>>;
+    /// Deletes a dataset with its documents and chunks (and unlinks it from bots).
+    async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<()>;
+
+    /// Creates a document with status `pending`.
+    async fn create_document(&self, tenant: TenantId, new: NewDocument) -> StoreResult<Document>;
+    /// One document.
+    async fn get_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Document>;
+    /// A dataset's documents, oldest first.
+    async fn list_documents(
+        &self,
+        tenant: TenantId,
+        dataset: DatasetId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Document>>;
+    /// Documents in a status across all tenants, oldest first (to resume
+    /// indexing after a restart).
+    async fn documents_in_status(
+        &self,
+        status: DocumentStatus,
+        limit: u64,
+    ) -> StoreResult<Vec<Document>>;
+    /// Sets a document's status (and failure reason).
+    async fn set_document_status(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+        status: DocumentStatus,
+        error: Option<String>,
+    ) -> StoreResult<()>;
+    /// Deletes a document and its chunks.
+    async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<()>;
+
+    /// Replaces a document's chunks with `chunks` and marks it `ready`, in one
+    /// transaction.
+    async fn replace_chunks(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+        chunks: Vec<NewChunk>,
+    ) -> StoreResult<()>;
+    /// A document's chunks, by ordinal.
+    async fn list_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<Vec<Chunk>>;
+    /// How many chunks a document has.
+    async fn count_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<u64>;
+
+    // ---- scopes ----
+
+    /// Creates a scope; `NotFound("bot")` if the bot is not the tenant's.
+    async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope>;
+    /// One scope.
+    async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope>;
+    /// A bot's scopes, oldest first.
+    async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>>;
+    /// Deletes a scope.
+    async fn delete_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<()>;
+
+    // ---- audit ----
+
+    /// Appends one audit record.
+    async fn append_audit(&self, record: AuditRecord) -> StoreResult<()> {
+        self.append_audit_batch(vec![record]).await
+    }
+    /// Appends many audit records in one transaction.
+    async fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreResult<()>;
+    /// A tenant's audit records matching the filter, newest first.
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditRecord>>;
+}

@@ -1,0 +1,1383 @@
+//! [`SeaOrmStore`]: the [`Store`] on SQLite and PostgreSQL through SeaORM.
+//!
+//! SeaORM entities and `DbErr` stay in this module; the trait speaks domain
+//! types and [`StoreError`] only.
+
+mod convert;
+mod entities;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::prelude::Expr;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Set, SqlErr, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::*;
+use entities as e;
+
+/// The SeaORM-backed store. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct SeaOrmStore {
+    db: DatabaseConnection,
+    backend: DbBackend,
+}
+
+impl std::fmt::Debug for SeaOrmStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("SeaOrmStore")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+/// Pool and connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest pool (SQLite in memory always uses 1: each connection would
+    /// otherwise be a separate database).
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL schema to use (created if missing); tests use one per run.
+    pub schema: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            schema: None,
+        }
+    }
+}
+
+fn db_err(e: DbErr) -> StoreError {
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// Maps a constraint violation to a typed error naming the resource.
+fn write_err(e: DbErr, what: &'static str) -> StoreError {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => StoreError::Conflict(what),
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::NotFound(what),
+        _ => db_err(e),
+    }
+}
+
+/// Maps a foreign-key violation on delete to `InUse`.
+fn delete_err(e: DbErr, what: &'static str) -> StoreError {
+    match e.sql_err() {
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::InUse(what),
+        _ => db_err(e),
+    }
+}
+
+fn parse_cursor(c: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(c).map_err(|_| StoreError::InvalidInput("cursor is not valid".into()))
+}
+
+/// One page of `query` ordered by `id_col` (ids are UUIDv7: creation order).
+async fn paginate<E, C, T>(
+    db: &C,
+    query: Select<E>,
+    id_col: E::Column,
+    page: &PageRequest,
+    order: Order,
+    id_of: fn(&E::Model) -> Uuid,
+    conv: fn(E::Model) -> StoreResult<T>,
+) -> StoreResult<Page<T>>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let limit = page.effective_limit();
+    let mut q = query;
+    if let Some(c) = &page.cursor {
+        let c = parse_cursor(c)?;
+        q = match order {
+            Order::Desc => q.filter(id_col.lt(c)),
+            _ => q.filter(id_col.gt(c)),
+        };
+    }
+    let mut rows = q
+        .order_by(id_col, order)
+        .limit(limit + 1)
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    let next_cursor = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|m| id_of(m).to_string())
+    } else {
+        None
+    };
+    Ok(Page {
+        data: rows.into_iter().map(conv).collect::<StoreResult<_>>()?,
+        next_cursor,
+    })
+}
+
+fn found<T>(m: Option<T>, what: &'static str) -> StoreResult<T> {
+    m.ok_or(StoreError::NotFound(what))
+}
+
+impl SeaOrmStore {
+    /// Connects to `url` (`sqlite:...` or `postgres://...`) without migrating.
+    pub async fn connect(url: &str, opts: StoreOptions) -> StoreResult<Self> {
+        let mut co = ConnectOptions::new(url.to_string());
+        co.acquire_timeout(opts.acquire_timeout).sqlx_logging(false);
+        let is_sqlite = url.starts_with("sqlite:");
+        let in_memory = is_sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        if is_sqlite {
+            co.map_sqlx_sqlite_opts(move |o| {
+                let o = o.foreign_keys(true).busy_timeout(Duration::from_secs(5));
+                if in_memory {
+                    o
+                } else {
+                    // WAL: readers never block the writer; NORMAL sync is
+                    // durable across application crashes in WAL mode.
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                }
+            });
+            if in_memory {
+                // Each connection to :memory: is its own database: keep one,
+                // forever.
+                co.max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            } else {
+                co.max_connections(opts.max_connections.max(1));
+            }
+        } else {
+            co.max_connections(opts.max_connections.max(1));
+            if let Some(schema) = &opts.schema {
+                if !schema
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(StoreError::InvalidInput(
+                        "schema name must be alphanumeric".into(),
+                    ));
+                }
+                // Create the schema through a short-lived connection first.
+                let bootstrap = Database::connect(url).await.map_err(db_err)?;
+                bootstrap
+                    .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    .await
+                    .map_err(db_err)?;
+                bootstrap.close().await.map_err(db_err)?;
+                co.set_schema_search_path(schema.clone());
+            }
+        }
+        let db = Database::connect(co).await.map_err(db_err)?;
+        let backend = db.get_database_backend();
+        Ok(Self { db, backend })
+    }
+
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str, opts: StoreOptions) -> StoreResult<Self> {
+        let s = Self::connect(url, opts).await?;
+        s.migrate().await?;
+        Ok(s)
+    }
+
+    /// An empty, migrated SQLite database in memory.
+    pub async fn in_memory() -> StoreResult<Self> {
+        Self::open("sqlite::memory:", StoreOptions::default()).await
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        Migrator::up(&self.db, None).await.map_err(db_err)
+    }
+
+    /// Reverts every migration (drops every table).
+    pub async fn migrate_down(&self) -> StoreResult<()> {
+        Migrator::down(&self.db, None).await.map_err(db_err)
+    }
+
+    /// Which database this is.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            DbBackend::Postgres => "postgres",
+            DbBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
+    /// Closes the pool (and, for SQLite, checkpoints the WAL).
+    pub async fn close(self) -> StoreResult<()> {
+        self.db.close().await.map_err(db_err)
+    }
+
+    /// Drops a PostgreSQL schema and everything in it (test cleanup).
+    pub async fn drop_schema(url: &str, schema: &str) -> StoreResult<()> {
+        if !schema
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(StoreError::InvalidInput(
+                "schema name must be alphanumeric".into(),
+            ));
+        }
+        let db = Database::connect(url).await.map_err(db_err)?;
+        db.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .map_err(db_err)?;
+        db.close().await.map_err(db_err)
+    }
+
+    async fn tenant_owns_provider<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> StoreResult<bool> {
+        Ok(e::provider_config::Entity::find_by_id(id.0)
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+            .count(db)
+            .await
+            .map_err(db_err)?
+            == 1)
+    }
+
+    async fn check_datasets<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        ids: &[DatasetId],
+    ) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let n = e::dataset::Entity::find()
+            .filter(e::dataset::Column::TenantId.eq(tenant.0))
+            .filter(e::dataset::Column::Id.is_in(ids.iter().map(|d| d.0)))
+            .count(db)
+            .await
+            .map_err(db_err)?;
+        let mut distinct = ids.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        if n as usize != distinct.len() {
+            return Err(StoreError::NotFound("dataset"));
+        }
+        Ok(())
+    }
+
+    async fn find_bot<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: BotId,
+    ) -> StoreResult<e::bot::Model> {
+        found(
+            e::bot::Entity::find_by_id(id.0)
+                .filter(e::bot::Column::TenantId.eq(tenant.0))
+                .one(db)
+                .await
+                .map_err(db_err)?,
+            "bot",
+        )
+    }
+}
+
+#[async_trait]
+impl Store for SeaOrmStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .ping()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    // ---- tenants ----
+
+    async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant> {
+        let t = now();
+        let m = e::tenant::ActiveModel {
+            id: Set(TenantId::new().0),
+            name: Set(new.name),
+            slug: Set(new.slug),
+            status: Set(TenantStatus::Active.as_str().into()),
+            rate_limit_rpm: Set(new.rate_limit_rpm),
+            rate_limit_tpm: Set(new.rate_limit_tpm),
+            features: Set(new.features),
+            created_at: Set(t),
+            updated_at: Set(t),
+        };
+        convert::tenant(
+            m.insert(&self.db)
+                .await
+                .map_err(|e| write_err(e, "tenant"))?,
+        )
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
+        convert::tenant(found(
+            e::tenant::Entity::find_by_id(id.0)
+                .one(&self.db)
+                .await
+                .map_err(db_err)?,
+            "tenant",
+        )?)
+    }
+
+    async fn get_tenant_by_slug(&self, slug: &str) -> StoreResult<Tenant> {
+        let m = e::tenant::Entity::find()
+            .filter(e::tenant::Column::Slug.eq(slug))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::tenant(found(m, "tenant")?)
+    }
+
+    async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>> {
+        paginate(
+            &self.db,
+            e::tenant::Entity::find(),
+            e::tenant::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::tenant,
+        )
+        .await
+    }
+
+    async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> StoreResult<Tenant> {
+        let m = found(
+            e::tenant::Entity::find_by_id(id.0)
+                .one(&self.db)
+                .await
+                .map_err(db_err)?,
+            "tenant",
+        )?;
+        let mut a = m.into_active_model();
+        if let Some(v) = patch.name {
+            a.name = Set(v);
+        }
+        if let Some(v) = patch.status {
+            a.status = Set(v.as_str().into());
+        }
+        if let Some(v) = patch.rate_limit_rpm {
+            a.rate_limit_rpm = Set(v);
+        }
+        if let Some(v) = patch.rate_limit_tpm {
+            a.rate_limit_tpm = Set(v);
+        }
+        if let Some(v) = patch.features {
+            a.features = Set(v);
+        }
+        a.updated_at = Set(now());
+        convert::tenant(
+            a.update(&self.db)
+                .await
+                .map_err(|e| write_err(e, "tenant"))?,
+        )
+    }
+
+    // ---- catalog ----
+
+    async fn list_catalog(&self) -> StoreResult<Vec<CatalogEntry>> {
+        e::catalog::Entity::find()
+            .order_by_asc(e::catalog::Column::Key)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::catalog)
+            .collect()
+    }
+
+    async fn get_catalog_entry(&self, key: &str) -> StoreResult<CatalogEntry> {
+        let m = e::catalog::Entity::find_by_id(key.to_string())
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::catalog(found(m, "catalog entry")?)
+    }
+
+    // ---- provider configs ----
+
+    async fn create_provider_config(
+        &self,
+        tenant: TenantId,
+        new: NewProviderConfig,
+    ) -> StoreResult<ProviderConfig> {
+        let t = now();
+        let (ct, kid, last4) = match new.api_key {
+            Some(k) => (Some(k.ciphertext), Some(k.key_id), Some(k.last4)),
+            None => (None, None, None),
+        };
+        let m = e::provider_config::ActiveModel {
+            id: Set(ProviderConfigId::new().0),
+            tenant_id: Set(tenant.0),
+            provider: Set(new.provider),
+            name: Set(new.name),
+            api_key_ciphertext: Set(ct),
+            api_key_key_id: Set(kid),
+            api_key_last4: Set(last4),
+            base_url: Set(new.base_url),
+            default_model: Set(new.default_model),
+            enabled: Set(new.enabled),
+            created_at: Set(t),
+            updated_at: Set(t),
+        };
+        // A foreign-key failure here is an unknown catalog key or tenant.
+        let m = m
+            .insert(&self.db)
+            .await
+            .map_err(|e| write_err(e, "catalog entry"))?;
+        convert::provider_config(m)
+    }
+
+    async fn get_provider_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> StoreResult<ProviderConfig> {
+        let m = e::provider_config::Entity::find_by_id(id.0)
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::provider_config(found(m, "provider")?)
+    }
+
+    async fn list_provider_configs(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<ProviderConfig>> {
+        let q = e::provider_config::Entity::find()
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0));
+        paginate(
+            &self.db,
+            q,
+            e::provider_config::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::provider_config,
+        )
+        .await
+    }
+
+    async fn update_provider_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+        patch: ProviderConfigPatch,
+    ) -> StoreResult<ProviderConfig> {
+        let m = e::provider_config::Entity::find_by_id(id.0)
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        let mut a = found(m, "provider")?.into_active_model();
+        if let Some(v) = patch.name {
+            a.name = Set(v);
+        }
+        if let Some(k) = patch.api_key {
+            let (ct, kid, last4) = match k {
+                Some(k) => (Some(k.ciphertext), Some(k.key_id), Some(k.last4)),
+                None => (None, None, None),
+            };
+            a.api_key_ciphertext = Set(ct);
+            a.api_key_key_id = Set(kid);
+            a.api_key_last4 = Set(last4);
+        }
+        if let Some(v) = patch.base_url {
+            a.base_url = Set(v);
+        }
+        if let Some(v) = patch.default_model {
+            a.default_model = Set(v);
+        }
+        if let Some(v) = patch.enabled {
+            a.enabled = Set(v);
+        }
+        a.updated_at = Set(now());
+        convert::provider_config(
+            a.update(&self.db)
+                .await
+                .map_err(|e| write_err(e, "provider"))?,
+        )
+    }
+
+    async fn delete_provider_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> StoreResult<()> {
+        let r = e::provider_config::Entity::delete_many()
+            .filter(e::provider_config::Column::Id.eq(id.0))
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(|e| delete_err(e, "provider"))?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("provider"));
+        }
+        Ok(())
+    }
+
+    // ---- bots ----
+
+    async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
+            return Err(StoreError::NotFound("provider"));
+        }
+        if let Some(f) = new.fallback_provider_id
+            && !Self::tenant_owns_provider(&txn, tenant, f).await?
+        {
+            return Err(StoreError::NotFound("fallback provider"));
+        }
+        Self::check_datasets(&txn, tenant, &new.dataset_ids).await?;
+        let t = now();
+        let m = e::bot::ActiveModel {
+            id: Set(BotId::new().0),
+            tenant_id: Set(tenant.0),
+            name: Set(new.name),
+            slug: Set(new.slug),
+            system_prompt: Set(new.system_prompt),
+            provider_id: Set(new.provider_id.0),
+            model: Set(new.model),
+            fallback_provider_id: Set(new.fallback_provider_id.map(|p| p.0)),
+            temperature: Set(new.temperature),
+            max_tokens: Set(new.max_tokens),
+            context_tokens: Set(new.context_tokens),
+            is_public: Set(new.is_public),
+            dataset_ids: Set(convert::ids_json(&new.dataset_ids)),
+            status: Set(BotStatus::Active.as_str().into()),
+            created_at: Set(t),
+            updated_at: Set(t),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| write_err(e, "bot"))?;
+        txn.commit().await.map_err(db_err)?;
+        convert::bot(m)
+    }
+
+    async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot> {
+        convert::bot(Self::find_bot(&self.db, tenant, id).await?)
+    }
+
+    async fn get_bot_by_slug(&self, tenant: TenantId, slug: &str) -> StoreResult<Bot> {
+        let m = e::bot::Entity::find()
+            .filter(e::bot::Column::TenantId.eq(tenant.0))
+            .filter(e::bot::Column::Slug.eq(slug))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::bot(found(m, "bot")?)
+    }
+
+    async fn find_public_bot(&self, id_or_slug: &str) -> StoreResult<Bot> {
+        let q = e::bot::Entity::find().filter(e::bot::Column::IsPublic.eq(true));
+        let q = match Uuid::parse_str(id_or_slug) {
+            Ok(id) => q.filter(e::bot::Column::Id.eq(id)),
+            // The first tenant to publish a slug keeps it: a newer public
+            // bot with the same slug elsewhere cannot take its traffic.
+            Err(_) => q
+                .filter(e::bot::Column::Slug.eq(id_or_slug))
+                .order_by_asc(e::bot::Column::Id),
+        };
+        convert::bot(found(q.one(&self.db).await.map_err(db_err)?, "bot")?)
+    }
+
+    async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>> {
+        let q = e::bot::Entity::find().filter(e::bot::Column::TenantId.eq(tenant.0));
+        paginate(
+            &self.db,
+            q,
+            e::bot::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::bot,
+        )
+        .await
+    }
+
+    async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let mut a = Self::find_bot(&txn, tenant, id).await?.into_active_model();
+        if let Some(p) = patch.provider_id {
+            if !Self::tenant_owns_provider(&txn, tenant, p).await? {
+                return Err(StoreError::NotFound("provider"));
+            }
+            a.provider_id = Set(p.0);
+        }
+        if let Some(f) = patch.fallback_provider_id {
+            if let Some(p) = f
+                && !Self::tenant_owns_provider(&txn, tenant, p).await?
+            {
+                return Err(StoreError::NotFound("fallback provider"));
+            }
+            a.fallback_provider_id = Set(f.map(|p| p.0));
+        }
+        if let Some(d) = patch.dataset_ids {
+            Self::check_datasets(&txn, tenant, &d).await?;
+            a.dataset_ids = Set(convert::ids_json(&d));
+        }
+        if let Some(v) = patch.name {
+            a.name = Set(v);
+        }
+        if let Some(v) = patch.slug {
+            a.slug = Set(v);
+        }
+        if let Some(v) = patch.system_prompt {
+            a.system_prompt = Set(v);
+        }
+        if let Some(v) = patch.model {
+            a.model = Set(v);
+        }
+        if let Some(v) = patch.temperature {
+            a.temperature = Set(v);
+        }
+        if let Some(v) = patch.max_tokens {
+            a.max_tokens = Set(v);
+        }
+        if let Some(v) = patch.context_tokens {
+            a.context_tokens = Set(v);
+        }
+        if let Some(v) = patch.is_public {
+            a.is_public = Set(v);
+        }
+        if let Some(v) = patch.status {
+            a.status = Set(v.as_str().into());
+        }
+        a.updated_at = Set(now());
+        let m = a.update(&txn).await.map_err(|e| write_err(e, "bot"))?;
+        txn.commit().await.map_err(db_err)?;
+        convert::bot(m)
+    }
+
+    async fn delete_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<()> {
+        let r = e::bot::Entity::delete_many()
+            .filter(e::bot::Column::Id.eq(id.0))
+            .filter(e::bot::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(|e| delete_err(e, "bot"))?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("bot"));
+        }
+        Ok(())
+    }
+
+    // ---- API keys ----
+
+    async fn create_api_key(&self, tenant: TenantId, new: NewApiKey) -> StoreResult<ApiKey> {
+        let m = e::api_key::ActiveModel {
+            id: Set(ApiKeyId::new().0),
+            tenant_id: Set(tenant.0),
+            name: Set(new.name),
+            prefix: Set(new.prefix),
+            secret_hash: Set(new.secret_hash.to_vec()),
+            permissions: Set(convert::permissions_json(&new.permissions)),
+            bot_ids: Set(convert::ids_json(&new.bot_ids)),
+            rate_limit_rpm: Set(new.rate_limit_rpm),
+            expires_at: Set(new.expires_at),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            created_at: Set(now()),
+        };
+        convert::api_key(
+            m.insert(&self.db)
+                .await
+                .map_err(|e| write_err(e, "api key"))?,
+        )
+    }
+
+    async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>> {
+        e::api_key::Entity::find()
+            .filter(e::api_key::Column::Prefix.eq(prefix))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+            .map(convert::api_key)
+            .transpose()
+    }
+
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
+        let m = e::api_key::Entity::find_by_id(id.0)
+            .filter(e::api_key::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::api_key(found(m, "api key")?)
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<ApiKey>> {
+        let q = e::api_key::Entity::find().filter(e::api_key::Column::TenantId.eq(tenant.0));
+        paginate(
+            &self.db,
+            q,
+            e::api_key::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::api_key,
+        )
+        .await
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
+        e::api_key::Entity::update_many()
+            .col_expr(e::api_key::Column::RevokedAt, Expr::value(now()))
+            .filter(e::api_key::Column::Id.eq(id.0))
+            .filter(e::api_key::Column::TenantId.eq(tenant.0))
+            .filter(e::api_key::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        self.get_api_key(tenant, id).await
+    }
+
+    async fn touch_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let r = e::api_key::Entity::update_many()
+            .col_expr(e::api_key::Column::LastUsedAt, Expr::value(at))
+            .filter(e::api_key::Column::Id.eq(id.0))
+            .filter(e::api_key::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("api key"));
+        }
+        Ok(())
+    }
+
+    // ---- conversations and messages ----
+
+    async fn create_conversation(
+        &self,
+        tenant: TenantId,
+        new: NewConversation,
+    ) -> StoreResult<Conversation> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        Self::find_bot(&txn, tenant, new.bot_id).await?;
+        let t = now();
+        let m = e::conversation::ActiveModel {
+            id: Set(ConversationId::new().0),
+            tenant_id: Set(tenant.0),
+            bot_id: Set(new.bot_id.0),
+            end_user_id: Set(new.end_user_id),
+            title: Set(new.title),
+            channel: Set(new.channel.as_str().into()),
+            created_at: Set(t),
+            updated_at: Set(t),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| write_err(e, "bot"))?;
+        txn.commit().await.map_err(db_err)?;
+        convert::conversation(m)
+    }
+
+    async fn get_conversation(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> StoreResult<Conversation> {
+        let m = e::conversation::Entity::find_by_id(id.0)
+            .filter(e::conversation::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::conversation(found(m, "conversation")?)
+    }
+
+    async fn list_conversations(
+        &self,
+        tenant: TenantId,
+        filter: ConversationFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Conversation>> {
+        use e::conversation::Column as C;
+        let mut q = e::conversation::Entity::find().filter(C::TenantId.eq(tenant.0));
+        if let Some(b) = filter.bot_id {
+            q = q.filter(C::BotId.eq(b.0));
+        }
+        if let Some(u) = filter.end_user_id {
+            q = q.filter(C::EndUserId.eq(u));
+        }
+        if let Some(s) = filter.since {
+            q = q.filter(C::CreatedAt.gte(s));
+        }
+        if let Some(u) = filter.until {
+            q = q.filter(C::CreatedAt.lt(u));
+        }
+        paginate(
+            &self.db,
+            q,
+            C::Id,
+            &page,
+            Order::Desc,
+            |m| m.id,
+            convert::conversation,
+        )
+        .await
+    }
+
+    async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()> {
+        let r = e::conversation::Entity::delete_many()
+            .filter(e::conversation::Column::Id.eq(id.0))
+            .filter(e::conversation::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("conversation"));
+        }
+        Ok(())
+    }
+
+    async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let conv = e::conversation::Entity::find_by_id(new.conversation_id.0)
+            .filter(e::conversation::Column::TenantId.eq(tenant.0))
+            .one(&txn)
+            .await
+            .map_err(db_err)?;
+        let conv = found(conv, "conversation")?;
+        let t = now();
+        let m = e::message::ActiveModel {
+            id: Set(MessageId::new().0),
+            tenant_id: Set(tenant.0),
+            conversation_id: Set(conv.id),
+            bot_id: Set(conv.bot_id),
+            role: Set(new.role.as_str().into()),
+            content: Set(new.content),
+            prompt_tokens: Set(None),
+            completion_tokens: Set(None),
+            total_tokens: Set(None),
+            tokens_estimated: Set(false),
+            response_time_ms: Set(None),
+            time_to_first_token_ms: Set(None),
+            provider: Set(new.provider),
+            model: Set(new.model),
+            finish_reason: Set(None),
+            status: Set(new.status.as_str().into()),
+            error: Set(None),
+            source_chunk_ids: Set(serde_json::json!([])),
+            api_key_id: Set(new.api_key_id.map(|k| k.0)),
+            created_at: Set(t),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| write_err(e, "conversation"))?;
+        e::conversation::Entity::update_many()
+            .col_expr(e::conversation::Column::UpdatedAt, Expr::value(t))
+            .filter(e::conversation::Column::Id.eq(conv.id))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)?;
+        convert::message(m)
+    }
+
+    async fn finish_message(
+        &self,
+        tenant: TenantId,
+        id: MessageId,
+        done: MessageCompletion,
+    ) -> StoreResult<Message> {
+        let m = e::message::Entity::find_by_id(id.0)
+            .filter(e::message::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        let mut a = found(m, "message")?.into_active_model();
+        a.content = Set(done.content);
+        if let Some(s) = done.status {
+            a.status = Set(s.as_str().into());
+        }
+        if let Some(u) = done.usage {
+            a.prompt_tokens = Set(Some(u.prompt_tokens));
+            a.completion_tokens = Set(Some(u.completion_tokens));
+            a.total_tokens = Set(Some(u.total_tokens));
+            a.tokens_estimated = Set(u.estimated);
+        }
+        a.response_time_ms = Set(done.response_time_ms);
+        a.time_to_first_token_ms = Set(done.time_to_first_token_ms);
+        if done.provider.is_some() {
+            a.provider = Set(done.provider);
+        }
+        if done.model.is_some() {
+            a.model = Set(done.model);
+        }
+        a.finish_reason = Set(done.finish_reason);
+        a.error = Set(done.error);
+        a.source_chunk_ids = Set(convert::ids_json(&done.source_chunk_ids));
+        convert::message(a.update(&self.db).await.map_err(db_err)?)
+    }
+
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
+        let m = e::message::Entity::find_by_id(id.0)
+            .filter(e::message::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::message(found(m, "message")?)
+    }
+
+    async fn recent_messages(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        limit: u64,
+    ) -> StoreResult<Vec<Message>> {
+        let mut rows = e::message::Entity::find()
+            .filter(e::message::Column::TenantId.eq(tenant.0))
+            .filter(e::message::Column::ConversationId.eq(conversation.0))
+            .order_by_desc(e::message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.reverse();
+        rows.into_iter().map(convert::message).collect()
+    }
+
+    async fn list_messages(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        let q = e::message::Entity::find()
+            .filter(e::message::Column::TenantId.eq(tenant.0))
+            .filter(e::message::Column::ConversationId.eq(conversation.0));
+        paginate(
+            &self.db,
+            q,
+            e::message::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::message,
+        )
+        .await
+    }
+
+    // ---- datasets, documents, chunks ----
+
+    async fn create_dataset(&self, tenant: TenantId, new: NewDataset) -> StoreResult<Dataset> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
+            return Err(StoreError::NotFound("provider"));
+        }
+        let m = e::dataset::ActiveModel {
+            id: Set(DatasetId::new().0),
+            tenant_id: Set(tenant.0),
+            name: Set(new.name),
+            provider_id: Set(new.provider_id.0),
+            embedding_model: Set(new.embedding_model),
+            embedding_dim: Set(new.embedding_dim),
+            created_at: Set(now()),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| write_err(e, "provider"))?;
+        txn.commit().await.map_err(db_err)?;
+        convert::dataset(m)
+    }
+
+    async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<Dataset> {
+        let m = e::dataset::Entity::find_by_id(id.0)
+            .filter(e::dataset::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::dataset(found(m, "dataset")?)
+    }
+
+    async fn list_datasets(
+        &self,
+        tenant: TenantId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Dataset>> {
+        let q = e::dataset::Entity::find().filter(e::dataset::Column::TenantId.eq(tenant.0));
+        paginate(
+            &self.db,
+            q,
+            e::dataset::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::dataset,
+        )
+        .await
+    }
+
+    async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<()> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let r = e::dataset::Entity::delete_many()
+            .filter(e::dataset::Column::Id.eq(id.0))
+            .filter(e::dataset::Column::TenantId.eq(tenant.0))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("dataset"));
+        }
+        // Unlink it from the tenant's bots (a JSON list, not a foreign key).
+        let bots = e::bot::Entity::find()
+            .filter(e::bot::Column::TenantId.eq(tenant.0))
+            .all(&txn)
+            .await
+            .map_err(db_err)?;
+        for b in bots {
+            let bot = convert::bot(b.clone())?;
+            if bot.dataset_ids.contains(&id) {
+                let kept: Vec<DatasetId> =
+                    bot.dataset_ids.into_iter().filter(|d| *d != id).collect();
+                let mut a = b.into_active_model();
+                a.dataset_ids = Set(convert::ids_json(&kept));
+                a.update(&txn).await.map_err(db_err)?;
+            }
+        }
+        txn.commit().await.map_err(db_err)
+    }
+
+    async fn create_document(&self, tenant: TenantId, new: NewDocument) -> StoreResult<Document> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let ds = e::dataset::Entity::find_by_id(new.dataset_id.0)
+            .filter(e::dataset::Column::TenantId.eq(tenant.0))
+            .count(&txn)
+            .await
+            .map_err(db_err)?;
+        if ds == 0 {
+            return Err(StoreError::NotFound("dataset"));
+        }
+        let t = now();
+        let m = e::document::ActiveModel {
+            id: Set(DocumentId::new().0),
+            tenant_id: Set(tenant.0),
+            dataset_id: Set(new.dataset_id.0),
+            title: Set(new.title),
+            source: Set(new.source),
+            mime_type: Set(new.mime_type),
+            metadata: Set(new.metadata),
+            status: Set(DocumentStatus::Pending.as_str().into()),
+            error: Set(None),
+            content_hash: Set(new.content_hash),
+            content: Set(new.content),
+            created_at: Set(t),
+            updated_at: Set(t),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| write_err(e, "dataset"))?;
+        txn.commit().await.map_err(db_err)?;
+        convert::document(m)
+    }
+
+    async fn get_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Document> {
+        let m = e::document::Entity::find_by_id(id.0)
+            .filter(e::document::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::document(found(m, "document")?)
+    }
+
+    async fn list_documents(
+        &self,
+        tenant: TenantId,
+        dataset: DatasetId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Document>> {
+        let q = e::document::Entity::find()
+            .filter(e::document::Column::TenantId.eq(tenant.0))
+            .filter(e::document::Column::DatasetId.eq(dataset.0));
+        paginate(
+            &self.db,
+            q,
+            e::document::Column::Id,
+            &page,
+            Order::Asc,
+            |m| m.id,
+            convert::document,
+        )
+        .await
+    }
+
+    async fn documents_in_status(
+        &self,
+        status: DocumentStatus,
+        limit: u64,
+    ) -> StoreResult<Vec<Document>> {
+        e::document::Entity::find()
+            .filter(e::document::Column::Status.eq(status.as_str()))
+            .order_by_asc(e::document::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::document)
+            .collect()
+    }
+
+    async fn set_document_status(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+        status: DocumentStatus,
+        error: Option<String>,
+    ) -> StoreResult<()> {
+        let r = e::document::Entity::update_many()
+            .col_expr(e::document::Column::Status, Expr::value(status.as_str()))
+            .col_expr(e::document::Column::Error, Expr::value(error))
+            .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
+            .filter(e::document::Column::Id.eq(id.0))
+            .filter(e::document::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("document"));
+        }
+        Ok(())
+    }
+
+    async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<()> {
+        let r = e::document::Entity::delete_many()
+            .filter(e::document::Column::Id.eq(id.0))
+            .filter(e::document::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("document"));
+        }
+        Ok(())
+    }
+
+    async fn replace_chunks(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+        chunks: Vec<NewChunk>,
+    ) -> StoreResult<()> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let doc = e::document::Entity::find_by_id(document.0)
+            .filter(e::document::Column::TenantId.eq(tenant.0))
+            .one(&txn)
+            .await
+            .map_err(db_err)?;
+        let doc = found(doc, "document")?;
+        e::chunk::Entity::delete_many()
+            .filter(e::chunk::Column::DocumentId.eq(doc.id))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        // Bounded batches keep each statement under the backends' bind
+        // parameter limits (SQLite: 32766, PostgreSQL: 65535).
+        let rows: Vec<e::chunk::ActiveModel> = chunks
+            .into_iter()
+            .map(|c| e::chunk::ActiveModel {
+                id: Set(ChunkId::new().0),
+                tenant_id: Set(tenant.0),
+                dataset_id: Set(doc.dataset_id),
+                document_id: Set(doc.id),
+                ordinal: Set(c.ordinal),
+                text: Set(c.text),
+                token_count: Set(c.token_count),
+                embedding: Set(c.embedding.as_deref().map(convert::embedding_bytes)),
+            })
+            .collect();
+        for batch in rows.chunks(1000) {
+            e::chunk::Entity::insert_many(batch.to_vec())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| write_err(e, "chunk"))?;
+        }
+        e::document::Entity::update_many()
+            .col_expr(
+                e::document::Column::Status,
+                Expr::value(DocumentStatus::Ready.as_str()),
+            )
+            .col_expr(
+                e::document::Column::Error,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
+            .filter(e::document::Column::Id.eq(doc.id))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)
+    }
+
+    async fn list_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<Vec<Chunk>> {
+        e::chunk::Entity::find()
+            .filter(e::chunk::Column::TenantId.eq(tenant.0))
+            .filter(e::chunk::Column::DocumentId.eq(document.0))
+            .order_by_asc(e::chunk::Column::Ordinal)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::chunk)
+            .collect()
+    }
+
+    async fn count_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<u64> {
+        e::chunk::Entity::find()
+            .filter(e::chunk::Column::TenantId.eq(tenant.0))
+            .filter(e::chunk::Column::DocumentId.eq(document.0))
+            .count(&self.db)
+            .await
+            .map_err(db_err)
+    }
+
+    // ---- scopes ----
+
+    async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        Self::find_bot(&txn, tenant, new.bot_id).await?;
+        let m = e::scope::ActiveModel {
+            id: Set(ScopeId::new().0),
+            tenant_id: Set(tenant.0),
+            bot_id: Set(new.bot_id.0),
+            kind: Set(new.kind),
+            config: Set(new.config),
+            created_at: Set(now()),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| write_err(e, "bot"))?;
+        txn.commit().await.map_err(db_err)?;
+        convert::scope(m)
+    }
+
+    async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope> {
+        let m = e::scope::Entity::find_by_id(id.0)
+            .filter(e::scope::Column::TenantId.eq(tenant.0))
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        convert::scope(found(m, "scope")?)
+    }
+
+    async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>> {
+        e::scope::Entity::find()
+            .filter(e::scope::Column::TenantId.eq(tenant.0))
+            .filter(e::scope::Column::BotId.eq(bot.0))
+            .order_by_asc(e::scope::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::scope)
+            .collect()
+    }
+
+    async fn delete_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<()> {
+        let r = e::scope::Entity::delete_many()
+            .filter(e::scope::Column::Id.eq(id.0))
+            .filter(e::scope::Column::TenantId.eq(tenant.0))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("scope"));
+        }
+        Ok(())
+    }
+
+    // ---- audit ----
+
+    async fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<e::audit_log::ActiveModel> = records
+            .into_iter()
+            .map(|r| e::audit_log::ActiveModel {
+                id: Set(r.id.0),
+                tenant_id: Set(r.tenant_id.map(|t| t.0)),
+                actor_kind: Set(r.actor.kind.as_str().into()),
+                actor_id: Set(r.actor.id),
+                action: Set(r.action),
+                resource_type: Set(r.resource_type),
+                resource_id: Set(r.resource_id),
+                request_id: Set(r.request_id),
+                ip: Set(r.ip),
+                metadata: Set(r.metadata),
+                created_at: Set(r.created_at),
+            })
+            .collect();
+        let txn = self.db.begin().await.map_err(db_err)?;
+        for batch in rows.chunks(500) {
+            e::audit_log::Entity::insert_many(batch.to_vec())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(|e| write_err(e, "audit record"))?;
+        }
+        txn.commit().await.map_err(db_err)
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        filter: AuditFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<AuditRecord>> {
+        use e::audit_log::Column as C;
+        let mut q = e::audit_log::Entity::find().filter(C::TenantId.eq(tenant.0));
+        if let Some(a) = filter.action {
+            q = q.filter(C::Action.eq(a));
+        }
+        if let Some(k) = filter.actor_kind {
+            q = q.filter(C::ActorKind.eq(k.as_str()));
+        }
+        if let Some(i) = filter.actor_id {
+            q = q.filter(C::ActorId.eq(i));
+        }
+        if let Some(s) = filter.since {
+            q = q.filter(C::CreatedAt.gte(s));
+        }
+        if let Some(u) = filter.until {
+            q = q.filter(C::CreatedAt.lt(u));
+        }
+        paginate(
+            &self.db,
+            q,
+            C::Id,
+            &page,
+            Order::Desc,
+            |m| m.id,
+            convert::audit,
+        )
+        .await
+    }
+}
