@@ -1,1 +1,8 @@
-//! Conformance kits for plugin authors.
+//! Conformance kits for plugin authors (feature `testkit`).
+//!
+//! - [`store`]: the suite every `Store` implementation must pass, and
+//!   [`store_conformance_tests!`](crate::store_conformance_tests) to run it.
+//! - [`pg`]: fresh PostgreSQL schemas for tests.
+
+pub mod pg;
+pub mod store;

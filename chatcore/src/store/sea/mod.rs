@@ -81,6 +81,9 @@ fn write_err(e: DbErr, what: &'static str) -> StoreError {
 fn delete_err(e: DbErr, what: &'static str) -> StoreError {
     match e.sql_err() {
         Some(SqlErr::ForeignKeyConstraintViolation(_)) => StoreError::InUse(what),
+        // SQLite reports ON DELETE RESTRICT as SQLITE_CONSTRAINT_TRIGGER
+        // (1811), which SeaORM does not classify.
+        _ if e.to_string().contains("FOREIGN KEY constraint failed") => StoreError::InUse(what),
         _ => db_err(e),
     }
 }

@@ -1,0 +1,1634 @@
+//! The store conformance suite: every [`Store`] implementation must pass it.
+//!
+//! Each case is a public async function taking a fresh, migrated, empty
+//! store. [`store_conformance_tests!`](crate::store_conformance_tests)
+//! turns the whole list into one `#[tokio::test]` per case:
+//!
+//! ```ignore
+//! async fn fresh() -> chatcore::testkit::store::Fixture {
+//!     chatcore::testkit::store::Fixture::new(std::sync::Arc::new(MyStore::new().await))
+//! }
+//! chatcore::store_conformance_tests!(fresh);
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::Duration;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::auth;
+use crate::crypto::Keyring;
+use crate::domain::*;
+use crate::store::*;
+
+/// A store under test and what to do once the case passed (drop a schema,
+/// delete a file).
+pub struct Fixture {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    cleanup: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Fixture {
+    /// A fixture with nothing to clean up.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            cleanup: None,
+        }
+    }
+
+    /// A fixture whose `cleanup` runs after the case passed.
+    pub fn with_cleanup(
+        store: Arc<dyn Store>,
+        cleanup: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        Self {
+            store,
+            cleanup: Some(Box::pin(cleanup)),
+        }
+    }
+
+    /// Runs the cleanup.
+    pub async fn finish(self) {
+        drop(self.store);
+        if let Some(c) = self.cleanup {
+            c.await;
+        }
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an async
+/// function returning a [`Fixture`] with a fresh, migrated, empty store.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::store_conformance_tests!(@cases $make;
+            tenants_crud_and_conflicts,
+            tenant_pagination_edges,
+            catalog_is_seeded,
+            provider_configs_crud,
+            provider_in_use_cannot_be_deleted,
+            bots_crud_and_slugs,
+            bots_reject_foreign_references,
+            public_bot_lookup,
+            api_keys_lifecycle,
+            conversations_and_filters,
+            messages_history_and_finish,
+            deleting_cascades,
+            datasets_documents_chunks,
+            scopes_crud,
+            audit_append_list_filter,
+            timestamps_keep_microseconds,
+            tenant_isolation
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let fixture: $crate::testkit::store::Fixture = $make().await;
+                $crate::testkit::store::$case(&*fixture.store).await;
+                fixture.finish().await;
+            }
+        )*
+    };
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::now_v7().simple().to_string()[20..]
+    )
+}
+
+async fn tenant(s: &dyn Store, name: &str) -> Tenant {
+    s.create_tenant(NewTenant {
+        name: name.into(),
+        slug: unique(name),
+        rate_limit_rpm: Some(60),
+        rate_limit_tpm: None,
+        features: json!({"rag": true}),
+    })
+    .await
+    .expect("create tenant")
+}
+
+fn keyring() -> Keyring {
+    Keyring::from_raw([9u8; 32], &[])
+}
+
+async fn provider(s: &dyn Store, t: TenantId) -> ProviderConfig {
+    s.create_provider_config(
+        t,
+        NewProviderConfig {
+            provider: "mock".into(),
+            name: "mock".into(),
+            api_key: Some(
+                keyring().seal(t, &SecretString::from("sk-conformance-1234".to_string())),
+            ),
+            base_url: None,
+            default_model: Some("echo".into()),
+            enabled: true,
+        },
+    )
+    .await
+    .expect("create provider config")
+}
+
+fn new_bot(p: ProviderConfigId, slug: &str) -> NewBot {
+    NewBot {
+        name: slug.into(),
+        slug: slug.into(),
+        system_prompt: "You are helpful.".into(),
+        provider_id: p,
+        model: Some("echo".into()),
+        fallback_provider_id: None,
+        temperature: Some(0.5),
+        max_tokens: Some(256),
+        context_tokens: 4000,
+        is_public: false,
+        dataset_ids: vec![],
+    }
+}
+
+async fn bot(s: &dyn Store, t: TenantId, p: ProviderConfigId, slug: &str) -> Bot {
+    s.create_bot(t, new_bot(p, slug)).await.expect("create bot")
+}
+
+async fn conversation(s: &dyn Store, t: TenantId, b: BotId, user: Option<&str>) -> Conversation {
+    s.create_conversation(
+        t,
+        NewConversation {
+            bot_id: b,
+            end_user_id: user.map(Into::into),
+            title: None,
+            channel: Channel::Api,
+        },
+    )
+    .await
+    .expect("create conversation")
+}
+
+fn user_msg(c: ConversationId, text: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: c,
+        role: Role::User,
+        content: text.into(),
+        status: MessageStatus::Complete,
+        api_key_id: None,
+        provider: None,
+        model: None,
+    }
+}
+
+async fn dataset(s: &dyn Store, t: TenantId, p: ProviderConfigId) -> Dataset {
+    s.create_dataset(
+        t,
+        NewDataset {
+            name: "docs".into(),
+            provider_id: p,
+            embedding_model: "mock-embed".into(),
+            embedding_dim: 4,
+        },
+    )
+    .await
+    .expect("create dataset")
+}
+
+fn new_doc(d: DatasetId, title: &str) -> NewDocument {
+    NewDocument {
+        dataset_id: d,
+        title: title.into(),
+        source: Some("test".into()),
+        mime_type: "text/plain".into(),
+        metadata: json!({"lang": "en"}),
+        content: format!("content of {title}"),
+        content_hash: format!("hash-{title}"),
+    }
+}
+
+fn new_key(name: &str) -> (auth::GeneratedKey, NewApiKey) {
+    let g = auth::generate_key();
+    let n = NewApiKey {
+        name: name.into(),
+        prefix: g.prefix.clone(),
+        secret_hash: g.hash,
+        permissions: vec![Permission::Chat, Permission::Read],
+        bot_ids: vec![],
+        rate_limit_rpm: Some(10),
+        expires_at: None,
+    };
+    (g, n)
+}
+
+/// Collects every row of a paginated list, page by page.
+async fn collect_pages<T, F, Fut>(limit: u64, mut fetch: F) -> (Vec<T>, usize)
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = StoreResult<Page<T>>>,
+{
+    let mut all = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let p = fetch(PageRequest {
+            limit,
+            cursor: cursor.clone(),
+        })
+        .await
+        .expect("page");
+        pages += 1;
+        assert!(
+            p.data.len() as u64 <= limit,
+            "a page never exceeds its limit"
+        );
+        all.extend(p.data);
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 1000, "pagination does not terminate");
+    }
+    (all, pages)
+}
+
+/// Tenants: create, read by id and slug, update, slug conflict.
+pub async fn tenants_crud_and_conflicts(s: &dyn Store) {
+    s.ping().await.expect("ping");
+    let t = tenant(s, "acme").await;
+    assert_eq!(t.status, TenantStatus::Active);
+    assert_eq!(t.features, json!({"rag": true}));
+    assert_eq!(s.get_tenant(t.id).await.unwrap(), t);
+    assert_eq!(s.get_tenant_by_slug(&t.slug).await.unwrap(), t);
+    assert!(matches!(
+        s.get_tenant(TenantId::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.get_tenant_by_slug("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let dup = s
+        .create_tenant(NewTenant {
+            name: "other".into(),
+            slug: t.slug.clone(),
+            rate_limit_rpm: None,
+            rate_limit_tpm: None,
+            features: json!({}),
+        })
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict("tenant"))),
+        "{dup:?}"
+    );
+
+    let u = s
+        .update_tenant(
+            t.id,
+            TenantPatch {
+                status: Some(TenantStatus::Suspended),
+                rate_limit_rpm: Some(None),
+                rate_limit_tpm: Some(Some(1000)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.status, TenantStatus::Suspended);
+    assert_eq!(u.rate_limit_rpm, None);
+    assert_eq!(u.rate_limit_tpm, Some(1000));
+    assert_eq!(u.name, t.name, "untouched fields are kept");
+    assert!(u.updated_at >= t.updated_at);
+    assert_eq!(s.get_tenant(t.id).await.unwrap(), u);
+    assert!(matches!(
+        s.update_tenant(TenantId::new(), TenantPatch::default())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Pagination: default limit, exact multiples, last page, bad cursor.
+pub async fn tenant_pagination_edges(s: &dyn Store) {
+    let empty = s.list_tenants(PageRequest::first(10)).await.unwrap();
+    assert!(empty.data.is_empty() && empty.next_cursor.is_none());
+    let mut made = Vec::new();
+    for i in 0..6 {
+        made.push(tenant(s, &format!("t{i}")).await.id);
+    }
+    // Exact multiple: 6 rows, pages of 3 -> 2 pages (no empty third page).
+    let (rows, pages) = collect_pages(3, |p| s.list_tenants(p)).await;
+    assert_eq!(
+        rows.iter().map(|t| t.id).collect::<Vec<_>>(),
+        made,
+        "oldest first, nothing lost or repeated"
+    );
+    assert_eq!(pages, 2);
+    let (rows, pages) = collect_pages(4, |p| s.list_tenants(p)).await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(pages, 2);
+    let (_, pages) = collect_pages(1, |p| s.list_tenants(p)).await;
+    assert_eq!(pages, 6);
+    // limit 0 means the default.
+    let all = s
+        .list_tenants(PageRequest {
+            limit: 0,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.data.len(), 6);
+    assert!(all.next_cursor.is_none());
+    let bad = s
+        .list_tenants(PageRequest {
+            limit: 2,
+            cursor: Some("not-a-cursor".into()),
+        })
+        .await;
+    assert!(matches!(bad, Err(StoreError::InvalidInput(_))), "{bad:?}");
+    // A cursor past the end gives an empty last page.
+    let last = s
+        .list_tenants(PageRequest {
+            limit: 2,
+            cursor: Some(made[5].to_string()),
+        })
+        .await
+        .unwrap();
+    assert!(last.data.is_empty() && last.next_cursor.is_none());
+}
+
+/// The catalog has the five providers.
+pub async fn catalog_is_seeded(s: &dyn Store) {
+    let keys: Vec<String> = s
+        .list_catalog()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    for k in ["anthropic", "google", "mock", "openai", "openai_compatible"] {
+        assert!(keys.contains(&k.to_string()), "catalog lacks {k}: {keys:?}");
+    }
+    let openai = s.get_catalog_entry("openai").await.unwrap();
+    assert_eq!(openai.auth_style, AuthStyle::Bearer);
+    assert!(openai.supports_embeddings && openai.supports_stream);
+    let anthropic = s.get_catalog_entry("anthropic").await.unwrap();
+    assert_eq!(anthropic.auth_style, AuthStyle::XApiKey);
+    assert!(!anthropic.supports_embeddings);
+    assert!(matches!(
+        s.get_catalog_entry("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Provider configs: sealed key round trip, update with rotation, unknown kind.
+pub async fn provider_configs_crud(s: &dyn Store) {
+    let t = tenant(s, "p").await;
+    let p = provider(s, t.id).await;
+    let got = s.get_provider_config(t.id, p.id).await.unwrap();
+    assert_eq!(got, p);
+    let sealed = got.api_key.clone().expect("key stored");
+    assert_eq!(sealed.last4, "1234");
+    assert_eq!(
+        keyring().open(t.id, &sealed).unwrap().expose_secret(),
+        "sk-conformance-1234"
+    );
+
+    let rotated = keyring().seal(t.id, &SecretString::from("sk-new-secret-9999".to_string()));
+    let u = s
+        .update_provider_config(
+            t.id,
+            p.id,
+            ProviderConfigPatch {
+                api_key: Some(Some(rotated.clone())),
+                base_url: Some(Some("http://127.0.0.1:9".into())),
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.api_key, Some(rotated));
+    assert_eq!(u.base_url.as_deref(), Some("http://127.0.0.1:9"));
+    assert!(!u.enabled);
+    assert_eq!(u.name, p.name);
+    let cleared = s
+        .update_provider_config(
+            t.id,
+            p.id,
+            ProviderConfigPatch {
+                api_key: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.api_key, None);
+
+    let unknown = s
+        .create_provider_config(
+            t.id,
+            NewProviderConfig {
+                provider: "no-such-vendor".into(),
+                name: "x".into(),
+                api_key: None,
+                base_url: None,
+                default_model: None,
+                enabled: true,
+            },
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+
+    let second = provider(s, t.id).await;
+    let (rows, _) = collect_pages(1, |pg| s.list_provider_configs(t.id, pg)).await;
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![p.id, second.id]
+    );
+    s.delete_provider_config(t.id, second.id).await.unwrap();
+    assert!(matches!(
+        s.get_provider_config(t.id, second.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_provider_config(t.id, second.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A provider config used by a bot, a fallback or a dataset is not deleted.
+pub async fn provider_in_use_cannot_be_deleted(s: &dyn Store) {
+    let t = tenant(s, "inuse").await;
+    let p = provider(s, t.id).await;
+    let fb = provider(s, t.id).await;
+    let emb = provider(s, t.id).await;
+    let mut nb = new_bot(p.id, "b");
+    nb.fallback_provider_id = Some(fb.id);
+    let b = s.create_bot(t.id, nb).await.unwrap();
+    dataset(s, t.id, emb.id).await;
+    for id in [p.id, fb.id, emb.id] {
+        let r = s.delete_provider_config(t.id, id).await;
+        assert!(matches!(r, Err(StoreError::InUse(_))), "{r:?}");
+        s.get_provider_config(t.id, id).await.expect("still there");
+    }
+    s.delete_bot(t.id, b.id).await.unwrap();
+    s.delete_provider_config(t.id, p.id).await.unwrap();
+    s.delete_provider_config(t.id, fb.id).await.unwrap();
+}
+
+/// Bots: CRUD, slug unique per tenant (not across tenants), lookups.
+pub async fn bots_crud_and_slugs(s: &dyn Store) {
+    let t = tenant(s, "bots").await;
+    let p = provider(s, t.id).await;
+    let p2 = provider(s, t.id).await;
+    let ds = dataset(s, t.id, p.id).await;
+    let mut nb = new_bot(p.id, "helper");
+    nb.dataset_ids = vec![ds.id];
+    nb.fallback_provider_id = Some(p2.id);
+    let b = s.create_bot(t.id, nb).await.unwrap();
+    assert_eq!(b.dataset_ids, vec![ds.id]);
+    assert_eq!(b.temperature, Some(0.5));
+    assert_eq!(b.status, BotStatus::Active);
+    assert_eq!(s.get_bot(t.id, b.id).await.unwrap(), b);
+    assert_eq!(s.get_bot_by_slug(t.id, "helper").await.unwrap(), b);
+
+    let dup = s.create_bot(t.id, new_bot(p.id, "helper")).await;
+    assert!(matches!(dup, Err(StoreError::Conflict("bot"))), "{dup:?}");
+    // The same slug in another tenant is fine.
+    let t2 = tenant(s, "bots2").await;
+    let p_2 = provider(s, t2.id).await;
+    bot(s, t2.id, p_2.id, "helper").await;
+
+    let u = s
+        .update_bot(
+            t.id,
+            b.id,
+            BotPatch {
+                system_prompt: Some("Be brief.".into()),
+                is_public: Some(true),
+                temperature: Some(None),
+                fallback_provider_id: Some(None),
+                dataset_ids: Some(vec![]),
+                status: Some(BotStatus::Disabled),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.system_prompt, "Be brief.");
+    assert!(u.is_public);
+    assert_eq!(u.temperature, None);
+    assert_eq!(u.fallback_provider_id, None);
+    assert!(u.dataset_ids.is_empty());
+    assert_eq!(u.status, BotStatus::Disabled);
+    assert_eq!(u.slug, "helper");
+
+    let other = bot(s, t.id, p.id, "other").await;
+    let clash = s
+        .update_bot(
+            t.id,
+            other.id,
+            BotPatch {
+                slug: Some("helper".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(clash, Err(StoreError::Conflict("bot"))),
+        "{clash:?}"
+    );
+
+    let (rows, _) = collect_pages(1, |pg| s.list_bots(t.id, pg)).await;
+    assert_eq!(
+        rows.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![b.id, other.id]
+    );
+    s.delete_bot(t.id, other.id).await.unwrap();
+    assert!(matches!(
+        s.get_bot(t.id, other.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_bot(t.id, other.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A bot cannot point at another tenant's provider or dataset.
+pub async fn bots_reject_foreign_references(s: &dyn Store) {
+    let a = tenant(s, "a").await;
+    let b = tenant(s, "b").await;
+    let pa = provider(s, a.id).await;
+    let pb = provider(s, b.id).await;
+    let db = dataset(s, b.id, pb.id).await;
+    let r = s.create_bot(a.id, new_bot(pb.id, "x")).await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+    let mut nb = new_bot(pa.id, "y");
+    nb.fallback_provider_id = Some(pb.id);
+    assert!(matches!(
+        s.create_bot(a.id, nb).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let mut nb = new_bot(pa.id, "z");
+    nb.dataset_ids = vec![db.id];
+    assert!(matches!(
+        s.create_bot(a.id, nb).await,
+        Err(StoreError::NotFound("dataset"))
+    ));
+    let ok = bot(s, a.id, pa.id, "ok").await;
+    let r = s
+        .update_bot(
+            a.id,
+            ok.id,
+            BotPatch {
+                provider_id: Some(pb.id),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+    let r = s
+        .update_bot(
+            a.id,
+            ok.id,
+            BotPatch {
+                dataset_ids: Some(vec![db.id]),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.get_bot(a.id, ok.id).await.unwrap().provider_id,
+        pa.id,
+        "nothing changed"
+    );
+    let r = s
+        .create_dataset(
+            a.id,
+            NewDataset {
+                name: "x".into(),
+                provider_id: pb.id,
+                embedding_model: "m".into(),
+                embedding_dim: 4,
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// Public bots are found by id or slug; private ones are not; the oldest
+/// public bot keeps a slug.
+pub async fn public_bot_lookup(s: &dyn Store) {
+    let a = tenant(s, "pa").await;
+    let b = tenant(s, "pb").await;
+    let pa = provider(s, a.id).await;
+    let pb = provider(s, b.id).await;
+    let slug = unique("pub");
+    let mut nb = new_bot(pa.id, &slug);
+    nb.is_public = true;
+    let first = s.create_bot(a.id, nb).await.unwrap();
+    let private = bot(s, a.id, pa.id, &unique("private")).await;
+    let mut nb = new_bot(pb.id, &slug);
+    nb.is_public = true;
+    let second = s.create_bot(b.id, nb).await.unwrap();
+
+    assert_eq!(
+        s.find_public_bot(&first.id.to_string()).await.unwrap().id,
+        first.id
+    );
+    assert_eq!(
+        s.find_public_bot(&second.id.to_string()).await.unwrap().id,
+        second.id
+    );
+    assert_eq!(
+        s.find_public_bot(&slug).await.unwrap().id,
+        first.id,
+        "the first publisher keeps the slug"
+    );
+    assert!(matches!(
+        s.find_public_bot(&private.id.to_string()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.find_public_bot(&private.slug).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.find_public_bot("no-such-bot").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// API keys: create, find by prefix and by secret, list, touch, revoke.
+pub async fn api_keys_lifecycle(s: &dyn Store) {
+    let t = tenant(s, "keys").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "kb").await;
+    let (g, mut nk) = new_key("ci");
+    nk.bot_ids = vec![b.id];
+    nk.expires_at = Some(now() + Duration::days(30));
+    let k = s.create_api_key(t.id, nk.clone()).await.unwrap();
+    assert_eq!(k.prefix, g.prefix);
+    assert_eq!(k.bot_ids, vec![b.id]);
+    assert_eq!(k.permissions, vec![Permission::Chat, Permission::Read]);
+    assert!(k.revoked_at.is_none() && k.last_used_at.is_none());
+
+    assert_eq!(
+        s.find_api_key_by_prefix(&g.prefix).await.unwrap(),
+        Some(k.clone())
+    );
+    assert_eq!(
+        s.find_api_key_by_prefix("cc_0000000000000000")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_api_key_by_secret(&g.secret).await.unwrap(),
+        Some(k.clone())
+    );
+    // Right prefix, wrong secret.
+    let forged = format!("{}_{}", g.prefix, "A".repeat(43));
+    assert_eq!(
+        s.find_api_key_by_secret(&SecretString::from(forged))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_api_key_by_secret(&SecretString::from("garbage".to_string()))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The same prefix twice is a conflict.
+    let dup = s.create_api_key(t.id, nk).await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict("api key"))),
+        "{dup:?}"
+    );
+
+    let at = now();
+    s.touch_api_key(t.id, k.id, at).await.unwrap();
+    assert_eq!(
+        s.get_api_key(t.id, k.id).await.unwrap().last_used_at,
+        Some(at)
+    );
+
+    let (_, nk2) = new_key("second");
+    let k2 = s.create_api_key(t.id, nk2).await.unwrap();
+    let (rows, _) = collect_pages(1, |pg| s.list_api_keys(t.id, pg)).await;
+    assert_eq!(
+        rows.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![k.id, k2.id]
+    );
+
+    let r = s.revoke_api_key(t.id, k.id).await.unwrap();
+    let revoked_at = r.revoked_at.expect("revoked");
+    assert!(!r.is_usable_at(now()));
+    let again = s.revoke_api_key(t.id, k.id).await.unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(revoked_at),
+        "revocation is idempotent"
+    );
+    let found = s
+        .find_api_key_by_secret(&g.secret)
+        .await
+        .unwrap()
+        .expect("still found");
+    assert!(found.revoked_at.is_some(), "callers see it is revoked");
+    assert!(matches!(
+        s.revoke_api_key(t.id, ApiKeyId::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.touch_api_key(t.id, ApiKeyId::new(), at).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Conversations: create, get, list by bot and end user, newest first.
+pub async fn conversations_and_filters(s: &dyn Store) {
+    let t = tenant(s, "conv").await;
+    let p = provider(s, t.id).await;
+    let b1 = bot(s, t.id, p.id, "one").await;
+    let b2 = bot(s, t.id, p.id, "two").await;
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(conversation(s, t.id, b1.id, Some("alice")).await.id);
+        conversation(s, t.id, b1.id, Some(&format!("bob{i}"))).await;
+    }
+    conversation(s, t.id, b2.id, Some("alice")).await;
+    let c = s.get_conversation(t.id, mine[0]).await.unwrap();
+    assert_eq!(c.bot_id, b1.id);
+    assert_eq!(c.end_user_id.as_deref(), Some("alice"));
+    assert_eq!(c.channel, Channel::Api);
+
+    let (rows, pages) = collect_pages(2, |pg| {
+        s.list_conversations(
+            t.id,
+            ConversationFilter {
+                bot_id: Some(b1.id),
+                end_user_id: Some("alice".into()),
+                ..Default::default()
+            },
+            pg,
+        )
+    })
+    .await;
+    let mut expect = mine.clone();
+    expect.reverse();
+    assert_eq!(
+        rows.iter().map(|c| c.id).collect::<Vec<_>>(),
+        expect,
+        "newest first"
+    );
+    assert_eq!(pages, 3);
+    let (all_b1, _) = collect_pages(3, |pg| {
+        s.list_conversations(
+            t.id,
+            ConversationFilter {
+                bot_id: Some(b1.id),
+                ..Default::default()
+            },
+            pg,
+        )
+    })
+    .await;
+    assert_eq!(all_b1.len(), 10);
+    let (all, _) = collect_pages(50, |pg| {
+        s.list_conversations(t.id, ConversationFilter::default(), pg)
+    })
+    .await;
+    assert_eq!(all.len(), 11);
+    let future = s
+        .list_conversations(
+            t.id,
+            ConversationFilter {
+                since: Some(now() + Duration::hours(1)),
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert!(future.data.is_empty());
+    let past = s
+        .list_conversations(
+            t.id,
+            ConversationFilter {
+                until: Some(now() - Duration::hours(1)),
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert!(past.data.is_empty());
+    let r = s
+        .create_conversation(
+            t.id,
+            NewConversation {
+                bot_id: BotId::new(),
+                end_user_id: None,
+                title: None,
+                channel: Channel::Public,
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// Messages: append, recent history, pagination, finishing a stream.
+pub async fn messages_history_and_finish(s: &dyn Store) {
+    let t = tenant(s, "msg").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "m").await;
+    let c = conversation(s, t.id, b.id, None).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let m = s
+            .append_message(t.id, user_msg(c.id, &format!("m{i}")))
+            .await
+            .unwrap();
+        assert_eq!(m.status, MessageStatus::Complete);
+        assert_eq!(m.usage, None);
+        ids.push(m.id);
+    }
+    let conv = s.get_conversation(t.id, c.id).await.unwrap();
+    assert!(
+        conv.updated_at >= c.updated_at,
+        "appending bumps the conversation"
+    );
+
+    let recent = s.recent_messages(t.id, c.id, 3).await.unwrap();
+    assert_eq!(
+        recent
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["m4", "m5", "m6"],
+        "oldest first"
+    );
+    assert_eq!(s.recent_messages(t.id, c.id, 100).await.unwrap().len(), 7);
+    let (rows, pages) = collect_pages(3, |pg| s.list_messages(t.id, c.id, pg)).await;
+    assert_eq!(rows.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert_eq!(pages, 3);
+
+    let pending = s
+        .append_message(
+            t.id,
+            NewMessage {
+                conversation_id: c.id,
+                role: Role::Assistant,
+                content: String::new(),
+                status: MessageStatus::Pending,
+                api_key_id: None,
+                provider: Some("mock".into()),
+                model: Some("echo".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let chunk = ChunkId::new();
+    let done = s
+        .finish_message(
+            t.id,
+            pending.id,
+            MessageCompletion {
+                content: "partial answer".into(),
+                status: Some(MessageStatus::Cancelled),
+                usage: Some(TokenUsage {
+                    prompt_tokens: 12,
+                    completion_tokens: 3,
+                    total_tokens: 15,
+                    estimated: true,
+                }),
+                response_time_ms: Some(250),
+                time_to_first_token_ms: Some(40),
+                provider: None,
+                model: Some("echo-2".into()),
+                finish_reason: Some("client_disconnect".into()),
+                error: None,
+                source_chunk_ids: vec![chunk],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.content, "partial answer");
+    assert_eq!(done.status, MessageStatus::Cancelled);
+    assert_eq!(
+        done.usage,
+        Some(TokenUsage {
+            prompt_tokens: 12,
+            completion_tokens: 3,
+            total_tokens: 15,
+            estimated: true
+        })
+    );
+    assert_eq!(
+        done.provider.as_deref(),
+        Some("mock"),
+        "kept when not given"
+    );
+    assert_eq!(done.model.as_deref(), Some("echo-2"));
+    assert_eq!(done.response_time_ms, Some(250));
+    assert_eq!(done.time_to_first_token_ms, Some(40));
+    assert_eq!(done.source_chunk_ids, vec![chunk]);
+    assert_eq!(s.get_message(t.id, pending.id).await.unwrap(), done);
+    let r = s
+        .finish_message(t.id, MessageId::new(), MessageCompletion::default())
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+    let r = s
+        .append_message(t.id, user_msg(ConversationId::new(), "x"))
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// Deleting a conversation, a bot or a document takes what hangs off it.
+pub async fn deleting_cascades(s: &dyn Store) {
+    let t = tenant(s, "casc").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "c").await;
+    let keep = bot(s, t.id, p.id, "keep").await;
+    let c1 = conversation(s, t.id, b.id, None).await;
+    let c2 = conversation(s, t.id, b.id, None).await;
+    let c3 = conversation(s, t.id, keep.id, None).await;
+    let m1 = s
+        .append_message(t.id, user_msg(c1.id, "hello"))
+        .await
+        .unwrap();
+    let m2 = s
+        .append_message(t.id, user_msg(c2.id, "hello"))
+        .await
+        .unwrap();
+    let m3 = s
+        .append_message(t.id, user_msg(c3.id, "hello"))
+        .await
+        .unwrap();
+    let sc = s
+        .create_scope(
+            t.id,
+            NewScope {
+                bot_id: b.id,
+                kind: "max_input_length".into(),
+                config: json!(100),
+            },
+        )
+        .await
+        .unwrap();
+
+    s.delete_conversation(t.id, c1.id).await.unwrap();
+    assert!(matches!(
+        s.get_conversation(t.id, c1.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        matches!(
+            s.get_message(t.id, m1.id).await,
+            Err(StoreError::NotFound(_))
+        ),
+        "messages go with it"
+    );
+    assert!(matches!(
+        s.delete_conversation(t.id, c1.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    s.delete_bot(t.id, b.id).await.unwrap();
+    assert!(matches!(
+        s.get_conversation(t.id, c2.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.get_message(t.id, m2.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.get_scope(t.id, sc.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The other bot's data is untouched.
+    s.get_conversation(t.id, c3.id).await.unwrap();
+    s.get_message(t.id, m3.id).await.unwrap();
+}
+
+/// Datasets, documents and chunks: batch insert, embeddings round trip,
+/// status changes, resume queries, cascades, unlinking from bots.
+pub async fn datasets_documents_chunks(s: &dyn Store) {
+    let t = tenant(s, "rag").await;
+    let p = provider(s, t.id).await;
+    let ds = dataset(s, t.id, p.id).await;
+    assert_eq!(s.get_dataset(t.id, ds.id).await.unwrap(), ds);
+    let d1 = s
+        .create_document(t.id, new_doc(ds.id, "one"))
+        .await
+        .unwrap();
+    assert_eq!(d1.status, DocumentStatus::Pending);
+    assert_eq!(d1.metadata, json!({"lang": "en"}));
+    let d2 = s
+        .create_document(t.id, new_doc(ds.id, "two"))
+        .await
+        .unwrap();
+    assert_eq!(s.get_document(t.id, d1.id).await.unwrap(), d1);
+    let (docs, _) = collect_pages(1, |pg| s.list_documents(t.id, ds.id, pg)).await;
+    assert_eq!(
+        docs.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![d1.id, d2.id]
+    );
+
+    s.set_document_status(t.id, d1.id, DocumentStatus::Indexing, None)
+        .await
+        .unwrap();
+    let indexing = s
+        .documents_in_status(DocumentStatus::Indexing, 10)
+        .await
+        .unwrap();
+    assert!(indexing.iter().any(|d| d.id == d1.id));
+    s.set_document_status(
+        t.id,
+        d2.id,
+        DocumentStatus::Failed,
+        Some("embedding failed".into()),
+    )
+    .await
+    .unwrap();
+    let f = s.get_document(t.id, d2.id).await.unwrap();
+    assert_eq!(
+        (f.status, f.error.as_deref()),
+        (DocumentStatus::Failed, Some("embedding failed"))
+    );
+
+    // 1500 chunks: more than one insert batch.
+    let chunks: Vec<NewChunk> = (0..1500)
+        .map(|i| NewChunk {
+            ordinal: i,
+            text: format!("chunk {i} ünïcødé"),
+            token_count: 3,
+            embedding: Some(vec![i as f32, -0.5, f32::MIN_POSITIVE, 1e-7]),
+        })
+        .collect();
+    s.replace_chunks(t.id, d1.id, chunks).await.unwrap();
+    assert_eq!(
+        s.get_document(t.id, d1.id).await.unwrap().status,
+        DocumentStatus::Ready
+    );
+    assert_eq!(s.count_chunks(t.id, d1.id).await.unwrap(), 1500);
+    let got = s.list_chunks(t.id, d1.id).await.unwrap();
+    assert_eq!(got.len(), 1500);
+    assert_eq!(got[7].ordinal, 7);
+    assert_eq!(got[7].text, "chunk 7 ünïcødé");
+    assert_eq!(got[7].dataset_id, ds.id);
+    assert_eq!(
+        got[7].embedding,
+        Some(vec![7.0, -0.5, f32::MIN_POSITIVE, 1e-7]),
+        "embeddings are exact"
+    );
+    // Replacing drops the old chunks.
+    s.replace_chunks(
+        t.id,
+        d1.id,
+        vec![NewChunk {
+            ordinal: 0,
+            text: "only".into(),
+            token_count: 1,
+            embedding: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let got = s.list_chunks(t.id, d1.id).await.unwrap();
+    assert_eq!((got.len(), got[0].embedding.clone()), (1, None));
+
+    s.delete_document(t.id, d1.id).await.unwrap();
+    assert!(matches!(
+        s.get_document(t.id, d1.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.count_chunks(t.id, d1.id).await.unwrap(),
+        0,
+        "chunks go with the document"
+    );
+    assert!(matches!(
+        s.delete_document(t.id, d1.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.replace_chunks(t.id, d1.id, vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A dataset linked to a bot: deleting it unlinks it and drops its documents.
+    let mut nb = new_bot(p.id, "rag-bot");
+    nb.dataset_ids = vec![ds.id];
+    let b = s.create_bot(t.id, nb).await.unwrap();
+    let ds2 = dataset(s, t.id, p.id).await;
+    let (all, _) = collect_pages(1, |pg| s.list_datasets(t.id, pg)).await;
+    assert_eq!(
+        all.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![ds.id, ds2.id]
+    );
+    s.delete_dataset(t.id, ds.id).await.unwrap();
+    assert!(matches!(
+        s.get_document(t.id, d2.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.get_bot(t.id, b.id).await.unwrap().dataset_ids.is_empty());
+    assert!(matches!(
+        s.delete_dataset(t.id, ds.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let r = s.create_document(t.id, new_doc(ds.id, "late")).await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// Scopes: create, get, list per bot, delete.
+pub async fn scopes_crud(s: &dyn Store) {
+    let t = tenant(s, "scopes").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "s").await;
+    let b2 = bot(s, t.id, p.id, "s2").await;
+    let a = s
+        .create_scope(
+            t.id,
+            NewScope {
+                bot_id: b.id,
+                kind: "allowed_origins".into(),
+                config: json!(["https://a.example"]),
+            },
+        )
+        .await
+        .unwrap();
+    let c = s
+        .create_scope(
+            t.id,
+            NewScope {
+                bot_id: b.id,
+                kind: "blocked_terms".into(),
+                config: json!(["secret"]),
+            },
+        )
+        .await
+        .unwrap();
+    s.create_scope(
+        t.id,
+        NewScope {
+            bot_id: b2.id,
+            kind: "max_input_length".into(),
+            config: json!(10),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_scope(t.id, a.id).await.unwrap(), a);
+    assert_eq!(
+        s.list_scopes(t.id, b.id).await.unwrap(),
+        vec![a.clone(), c.clone()]
+    );
+    s.delete_scope(t.id, a.id).await.unwrap();
+    assert_eq!(s.list_scopes(t.id, b.id).await.unwrap(), vec![c]);
+    assert!(matches!(
+        s.delete_scope(t.id, a.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let r = s
+        .create_scope(
+            t.id,
+            NewScope {
+                bot_id: BotId::new(),
+                kind: "x".into(),
+                config: json!({}),
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// Audit: single and batch append, filters, newest first, pagination.
+pub async fn audit_append_list_filter(s: &dyn Store) {
+    let t = tenant(s, "audit").await;
+    let key_actor = Actor {
+        kind: ActorKind::ApiKey,
+        id: Some("k1".into()),
+    };
+    s.append_audit(
+        AuditRecord::new(
+            Some(t.id),
+            Actor {
+                kind: ActorKind::Operator,
+                id: None,
+            },
+            "tenant.created",
+        )
+        .resource("tenant", t.id),
+    )
+    .await
+    .unwrap();
+    let batch: Vec<AuditRecord> = (0..25)
+        .map(|i| {
+            let mut r = AuditRecord::new(
+                Some(t.id),
+                key_actor.clone(),
+                if i % 5 == 0 {
+                    "auth.failed"
+                } else {
+                    "chat.completed"
+                },
+            );
+            r.request_id = Some(format!("req-{i}"));
+            r.ip = Some("127.0.0.1".into());
+            r.metadata = json!({"i": i});
+            r
+        })
+        .collect();
+    s.append_audit_batch(batch.clone()).await.unwrap();
+    s.append_audit_batch(vec![]).await.unwrap();
+    // A record without a tenant (an unknown key failed) is stored too, and
+    // shows in no tenant's list.
+    s.append_audit(AuditRecord::new(
+        None,
+        Actor {
+            kind: ActorKind::PublicVisitor,
+            id: None,
+        },
+        "auth.failed",
+    ))
+    .await
+    .unwrap();
+
+    let (all, pages) = collect_pages(10, |pg| s.list_audit(t.id, AuditFilter::default(), pg)).await;
+    assert_eq!(all.len(), 26);
+    assert_eq!(pages, 3);
+    assert_eq!(all[0].id, batch[24].id, "newest first");
+    assert_eq!(all[0], batch[24], "stored as given");
+    let (failed, _) = collect_pages(10, |pg| {
+        s.list_audit(
+            t.id,
+            AuditFilter {
+                action: Some("auth.failed".into()),
+                ..Default::default()
+            },
+            pg,
+        )
+    })
+    .await;
+    assert_eq!(failed.len(), 5);
+    let (ops, _) = collect_pages(10, |pg| {
+        s.list_audit(
+            t.id,
+            AuditFilter {
+                actor_kind: Some(ActorKind::Operator),
+                ..Default::default()
+            },
+            pg,
+        )
+    })
+    .await;
+    assert_eq!(ops.len(), 1);
+    assert_eq!(
+        ops[0].resource_id.as_deref(),
+        Some(t.id.to_string().as_str())
+    );
+    let (by_id, _) = collect_pages(50, |pg| {
+        s.list_audit(
+            t.id,
+            AuditFilter {
+                actor_id: Some("k1".into()),
+                ..Default::default()
+            },
+            pg,
+        )
+    })
+    .await;
+    assert_eq!(by_id.len(), 25);
+    let none = s
+        .list_audit(
+            t.id,
+            AuditFilter {
+                since: Some(now() + Duration::hours(1)),
+                ..Default::default()
+            },
+            PageRequest::first(5),
+        )
+        .await
+        .unwrap();
+    assert!(none.data.is_empty());
+    let early = s
+        .list_audit(
+            t.id,
+            AuditFilter {
+                until: Some(now() - Duration::hours(1)),
+                ..Default::default()
+            },
+            PageRequest::first(5),
+        )
+        .await
+        .unwrap();
+    assert!(early.data.is_empty());
+}
+
+/// Timestamps come back exactly as written (microseconds).
+pub async fn timestamps_keep_microseconds(s: &dyn Store) {
+    let t = tenant(s, "time").await;
+    let (_, mut nk) = new_key("t");
+    let exp = now() + Duration::microseconds(123_457);
+    nk.expires_at = Some(exp);
+    let k = s.create_api_key(t.id, nk).await.unwrap();
+    assert_eq!(
+        s.get_api_key(t.id, k.id).await.unwrap().expires_at,
+        Some(exp)
+    );
+    assert_eq!(s.get_tenant(t.id).await.unwrap().created_at, t.created_at);
+    let mut r = AuditRecord::new(
+        Some(t.id),
+        Actor {
+            kind: ActorKind::System,
+            id: None,
+        },
+        "x",
+    );
+    r.created_at = now();
+    s.append_audit(r.clone()).await.unwrap();
+    let got = s
+        .list_audit(t.id, AuditFilter::default(), PageRequest::first(1))
+        .await
+        .unwrap();
+    assert_eq!(got.data[0].created_at, r.created_at);
+    // A since-filter at exactly the stored instant includes it.
+    let incl = s
+        .list_audit(
+            t.id,
+            AuditFilter {
+                since: Some(r.created_at),
+                ..Default::default()
+            },
+            PageRequest::first(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(incl.data.len(), 1);
+}
+
+/// Tenant isolation: for every tenant-owned operation, another tenant's id
+/// sees nothing and changes nothing.
+pub async fn tenant_isolation(s: &dyn Store) {
+    let a = tenant(s, "owner").await;
+    let x = tenant(s, "intruder").await;
+    let px = provider(s, x.id).await; // the intruder's own, valid, provider
+    let p = provider(s, a.id).await;
+    let ds = dataset(s, a.id, p.id).await;
+    let b = bot(s, a.id, p.id, "iso").await;
+    let c = conversation(s, a.id, b.id, Some("u")).await;
+    let m = s
+        .append_message(a.id, user_msg(c.id, "private words"))
+        .await
+        .unwrap();
+    let (g, nk) = new_key("iso");
+    let k = s.create_api_key(a.id, nk).await.unwrap();
+    let d = s
+        .create_document(a.id, new_doc(ds.id, "secret doc"))
+        .await
+        .unwrap();
+    s.replace_chunks(
+        a.id,
+        d.id,
+        vec![NewChunk {
+            ordinal: 0,
+            text: "t".into(),
+            token_count: 1,
+            embedding: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let sc = s
+        .create_scope(
+            a.id,
+            NewScope {
+                bot_id: b.id,
+                kind: "blocked_terms".into(),
+                config: json!([]),
+            },
+        )
+        .await
+        .unwrap();
+    s.append_audit(AuditRecord::new(
+        Some(a.id),
+        Actor {
+            kind: ActorKind::System,
+            id: None,
+        },
+        "x",
+    ))
+    .await
+    .unwrap();
+
+    let xi = x.id;
+    macro_rules! not_found {
+        ($e:expr) => {{
+            let r = $e.await;
+            assert!(
+                matches!(r, Err(StoreError::NotFound(_))),
+                "{} gave {:?}",
+                stringify!($e),
+                r.map(|_| ())
+            );
+        }};
+    }
+    // Reads.
+    not_found!(s.get_provider_config(xi, p.id));
+    not_found!(s.get_bot(xi, b.id));
+    not_found!(s.get_bot_by_slug(xi, "iso"));
+    not_found!(s.get_api_key(xi, k.id));
+    not_found!(s.get_conversation(xi, c.id));
+    not_found!(s.get_message(xi, m.id));
+    not_found!(s.get_dataset(xi, ds.id));
+    not_found!(s.get_document(xi, d.id));
+    not_found!(s.get_scope(xi, sc.id));
+    assert!(
+        s.list_provider_configs(xi, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .iter()
+            .all(|c| c.tenant_id == xi)
+    );
+    assert!(
+        s.list_bots(xi, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(
+        s.list_api_keys(xi, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(
+        s.list_conversations(xi, ConversationFilter::default(), PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(
+        s.list_conversations(
+            xi,
+            ConversationFilter {
+                bot_id: Some(b.id),
+                ..Default::default()
+            },
+            PageRequest::first(50)
+        )
+        .await
+        .unwrap()
+        .data
+        .is_empty()
+    );
+    assert!(
+        s.list_messages(xi, c.id, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(s.recent_messages(xi, c.id, 50).await.unwrap().is_empty());
+    assert!(
+        s.list_datasets(xi, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(
+        s.list_documents(xi, ds.id, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(s.list_chunks(xi, d.id).await.unwrap().is_empty());
+    assert_eq!(s.count_chunks(xi, d.id).await.unwrap(), 0);
+    assert!(s.list_scopes(xi, b.id).await.unwrap().is_empty());
+    assert!(
+        s.list_audit(xi, AuditFilter::default(), PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+
+    // Writes.
+    not_found!(s.update_provider_config(
+        xi,
+        p.id,
+        ProviderConfigPatch {
+            name: Some("pwned".into()),
+            ..Default::default()
+        }
+    ));
+    not_found!(s.delete_provider_config(xi, p.id));
+    not_found!(s.update_bot(
+        xi,
+        b.id,
+        BotPatch {
+            system_prompt: Some("pwned".into()),
+            ..Default::default()
+        }
+    ));
+    not_found!(s.delete_bot(xi, b.id));
+    not_found!(s.revoke_api_key(xi, k.id));
+    not_found!(s.touch_api_key(xi, k.id, now()));
+    not_found!(s.create_conversation(
+        xi,
+        NewConversation {
+            bot_id: b.id,
+            end_user_id: None,
+            title: None,
+            channel: Channel::Api
+        }
+    ));
+    not_found!(s.delete_conversation(xi, c.id));
+    not_found!(s.append_message(xi, user_msg(c.id, "injected")));
+    not_found!(s.finish_message(
+        xi,
+        m.id,
+        MessageCompletion {
+            content: "pwned".into(),
+            ..Default::default()
+        }
+    ));
+    not_found!(s.delete_dataset(xi, ds.id));
+    not_found!(s.create_document(xi, new_doc(ds.id, "injected")));
+    not_found!(s.set_document_status(xi, d.id, DocumentStatus::Failed, None));
+    not_found!(s.delete_document(xi, d.id));
+    not_found!(s.replace_chunks(xi, d.id, vec![]));
+    not_found!(s.create_scope(
+        xi,
+        NewScope {
+            bot_id: b.id,
+            kind: "x".into(),
+            config: json!({})
+        }
+    ));
+    not_found!(s.delete_scope(xi, sc.id));
+    // References to the owner's rows from the intruder's own objects.
+    not_found!(s.create_bot(xi, new_bot(p.id, "steal")));
+    let mut nb = new_bot(px.id, "steal-ds");
+    nb.dataset_ids = vec![ds.id];
+    not_found!(s.create_bot(xi, nb));
+
+    // Nothing changed.
+    assert_eq!(s.get_provider_config(a.id, p.id).await.unwrap(), p);
+    assert_eq!(s.get_bot(a.id, b.id).await.unwrap(), b);
+    let key = s.get_api_key(a.id, k.id).await.unwrap();
+    assert!(key.revoked_at.is_none() && key.last_used_at.is_none());
+    assert_eq!(
+        s.find_api_key_by_secret(&g.secret)
+            .await
+            .unwrap()
+            .map(|k| k.tenant_id),
+        Some(a.id)
+    );
+    s.get_conversation(a.id, c.id).await.unwrap();
+    assert_eq!(s.get_message(a.id, m.id).await.unwrap(), m);
+    assert_eq!(
+        s.list_messages(a.id, c.id, PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.get_document(a.id, d.id).await.unwrap().status,
+        DocumentStatus::Ready
+    );
+    assert_eq!(s.count_chunks(a.id, d.id).await.unwrap(), 1);
+    assert_eq!(s.list_scopes(a.id, b.id).await.unwrap(), vec![sc]);
+    assert_eq!(
+        s.list_audit(a.id, AuditFilter::default(), PageRequest::first(50))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        1
+    );
+}
