@@ -16,7 +16,7 @@ use secrecy::SecretString;
 
 use crate::domain::*;
 
-pub use sea::{SeaOrmStore, StoreOptions};
+pub use sea::{SchemaObjects, SeaOrmStore, StoreOptions};
 
 /// Errors of a store. No database driver type crosses this boundary.
 #[derive(Debug, thiserror::Error)]

@@ -61,6 +61,15 @@ impl Default for StoreOptions {
     }
 }
 
+/// Tables and indexes present in a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaObjects {
+    /// Table names, sorted.
+    pub tables: Vec<String>,
+    /// Index names, sorted.
+    pub indexes: Vec<String>,
+}
+
 fn db_err(e: DbErr) -> StoreError {
     match e {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
@@ -212,6 +221,37 @@ impl SeaOrmStore {
     /// Reverts every migration (drops every table).
     pub async fn migrate_down(&self) -> StoreResult<()> {
         Migrator::down(&self.db, None).await.map_err(db_err)
+    }
+
+    /// Names of the tables and indexes in the database (for diagnostics and
+    /// schema tests), sorted.
+    pub async fn schema_objects(&self) -> StoreResult<SchemaObjects> {
+        use sea_orm::{FromQueryResult, JsonValue, Statement};
+        let (tables_sql, indexes_sql) = match self.backend {
+            DbBackend::Postgres => (
+                "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
+                "SELECT indexname AS name FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+            ),
+            _ => (
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1",
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY 1",
+            ),
+        };
+        let names = |sql: &'static str| async move {
+            let rows = JsonValue::find_by_statement(Statement::from_string(self.backend, sql))
+                .all(&self.db)
+                .await
+                .map_err(db_err)?;
+            Ok::<_, StoreError>(
+                rows.into_iter()
+                    .filter_map(|r| r.get("name").and_then(|n| n.as_str()).map(str::to_string))
+                    .collect(),
+            )
+        };
+        Ok(SchemaObjects {
+            tables: names(tables_sql).await?,
+            indexes: names(indexes_sql).await?,
+        })
     }
 
     /// Which database this is.
