@@ -1,0 +1,219 @@
+//! Server configuration: environment variables, optionally a TOML file with
+//! the same keys (lower case, without the `CHATCORE_` prefix). The
+//! environment wins over the file; the file wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Default database: SQLite beside the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://chatcore.db?mode=rwc";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Everything the server reads at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CHATCORE_DATABASE_URL`.
+    pub database_url: String,
+    /// `CHATCORE_LISTEN`.
+    pub listen: SocketAddr,
+    /// `CHATCORE_MASTER_KEY`: base64 of 32 bytes (encryption at rest).
+    pub master_key: Option<SecretString>,
+    /// `CHATCORE_MASTER_KEYS_OLD`: comma-separated older master keys that
+    /// still open values sealed before a rotation.
+    pub master_keys_old: Vec<SecretString>,
+    /// `CHATCORE_OPERATOR_KEY`: bearer for `/v1/admin/*` (off when unset).
+    pub operator_key: Option<SecretString>,
+    /// `CHATCORE_REDIS_URL`: shared rate limits.
+    pub redis_url: Option<SecretString>,
+    /// `CHATCORE_MAX_BODY_BYTES`: request body limit.
+    pub max_body_bytes: usize,
+    /// `CHATCORE_SHUTDOWN_GRACE_SECS`: how long open streams may finish.
+    pub shutdown_grace_secs: u64,
+    /// `OPENAI_API_KEY`: used for the demo tenant on first start.
+    pub openai_api_key: Option<SecretString>,
+}
+
+/// A configuration error, said in words a deployer can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value does not parse.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    listen: Option<String>,
+    master_key: Option<String>,
+    master_keys_old: Option<String>,
+    operator_key: Option<String>,
+    redis_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+impl Config {
+    /// Reads the environment, and `file` if given.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Like [`Config::load`], with the environment given as a function (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let fc: FileConfig = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                    path: p.into(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: p.into(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let pick = |key: &str, from_file: Option<String>| env(key).or(from_file);
+        let listen_s = pick("CHATCORE_LISTEN", fc.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_s.parse().map_err(|_| ConfigError::Invalid {
+            key: "CHATCORE_LISTEN",
+            reason: format!("{listen_s:?} is not host:port"),
+        })?;
+        let num =
+            |key: &'static str, from_file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+                match env(key) {
+                    Some(v) => v.parse().map_err(|_| ConfigError::Invalid {
+                        key,
+                        reason: format!("{v:?} is not a number"),
+                    }),
+                    None => Ok(from_file.unwrap_or(default)),
+                }
+            };
+        let secret = |s: String| SecretString::from(s);
+        Ok(Self {
+            database_url: pick("CHATCORE_DATABASE_URL", fc.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            listen,
+            master_key: pick("CHATCORE_MASTER_KEY", fc.master_key).map(secret),
+            master_keys_old: pick("CHATCORE_MASTER_KEYS_OLD", fc.master_keys_old)
+                .map(|s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| secret(s.into()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            operator_key: pick("CHATCORE_OPERATOR_KEY", fc.operator_key).map(secret),
+            redis_url: pick("CHATCORE_REDIS_URL", fc.redis_url).map(secret),
+            max_body_bytes: num(
+                "CHATCORE_MAX_BODY_BYTES",
+                fc.max_body_bytes.map(|v| v as u64),
+                1 << 20,
+            )? as usize,
+            shutdown_grace_secs: num("CHATCORE_SHUTDOWN_GRACE_SECS", fc.shutdown_grace_secs, 30)?,
+            openai_api_key: env("OPENAI_API_KEY").map(secret),
+        })
+    }
+
+    /// The SQLite database file, if the database is a SQLite file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.database_url.strip_prefix("sqlite:")?;
+        let rest = rest.trim_start_matches("//");
+        let path = rest.split('?').next().unwrap_or("");
+        if path.is_empty() || path == ":memory:" || self.database_url.contains("mode=memory") {
+            return None;
+        }
+        Some(PathBuf::from(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(c.master_key.is_none() && c.operator_key.is_none());
+        assert_eq!(c.sqlite_path(), Some(PathBuf::from("chatcore.db")));
+    }
+
+    #[test]
+    fn env_wins_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\noperator_key = \"from-file\"\nmaster_keys_old = \"a, b\"\n").unwrap();
+        let c = Config::load_from(Some(&f), env(&[("CHATCORE_LISTEN", "0.0.0.0:7000")])).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.operator_key.unwrap().expose_secret(), "from-file");
+        assert_eq!(c.master_keys_old.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_echo_secrets() {
+        let e = Config::load_from(None, env(&[("CHATCORE_LISTEN", "nope")])).unwrap_err();
+        assert!(e.to_string().contains("CHATCORE_LISTEN"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "bogus_key = 1\n").unwrap();
+        assert!(
+            Config::load_from(Some(&f), env(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("bogus_key")
+        );
+        let c =
+            Config::load_from(None, env(&[("CHATCORE_OPERATOR_KEY", "super-secret-op")])).unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-op"));
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        let with = |u: &str| {
+            Config::load_from(None, env(&[("CHATCORE_DATABASE_URL", u)]))
+                .unwrap()
+                .sqlite_path()
+        };
+        assert_eq!(
+            with("sqlite:///tmp/x.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
+        assert_eq!(with("sqlite::memory:"), None);
+        assert_eq!(with("postgres://localhost/db"), None);
+    }
+}
