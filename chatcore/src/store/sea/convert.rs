@@ -227,7 +227,7 @@ pub(super) fn embedding_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 pub(super) fn embedding_from_bytes(b: &[u8]) -> StoreResult<Vec<f32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(StoreError::Internal(
             "stored embedding is not a whole number of f32".into(),
         ));
