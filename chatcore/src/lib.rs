@@ -10,6 +10,8 @@
 //!   token counting.
 //! - [`store`]: the `Store` trait (every persistence operation, tenant-scoped)
 //!   and `SeaOrmStore`, its SeaORM implementation for SQLite and PostgreSQL.
+//! - [`ratelimit`]: GCRA rate limits, in process or atomic in Redis.
+//! - [`audit`]: the batched, bounded, off-request-path audit writer.
 //! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
 //!   time verification, permissions.
 //! - [`crypto`]: encryption at rest of provider API keys (AES-256-GCM with a
@@ -18,10 +20,12 @@
 //!   on their own `Store` and `Provider` implementations.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod crypto;
 pub mod domain;
 pub mod provider;
+pub mod ratelimit;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

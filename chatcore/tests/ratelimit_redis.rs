@@ -1,0 +1,100 @@
+//! The Redis limiter on the running Redis (`CHATCORE_TEST_REDIS_URL`,
+//! default `redis://127.0.0.1:6379`): several limiter instances (as several
+//! server instances would have) share one limit, exactly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatcore::ratelimit::{Decision, Quota, RateLimiter, RedisRateLimiter};
+
+fn url() -> String {
+    std::env::var("CHATCORE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn limiter() -> RedisRateLimiter {
+    RedisRateLimiter::connect(&url())
+        .await
+        .expect("Redis must be running for this test")
+}
+
+fn fresh_key() -> String {
+    format!("test:{}", uuid::Uuid::now_v7())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_share_one_limit_under_concurrency() {
+    // Two "instances", each with its own connection, 8 tasks each.
+    let a = Arc::new(limiter().await);
+    let b = Arc::new(limiter().await);
+    let key = fresh_key();
+    let q = Quota::per_minute(50);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..20 {
+                if l.check(&key, q, 1).await.unwrap().is_allowed() {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    // 320 attempts within far less than the 1.2 s one unit takes to refill:
+    // exactly the burst is admitted, never more.
+    assert!(total <= 51, "admitted {total} of a limit of 50");
+    assert!(total >= 50, "admitted only {total}");
+}
+
+#[tokio::test]
+async fn refused_checks_consume_nothing_and_say_when_to_retry() {
+    let l = limiter().await;
+    let key = fresh_key();
+    let q = Quota {
+        limit: 2,
+        period: Duration::from_secs(3600),
+    };
+    assert!(matches!(
+        l.check(&key, q, 1).await.unwrap(),
+        Decision::Allowed { remaining: 1 }
+    ));
+    assert!(matches!(
+        l.check(&key, q, 1).await.unwrap(),
+        Decision::Allowed { remaining: 0 }
+    ));
+    match l.check(&key, q, 1).await.unwrap() {
+        Decision::Limited { retry_after } => {
+            assert!(
+                retry_after > Duration::from_secs(1700) && retry_after <= Duration::from_secs(1800),
+                "{retry_after:?}"
+            )
+        }
+        d => panic!("{d:?}"),
+    }
+    // charge records beyond the limit.
+    let k2 = fresh_key();
+    let tokens = Quota {
+        limit: 1000,
+        period: Duration::from_secs(60),
+    };
+    l.charge(&k2, tokens, 1500).await.unwrap();
+    assert!(!l.check(&k2, tokens, 1).await.unwrap().is_allowed());
+}
+
+#[tokio::test]
+async fn a_bad_url_is_an_error_without_the_password() {
+    let e = RedisRateLimiter::connect("redis://:hunter2-secret@127.0.0.1:1/0")
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = RedisRateLimiter::connect("not a url with hunter2")
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}
