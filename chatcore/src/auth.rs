@@ -149,3 +149,129 @@ mod tests {
         ));
     }
 }
+
+/// A verified caller: the API key and its tenant, as of the last lookup.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key.
+    pub key: crate::domain::ApiKey,
+    /// Its tenant.
+    pub tenant: crate::domain::Tenant,
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Absent, malformed, unknown, wrong, revoked or expired: one answer
+    /// for all, so a caller learns nothing about which.
+    #[error("invalid API key")]
+    InvalidKey,
+    /// The key's tenant is suspended.
+    #[error("tenant is suspended")]
+    TenantSuspended,
+    /// The store failed.
+    #[error("authentication unavailable")]
+    Unavailable,
+}
+
+/// Verifies API keys, with an in-process cache of verified keys.
+///
+/// The cache is keyed by the SHA-256 of the presented key (never the key)
+/// and holds an entry for at most `ttl`. A revocation, a tenant suspension
+/// or a tenant change made through this instance invalidates the entries at
+/// once ([`Authenticator::invalidate_key`], [`Authenticator::invalidate_tenant`]);
+/// one made through another instance is seen here within `ttl`.
+pub struct Authenticator {
+    store: std::sync::Arc<dyn crate::store::Store>,
+    ttl: std::time::Duration,
+    cache: std::sync::RwLock<
+        std::collections::HashMap<[u8; 32], (std::sync::Arc<Principal>, std::time::Instant)>,
+    >,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Default cache lifetime of a verified key.
+    pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// An authenticator over `store` caching verified keys for `ttl`.
+    pub fn new(store: std::sync::Arc<dyn crate::store::Store>, ttl: std::time::Duration) -> Self {
+        Self {
+            store,
+            ttl,
+            cache: Default::default(),
+        }
+    }
+
+    /// The principal behind a presented key, if the key is genuine and
+    /// usable and its tenant active.
+    pub async fn authenticate(
+        &self,
+        presented: &SecretString,
+    ) -> Result<std::sync::Arc<Principal>, AuthError> {
+        let digest = hash_key(presented.expose_secret());
+        let cached = {
+            let cache = self.cache.read().expect("auth cache lock poisoned");
+            cache
+                .get(&digest)
+                .filter(|(_, at)| at.elapsed() < self.ttl)
+                .map(|(p, _)| p.clone())
+        };
+        let principal = match cached {
+            Some(p) => p,
+            None => {
+                let key = self
+                    .store
+                    .find_api_key_by_secret(presented)
+                    .await
+                    .map_err(|_| AuthError::Unavailable)?
+                    .ok_or(AuthError::InvalidKey)?;
+                let tenant = match self.store.get_tenant(key.tenant_id).await {
+                    Ok(t) => t,
+                    Err(crate::store::StoreError::NotFound(_)) => {
+                        return Err(AuthError::InvalidKey);
+                    }
+                    Err(_) => return Err(AuthError::Unavailable),
+                };
+                let p = std::sync::Arc::new(Principal { key, tenant });
+                let mut cache = self.cache.write().expect("auth cache lock poisoned");
+                if cache.len() > 100_000 {
+                    let ttl = self.ttl;
+                    cache.retain(|_, (_, at)| at.elapsed() < ttl);
+                }
+                cache.insert(digest, (p.clone(), std::time::Instant::now()));
+                p
+            }
+        };
+        if !principal.key.is_usable_at(crate::domain::now()) {
+            return Err(AuthError::InvalidKey);
+        }
+        if principal.tenant.status != crate::domain::TenantStatus::Active {
+            return Err(AuthError::TenantSuspended);
+        }
+        Ok(principal)
+    }
+
+    /// Forgets a key (after a revocation or change).
+    pub fn invalidate_key(&self, id: crate::domain::ApiKeyId) {
+        self.cache
+            .write()
+            .expect("auth cache lock poisoned")
+            .retain(|_, (p, _)| p.key.id != id);
+    }
+
+    /// Forgets every key of a tenant (after a suspension or limit change).
+    pub fn invalidate_tenant(&self, id: crate::domain::TenantId) {
+        self.cache
+            .write()
+            .expect("auth cache lock poisoned")
+            .retain(|_, (p, _)| p.tenant.id != id);
+    }
+}
