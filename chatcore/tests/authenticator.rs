@@ -117,7 +117,10 @@ async fn another_instances_revocation_is_seen_once_the_entry_expires() {
         "served from the cache within the TTL"
     );
     // ...and once an entry is older than the TTL the database decides.
+    let (store, t, g, k) = setup().await;
     let auth = Authenticator::new(store.clone(), Duration::ZERO);
+    auth.authenticate(&g.secret).await.unwrap(); // cached, and at once stale
+    store.revoke_api_key(t.id, k.id).await.unwrap();
     assert_eq!(
         auth.authenticate(&g.secret).await.unwrap_err(),
         AuthError::InvalidKey
