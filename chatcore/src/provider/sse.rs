@@ -154,6 +154,13 @@ where
             if let Some(e) = d.pending_error.take() {
                 return Some((Err(e), d));
             }
+            if d.sink.done && !d.ended {
+                // Read the (usually empty) rest of the body, so that the
+                // connection goes back to the pool: a caller that reads the
+                // stream to its end after the final event reuses it.
+                d.ended = true;
+                while let Some(Ok(_)) = d.events.next().await {}
+            }
             if d.sink.done || d.ended {
                 return None;
             }

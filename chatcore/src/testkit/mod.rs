@@ -1,1 +1,3 @@
 //! Conformance kits for plugin authors.
+
+pub mod provider;

@@ -1,0 +1,5 @@
+//! Provider tests: each vendor against a local wire-format fake, faults,
+//! retries, fallback, the registry and the conformance suite.
+
+mod openai;
+mod support;
