@@ -447,6 +447,7 @@ async fn cut_and_reset_streams_are_interrupted() {
 
 #[tokio::test(start_paused = true)]
 async fn timeouts() {
+    let _ticker = ticker();
     let server = server().await;
     let p = provider(&server);
     let e = p.complete(&ask("hang", "x")).await.unwrap_err();

@@ -460,6 +460,7 @@ async fn stream_faults() {
 
 #[tokio::test(start_paused = true)]
 async fn timeouts() {
+    let _ticker = ticker();
     let server = server().await;
     let p = provider(&server);
     let e = p.stream(&ask("hang", "x")).await.err().unwrap();

@@ -3,5 +3,8 @@
 
 mod anthropic;
 mod gemini;
+mod mock;
 mod openai;
+mod registry;
+mod resilience;
 mod support;

@@ -558,6 +558,7 @@ async fn stream_faults_map_to_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn hang_hits_the_first_byte_timeout() {
+    let _ticker = ticker();
     let server = server(true).await;
     let p = provider(&server);
     let start = tokio::time::Instant::now();
@@ -588,6 +589,7 @@ async fn hang_hits_the_first_byte_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn silence_mid_stream_hits_the_idle_timeout() {
+    let _ticker = ticker();
     let server = server(true).await;
     let p = provider(&server);
     let start = tokio::time::Instant::now();

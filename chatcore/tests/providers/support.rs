@@ -312,3 +312,27 @@ pub fn test_timeouts() -> chatcore::provider::Timeouts {
         idle: Duration::from_secs(10),
     }
 }
+
+/// Keeps a paused clock moving in 1 ms steps while the test runs.
+///
+/// With paused time, tokio jumps the clock to the next timer whenever the
+/// runtime is idle, even while bytes are in flight on a loopback socket (the
+/// kernel may deliver them a moment later). Without a nearer timer, that
+/// jump would be straight to a client timeout that should not fire. This
+/// ticker is always the nearest timer, so the clock only ever moves 1 ms
+/// per idle moment, and a timeout fires only after the wait it measures.
+pub struct Ticker(tokio::task::JoinHandle<()>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub fn ticker() -> Ticker {
+    Ticker(tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }))
+}
