@@ -1,0 +1,10 @@
+//! Google Gemini API (generative language API, `v1beta`).
+//!
+//! `client.rs` makes the HTTP calls; `wire.rs` holds the wire structs and
+//! their pure mapping to our types.
+
+mod client;
+pub mod wire;
+
+pub use client::{DEFAULT_BASE_URL, DEFAULT_EMBEDDING_MODEL, GeminiProvider};
+pub use wire::parse_stream;

@@ -1,0 +1,299 @@
+//! HTTP plumbing shared by the vendor clients: one connection pool per
+//! provider instance, timeouts driven by `tokio::time`, transport errors
+//! mapped to [`ProviderError`], and secrets kept out of every message.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{ProviderError, TimeoutKind, Timeouts, redact};
+
+/// Largest non-streamed response body we read.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+/// Largest error body we read before redacting and truncating it.
+const MAX_ERROR_READ: usize = 64 * 1024;
+
+/// Maps a vendor's failure status and body to an error. Arguments: provider
+/// kind, status, headers, body (raw), secret to redact.
+pub(crate) type StatusMapper =
+    fn(&str, StatusCode, &HeaderMap, &str, Option<&str>) -> ProviderError;
+
+/// Installs rustls' `ring` crypto provider once per process (reqwest is
+/// built without a default one, to avoid aws-lc).
+pub(crate) fn ensure_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means the application installed one already: keep it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A pooled HTTP client of one provider instance.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpClient {
+    client: reqwest::Client,
+    timeouts: Timeouts,
+    provider: String,
+}
+
+impl HttpClient {
+    pub(crate) fn new(provider: &str, timeouts: Timeouts) -> Result<Self, ProviderError> {
+        ensure_crypto_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("chatcore/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Config {
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            client,
+            timeouts,
+            provider: provider.to_owned(),
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request; a failure status becomes an error via `map`.
+    pub(crate) async fn send(
+        &self,
+        rb: RequestBuilder,
+        secret: Option<&SecretString>,
+        map: StatusMapper,
+    ) -> Result<Response, ProviderError> {
+        let secret = secret.map(|s| s.expose_secret());
+        let resp = match tokio::time::timeout(self.timeouts.first_byte, rb.send()).await {
+            Err(_) => {
+                return Err(ProviderError::Timeout {
+                    provider: self.provider.clone(),
+                    kind: TimeoutKind::FirstByte,
+                    after: self.timeouts.first_byte,
+                });
+            }
+            Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        // A body that fails to arrive still leaves the status to map.
+        let body = self
+            .read_limited(resp, MAX_ERROR_READ, secret)
+            .await
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
+        let err = map(&self.provider, status, &headers, &body, secret);
+        tracing::warn!(provider = %self.provider, status = status.as_u16(), error = %err, "provider call failed");
+        Err(err)
+    }
+
+    /// Reads a whole body, with the idle timeout between chunks.
+    pub(crate) async fn read_body(
+        &self,
+        resp: Response,
+        secret: Option<&SecretString>,
+    ) -> Result<Bytes, ProviderError> {
+        self.read_limited(resp, MAX_BODY, secret.map(|s| s.expose_secret()))
+            .await
+    }
+
+    async fn read_limited(
+        &self,
+        mut resp: Response,
+        limit: usize,
+        secret: Option<&str>,
+    ) -> Result<Bytes, ProviderError> {
+        let mut buf = BytesMut::new();
+        loop {
+            match tokio::time::timeout(self.timeouts.idle, resp.chunk()).await {
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        provider: self.provider.clone(),
+                        kind: TimeoutKind::Idle,
+                        after: self.timeouts.idle,
+                    });
+                }
+                Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
+                Ok(Ok(None)) => return Ok(buf.freeze()),
+                Ok(Ok(Some(chunk))) => {
+                    let room = limit.saturating_sub(buf.len());
+                    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if buf.len() >= limit {
+                        return Ok(buf.freeze());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body as a stream of chunks, each awaited with the idle timeout.
+    pub(crate) fn byte_stream(
+        &self,
+        resp: Response,
+        secret: Option<&SecretString>,
+    ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        let this = self.clone();
+        let secret = secret.cloned();
+        let body = resp.bytes_stream().boxed();
+        futures::stream::unfold(Some(body), move |body| {
+            let this = this.clone();
+            let secret = secret.clone();
+            async move {
+                let mut body = body?;
+                match tokio::time::timeout(this.timeouts.idle, body.next()).await {
+                    Err(_) => Some((
+                        Err(ProviderError::Timeout {
+                            provider: this.provider.clone(),
+                            kind: TimeoutKind::Idle,
+                            after: this.timeouts.idle,
+                        }),
+                        None,
+                    )),
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => {
+                        let e = this.map_transport(&e, secret.as_ref().map(|s| s.expose_secret()));
+                        Some((Err(e), None))
+                    }
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                }
+            }
+        })
+        .boxed()
+    }
+
+    fn map_transport(&self, e: &reqwest::Error, secret: Option<&str>) -> ProviderError {
+        map_transport_error(&self.provider, e, &self.timeouts, secret)
+    }
+}
+
+/// Maps a reqwest error (connect, TLS, a reset connection) to an error.
+pub(crate) fn map_transport_error(
+    provider: &str,
+    e: &reqwest::Error,
+    timeouts: &Timeouts,
+    secret: Option<&str>,
+) -> ProviderError {
+    // reqwest's message names the URL; ours never carry a key, and
+    // `redact` below would remove one anyway.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let message = redact(&message, secret);
+    if e.is_builder() {
+        return ProviderError::Config { message };
+    }
+    if e.is_connect() && e.is_timeout() {
+        return ProviderError::Timeout {
+            provider: provider.to_owned(),
+            kind: TimeoutKind::Connect,
+            after: timeouts.connect,
+        };
+    }
+    ProviderError::Unavailable {
+        provider: provider.to_owned(),
+        status: None,
+        message,
+    }
+}
+
+/// A header value holding a secret, marked sensitive so that it is never
+/// printed by `Debug` of the request or its headers.
+pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| ProviderError::Config {
+        message: "the API key contains characters not allowed in a header".to_owned(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// The common mapping of a failure status, for what a vendor's own codes
+/// do not settle.
+pub(crate) fn map_status_common(
+    provider: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: String,
+    raw_body: &str,
+    secret: Option<&str>,
+) -> ProviderError {
+    let provider = provider.to_owned();
+    match status.as_u16() {
+        401 | 403 => ProviderError::Authentication { provider, message },
+        429 => ProviderError::RateLimited {
+            provider,
+            retry_after: super::parse_retry_after(headers),
+            message,
+        },
+        400 | 404 | 405 | 409 | 413 | 415 | 422 => {
+            ProviderError::InvalidRequest { provider, message }
+        }
+        408 | 500..=599 => ProviderError::Unavailable {
+            provider,
+            status: Some(status.as_u16()),
+            message,
+        },
+        s => ProviderError::Unknown {
+            provider,
+            status: s,
+            body: redact(raw_body, secret),
+        },
+    }
+}
+
+/// Joins a base URL and a path without doubling or dropping the slash.
+pub(crate) fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// Parses a JSON body into `T`, mapping failures to `InvalidResponse` with
+/// a redacted excerpt.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    body: &[u8],
+    secret: Option<&str>,
+) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| ProviderError::InvalidResponse {
+        provider: provider.to_owned(),
+        message: format!(
+            "{e}; body: {}",
+            redact(&String::from_utf8_lossy(body), secret)
+        ),
+    })
+}
+
+/// The secret's text, for redaction.
+pub(crate) fn secret_str(s: Option<&SecretString>) -> Option<&str> {
+    s.map(|s| s.expose_secret())
+}
+
+/// Removes the key from an error built without it (a parse error quoting
+/// the body).
+pub(crate) fn scrub(e: ProviderError, secret: Option<&str>) -> ProviderError {
+    match e {
+        ProviderError::InvalidResponse { provider, message } => ProviderError::InvalidResponse {
+            provider,
+            message: crate::provider::redact(&message, secret),
+        },
+        other => other,
+    }
+}
