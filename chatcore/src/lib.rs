@@ -5,6 +5,8 @@
 //!
 //! - [`domain`]: plain domain types (`Tenant`, `Bot`, `Conversation`, ...)
 //!   with newtype ids (UUIDv7). No ORM type appears here.
+//! - [`engine`]: `ChatService`, the embeddable chat entry point (one turn:
+//!   access, guardrails, limits, history, prompt, provider, persistence).
 //! - [`provider`]: the `Provider` trait and its implementations (OpenAI,
 //!   Anthropic, Google Gemini, OpenAI-compatible, mock), retries, fallback,
 //!   token counting.
@@ -14,6 +16,7 @@
 //! - [`audit`]: the batched, bounded, off-request-path audit writer.
 //! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
 //!   time verification, permissions.
+//! - [`bootstrap`]: the demo tenant and bot created on first start.
 //! - [`crypto`]: encryption at rest of provider API keys (AES-256-GCM with a
 //!   rotating master keyring).
 //! - `testkit` (feature `testkit`): conformance suites that plugin authors run
@@ -22,8 +25,10 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
 pub mod crypto;
 pub mod domain;
+pub mod engine;
 pub mod provider;
 pub mod ratelimit;
 pub mod store;

@@ -1,0 +1,115 @@
+//! The engine's error: what a chat turn can end with. The server maps each
+//! variant to one HTTP status (and nothing else does).
+
+use std::time::Duration;
+
+use crate::auth::AuthError;
+use crate::provider::ProviderError;
+use crate::ratelimit::RateLimitError;
+use crate::store::StoreError;
+
+/// Why a chat turn (or an engine call) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Malformed input; the message names the field.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A tenant feature flag turns this off.
+    #[error("feature disabled: {0}")]
+    FeatureDisabled(String),
+    /// A bot guardrail refused the message.
+    #[error("{0}")]
+    GuardrailBlocked(String),
+    /// The resource does not exist (or belongs to another tenant).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A rate limit (ours) refused the request.
+    #[error("rate limit exceeded ({scope})")]
+    RateLimited {
+        /// Which limit: `tenant`, `api_key`, `visitor`, `bot`, `tenant_tokens`.
+        scope: &'static str,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The provider failed (after retries and fallback).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// A dependency (database, rate limiter) is unavailable.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state; the detail is for logs only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ChatError::NotFound(what),
+            StoreError::InvalidInput(m) => ChatError::InvalidRequest(m),
+            StoreError::Unavailable(m) => ChatError::Unavailable(m),
+            other => ChatError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ChatError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidKey => ChatError::Unauthorized("invalid or missing API key".into()),
+            AuthError::TenantSuspended => ChatError::Forbidden("tenant is suspended".into()),
+            AuthError::Unavailable => ChatError::Unavailable("authentication unavailable".into()),
+        }
+    }
+}
+
+impl From<RateLimitError> for ChatError {
+    fn from(e: RateLimitError) -> Self {
+        ChatError::Unavailable(e.to_string())
+    }
+}
+
+impl ChatError {
+    /// The stable code of DESIGN.md's error format.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChatError::InvalidRequest(_) => "invalid_request",
+            ChatError::Unauthorized(_) => "unauthorized",
+            ChatError::Forbidden(_) => "forbidden",
+            ChatError::FeatureDisabled(_) => "feature_disabled",
+            ChatError::GuardrailBlocked(_) => "guardrail_blocked",
+            ChatError::NotFound(_) => "not_found",
+            ChatError::RateLimited { .. } => "rate_limited",
+            ChatError::Provider(p) if p.is_timeout() => "provider_timeout",
+            ChatError::Provider(ProviderError::RateLimited { .. }) => "rate_limited",
+            ChatError::Provider(_) => "provider_error",
+            ChatError::Unavailable(_) => "unavailable",
+            ChatError::Internal(_) => "internal",
+        }
+    }
+
+    /// Seconds a client should wait, when the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ChatError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ChatError::Provider(p) => p.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// A message safe to show to the caller (internal details stay in logs;
+    /// provider errors never carry keys, and their bodies are redacted).
+    pub fn public_message(&self) -> String {
+        match self {
+            ChatError::Internal(_) => "internal error".into(),
+            ChatError::Unavailable(_) => "service temporarily unavailable".into(),
+            other => other.to_string(),
+        }
+    }
+}

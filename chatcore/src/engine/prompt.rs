@@ -1,0 +1,180 @@
+//! Prompt building: system prompt, retrieved context, as much history as
+//! fits the bot's budget (counted with tiktoken), then the new message.
+
+use serde::Serialize;
+
+use crate::domain::{ChunkId, DocumentId, Message, MessageStatus, Role};
+use crate::provider::ChatMessage;
+use crate::provider::tokens::count_tokens;
+
+/// A retrieved piece of a document offered to the model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    /// The document.
+    pub document_id: DocumentId,
+    /// Its title.
+    pub title: String,
+    /// The chunk.
+    pub chunk_id: ChunkId,
+    /// Retrieval score (higher is better).
+    pub score: f32,
+    /// The chunk's text (the reply carries a snippet of it).
+    #[serde(skip)]
+    pub text: String,
+    /// The first characters of the chunk.
+    pub snippet: String,
+}
+
+/// Per-message overhead of chat formats (role markers), in tokens.
+const PER_MESSAGE: usize = 4;
+
+/// What went into a prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    /// The messages to send.
+    pub messages: Vec<ChatMessage>,
+    /// Estimated prompt tokens.
+    pub tokens: usize,
+    /// How many history messages were included.
+    pub history_used: usize,
+    /// The sources included, in order.
+    pub sources: Vec<Source>,
+}
+
+/// Builds the prompt within `budget` tokens. The system prompt and the new
+/// message are always included; retrieved context may take up to half of
+/// what remains, history (newest first) the rest. History that is not
+/// usable (errors, pending, empty) is skipped.
+pub fn build_prompt(
+    model: &str,
+    system: &str,
+    sources: Vec<Source>,
+    history: &[Message],
+    message: &str,
+    budget: usize,
+) -> Prompt {
+    let count = |s: &str| count_tokens(model, s) as usize + PER_MESSAGE;
+    let mut used = count(message) + if system.is_empty() { 0 } else { count(system) };
+    let mut context_text = String::new();
+    let mut kept_sources = Vec::new();
+    if !sources.is_empty() {
+        let allowance = budget.saturating_sub(used) / 2;
+        let header = "Answer from the following sources when they are relevant. Cite them by number.\n";
+        let mut ctx_used = count(header);
+        for (i, s) in sources.into_iter().enumerate() {
+            let block = format!("\n[{}] {}\n{}\n", i + 1, s.title, s.text);
+            let t = count_tokens(model, &block) as usize;
+            if ctx_used + t > allowance {
+                break;
+            }
+            ctx_used += t;
+            context_text.push_str(&block);
+            kept_sources.push(s);
+        }
+        if !kept_sources.is_empty() {
+            context_text.insert_str(0, header);
+            used += ctx_used;
+        }
+    }
+    let usable = |m: &&Message| {
+        !m.content.is_empty()
+            && match m.role {
+                Role::User => true,
+                Role::Assistant => {
+                    matches!(m.status, MessageStatus::Complete | MessageStatus::Incomplete | MessageStatus::Cancelled)
+                }
+                Role::System => false,
+            }
+    };
+    let mut picked: Vec<&Message> = Vec::new();
+    for m in history.iter().rev().filter(usable) {
+        let t = count(&m.content);
+        if used + t > budget {
+            break;
+        }
+        used += t;
+        picked.push(m);
+    }
+    picked.reverse();
+    let mut messages = Vec::with_capacity(picked.len() + 3);
+    let mut system_text = system.to_string();
+    if !context_text.is_empty() {
+        if !system_text.is_empty() {
+            system_text.push_str("\n\n");
+        }
+        system_text.push_str(&context_text);
+    }
+    if !system_text.is_empty() {
+        messages.push(ChatMessage::system(system_text));
+    }
+    for m in &picked {
+        messages.push(match m.role {
+            Role::Assistant => ChatMessage::assistant(m.content.clone()),
+            _ => ChatMessage::user(m.content.clone()),
+        });
+    }
+    messages.push(ChatMessage::user(message));
+    Prompt { messages, tokens: used, history_used: picked.len(), sources: kept_sources }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::*;
+
+    fn msg(role: Role, content: &str, status: MessageStatus) -> Message {
+        Message {
+            id: MessageId::new(),
+            tenant_id: TenantId::new(),
+            conversation_id: ConversationId::new(),
+            role,
+            content: content.into(),
+            usage: None,
+            response_time_ms: None,
+            time_to_first_token_ms: None,
+            provider: None,
+            model: None,
+            finish_reason: None,
+            status,
+            error: None,
+            source_chunk_ids: vec![],
+            api_key_id: None,
+            created_at: now(),
+        }
+    }
+
+    #[test]
+    fn history_fills_the_budget_newest_first_and_skips_failures() {
+        let mut history = Vec::new();
+        for i in 0..50 {
+            history.push(msg(Role::User, &format!("question number {i} about things"), MessageStatus::Complete));
+            history.push(msg(Role::Assistant, &format!("answer number {i}"), MessageStatus::Complete));
+        }
+        history.push(msg(Role::Assistant, "", MessageStatus::Error));
+        let p = build_prompt("gpt-4o-mini", "Be brief.", vec![], &history, "latest", 120);
+        assert!(p.tokens <= 120, "{}", p.tokens);
+        assert!(p.history_used > 0 && p.history_used < 100);
+        assert_eq!(p.messages[0], ChatMessage::system("Be brief."));
+        assert_eq!(p.messages.last().unwrap(), &ChatMessage::user("latest"));
+        // The newest history is kept, in order.
+        assert_eq!(p.messages[p.messages.len() - 2], ChatMessage::assistant("answer number 49"));
+        let big = build_prompt("gpt-4o-mini", "Be brief.", vec![], &history, "latest", 100_000);
+        assert_eq!(big.history_used, 100, "the error message is skipped");
+    }
+
+    #[test]
+    fn context_is_included_within_half_the_remaining_budget() {
+        let src = |i: usize| Source {
+            document_id: DocumentId::new(),
+            title: format!("Doc {i}"),
+            chunk_id: ChunkId::new(),
+            score: 1.0,
+            text: "word ".repeat(40),
+            snippet: String::new(),
+        };
+        let p = build_prompt("gpt-4o-mini", "sys", (0..10).map(src).collect(), &[], "q", 400);
+        assert!(!p.sources.is_empty() && p.sources.len() < 10, "{}", p.sources.len());
+        assert!(p.messages[0].content.contains("[1] Doc 0"));
+        assert!(p.tokens <= 400);
+    }
+}
