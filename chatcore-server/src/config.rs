@@ -33,6 +33,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `CHATCORE_SHUTDOWN_GRACE_SECS`: how long open streams may finish.
     pub shutdown_grace_secs: u64,
+    /// `CHATCORE_REQUEST_TIMEOUT_SECS`: longest non-streamed chat request.
+    pub request_timeout_secs: u64,
     /// `OPENAI_API_KEY`: used for the demo tenant on first start.
     pub openai_api_key: Option<SecretString>,
 }
@@ -69,6 +71,7 @@ struct FileConfig {
     redis_url: Option<String>,
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
 }
 
 impl Config {
@@ -134,6 +137,7 @@ impl Config {
                 1 << 20,
             )? as usize,
             shutdown_grace_secs: num("CHATCORE_SHUTDOWN_GRACE_SECS", fc.shutdown_grace_secs, 30)?,
+            request_timeout_secs: num("CHATCORE_REQUEST_TIMEOUT_SECS", fc.request_timeout_secs, 300)?,
             openai_api_key: env("OPENAI_API_KEY").map(secret),
         })
     }

@@ -97,3 +97,74 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Bo
         }
     }
 }
+
+/// The one mapping from engine errors to HTTP statuses.
+impl From<chatcore::engine::ChatError> for ApiError {
+    fn from(e: chatcore::engine::ChatError) -> Self {
+        use chatcore::engine::ChatError as E;
+        let status = match &e {
+            E::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            E::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            E::Forbidden(_) | E::FeatureDisabled(_) | E::GuardrailBlocked(_) => StatusCode::FORBIDDEN,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::Provider(p) if p.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            E::Provider(chatcore::provider::ProviderError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            E::Provider(_) => StatusCode::BAD_GATEWAY,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if matches!(e, E::Internal(_) | E::Unavailable(_)) {
+            tracing::error!(error = %e, "request failed");
+        } else if matches!(e, E::Provider(_)) {
+            tracing::warn!(error = %e, "provider failed");
+        }
+        let retry_after = e.retry_after().map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
+        let mut api = ApiError::new(status, e.code(), e.public_message());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            api.retry_after = Some(retry_after.unwrap_or(1));
+        } else {
+            api.retry_after = retry_after;
+        }
+        api
+    }
+}
+
+/// Reads a request body up to `limit` bytes: 413 beyond it.
+pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        )),
+        Err(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "could not read the request body")),
+    }
+}
+
+/// Parses a JSON body into `T`: 415 unless the content type is JSON, 400
+/// naming the field when it does not fit.
+pub fn parse_json<T: serde::de::DeserializeOwned>(headers: &http::HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path.is_empty() || path == "." {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", msg)
+    })
+}

@@ -12,6 +12,7 @@
 //! caller's shutdown future completes; then it stops accepting and lets open
 //! connections finish within a grace period.
 
+pub mod chat;
 pub mod config;
 pub mod http;
 pub mod keys;
@@ -21,8 +22,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::crypto::Keyring;
+use chatcore::audit::{AuditConfig, AuditWriter};
+use chatcore::bootstrap::{Demo, ensure_demo};
+use chatcore::engine::{ChatService, ChatSettings};
+use chatcore::provider::ProviderRegistry;
+use chatcore::ratelimit::{FailoverRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter};
 use chatcore::store::{SeaOrmStore, Store, StoreOptions};
+use secrecy::ExposeSecret;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -33,12 +39,13 @@ use crate::config::Config;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {
+    /// The chat engine (and through it the store, keyring, audit writer).
+    pub chat: Arc<ChatService>,
     /// Persistence.
     pub store: Arc<dyn Store>,
-    /// Master keyring (provider keys at rest).
-    pub keyring: Keyring,
     /// Configuration.
     pub config: Config,
+    audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why the server could not start.
@@ -53,18 +60,47 @@ pub enum StartError {
     /// The database cannot be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] chatcore::store::StoreError),
+    /// Redis cannot be reached.
+    #[error("{0}")]
+    Redis(#[from] chatcore::ratelimit::RateLimitError),
 }
 
 impl App {
-    /// Opens the database (migrating it) and builds the app.
+    /// Opens the database (migrating it) and builds the app with the
+    /// built-in providers.
     pub async fn build(config: Config) -> Result<Arc<Self>, StartError> {
+        Self::build_with(config, ProviderRegistry::with_builtins(), ChatSettings::default()).await
+    }
+
+    /// Like [`App::build`], with a provider registry and engine settings of
+    /// the caller's (tests point providers at local servers this way).
+    pub async fn build_with(
+        config: Config,
+        registry: ProviderRegistry,
+        settings: ChatSettings,
+    ) -> Result<Arc<Self>, StartError> {
         let keyring = keys::keyring(&config)?;
-        let store = SeaOrmStore::open(&config.database_url, StoreOptions::default()).await?;
-        Ok(Arc::new(Self {
-            store: Arc::new(store),
-            keyring,
-            config,
-        }))
+        let store: Arc<dyn Store> = Arc::new(SeaOrmStore::open(&config.database_url, StoreOptions::default()).await?);
+        let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
+            Some(url) => Arc::new(FailoverRateLimiter::new(RedisRateLimiter::connect(url.expose_secret()).await?)),
+            None => Arc::new(LocalRateLimiter::new()),
+        };
+        let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
+        let chat = ChatService::new(store.clone(), Arc::new(registry), keyring, limiter, audit, settings);
+        Ok(Arc::new(Self { chat: Arc::new(chat), store, config, audit_task: std::sync::Mutex::new(Some(audit_task)) }))
+    }
+
+    /// First start on an empty database: creates the demo tenant and its
+    /// public `demo` bot, and returns the admin key to show once.
+    pub async fn bootstrap_demo(&self) -> Result<Option<Demo>, StartError> {
+        Ok(ensure_demo(&*self.store, self.chat.keyring(), self.config.openai_api_key.as_ref()).await?)
+    }
+
+    /// Waits for open streams, flushes pending writes (the audit log).
+    pub async fn shutdown(&self) {
+        self.chat.shutdown().await;
+        let task = self.audit_task.lock().expect("lock poisoned").take();
+        drop(task); // the writer ends with the service; its queue is flushed above
     }
 }
 
@@ -109,10 +145,13 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         grace_secs = grace.as_secs(),
         "shutting down: draining open connections"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over: closing the remaining connections");
+    }
+    // Streams cut by the deadline record themselves as cancelled; give them
+    // a moment, then flush the audit log whatever happens.
+    if tokio::time::timeout(Duration::from_secs(5), app.shutdown()).await.is_err() {
+        tracing::warn!("some streamed turns did not finish recording in time");
+        app.chat.audit().flush().await;
     }
 }

@@ -68,6 +68,14 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            match app.bootstrap_demo().await {
+                Ok(Some(demo)) => print_demo(&demo, listen),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("error: creating the demo tenant: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             let listener = match tokio::net::TcpListener::bind(listen).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -80,6 +88,24 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Shown once, on first start: the admin key is not stored anywhere.
+fn print_demo(demo: &chatcore::bootstrap::Demo, listen: std::net::SocketAddr) {
+    use secrecy::ExposeSecret;
+    println!();
+    println!("First start: created the demo tenant with a public bot \"{}\".", demo.bot.slug);
+    println!("Its admin API key (shown only this once, keep it):");
+    println!();
+    println!("    {}", demo.admin_key.expose_secret());
+    println!();
+    println!("Chat with the bot:");
+    println!();
+    println!(
+        "    curl -s {listen}/v1/chat/public -H 'content-type: application/json' -d '{{\"bot_id\":\"{}\",\"message\":\"hello\"}}'",
+        demo.bot.slug
+    );
+    println!();
 }
 
 async fn shutdown_signal() {

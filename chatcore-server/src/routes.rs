@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::App;
+use crate::{App, chat};
 use crate::http::{ApiError, Body, json_response};
 
 /// The request id: the caller's `x-request-id` when it is short and plain,
@@ -26,9 +26,9 @@ fn request_id(req: &Request<Incoming>) -> String {
 }
 
 /// Handles one request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let rid = request_id(&req);
-    let result = route(&app, req).await;
+    let result = route(&app, req, peer, &rid).await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(&rid),
@@ -39,9 +39,15 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, _peer: SocketAddr) ->
     resp
 }
 
-async fn route(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path();
-    match (req.method(), path) {
+async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr, rid: &str) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/v1/chat/public") => chat::handle(app, req, peer, rid, true).await,
+        (&Method::OPTIONS, "/v1/chat/public") => Ok(chat::preflight(req.headers())),
+        (&Method::POST, "/v1/chat") => chat::handle(app, req, peer, rid, false).await,
+        (_, "/v1/chat" | "/v1/chat/public") => {
+            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"))
+        }
         (&Method::GET, "/healthz") => Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
