@@ -40,11 +40,16 @@ pub struct ChatBody {
 pub fn bearer(headers: &HeaderMap) -> Option<SecretString> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| SecretString::from(token.trim().to_string()))
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| SecretString::from(token.trim().to_string()))
 }
 
 fn origin(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// CORS preflight of the public endpoint. The bot (and so its allowed
@@ -58,9 +63,18 @@ pub fn preflight(headers: &HeaderMap) -> Response<Body> {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, x-request-id"));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, x-request-id"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     r
 }
 
@@ -75,9 +89,19 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let ip = Some(peer.ip().to_string());
     let caller = if public {
-        Caller::Public { ip: ip.clone(), origin: origin(&parts.headers) }
+        Caller::Public {
+            ip: ip.clone(),
+            origin: origin(&parts.headers),
+        }
     } else {
-        let principal = app.chat.authenticate(bearer(&parts.headers).as_ref(), ip.as_deref(), Some(request_id)).await?;
+        let principal = app
+            .chat
+            .authenticate(
+                bearer(&parts.headers).as_ref(),
+                ip.as_deref(),
+                Some(request_id),
+            )
+            .await?;
         Caller::Key { principal, ip }
     };
     let bytes = read_body(body, app.config.max_body_bytes).await?;
@@ -91,21 +115,37 @@ pub async fn handle(
     };
     // The engine has checked the origin against the bot's allowed origins
     // by the time a reply exists; echo it so the browser may read it.
-    let cors_origin = if public { parts.headers.get(header::ORIGIN).cloned() } else { None };
+    let cors_origin = if public {
+        parts.headers.get(header::ORIGIN).cloned()
+    } else {
+        None
+    };
     let mut resp = if body.stream {
-        let rx = app.chat.chat_stream(caller, input).await.map_err(ApiError::from)?;
+        let rx = app
+            .chat
+            .chat_stream(caller, input)
+            .await
+            .map_err(ApiError::from)?;
         sse_response(rx)
     } else {
         let timeout = Duration::from_secs(app.config.request_timeout_secs);
         let reply = tokio::time::timeout(timeout, app.chat.chat(caller, input))
             .await
-            .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "provider_timeout", "the request took too long"))?
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "provider_timeout",
+                    "the request took too long",
+                )
+            })?
             .map_err(ApiError::from)?;
         json_response(StatusCode::OK, &reply)
     };
     if let Some(o) = cors_origin {
-        resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     Ok(resp)
 }
@@ -117,21 +157,30 @@ fn sse_event(name: &str, data: &serde_json::Value) -> Bytes {
 fn sse_response(rx: tokio::sync::mpsc::Receiver<TurnEvent>) -> Response<Body> {
     let events = tokio_stream_from(rx).map(|ev| {
         let bytes = match ev {
-            TurnEvent::Start { conversation_id, message_id } => sse_event(
+            TurnEvent::Start {
+                conversation_id,
+                message_id,
+            } => sse_event(
                 "start",
                 &serde_json::json!({"conversation_id": conversation_id, "message_id": message_id}),
             ),
             TurnEvent::Delta(d) => sse_event("delta", &serde_json::json!({"content": d})),
-            TurnEvent::Done(done) => sse_event("done", &serde_json::to_value(&*done).unwrap_or_default()),
-            TurnEvent::Error { code, message } => {
-                sse_event("error", &serde_json::json!({"error": {"code": code, "message": message}}))
+            TurnEvent::Done(done) => {
+                sse_event("done", &serde_json::to_value(&*done).unwrap_or_default())
             }
+            TurnEvent::Error { code, message } => sse_event(
+                "error",
+                &serde_json::json!({"error": {"code": code, "message": message}}),
+            ),
         };
         Ok::<_, Infallible>(Frame::data(bytes))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(events)));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r

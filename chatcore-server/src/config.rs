@@ -137,7 +137,11 @@ impl Config {
                 1 << 20,
             )? as usize,
             shutdown_grace_secs: num("CHATCORE_SHUTDOWN_GRACE_SECS", fc.shutdown_grace_secs, 30)?,
-            request_timeout_secs: num("CHATCORE_REQUEST_TIMEOUT_SECS", fc.request_timeout_secs, 300)?,
+            request_timeout_secs: num(
+                "CHATCORE_REQUEST_TIMEOUT_SECS",
+                fc.request_timeout_secs,
+                300,
+            )?,
             openai_api_key: env("OPENAI_API_KEY").map(secret),
         })
     }

@@ -105,11 +105,15 @@ impl From<chatcore::engine::ChatError> for ApiError {
         let status = match &e {
             E::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             E::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            E::Forbidden(_) | E::FeatureDisabled(_) | E::GuardrailBlocked(_) => StatusCode::FORBIDDEN,
+            E::Forbidden(_) | E::FeatureDisabled(_) | E::GuardrailBlocked(_) => {
+                StatusCode::FORBIDDEN
+            }
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Provider(p) if p.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            E::Provider(chatcore::provider::ProviderError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            E::Provider(chatcore::provider::ProviderError::RateLimited { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             E::Provider(_) => StatusCode::BAD_GATEWAY,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,7 +123,9 @@ impl From<chatcore::engine::ChatError> for ApiError {
         } else if matches!(e, E::Provider(_)) {
             tracing::warn!(error = %e, "provider failed");
         }
-        let retry_after = e.retry_after().map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
+        let retry_after = e
+            .retry_after()
+            .map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
         let mut api = ApiError::new(status, e.code(), e.public_message());
         if status == StatusCode::TOO_MANY_REQUESTS {
             api.retry_after = Some(retry_after.unwrap_or(1));
@@ -140,15 +146,30 @@ pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Byte
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
         )),
-        Err(_) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "could not read the request body")),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "could not read the request body",
+        )),
     }
 }
 
 /// Parses a JSON body into `T`: 415 unless the content type is JSON, 400
 /// naming the field when it does not fit.
-pub fn parse_json<T: serde::de::DeserializeOwned>(headers: &http::HeaderMap, body: &[u8]) -> Result<T, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime != "application/json" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -160,7 +181,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(headers: &http::HeaderMap, bod
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let msg = if path.is_empty() || path == "." {
+        let msg = if path.is_empty() || path == "." || path == "?" {
             format!("invalid JSON body: {inner}")
         } else {
             format!("{path}: {inner}")

@@ -28,11 +28,11 @@ use chatcore::engine::{ChatService, ChatSettings};
 use chatcore::provider::ProviderRegistry;
 use chatcore::ratelimit::{FailoverRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter};
 use chatcore::store::{SeaOrmStore, Store, StoreOptions};
-use secrecy::ExposeSecret;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -69,7 +69,12 @@ impl App {
     /// Opens the database (migrating it) and builds the app with the
     /// built-in providers.
     pub async fn build(config: Config) -> Result<Arc<Self>, StartError> {
-        Self::build_with(config, ProviderRegistry::with_builtins(), ChatSettings::default()).await
+        Self::build_with(
+            config,
+            ProviderRegistry::with_builtins(),
+            ChatSettings::default(),
+        )
+        .await
     }
 
     /// Like [`App::build`], with a provider registry and engine settings of
@@ -80,20 +85,40 @@ impl App {
         settings: ChatSettings,
     ) -> Result<Arc<Self>, StartError> {
         let keyring = keys::keyring(&config)?;
-        let store: Arc<dyn Store> = Arc::new(SeaOrmStore::open(&config.database_url, StoreOptions::default()).await?);
+        let store: Arc<dyn Store> =
+            Arc::new(SeaOrmStore::open(&config.database_url, StoreOptions::default()).await?);
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-            Some(url) => Arc::new(FailoverRateLimiter::new(RedisRateLimiter::connect(url.expose_secret()).await?)),
+            Some(url) => Arc::new(FailoverRateLimiter::new(
+                RedisRateLimiter::connect(url.expose_secret()).await?,
+            )),
             None => Arc::new(LocalRateLimiter::new()),
         };
         let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
-        let chat = ChatService::new(store.clone(), Arc::new(registry), keyring, limiter, audit, settings);
-        Ok(Arc::new(Self { chat: Arc::new(chat), store, config, audit_task: std::sync::Mutex::new(Some(audit_task)) }))
+        let chat = ChatService::new(
+            store.clone(),
+            Arc::new(registry),
+            keyring,
+            limiter,
+            audit,
+            settings,
+        );
+        Ok(Arc::new(Self {
+            chat: Arc::new(chat),
+            store,
+            config,
+            audit_task: std::sync::Mutex::new(Some(audit_task)),
+        }))
     }
 
     /// First start on an empty database: creates the demo tenant and its
     /// public `demo` bot, and returns the admin key to show once.
     pub async fn bootstrap_demo(&self) -> Result<Option<Demo>, StartError> {
-        Ok(ensure_demo(&*self.store, self.chat.keyring(), self.config.openai_api_key.as_ref()).await?)
+        Ok(ensure_demo(
+            &*self.store,
+            self.chat.keyring(),
+            self.config.openai_api_key.as_ref(),
+        )
+        .await?)
     }
 
     /// Waits for open streams, flushes pending writes (the audit log).
@@ -145,12 +170,18 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         grace_secs = grace.as_secs(),
         "shutting down: draining open connections"
     );
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over: closing the remaining connections");
     }
     // Streams cut by the deadline record themselves as cancelled; give them
     // a moment, then flush the audit log whatever happens.
-    if tokio::time::timeout(Duration::from_secs(5), app.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), app.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some streamed turns did not finish recording in time");
         app.chat.audit().flush().await;
     }

@@ -94,7 +94,10 @@ async fn main() -> ExitCode {
 fn print_demo(demo: &chatcore::bootstrap::Demo, listen: std::net::SocketAddr) {
     use secrecy::ExposeSecret;
     println!();
-    println!("First start: created the demo tenant with a public bot \"{}\".", demo.bot.slug);
+    println!(
+        "First start: created the demo tenant with a public bot \"{}\".",
+        demo.bot.slug
+    );
     println!("Its admin API key (shown only this once, keep it):");
     println!();
     println!("    {}", demo.admin_key.expose_secret());

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::{App, chat};
 use crate::http::{ApiError, Body, json_response};
+use crate::{App, chat};
 
 /// The request id: the caller's `x-request-id` when it is short and plain,
 /// else a fresh UUIDv7.
@@ -39,15 +39,22 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     resp
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr, rid: &str) -> Result<Response<Body>, ApiError> {
+async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    rid: &str,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/public") => chat::handle(app, req, peer, rid, true).await,
         (&Method::OPTIONS, "/v1/chat/public") => Ok(chat::preflight(req.headers())),
         (&Method::POST, "/v1/chat") => chat::handle(app, req, peer, rid, false).await,
-        (_, "/v1/chat" | "/v1/chat/public") => {
-            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"))
-        }
+        (_, "/v1/chat" | "/v1/chat/public") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST",
+        )),
         (&Method::GET, "/healthz") => Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),

@@ -184,9 +184,7 @@ pub enum AuthError {
 pub struct Authenticator {
     store: std::sync::Arc<dyn crate::store::Store>,
     ttl: std::time::Duration,
-    cache: std::sync::RwLock<
-        std::collections::HashMap<[u8; 32], (std::sync::Arc<Principal>, std::time::Instant)>,
-    >,
+    cache: crate::cache::TtlCache<[u8; 32], std::sync::Arc<Principal>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -206,7 +204,7 @@ impl Authenticator {
         Self {
             store,
             ttl,
-            cache: Default::default(),
+            cache: crate::cache::TtlCache::new(ttl, 100_000),
         }
     }
 
@@ -217,13 +215,7 @@ impl Authenticator {
         presented: &SecretString,
     ) -> Result<std::sync::Arc<Principal>, AuthError> {
         let digest = hash_key(presented.expose_secret());
-        let cached = {
-            let cache = self.cache.read().expect("auth cache lock poisoned");
-            cache
-                .get(&digest)
-                .filter(|(_, at)| at.elapsed() < self.ttl)
-                .map(|(p, _)| p.clone())
-        };
+        let cached = self.cache.get(&digest);
         let principal = match cached {
             Some(p) => p,
             None => {
@@ -241,12 +233,7 @@ impl Authenticator {
                     Err(_) => return Err(AuthError::Unavailable),
                 };
                 let p = std::sync::Arc::new(Principal { key, tenant });
-                let mut cache = self.cache.write().expect("auth cache lock poisoned");
-                if cache.len() > 100_000 {
-                    let ttl = self.ttl;
-                    cache.retain(|_, (_, at)| at.elapsed() < ttl);
-                }
-                cache.insert(digest, (p.clone(), std::time::Instant::now()));
+                self.cache.insert(digest, p.clone());
                 p
             }
         };
@@ -261,17 +248,11 @@ impl Authenticator {
 
     /// Forgets a key (after a revocation or change).
     pub fn invalidate_key(&self, id: crate::domain::ApiKeyId) {
-        self.cache
-            .write()
-            .expect("auth cache lock poisoned")
-            .retain(|_, (p, _)| p.key.id != id);
+        self.cache.remove_where(|_, p| p.key.id == id);
     }
 
     /// Forgets every key of a tenant (after a suspension or limit change).
     pub fn invalidate_tenant(&self, id: crate::domain::TenantId) {
-        self.cache
-            .write()
-            .expect("auth cache lock poisoned")
-            .retain(|_, (p, _)| p.tenant.id != id);
+        self.cache.remove_where(|_, p| p.tenant.id == id);
     }
 }

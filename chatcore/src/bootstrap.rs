@@ -27,7 +27,12 @@ pub async fn ensure_demo(
     keyring: &Keyring,
     openai_key: Option<&SecretString>,
 ) -> StoreResult<Option<Demo>> {
-    if !store.list_tenants(PageRequest::first(1)).await?.data.is_empty() {
+    if !store
+        .list_tenants(PageRequest::first(1))
+        .await?
+        .data
+        .is_empty()
+    {
         return Ok(None);
     }
     let tenant = store
@@ -40,7 +45,12 @@ pub async fn ensure_demo(
         })
         .await?;
     let (provider, model, name, key) = match openai_key {
-        Some(k) => ("openai", "gpt-4o-mini", "OpenAI", Some(keyring.seal(tenant.id, k))),
+        Some(k) => (
+            "openai",
+            "gpt-4o-mini",
+            "OpenAI",
+            Some(keyring.seal(tenant.id, k)),
+        ),
         None => ("mock", "echo", "Mock (offline)", None),
     };
     let pc = store
@@ -91,17 +101,35 @@ pub async fn ensure_demo(
         .await?;
     store
         .append_audit(
-            AuditRecord::new(Some(tenant.id), Actor { kind: ActorKind::System, id: None }, "tenant.created")
-                .resource("tenant", tenant.id),
+            AuditRecord::new(
+                Some(tenant.id),
+                Actor {
+                    kind: ActorKind::System,
+                    id: None,
+                },
+                "tenant.created",
+            )
+            .resource("tenant", tenant.id),
         )
         .await?;
     store
         .append_audit(
-            AuditRecord::new(Some(tenant.id), Actor { kind: ActorKind::System, id: None }, "api_key.created")
-                .resource("api_key", key.id),
+            AuditRecord::new(
+                Some(tenant.id),
+                Actor {
+                    kind: ActorKind::System,
+                    id: None,
+                },
+                "api_key.created",
+            )
+            .resource("api_key", key.id),
         )
         .await?;
-    Ok(Some(Demo { tenant, bot, admin_key: g.secret }))
+    Ok(Some(Demo {
+        tenant,
+        bot,
+        admin_key: g.secret,
+    }))
 }
 
 #[cfg(test)]
@@ -112,10 +140,17 @@ mod tests {
     async fn demo_is_created_once() {
         let store = SeaOrmStore::in_memory().await.unwrap();
         let ring = Keyring::from_raw([1; 32], &[]);
-        let demo = ensure_demo(&store, &ring, None).await.unwrap().expect("created");
+        let demo = ensure_demo(&store, &ring, None)
+            .await
+            .unwrap()
+            .expect("created");
         assert!(demo.bot.is_public);
         assert_eq!(store.find_public_bot("demo").await.unwrap().id, demo.bot.id);
-        let key = store.find_api_key_by_secret(&demo.admin_key).await.unwrap().unwrap();
+        let key = store
+            .find_api_key_by_secret(&demo.admin_key)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(key.allows(Permission::Admin));
         assert!(ensure_demo(&store, &ring, None).await.unwrap().is_none());
     }

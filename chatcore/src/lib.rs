@@ -17,6 +17,7 @@
 //! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
 //!   time verification, permissions.
 //! - [`bootstrap`]: the demo tenant and bot created on first start.
+//! - [`cache`]: a small TTL cache for hot lookups (keys, bots).
 //! - [`crypto`]: encryption at rest of provider API keys (AES-256-GCM with a
 //!   rotating master keyring).
 //! - `testkit` (feature `testkit`): conformance suites that plugin authors run
@@ -26,6 +27,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod cache;
 pub mod crypto;
 pub mod domain;
 pub mod engine;

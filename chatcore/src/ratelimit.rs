@@ -226,11 +226,9 @@ impl RedisRateLimiter {
             .map_err(|e| RateLimitError(format!("Redis script failed: {}", e.kind_str())))?;
         let us = Duration::from_micros(us.max(0) as u64);
         Ok(if allowed == 1 {
-            let remaining = if interval == 0 {
-                u32::MAX
-            } else {
-                (us.as_micros() as u64 / interval) as u32
-            };
+            let remaining = (us.as_micros() as u64)
+                .checked_div(interval)
+                .map_or(u32::MAX, |n| n as u32);
             Decision::Allowed { remaining }
         } else {
             Decision::Limited { retry_after: us }

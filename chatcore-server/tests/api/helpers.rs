@@ -1,12 +1,60 @@
-//! `spawn_app()`: the server on port 0 with a fresh SQLite database in
-//! memory; logs are silent unless `TEST_LOG` is set.
+//! `spawn_app()`: the server on port 0 with a fresh database per test;
+//! logs are captured (and printed when `TEST_LOG` is set) so tests can check
+//! that no secret reaches them.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use chatcore::auth::generate_key;
+use chatcore::domain::*;
+use chatcore::engine::ChatSettings;
+use chatcore::provider::mock::MockProvider;
+use chatcore::provider::{ProviderRegistry, RetryPolicy, Timeouts};
+use chatcore::store::*;
 use chatcore_server::config::Config;
 use chatcore_server::{App, run};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
+
+/// Everything the server logged in this test binary.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap()).into_owned()
+}
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct Capture;
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .extend_from_slice(buf);
+        if std::env::var("TEST_LOG").is_ok() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                "debug,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,hyper_util=info,h2=info",
+            )
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -16,9 +64,21 @@ pub struct TestApp {
     pub server: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A tenant with a provider, a bot and an admin+chat key.
+pub struct TestTenant {
+    pub tenant: Tenant,
+    pub bot: Bot,
+    pub key: SecretString,
+    pub key_id: ApiKeyId,
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.app.store
     }
 
     /// Stops the server and waits for it to finish draining.
@@ -30,19 +90,166 @@ impl TestApp {
             h.await.unwrap();
         }
     }
+
+    /// Asks the server to stop, without waiting.
+    pub fn begin_stop(&mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().unwrap()
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        key: Option<&SecretString>,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        let mut r = self.client.post(self.url(path)).json(&body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k.expose_secret());
+        }
+        r.send().await.unwrap()
+    }
+
+    /// A tenant whose bot talks to `provider_kind` with `model`.
+    pub async fn tenant(
+        &self,
+        slug: &str,
+        provider_kind: &str,
+        model: &str,
+        base_url: Option<String>,
+    ) -> TestTenant {
+        self.tenant_with(slug, provider_kind, model, base_url, |_| {}, |_| {})
+            .await
+    }
+
+    pub async fn tenant_with(
+        &self,
+        slug: &str,
+        provider_kind: &str,
+        model: &str,
+        base_url: Option<String>,
+        tweak_tenant: impl FnOnce(&mut NewTenant),
+        tweak_bot: impl FnOnce(&mut NewBot),
+    ) -> TestTenant {
+        let s = self.store();
+        let mut nt = NewTenant {
+            name: slug.into(),
+            slug: format!(
+                "{slug}-{}",
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            ),
+            rate_limit_rpm: None,
+            rate_limit_tpm: None,
+            features: serde_json::json!({}),
+        };
+        tweak_tenant(&mut nt);
+        let tenant = s.create_tenant(nt).await.unwrap();
+        let sealed = self
+            .app
+            .chat
+            .keyring()
+            .seal(tenant.id, &SecretString::from(PROVIDER_SECRET.to_string()));
+        let provider = s
+            .create_provider_config(
+                tenant.id,
+                NewProviderConfig {
+                    provider: provider_kind.into(),
+                    name: provider_kind.into(),
+                    api_key: Some(sealed),
+                    base_url,
+                    default_model: Some(model.into()),
+                    enabled: true,
+                },
+            )
+            .await
+            .unwrap();
+        let mut nb = NewBot {
+            name: "Bot".into(),
+            slug: format!("bot-{slug}"),
+            system_prompt: "You are a test bot.".into(),
+            provider_id: provider.id,
+            model: Some(model.into()),
+            fallback_provider_id: None,
+            temperature: Some(0.2),
+            max_tokens: Some(100),
+            context_tokens: 4000,
+            is_public: true,
+            dataset_ids: vec![],
+        };
+        tweak_bot(&mut nb);
+        let bot = s.create_bot(tenant.id, nb).await.unwrap();
+        let (key, key_id) = self
+            .key(
+                tenant.id,
+                vec![Permission::Admin, Permission::Chat],
+                vec![],
+                None,
+            )
+            .await;
+        TestTenant {
+            tenant,
+            bot,
+            key,
+            key_id,
+        }
+    }
+
+    pub async fn key(
+        &self,
+        tenant: TenantId,
+        permissions: Vec<Permission>,
+        bot_ids: Vec<BotId>,
+        rpm: Option<i32>,
+    ) -> (SecretString, ApiKeyId) {
+        let g = generate_key();
+        let k = self
+            .store()
+            .create_api_key(
+                tenant,
+                NewApiKey {
+                    name: "test".into(),
+                    prefix: g.prefix.clone(),
+                    secret_hash: g.hash,
+                    permissions,
+                    bot_ids,
+                    rate_limit_rpm: rpm,
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        (g.secret, k.id)
+    }
 }
 
-fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            tracing_subscriber::fmt()
-                .with_env_filter("debug")
-                .with_test_writer()
-                .init();
-        }
-        let _ = rustls::crypto::ring::default_provider().install_default();
+/// The provider key every test tenant uses: it must never be logged.
+pub const PROVIDER_SECRET: &str = "sk-test-PROVIDERSECRET-0123456789abcdef";
+
+pub fn test_settings() -> ChatSettings {
+    ChatSettings {
+        retry: RetryPolicy::none(),
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            first_byte: Duration::from_millis(500),
+            idle: Duration::from_millis(500),
+        },
+        ..ChatSettings::default()
+    }
+}
+
+/// The built-in providers, with the mock's `slow` model slowed to 150 ms a
+/// delta (disconnect and shutdown tests need time to act mid-stream).
+pub fn test_registry() -> ProviderRegistry {
+    let mut r = ProviderRegistry::with_builtins();
+    r.register("mock", |spec| {
+        let mut spec = spec.clone();
+        spec.options
+            .insert("delay_ms".into(), serde_json::json!(150));
+        Ok(Arc::new(MockProvider::from_spec(&spec)?))
     });
+    r
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -50,16 +257,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    init_logs();
+    init();
     let mut config = Config::load_from(None, |k| match k {
         "CHATCORE_DATABASE_URL" => Some("sqlite::memory:".into()),
         "CHATCORE_LISTEN" => Some("127.0.0.1:0".into()),
-        "CHATCORE_SHUTDOWN_GRACE_SECS" => Some("5".into()),
+        "CHATCORE_SHUTDOWN_GRACE_SECS" => Some("10".into()),
         _ => None,
     })
     .unwrap();
     tweak(&mut config);
-    let app = App::build(config).await.expect("app builds");
+    let app = App::build_with(config, test_registry(), test_settings())
+        .await
+        .expect("app builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -73,4 +282,42 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         shutdown: Some(tx),
         server: Some(server),
     }
+}
+
+/// Reads an SSE body into (event, data) pairs.
+pub fn parse_sse(body: &str) -> Vec<(String, serde_json::Value)> {
+    body.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            (
+                event,
+                serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns Some (bounded; for effects that happen in
+/// background tasks, never to measure time).
+pub async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not reached in time");
 }

@@ -1,5 +1,8 @@
 //! Integration tests of the HTTP API, through [`helpers::spawn_app`]: the
-//! real server on 127.0.0.1:0 with a fresh database per test.
+//! real server on 127.0.0.1:0 with a fresh database per test, providers
+//! pointed at local wire-format servers or the offline mock.
 
+mod chat;
+mod fake_openai;
 mod health;
 mod helpers;

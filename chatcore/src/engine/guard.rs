@@ -18,8 +18,14 @@ use serde_json::Value;
 use crate::domain::{ApiKeyId, Scope};
 
 /// The scope kinds chatcore knows.
-pub const SCOPE_KINDS: &[&str] =
-    &["allowed_origins", "api_keys", "blocked_terms", "blocked_patterns", "max_input_length", "visitor_rate_limit"];
+pub const SCOPE_KINDS: &[&str] = &[
+    "allowed_origins",
+    "api_keys",
+    "blocked_terms",
+    "blocked_patterns",
+    "max_input_length",
+    "visitor_rate_limit",
+];
 
 /// A bot's parsed guardrails.
 #[derive(Debug, Clone, Default)]
@@ -39,9 +45,15 @@ pub struct Guardrails {
 }
 
 fn strings(config: &Value, kind: &str) -> Result<Vec<String>, String> {
-    let arr = config.as_array().ok_or_else(|| format!("{kind}: config must be an array of strings"))?;
+    let arr = config
+        .as_array()
+        .ok_or_else(|| format!("{kind}: config must be an array of strings"))?;
     arr.iter()
-        .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("{kind}: config must be an array of strings")))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{kind}: config must be an array of strings"))
+        })
         .collect()
 }
 
@@ -67,12 +79,17 @@ impl Guardrails {
         match kind {
             "allowed_origins" => {
                 let o = strings(config, kind)?;
-                self.allowed_origins.get_or_insert_with(Vec::new).extend(o.into_iter().map(|s| s.trim_end_matches('/').to_string()));
+                self.allowed_origins
+                    .get_or_insert_with(Vec::new)
+                    .extend(o.into_iter().map(|s| s.trim_end_matches('/').to_string()));
             }
             "api_keys" => {
                 let ids = strings(config, kind)?
                     .iter()
-                    .map(|s| s.parse::<ApiKeyId>().map_err(|_| format!("api_keys: {s:?} is not an API key id")))
+                    .map(|s| {
+                        s.parse::<ApiKeyId>()
+                            .map_err(|_| format!("api_keys: {s:?} is not an API key id"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 self.api_keys.get_or_insert_with(Vec::new).extend(ids);
             }
@@ -81,14 +98,17 @@ impl Guardrails {
                 if terms.iter().any(|t| t.trim().is_empty()) {
                     return Err("blocked_terms: terms must not be empty".into());
                 }
-                self.blocked_terms.extend(terms.into_iter().map(|t| t.to_lowercase()));
+                self.blocked_terms
+                    .extend(terms.into_iter().map(|t| t.to_lowercase()));
             }
             "blocked_patterns" => {
                 for p in strings(config, kind)? {
                     let re = regex::RegexBuilder::new(&p)
                         .size_limit(1 << 20)
                         .build()
-                        .map_err(|e| format!("blocked_patterns: {p:?} is not a valid pattern: {e}"))?;
+                        .map_err(|e| {
+                            format!("blocked_patterns: {p:?} is not a valid pattern: {e}")
+                        })?;
                     self.blocked_patterns.push(re);
                 }
             }
@@ -97,7 +117,10 @@ impl Guardrails {
                     .as_u64()
                     .filter(|n| *n > 0 && *n <= 1_000_000)
                     .ok_or("max_input_length: config must be a number from 1 to 1000000")?;
-                self.max_input_length = Some(self.max_input_length.map_or(n as usize, |m| m.min(n as usize)));
+                self.max_input_length = Some(
+                    self.max_input_length
+                        .map_or(n as usize, |m| m.min(n as usize)),
+                );
             }
             "visitor_rate_limit" => {
                 let rpm = config
@@ -107,7 +130,12 @@ impl Guardrails {
                     .ok_or("visitor_rate_limit: config must be {\"rpm\": <1 to 1000000>}")?;
                 self.visitor_rpm = Some(rpm as u32);
             }
-            other => return Err(format!("unknown scope kind {other:?}; known kinds: {}", SCOPE_KINDS.join(", "))),
+            other => {
+                return Err(format!(
+                    "unknown scope kind {other:?}; known kinds: {}",
+                    SCOPE_KINDS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -121,7 +149,11 @@ impl Guardrails {
         }
         if !self.blocked_terms.is_empty() {
             let lower = message.to_lowercase();
-            if self.blocked_terms.iter().any(|t| lower.contains(t.as_str())) {
+            if self
+                .blocked_terms
+                .iter()
+                .any(|t| lower.contains(t.as_str()))
+            {
                 return Err(GuardViolation::BlockedContent);
             }
         }
@@ -186,10 +218,22 @@ mod tests {
             ("max_input_length", json!(20)),
         ]);
         assert!(g.check_message("hello").is_ok());
-        assert_eq!(g.check_message("my PASSWORD is"), Err(GuardViolation::BlockedContent));
-        assert_eq!(g.check_message("1234-5678-9012-3456"), Err(GuardViolation::BlockedContent));
-        assert_eq!(g.check_message(&"é".repeat(21)), Err(GuardViolation::TooLong { max: 20 }));
-        assert!(g.check_message(&"é".repeat(20)).is_ok(), "characters, not bytes");
+        assert_eq!(
+            g.check_message("my PASSWORD is"),
+            Err(GuardViolation::BlockedContent)
+        );
+        assert_eq!(
+            g.check_message("1234-5678-9012-3456"),
+            Err(GuardViolation::BlockedContent)
+        );
+        assert_eq!(
+            g.check_message(&"é".repeat(21)),
+            Err(GuardViolation::TooLong { max: 20 })
+        );
+        assert!(
+            g.check_message(&"é".repeat(20)).is_ok(),
+            "characters, not bytes"
+        );
     }
 
     #[test]
@@ -208,10 +252,22 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        assert!(validate_scope("blocked_patterns", &json!(["("])).unwrap_err().contains("not a valid pattern"));
+        assert!(
+            validate_scope("blocked_patterns", &json!(["("]))
+                .unwrap_err()
+                .contains("not a valid pattern")
+        );
         assert!(validate_scope("max_input_length", &json!(0)).is_err());
-        assert!(validate_scope("api_keys", &json!(["nope"])).unwrap_err().contains("not an API key id"));
-        assert!(validate_scope("teleport", &json!({})).unwrap_err().contains("unknown scope kind"));
+        assert!(
+            validate_scope("api_keys", &json!(["nope"]))
+                .unwrap_err()
+                .contains("not an API key id")
+        );
+        assert!(
+            validate_scope("teleport", &json!({}))
+                .unwrap_err()
+                .contains("unknown scope kind")
+        );
         assert!(validate_scope("visitor_rate_limit", &json!({"rpm": 5})).is_ok());
         assert!(validate_scope("blocked_terms", &json!("x")).is_err());
     }

@@ -12,7 +12,6 @@
 //! Nothing here knows HTTP: the server turns requests into [`ChatInput`] and
 //! [`Caller`], and [`ChatReply`] / [`TurnEvent`]s into JSON and SSE.
 
-mod cache;
 mod error;
 pub mod guard;
 pub mod prompt;
@@ -27,19 +26,19 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-pub use cache::TtlCache;
 pub use error::ChatError;
 pub use guard::{GuardViolation, Guardrails};
 pub use prompt::{Prompt, Source, build_prompt};
 
 use crate::audit::AuditWriter;
 use crate::auth::{Authenticator, Principal};
+use crate::cache::TtlCache;
 use crate::crypto::Keyring;
 use crate::domain::*;
 use crate::provider::tokens::count_tokens;
 use crate::provider::{
-    ChatEvent, ChatRequest, ChatStream, FallbackEntry, FallbackProvider, Provider, ProviderError, ProviderRegistry,
-    ProviderSpec, Usage, await_first_token,
+    ChatEvent, ChatRequest, ChatStream, FallbackEntry, FallbackProvider, Provider, ProviderError,
+    ProviderRegistry, ProviderSpec, Usage, await_first_token,
 };
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::store::{MessageCompletion, NewConversation, NewMessage, Store};
@@ -121,8 +120,14 @@ impl Caller {
     }
     fn actor(&self) -> Actor {
         match self {
-            Caller::Public { ip, .. } => Actor { kind: ActorKind::PublicVisitor, id: ip.clone() },
-            Caller::Key { principal, .. } => Actor { kind: ActorKind::ApiKey, id: Some(principal.key.id.to_string()) },
+            Caller::Public { ip, .. } => Actor {
+                kind: ActorKind::PublicVisitor,
+                id: ip.clone(),
+            },
+            Caller::Key { principal, .. } => Actor {
+                kind: ActorKind::ApiKey,
+                id: Some(principal.key.id.to_string()),
+            },
         }
     }
 }
@@ -258,6 +263,11 @@ struct Turn {
     api_key_id: Option<ApiKeyId>,
 }
 
+/// Built providers by config, with the config's `updated_at` (a rotated key
+/// or changed URL rebuilds it; an unchanged one reuses its connection pool).
+type ProviderCache =
+    Mutex<HashMap<ProviderConfigId, (chrono::DateTime<chrono::Utc>, Arc<dyn Provider>)>>;
+
 /// The chat engine. Build one per process and share it (`Arc`).
 pub struct ChatService {
     store: Arc<dyn Store>,
@@ -270,14 +280,16 @@ pub struct ChatService {
     retriever: Option<Arc<dyn ContextRetriever>>,
     bots: TtlCache<(TenantId, String), BotEntry>,
     public_bots: TtlCache<String, BotEntry>,
-    providers: Mutex<HashMap<ProviderConfigId, (chrono::DateTime<chrono::Utc>, Arc<dyn Provider>)>>,
+    providers: ProviderCache,
     touched: TtlCache<ApiKeyId, ()>,
     tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for ChatService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatService").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("ChatService")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -350,10 +362,19 @@ impl ChatService {
     ) -> Result<Arc<Principal>, ChatError> {
         let result = match presented {
             Some(k) => self.auth.authenticate(k).await.map_err(ChatError::from),
-            None => Err(ChatError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())),
+            None => Err(ChatError::Unauthorized(
+                "missing API key: send Authorization: Bearer <key>".into(),
+            )),
         };
         if let Err(e) = &result {
-            let mut r = AuditRecord::new(None, Actor { kind: ActorKind::PublicVisitor, id: None }, "auth.failed");
+            let mut r = AuditRecord::new(
+                None,
+                Actor {
+                    kind: ActorKind::PublicVisitor,
+                    id: None,
+                },
+                "auth.failed",
+            );
             r.ip = ip.map(str::to_string);
             r.request_id = request_id.map(str::to_string);
             r.metadata = serde_json::json!({"reason": e.code()});
@@ -389,12 +410,22 @@ impl ChatService {
 
     // ---- resolving bots and providers ----
 
-    async fn provider_for(&self, tenant: TenantId, id: ProviderConfigId) -> Result<(Arc<dyn Provider>, ProviderConfig), ChatError> {
+    async fn provider_for(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> Result<(Arc<dyn Provider>, ProviderConfig), ChatError> {
         let cfg = self.store.get_provider_config(tenant, id).await?;
         if !cfg.enabled {
-            return Err(ChatError::Forbidden("the bot's provider is disabled".into()));
+            return Err(ChatError::Forbidden(
+                "the bot's provider is disabled".into(),
+            ));
         }
-        if let Some((at, p)) = self.providers.lock().expect("provider cache poisoned").get(&id)
+        if let Some((at, p)) = self
+            .providers
+            .lock()
+            .expect("provider cache poisoned")
+            .get(&id)
             && *at == cfg.updated_at
         {
             return Ok((p.clone(), cfg));
@@ -412,7 +443,10 @@ impl ChatService {
         spec.timeouts = self.settings.timeouts;
         spec.retry = self.settings.retry;
         let p = self.registry.build(&spec).map_err(ChatError::Provider)?;
-        self.providers.lock().expect("provider cache poisoned").insert(id, (cfg.updated_at, p.clone()));
+        self.providers
+            .lock()
+            .expect("provider cache poisoned")
+            .insert(id, (cfg.updated_at, p.clone()));
         Ok((p, cfg))
     }
 
@@ -423,7 +457,11 @@ impl ChatService {
             ChatError::Internal("bot guardrails are misconfigured".into())
         })?;
         let (primary, cfg) = self.provider_for(tenant.id, bot.provider_id).await?;
-        let model_hint = bot.model.clone().or(cfg.default_model.clone()).unwrap_or_else(|| "gpt-4o-mini".into());
+        let model_hint = bot
+            .model
+            .clone()
+            .or(cfg.default_model.clone())
+            .unwrap_or_else(|| "gpt-4o-mini".into());
         let provider: Arc<dyn Provider> = match bot.fallback_provider_id {
             Some(fb) => {
                 let (fallback, _) = self.provider_for(tenant.id, fb).await?;
@@ -434,7 +472,13 @@ impl ChatService {
             }
             None => primary,
         };
-        Ok(BotEntry { bot, tenant, guard: Arc::new(guard), provider, model_hint })
+        Ok(BotEntry {
+            bot,
+            tenant,
+            guard: Arc::new(guard),
+            provider,
+            model_hint,
+        })
     }
 
     async fn resolve(&self, caller: &Caller, bot_ref: &str) -> Result<BotEntry, ChatError> {
@@ -468,7 +512,13 @@ impl ChatService {
 
     // ---- the turn ----
 
-    async fn limit(&self, key: String, quota: Option<Quota>, cost: u32, scope: &'static str) -> Result<(), ChatError> {
+    async fn limit(
+        &self,
+        key: String,
+        quota: Option<Quota>,
+        cost: u32,
+        scope: &'static str,
+    ) -> Result<(), ChatError> {
         let Some(q) = quota else { return Ok(()) };
         match self.limiter.check(&key, q, cost).await? {
             Decision::Allowed { .. } => Ok(()),
@@ -484,7 +534,9 @@ impl ChatService {
         let started = Instant::now();
         let message = input.message.trim();
         if message.is_empty() {
-            return Err(ChatError::InvalidRequest("message: must not be empty".into()));
+            return Err(ChatError::InvalidRequest(
+                "message: must not be empty".into(),
+            ));
         }
         if message.chars().count() > self.settings.max_message_chars {
             return Err(ChatError::InvalidRequest(format!(
@@ -493,18 +545,21 @@ impl ChatService {
             )));
         }
         if input.bot.trim().is_empty() {
-            return Err(ChatError::InvalidRequest("bot_id: must not be empty".into()));
+            return Err(ChatError::InvalidRequest(
+                "bot_id: must not be empty".into(),
+            ));
         }
         if let Some(u) = &input.user_id
             && (u.is_empty() || u.len() > 256)
         {
-            return Err(ChatError::InvalidRequest("user_id: must be 1 to 256 characters".into()));
+            return Err(ChatError::InvalidRequest(
+                "user_id: must be 1 to 256 characters".into(),
+            ));
         }
         let conversation_id = match &input.conversation_id {
-            Some(c) => Some(
-                c.parse::<ConversationId>()
-                    .map_err(|_| ChatError::InvalidRequest("conversation_id: not a valid id".into()))?,
-            ),
+            Some(c) => Some(c.parse::<ConversationId>().map_err(|_| {
+                ChatError::InvalidRequest("conversation_id: not a valid id".into())
+            })?),
             None => None,
         };
 
@@ -512,7 +567,9 @@ impl ChatService {
         let (bot, tenant) = (&entry.bot, &entry.tenant);
         let feature_off = |f: &str| tenant.features.get(f).and_then(|v| v.as_bool()) == Some(false);
         if feature_off("chat") {
-            return Err(ChatError::FeatureDisabled("chat is disabled for this tenant".into()));
+            return Err(ChatError::FeatureDisabled(
+                "chat is disabled for this tenant".into(),
+            ));
         }
         let api_key_id = match &caller {
             Caller::Public { origin, .. } => {
@@ -521,20 +578,30 @@ impl ChatService {
                     return Err(ChatError::NotFound("bot"));
                 }
                 if feature_off("public_chat") {
-                    return Err(ChatError::FeatureDisabled("public chat is disabled for this tenant".into()));
+                    return Err(ChatError::FeatureDisabled(
+                        "public chat is disabled for this tenant".into(),
+                    ));
                 }
                 if !entry.guard.origin_allowed(origin.as_deref()) {
-                    return Err(ChatError::Forbidden("origin not allowed for this bot".into()));
+                    return Err(ChatError::Forbidden(
+                        "origin not allowed for this bot".into(),
+                    ));
                 }
                 None
             }
             Caller::Key { principal, .. } => {
                 let key = &principal.key;
                 if !key.allows(Permission::Chat) {
-                    return Err(ChatError::Forbidden("this API key lacks the chat permission".into()));
+                    return Err(ChatError::Forbidden(
+                        "this API key lacks the chat permission".into(),
+                    ));
                 }
-                if (!key.bot_ids.is_empty() && !key.bot_ids.contains(&bot.id)) || !entry.guard.key_allowed(key.id) {
-                    return Err(ChatError::Forbidden("this API key may not use this bot".into()));
+                if (!key.bot_ids.is_empty() && !key.bot_ids.contains(&bot.id))
+                    || !entry.guard.key_allowed(key.id)
+                {
+                    return Err(ChatError::Forbidden(
+                        "this API key may not use this bot".into(),
+                    ));
                 }
                 if bot.status != BotStatus::Active {
                     return Err(ChatError::Forbidden("bot is disabled".into()));
@@ -548,19 +615,44 @@ impl ChatService {
             .map_err(|v| ChatError::GuardrailBlocked(v.to_string()))?;
 
         // Limits: nothing is stored for a refused request.
-        self.limit(format!("t:{}:rpm", tenant.id), Self::quota(tenant.rate_limit_rpm), 1, "tenant").await?;
+        self.limit(
+            format!("t:{}:rpm", tenant.id),
+            Self::quota(tenant.rate_limit_rpm),
+            1,
+            "tenant",
+        )
+        .await?;
         match &caller {
             Caller::Key { principal, .. } => {
                 let k = &principal.key;
-                self.limit(format!("k:{}:rpm", k.id), Self::quota(k.rate_limit_rpm), 1, "api_key").await?;
+                self.limit(
+                    format!("k:{}:rpm", k.id),
+                    Self::quota(k.rate_limit_rpm),
+                    1,
+                    "api_key",
+                )
+                .await?;
             }
             Caller::Public { ip, .. } => {
-                let visitor_rpm = entry.guard.visitor_rpm.unwrap_or(self.settings.public_visitor_rpm);
+                let visitor_rpm = entry
+                    .guard
+                    .visitor_rpm
+                    .unwrap_or(self.settings.public_visitor_rpm);
                 let visitor = ip.as_deref().unwrap_or("unknown");
-                self.limit(format!("v:{}:{visitor}", bot.id), Some(Quota::per_minute(visitor_rpm)), 1, "visitor")
-                    .await?;
-                self.limit(format!("b:{}:rpm", bot.id), Some(Quota::per_minute(self.settings.public_bot_rpm)), 1, "bot")
-                    .await?;
+                self.limit(
+                    format!("v:{}:{visitor}", bot.id),
+                    Some(Quota::per_minute(visitor_rpm)),
+                    1,
+                    "visitor",
+                )
+                .await?;
+                self.limit(
+                    format!("b:{}:rpm", bot.id),
+                    Some(Quota::per_minute(self.settings.public_bot_rpm)),
+                    1,
+                    "bot",
+                )
+                .await?;
             }
         }
 
@@ -584,18 +676,35 @@ impl ChatService {
                 self.store
                     .create_conversation(
                         tenant.id,
-                        NewConversation { bot_id: bot.id, end_user_id: input.user_id.clone(), title: Some(title), channel },
+                        NewConversation {
+                            bot_id: bot.id,
+                            end_user_id: input.user_id.clone(),
+                            title: Some(title),
+                            channel,
+                        },
                     )
                     .await?
             }
         };
         let history = match conversation_id {
-            Some(_) => self.store.recent_messages(tenant.id, conversation.id, self.settings.history_limit).await?,
+            Some(_) => {
+                self.store
+                    .recent_messages(tenant.id, conversation.id, self.settings.history_limit)
+                    .await?
+            }
             None => Vec::new(),
         };
 
         let sources = match (&self.retriever, bot.dataset_ids.is_empty()) {
-            (Some(r), false) => r.retrieve(tenant.id, &bot.dataset_ids, message, self.settings.rag_top_k).await?,
+            (Some(r), false) => {
+                r.retrieve(
+                    tenant.id,
+                    &bot.dataset_ids,
+                    message,
+                    self.settings.rag_top_k,
+                )
+                .await?
+            }
             _ => Vec::new(),
         };
         let prompt = build_prompt(
@@ -609,8 +718,13 @@ impl ChatService {
 
         // Tokens per minute: the prompt is known now; the completion is
         // charged when it is.
-        self.limit(format!("t:{}:tpm", tenant.id), Self::quota(tenant.rate_limit_tpm), prompt.tokens as u32, "tenant_tokens")
-            .await?;
+        self.limit(
+            format!("t:{}:tpm", tenant.id),
+            Self::quota(tenant.rate_limit_tpm),
+            prompt.tokens as u32,
+            "tenant_tokens",
+        )
+        .await?;
 
         // The user's words are stored before the provider is called.
         self.store
@@ -685,11 +799,23 @@ impl ChatService {
     fn estimate(&self, turn: &Turn, completion: &str) -> Usage {
         let completion_tokens = count_tokens(&turn.entry.model_hint, completion);
         let prompt = turn.prompt_tokens as u32;
-        Usage { prompt_tokens: prompt, completion_tokens, total_tokens: prompt + completion_tokens, estimated: true }
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens,
+            total_tokens: prompt + completion_tokens,
+            estimated: true,
+        }
     }
 
-    async fn audit_turn(&self, turn: &Turn, message: MessageId, action: &str, meta: serde_json::Value) {
-        let mut r = AuditRecord::new(Some(turn.entry.tenant.id), turn.caller.actor(), action).resource("message", message);
+    async fn audit_turn(
+        &self,
+        turn: &Turn,
+        message: MessageId,
+        action: &str,
+        meta: serde_json::Value,
+    ) {
+        let mut r = AuditRecord::new(Some(turn.entry.tenant.id), turn.caller.actor(), action)
+            .resource("message", message);
         r.request_id = turn.request_id.clone();
         r.ip = turn.caller.ip().map(str::to_string);
         r.metadata = meta;
@@ -698,7 +824,14 @@ impl ChatService {
 
     async fn charge_tokens(&self, turn: &Turn, completion_tokens: u32) {
         if let Some(q) = Self::quota(turn.entry.tenant.rate_limit_tpm)
-            && let Err(e) = self.limiter.charge(&format!("t:{}:tpm", turn.entry.tenant.id), q, completion_tokens).await
+            && let Err(e) = self
+                .limiter
+                .charge(
+                    &format!("t:{}:tpm", turn.entry.tenant.id),
+                    q,
+                    completion_tokens,
+                )
+                .await
         {
             tracing::warn!(error = %e, "could not charge tokens to the tenant's limit");
         }
@@ -706,7 +839,11 @@ impl ChatService {
 
     /// Records a provider failure on the assistant message and the audit log.
     async fn fail(&self, turn: &Turn, msg: MessageId, partial: String, e: &ChatError) {
-        let status = if partial.is_empty() { MessageStatus::Error } else { MessageStatus::Incomplete };
+        let status = if partial.is_empty() {
+            MessageStatus::Error
+        } else {
+            MessageStatus::Incomplete
+        };
         let usage = (!partial.is_empty()).then(|| self.estimate(turn, &partial));
         let done = MessageCompletion {
             content: partial,
@@ -716,11 +853,20 @@ impl ChatService {
             error: Some(e.code().to_string()),
             ..Default::default()
         };
-        if let Err(se) = self.store.finish_message(turn.entry.tenant.id, msg, done).await {
+        if let Err(se) = self
+            .store
+            .finish_message(turn.entry.tenant.id, msg, done)
+            .await
+        {
             tracing::error!(error = %se, "could not record a failed assistant message");
         }
-        self.audit_turn(turn, msg, "chat.failed", serde_json::json!({"code": e.code(), "bot_id": turn.entry.bot.id}))
-            .await;
+        self.audit_turn(
+            turn,
+            msg,
+            "chat.failed",
+            serde_json::json!({"code": e.code(), "bot_id": turn.entry.bot.id}),
+        )
+        .await;
     }
 
     /// One complete (not streamed) turn.
@@ -789,7 +935,11 @@ impl ChatService {
     /// events come from a task that keeps going if the receiver is slow and
     /// stops the upstream call when the receiver is dropped (the client went
     /// away): the partial answer is then stored as `cancelled`.
-    pub async fn chat_stream(self: &Arc<Self>, caller: Caller, input: ChatInput) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
+    pub async fn chat_stream(
+        self: &Arc<Self>,
+        caller: Caller,
+        input: ChatInput,
+    ) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
         let turn = self.prepare(caller, input).await?;
         let msg = self.pending_assistant(&turn).await?;
         let opened = match turn.entry.provider.stream(&turn.request).await {
@@ -805,13 +955,23 @@ impl ChatService {
             }
         };
         let (tx, rx) = mpsc::channel(64);
-        let _ = tx.try_send(TurnEvent::Start { conversation_id: turn.conversation.id, message_id: msg.id });
+        let _ = tx.try_send(TurnEvent::Start {
+            conversation_id: turn.conversation.id,
+            message_id: msg.id,
+        });
         let this = self.clone();
-        self.tasks.spawn(async move { this.drive(turn, msg.id, stream, tx).await });
+        self.tasks
+            .spawn(async move { this.drive(turn, msg.id, stream, tx).await });
         Ok(rx)
     }
 
-    async fn drive(&self, turn: Turn, msg: MessageId, mut stream: ChatStream, tx: mpsc::Sender<TurnEvent>) {
+    async fn drive(
+        &self,
+        turn: Turn,
+        msg: MessageId,
+        mut stream: ChatStream,
+        tx: mpsc::Sender<TurnEvent>,
+    ) {
         let mut text = String::new();
         let mut first_token: Option<Duration> = None;
         let tenant = turn.entry.tenant.id;
@@ -841,8 +1001,13 @@ impl ChatService {
                         tracing::error!(error = %e, "could not store a cancelled message");
                     }
                     self.charge_tokens(&turn, usage.completion_tokens).await;
-                    self.audit_turn(&turn, msg, "chat.cancelled", serde_json::json!({"bot_id": turn.entry.bot.id}))
-                        .await;
+                    self.audit_turn(
+                        &turn,
+                        msg,
+                        "chat.cancelled",
+                        serde_json::json!({"bot_id": turn.entry.bot.id}),
+                    )
+                    .await;
                     return;
                 }
                 Some(Some(Ok(ChatEvent::Delta(d)))) => {
@@ -886,7 +1051,10 @@ impl ChatService {
                     if let Err(e) = stored {
                         tracing::error!(error = %e, "could not store a streamed answer");
                         let _ = tx
-                            .send(TurnEvent::Error { code: "internal", message: "the answer could not be stored".into() })
+                            .send(TurnEvent::Error {
+                                code: "internal",
+                                message: "the answer could not be stored".into(),
+                            })
                             .await;
                         return;
                     }
@@ -909,16 +1077,29 @@ impl ChatService {
                             sources: turn.sources.clone(),
                         })))
                         .await;
+                    // Read the stream to its end ([DONE], connection close)
+                    // so that its connection returns to the provider's pool.
+                    let drain = async { while stream.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
                     return;
                 }
                 Some(Some(Err(e))) => {
                     let partial = match &e {
-                        ProviderError::StreamInterrupted { partial, .. } if partial.len() > text.len() => partial.clone(),
+                        ProviderError::StreamInterrupted { partial, .. }
+                            if partial.len() > text.len() =>
+                        {
+                            partial.clone()
+                        }
                         _ => text.clone(),
                     };
                     let err = ChatError::Provider(e);
                     self.fail(&turn, msg, partial, &err).await;
-                    let _ = tx.send(TurnEvent::Error { code: err.code(), message: err.public_message() }).await;
+                    let _ = tx
+                        .send(TurnEvent::Error {
+                            code: err.code(),
+                            message: err.public_message(),
+                        })
+                        .await;
                     return;
                 }
                 // Ended without a final event: keep the text, say so.
@@ -929,7 +1110,12 @@ impl ChatService {
                         cause: None,
                     });
                     self.fail(&turn, msg, text.clone(), &err).await;
-                    let _ = tx.send(TurnEvent::Error { code: err.code(), message: err.public_message() }).await;
+                    let _ = tx
+                        .send(TurnEvent::Error {
+                            code: err.code(),
+                            message: err.public_message(),
+                        })
+                        .await;
                     return;
                 }
             }

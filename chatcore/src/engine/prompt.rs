@@ -59,7 +59,8 @@ pub fn build_prompt(
     let mut kept_sources = Vec::new();
     if !sources.is_empty() {
         let allowance = budget.saturating_sub(used) / 2;
-        let header = "Answer from the following sources when they are relevant. Cite them by number.\n";
+        let header =
+            "Answer from the following sources when they are relevant. Cite them by number.\n";
         let mut ctx_used = count(header);
         for (i, s) in sources.into_iter().enumerate() {
             let block = format!("\n[{}] {}\n{}\n", i + 1, s.title, s.text);
@@ -81,7 +82,12 @@ pub fn build_prompt(
             && match m.role {
                 Role::User => true,
                 Role::Assistant => {
-                    matches!(m.status, MessageStatus::Complete | MessageStatus::Incomplete | MessageStatus::Cancelled)
+                    matches!(
+                        m.status,
+                        MessageStatus::Complete
+                            | MessageStatus::Incomplete
+                            | MessageStatus::Cancelled
+                    )
                 }
                 Role::System => false,
             }
@@ -114,7 +120,12 @@ pub fn build_prompt(
         });
     }
     messages.push(ChatMessage::user(message));
-    Prompt { messages, tokens: used, history_used: picked.len(), sources: kept_sources }
+    Prompt {
+        messages,
+        tokens: used,
+        history_used: picked.len(),
+        sources: kept_sources,
+    }
 }
 
 #[cfg(test)]
@@ -147,8 +158,16 @@ mod tests {
     fn history_fills_the_budget_newest_first_and_skips_failures() {
         let mut history = Vec::new();
         for i in 0..50 {
-            history.push(msg(Role::User, &format!("question number {i} about things"), MessageStatus::Complete));
-            history.push(msg(Role::Assistant, &format!("answer number {i}"), MessageStatus::Complete));
+            history.push(msg(
+                Role::User,
+                &format!("question number {i} about things"),
+                MessageStatus::Complete,
+            ));
+            history.push(msg(
+                Role::Assistant,
+                &format!("answer number {i}"),
+                MessageStatus::Complete,
+            ));
         }
         history.push(msg(Role::Assistant, "", MessageStatus::Error));
         let p = build_prompt("gpt-4o-mini", "Be brief.", vec![], &history, "latest", 120);
@@ -157,8 +176,18 @@ mod tests {
         assert_eq!(p.messages[0], ChatMessage::system("Be brief."));
         assert_eq!(p.messages.last().unwrap(), &ChatMessage::user("latest"));
         // The newest history is kept, in order.
-        assert_eq!(p.messages[p.messages.len() - 2], ChatMessage::assistant("answer number 49"));
-        let big = build_prompt("gpt-4o-mini", "Be brief.", vec![], &history, "latest", 100_000);
+        assert_eq!(
+            p.messages[p.messages.len() - 2],
+            ChatMessage::assistant("answer number 49")
+        );
+        let big = build_prompt(
+            "gpt-4o-mini",
+            "Be brief.",
+            vec![],
+            &history,
+            "latest",
+            100_000,
+        );
         assert_eq!(big.history_used, 100, "the error message is skipped");
     }
 
@@ -172,8 +201,19 @@ mod tests {
             text: "word ".repeat(40),
             snippet: String::new(),
         };
-        let p = build_prompt("gpt-4o-mini", "sys", (0..10).map(src).collect(), &[], "q", 400);
-        assert!(!p.sources.is_empty() && p.sources.len() < 10, "{}", p.sources.len());
+        let p = build_prompt(
+            "gpt-4o-mini",
+            "sys",
+            (0..10).map(src).collect(),
+            &[],
+            "q",
+            400,
+        );
+        assert!(
+            !p.sources.is_empty() && p.sources.len() < 10,
+            "{}",
+            p.sources.len()
+        );
         assert!(p.messages[0].content.contains("[1] Doc 0"));
         assert!(p.tokens <= 400);
     }

@@ -73,6 +73,8 @@ pub struct SchemaObjects {
 fn db_err(e: DbErr) -> StoreError {
     match e {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
+        // SQLite's busy timeout ran out: overloaded, not broken.
+        _ if e.to_string().contains("database is locked") => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Internal(e.to_string()),
     }
 }
@@ -283,6 +285,18 @@ impl SeaOrmStore {
             .await
             .map_err(db_err)?;
         db.close().await.map_err(db_err)
+    }
+
+    /// A transaction that writes. On SQLite it takes the write lock at
+    /// BEGIN (IMMEDIATE): a deferred transaction that reads first and then
+    /// writes fails with SQLITE_BUSY, without waiting, when another
+    /// connection wrote in between.
+    async fn write_txn(&self) -> StoreResult<sea_orm::DatabaseTransaction> {
+        let opts = sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        self.db.begin_with_options(opts).await.map_err(db_err)
     }
 
     async fn tenant_owns_provider<C: ConnectionTrait>(
@@ -580,7 +594,7 @@ impl Store for SeaOrmStore {
     // ---- bots ----
 
     async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
             return Err(StoreError::NotFound("provider"));
         }
@@ -658,7 +672,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         let mut a = Self::find_bot(&txn, tenant, id).await?.into_active_model();
         if let Some(p) = patch.provider_id {
             if !Self::tenant_owns_provider(&txn, tenant, p).await? {
@@ -823,7 +837,7 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         new: NewConversation,
     ) -> StoreResult<Conversation> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         Self::find_bot(&txn, tenant, new.bot_id).await?;
         let t = now();
         let m = e::conversation::ActiveModel {
@@ -902,7 +916,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         let conv = e::conversation::Entity::find_by_id(new.conversation_id.0)
             .filter(e::conversation::Column::TenantId.eq(tenant.0))
             .one(&txn)
@@ -1032,7 +1046,7 @@ impl Store for SeaOrmStore {
     // ---- datasets, documents, chunks ----
 
     async fn create_dataset(&self, tenant: TenantId, new: NewDataset) -> StoreResult<Dataset> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
             return Err(StoreError::NotFound("provider"));
         }
@@ -1080,7 +1094,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<()> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         let r = e::dataset::Entity::delete_many()
             .filter(e::dataset::Column::Id.eq(id.0))
             .filter(e::dataset::Column::TenantId.eq(tenant.0))
@@ -1110,7 +1124,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn create_document(&self, tenant: TenantId, new: NewDocument) -> StoreResult<Document> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         let ds = e::dataset::Entity::find_by_id(new.dataset_id.0)
             .filter(e::dataset::Column::TenantId.eq(tenant.0))
             .count(&txn)
@@ -1230,7 +1244,7 @@ impl Store for SeaOrmStore {
         document: DocumentId,
         chunks: Vec<NewChunk>,
     ) -> StoreResult<()> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         let doc = e::document::Entity::find_by_id(document.0)
             .filter(e::document::Column::TenantId.eq(tenant.0))
             .one(&txn)
@@ -1305,7 +1319,7 @@ impl Store for SeaOrmStore {
     // ---- scopes ----
 
     async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         Self::find_bot(&txn, tenant, new.bot_id).await?;
         let m = e::scope::ActiveModel {
             id: Set(ScopeId::new().0),
@@ -1379,7 +1393,7 @@ impl Store for SeaOrmStore {
                 created_at: Set(r.created_at),
             })
             .collect();
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.write_txn().await?;
         for batch in rows.chunks(500) {
             e::audit_log::Entity::insert_many(batch.to_vec())
                 .exec_without_returning(&txn)

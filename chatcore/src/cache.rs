@@ -18,13 +18,19 @@ pub struct TtlCache<K, V> {
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// An empty cache.
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        Self { ttl, map: RwLock::new(HashMap::new()), max_entries }
+        Self {
+            ttl,
+            map: RwLock::new(HashMap::new()),
+            max_entries,
+        }
     }
 
     /// A fresh entry, if any.
     pub fn get(&self, k: &K) -> Option<V> {
         let map = self.map.read().expect("cache lock poisoned");
-        map.get(k).filter(|(_, at)| at.elapsed() < self.ttl).map(|(v, _)| v.clone())
+        map.get(k)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
     }
 
     /// Inserts or replaces an entry.
@@ -42,6 +48,9 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// Removes the entries matching `pred`.
     pub fn remove_where(&self, pred: impl Fn(&K, &V) -> bool) {
-        self.map.write().expect("cache lock poisoned").retain(|k, (v, _)| !pred(k, v));
+        self.map
+            .write()
+            .expect("cache lock poisoned")
+            .retain(|k, (v, _)| !pred(k, v));
     }
 }
