@@ -144,30 +144,36 @@ impl HttpClient {
         resp: Response,
         secret: Option<&SecretString>,
     ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
-        let this = self.clone();
-        let secret = secret.cloned();
-        let body = resp.bytes_stream().boxed();
-        futures::stream::unfold(Some(body), move |body| {
-            let this = this.clone();
-            let secret = secret.clone();
-            async move {
-                let mut body = body?;
-                match tokio::time::timeout(this.timeouts.idle, body.next()).await {
-                    Err(_) => Some((
-                        Err(ProviderError::Timeout {
-                            provider: this.provider.clone(),
-                            kind: TimeoutKind::Idle,
-                            after: this.timeouts.idle,
-                        }),
-                        None,
-                    )),
-                    Ok(None) => None,
-                    Ok(Some(Err(e))) => {
-                        let e = this.map_transport(&e, secret.as_ref().map(|s| s.expose_secret()));
-                        Some((Err(e), None))
-                    }
-                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+        struct State {
+            body: BoxStream<'static, reqwest::Result<Bytes>>,
+            provider: String,
+            timeouts: Timeouts,
+            secret: Option<SecretString>,
+        }
+        let state = State {
+            body: resp.bytes_stream().boxed(),
+            provider: self.provider.clone(),
+            timeouts: self.timeouts,
+            secret: secret.cloned(),
+        };
+        futures::stream::unfold(Some(state), |st| async move {
+            let mut st = st?;
+            match tokio::time::timeout(st.timeouts.idle, st.body.next()).await {
+                Err(_) => Some((
+                    Err(ProviderError::Timeout {
+                        provider: st.provider.clone(),
+                        kind: TimeoutKind::Idle,
+                        after: st.timeouts.idle,
+                    }),
+                    None,
+                )),
+                Ok(None) => None,
+                Ok(Some(Err(e))) => {
+                    let secret = st.secret.as_ref().map(|s| s.expose_secret());
+                    let e = map_transport_error(&st.provider, &e, &st.timeouts, secret);
+                    Some((Err(e), None))
                 }
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(st))),
             }
         })
         .boxed()

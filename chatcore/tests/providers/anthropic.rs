@@ -349,11 +349,14 @@ async fn maps_each_failure_status() {
     let server = server().await;
     let p = provider(&server);
     let e = p.complete(&ask("unauthorized", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::Authentication { .. }), "{e:?}");
     assert_no_key("401", &e);
     let e = p.complete(&ask("rate-limited", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
     let e = p.complete(&ask("server-error", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -365,6 +368,7 @@ async fn maps_each_failure_status() {
         "{e:?}"
     );
     let e = p.complete(&ask("flaky-twice", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -376,6 +380,7 @@ async fn maps_each_failure_status() {
         "{e:?}"
     );
     let e = p.complete(&ask("context-too-long", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::ContextTooLong { .. }), "{e:?}");
     // A wrong key.
     let spec = ProviderSpec::new("anthropic")
@@ -384,6 +389,7 @@ async fn maps_each_failure_status() {
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("claude-test", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::Authentication { .. }));
     assert!(!format!("{e:?}{e}{p:?}").contains("SECRETWRONG"));
 }
@@ -417,6 +423,7 @@ async fn error_event_after_200() {
     let (text, end) = drain(p.stream(&ask("error-early", "a")).await.unwrap()).await;
     assert!(text.is_empty());
     let e = end.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -451,6 +458,7 @@ async fn timeouts() {
     let server = server().await;
     let p = provider(&server);
     let e = p.complete(&ask("hang", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -478,4 +486,5 @@ async fn conformance_anthropic() {
     )
     .await
     .assert_ok();
+    server.assert_no_key_in_urls();
 }

@@ -412,10 +412,13 @@ async fn maps_each_failure_status() {
     let server = server().await;
     let p = provider(&server);
     let e = p.complete(&ask("rate-limited", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)), "{e:?}");
     let e = p.complete(&ask("unauthorized", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::Authentication { .. }), "{e:?}");
     let e = p.complete(&ask("server-error", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -427,8 +430,10 @@ async fn maps_each_failure_status() {
         "{e:?}"
     );
     let e = p.complete(&ask("context-too-long", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::ContextTooLong { .. }), "{e:?}");
     let e = p.complete(&ask("bad/model?key=x", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::InvalidRequest { .. }), "{e:?}");
     // An invalid key: Gemini answers 400 API_KEY_INVALID.
     let spec = ProviderSpec::new("google")
@@ -437,6 +442,7 @@ async fn maps_each_failure_status() {
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("gemini-test", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::Authentication { .. }), "{e:?}");
     assert!(!format!("{e:?}{e}{p:?}").contains("SECRETWRONG"));
 }
@@ -464,6 +470,7 @@ async fn timeouts() {
     let server = server().await;
     let p = provider(&server);
     let e = p.stream(&ask("hang", "x")).await.err().unwrap();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -491,4 +498,5 @@ async fn conformance_gemini() {
     )
     .await
     .assert_ok();
+    server.assert_no_key_in_urls();
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+mod conformance;
 mod gemini;
 mod mock;
 mod openai;

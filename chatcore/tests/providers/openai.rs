@@ -456,14 +456,19 @@ async fn maps_each_failure_status() {
     let server = server(true).await;
     let p = provider(&server);
     let e = p.complete(&ask("unauthorized", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::Authentication { .. }), "{e:?}");
     assert_no_key("401 error", &e);
     assert!(!e.to_string().contains("FAKEKEY"));
 
     let e = p.complete(&ask("rate-limited", "x")).await.unwrap_err();
+
+    assert_clean_error(&e);
     assert_eq!(e.retry_after(), Some(Duration::from_secs(7)), "{e:?}");
 
     let e = p.complete(&ask("server-error", "x")).await.unwrap_err();
+
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -476,9 +481,13 @@ async fn maps_each_failure_status() {
     );
 
     let e = p.complete(&ask("context-too-long", "x")).await.unwrap_err();
+
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::ContextTooLong { .. }), "{e:?}");
 
     let e = p.complete(&ask("teapot", "x")).await.unwrap_err();
+
+    assert_clean_error(&e);
     match &e {
         ProviderError::Unknown {
             status: 418, body, ..
@@ -489,6 +498,7 @@ async fn maps_each_failure_status() {
 
     // Errors of the stream call map the same way.
     let e = p.stream(&ask("rate-limited", "x")).await.err().unwrap();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::RateLimited { .. }));
 }
 
@@ -498,6 +508,7 @@ async fn wrong_key_is_rejected_and_not_leaked() {
     let spec = spec(&server).with_api_key("sk-wrong-SECRETWRONG-42424242");
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("gpt-test", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(matches!(e, ProviderError::Authentication { .. }), "{e:?}");
     let s = format!("{e:?} {e} {p:?}");
     assert!(!s.contains("SECRETWRONG"), "{s}");
@@ -563,6 +574,7 @@ async fn hang_hits_the_first_byte_timeout() {
     let p = provider(&server);
     let start = tokio::time::Instant::now();
     let e = p.complete(&ask("hang", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -575,6 +587,7 @@ async fn hang_hits_the_first_byte_timeout() {
     );
     assert!(start.elapsed() >= Duration::from_secs(20));
     let e = p.stream(&ask("hang", "x")).await.err().unwrap();
+    assert_clean_error(&e);
     assert!(
         matches!(
             e,
@@ -625,6 +638,7 @@ async fn connection_refused_is_unavailable() {
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("gpt-test", "x")).await.unwrap_err();
+    assert_clean_error(&e);
     assert!(
         matches!(e, ProviderError::Unavailable { status: None, .. }),
         "{e:?}"
@@ -666,6 +680,7 @@ async fn conformance_openai() {
     )
     .await;
     report.assert_ok();
+    server.assert_no_key_in_urls();
 }
 
 #[tokio::test]
@@ -684,4 +699,49 @@ async fn conformance_openai_compatible_without_usage() {
     )
     .await
     .assert_ok();
+    server.assert_no_key_in_urls();
+}
+
+#[tokio::test]
+async fn connect_timeout_is_its_own_kind() {
+    // A listener that never accepts, with its backlog filled: the kernel
+    // drops further SYNs, so our connect hangs until its timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let spec = ProviderSpec::new("openai")
+        .with_api_key(KEY)
+        .with_base_url(format!("http://{addr}/v1"))
+        .with_timeouts(chatcore::provider::Timeouts {
+            connect: Duration::from_millis(300),
+            first_byte: Duration::from_secs(10),
+            idle: Duration::from_secs(10),
+        })
+        .with_retry(RetryPolicy::none());
+    let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
+    let e = p.complete(&ask("gpt-test", "x")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProviderError::Timeout {
+                kind: TimeoutKind::Connect,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_retryable());
+    drop(listener);
 }

@@ -290,6 +290,7 @@ pub async fn drain(
                 return (text, Ok(end));
             }
             Err(e) => {
+                assert_clean_error(&e);
                 assert!(s.next().await.is_none(), "an event followed an error");
                 return (text, Err(e));
             }
@@ -303,6 +304,23 @@ pub fn assert_no_key<T: std::fmt::Debug>(what: &str, v: &T) {
     let s = format!("{v:?}");
     assert!(!s.contains(KEY), "{what} leaks the key: {s}");
     assert!(!s.contains("FAKEKEY"), "{what} leaks part of the key: {s}");
+}
+
+/// Asserts that neither `Debug` nor `Display` of an error shows the key.
+pub fn assert_clean_error(e: &chatcore::provider::ProviderError) {
+    assert_no_key("error Debug", e);
+    let d = e.to_string();
+    assert!(!d.contains("FAKEKEY"), "error Display leaks the key: {d}");
+}
+
+impl TestServer {
+    /// Asserts that no request carried the key in its path or query.
+    pub fn assert_no_key_in_urls(&self) {
+        for r in self.requests() {
+            let url = format!("{}?{}", r.path, r.query.unwrap_or_default());
+            assert!(!url.contains("FAKEKEY"), "key in URL {url}");
+        }
+    }
 }
 
 pub fn test_timeouts() -> chatcore::provider::Timeouts {
