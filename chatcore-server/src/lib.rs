@@ -93,6 +93,11 @@ impl App {
             )),
             None => Arc::new(LocalRateLimiter::new()),
         };
+        // Load the token encoders now rather than on the first request.
+        tokio::task::spawn_blocking(|| {
+            chatcore::provider::tokens::count_tokens("gpt-4o-mini", "warm up");
+            chatcore::provider::tokens::count_tokens("gpt-4", "warm up");
+        });
         let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
         let chat = ChatService::new(
             store.clone(),

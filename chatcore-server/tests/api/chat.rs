@@ -525,6 +525,21 @@ async fn rate_limits_answer_429_with_retry_after_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(convs.data.len(), 3, "the refused request stored nothing");
+    app.app.chat.audit().flush().await;
+    let rejected = app
+        .store()
+        .list_audit(
+            t.tenant.id,
+            AuditFilter {
+                action: Some("rate_limit.rejected".into()),
+                ..Default::default()
+            },
+            PageRequest::first(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.data.len(), 1, "the rejection is audited");
+    assert_eq!(rejected.data[0].metadata["scope"], "tenant");
 
     // A per-key limit.
     let t2 = app.tenant("rlk", "mock", "echo", None).await;

@@ -239,6 +239,13 @@ pub enum TurnEvent {
     },
 }
 
+/// Who a limit check is for (to audit a rejection).
+struct Who<'a> {
+    caller: &'a Caller,
+    tenant: TenantId,
+    request_id: Option<&'a str>,
+}
+
 /// A bot with everything a turn needs, cached.
 #[derive(Clone)]
 struct BotEntry {
@@ -512,8 +519,10 @@ impl ChatService {
 
     // ---- the turn ----
 
+    /// Checks and consumes one limit; a rejection is audited.
     async fn limit(
         &self,
+        who: &Who<'_>,
         key: String,
         quota: Option<Quota>,
         cost: u32,
@@ -522,7 +531,15 @@ impl ChatService {
         let Some(q) = quota else { return Ok(()) };
         match self.limiter.check(&key, q, cost).await? {
             Decision::Allowed { .. } => Ok(()),
-            Decision::Limited { retry_after } => Err(ChatError::RateLimited { scope, retry_after }),
+            Decision::Limited { retry_after } => {
+                let mut r =
+                    AuditRecord::new(Some(who.tenant), who.caller.actor(), "rate_limit.rejected");
+                r.ip = who.caller.ip().map(str::to_string);
+                r.request_id = who.request_id.map(str::to_string);
+                r.metadata = serde_json::json!({"scope": scope, "retry_after_ms": retry_after.as_millis() as u64});
+                self.audit.record(r).await;
+                Err(ChatError::RateLimited { scope, retry_after })
+            }
         }
     }
 
@@ -615,7 +632,13 @@ impl ChatService {
             .map_err(|v| ChatError::GuardrailBlocked(v.to_string()))?;
 
         // Limits: nothing is stored for a refused request.
+        let who = Who {
+            caller: &caller,
+            tenant: tenant.id,
+            request_id: input.request_id.as_deref(),
+        };
         self.limit(
+            &who,
             format!("t:{}:rpm", tenant.id),
             Self::quota(tenant.rate_limit_rpm),
             1,
@@ -626,6 +649,7 @@ impl ChatService {
             Caller::Key { principal, .. } => {
                 let k = &principal.key;
                 self.limit(
+                    &who,
                     format!("k:{}:rpm", k.id),
                     Self::quota(k.rate_limit_rpm),
                     1,
@@ -640,6 +664,7 @@ impl ChatService {
                     .unwrap_or(self.settings.public_visitor_rpm);
                 let visitor = ip.as_deref().unwrap_or("unknown");
                 self.limit(
+                    &who,
                     format!("v:{}:{visitor}", bot.id),
                     Some(Quota::per_minute(visitor_rpm)),
                     1,
@@ -647,6 +672,7 @@ impl ChatService {
                 )
                 .await?;
                 self.limit(
+                    &who,
                     format!("b:{}:rpm", bot.id),
                     Some(Quota::per_minute(self.settings.public_bot_rpm)),
                     1,
@@ -719,6 +745,7 @@ impl ChatService {
         // Tokens per minute: the prompt is known now; the completion is
         // charged when it is.
         self.limit(
+            &who,
             format!("t:{}:tpm", tenant.id),
             Self::quota(tenant.rate_limit_tpm),
             prompt.tokens as u32,
