@@ -420,7 +420,17 @@ impl Splitter<'_> {
         } else {
             fits
         };
-        let start = trim(text, start, prev_end).0;
+        let mut start = trim(text, start, prev_end).0;
+        // Dropping the space before a word can change how it tokenizes
+        // ("retrieval" alone may be more tokens than " retrieval"): move
+        // on by words until the tail fits.
+        while start < prev_end && self.tokens(start, prev_end) > budget {
+            let rest = &text[start..prev_end];
+            let Some(ws) = rest.find(char::is_whitespace) else {
+                return None;
+            };
+            start = trim(text, start + ws, prev_end).0;
+        }
         (start < prev_end).then_some(start)
     }
 }
@@ -899,11 +909,8 @@ mod tests {
         assert!(chunks.len() > 5);
         // Lines are not cut in the middle.
         for c in &chunks[1..] {
-            assert!(
-                text[..c.span.start].ends_with('\n') || c.text.starts_with("```"),
-                "{:?}",
-                c.text
-            );
+            let before = text[..c.span.start].trim_end_matches(' ');
+            assert!(before.ends_with('\n'), "{:?}", c.text);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Document normalisation: plain text, Markdown and HTML to clean text.
 
+use html2text::render::TextDecorator;
 use sha2::{Digest, Sha256};
 
 use super::RagError;
@@ -89,14 +90,74 @@ fn normalize_plain(content: &str) -> String {
     out
 }
 
-/// Renders HTML to text with html2text, without decorations (no `*`
-/// around emphasis, no link footnotes), and never wrapping lines.
+/// Renders HTML to text with html2text, never wrapping lines.
 fn html_to_text(html: &str) -> Result<String, RagError> {
-    html2text::config::plain_no_decorate()
+    html2text::config::with_decorator(TextOnly)
         .allow_width_overflow()
         .no_table_borders()
         .string_from_read(html.as_bytes(), HTML_RENDER_WIDTH)
         .map_err(|e| RagError::Html(e.to_string()))
+}
+
+/// html2text's plain decorator without its link and image brackets: links
+/// become their text, images their alt text, headings `#` lines (which the
+/// chunker keeps with the paragraph after them).
+#[derive(Debug, Clone, Copy)]
+struct TextOnly;
+
+impl TextDecorator for TextOnly {
+    type Annotation = ();
+
+    fn decorate_link_start(&mut self, _url: &str) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_link_end(&mut self) -> String {
+        String::new()
+    }
+    fn decorate_em_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_em_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strong_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_strong_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strikeout_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_strikeout_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_code_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_code_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_preformat_first(&self) {}
+    fn decorate_preformat_cont(&self) {}
+    fn decorate_image(&mut self, _src: &str, title: &str) -> (String, ()) {
+        (title.to_owned(), ())
+    }
+    fn header_prefix(&self, level: usize) -> String {
+        "#".repeat(level) + " "
+    }
+    fn quote_prefix(&self) -> String {
+        "> ".to_owned()
+    }
+    fn unordered_item_prefix(&self) -> String {
+        "- ".to_owned()
+    }
+    fn ordered_item_prefix(&self, i: i64) -> String {
+        format!("{i}. ")
+    }
+    fn make_subblock_decorator(&self) -> Self {
+        *self
+    }
 }
 
 /// Reduces Markdown link syntax to its text, line by line, leaving fenced
@@ -363,7 +424,7 @@ mod tests {
                     <h1>Main title</h1><p>First paragraph with a <a href=\"https://x\">link</a>.</p>\
                     <script>alert('no');</script>\
                     <h2>Section</h2><p>Second &amp; last.</p>\
-                    <ul><li>one</li><li>two</li></ul></body></html>";
+                    <ul><li>one</li><li>two</li></ul><img src=\"x.png\" alt=\"chart\"></body></html>";
         let got = normalize(html, "text/html; charset=utf-8").unwrap();
         assert!(!got.contains("alert"), "{got}");
         assert!(!got.contains("color"), "{got}");
@@ -372,7 +433,7 @@ mod tests {
         assert!(blocks.contains(&"First paragraph with a link."), "{got:?}");
         assert!(blocks.contains(&"## Section"), "{got:?}");
         assert!(got.contains("Second & last."), "{got:?}");
-        assert!(got.contains("one") && got.contains("two"), "{got:?}");
+        assert!(got.contains("- one\n- two"), "{got:?}");
         let title = got.find("Main title").unwrap();
         let second = got.find("Second").unwrap();
         assert!(title < second);
