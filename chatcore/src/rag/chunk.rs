@@ -426,9 +426,7 @@ impl Splitter<'_> {
         // on by words until the tail fits.
         while start < prev_end && self.tokens(start, prev_end) > budget {
             let rest = &text[start..prev_end];
-            let Some(ws) = rest.find(char::is_whitespace) else {
-                return None;
-            };
+            let ws = rest.find(char::is_whitespace)?;
             start = trim(text, start + ws, prev_end).0;
         }
         (start < prev_end).then_some(start)
@@ -1012,7 +1010,7 @@ mod tests {
                         text.push_str(&prose(&mut rng, sentences));
                     }
                 }
-                text.push_str(if rng.next_u64() % 2 == 0 {
+                text.push_str(if rng.next_u64().is_multiple_of(2) {
                     "\n\n"
                 } else {
                     "\n"
