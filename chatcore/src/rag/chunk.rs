@@ -19,7 +19,8 @@ pub struct ChunkOptions {
     /// Upper bound on a chunk's tokens (as counted by the caller's counter).
     pub max_tokens: usize,
     /// How many tokens of the previous chunk's tail each chunk repeats, at
-    /// most. Clamped to half of `max_tokens`.
+    /// most. Clamped to half of `max_tokens`. A chunk that begins with a whole
+    /// paragraph too large to leave room for the overlap has none.
     pub overlap_tokens: usize,
 }
 

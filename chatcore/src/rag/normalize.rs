@@ -426,6 +426,11 @@ mod tests {
                     <h2>Section</h2><p>Second &amp; last.</p>\
                     <ul><li>one</li><li>two</li></ul><img src=\"x.png\" alt=\"chart\"></body></html>";
         let got = normalize(html, "text/html; charset=utf-8").unwrap();
+        assert!(
+            got.starts_with("# Main title\n\n"),
+            "head content dropped: {got:?}"
+        );
+        assert!(got.ends_with("\n\nchart"), "image as its alt text: {got:?}");
         assert!(!got.contains("alert"), "{got}");
         assert!(!got.contains("color"), "{got}");
         let blocks: Vec<&str> = got.split("\n\n").collect();
