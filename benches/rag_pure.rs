@@ -96,7 +96,7 @@ fn document(bytes: usize) -> String {
             }
             text.push_str("\n\n");
         }
-        if rng.next_u64() % 4 == 0 {
+        if rng.next_u64().is_multiple_of(4) {
             text.push_str("```rust\nfn main() {\n    println!(\"hello\");\n}\n```\n\n");
         }
     }

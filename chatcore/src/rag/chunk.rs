@@ -704,6 +704,38 @@ mod tests {
     }
 
     #[test]
+    fn tiktoken_counter_counts_cl100k_tokens() {
+        let count = tiktoken_counter();
+        assert_eq!(count("hello world"), 2);
+        assert_eq!(count(""), 0);
+        // Special-token text is counted as ordinary text, not rejected.
+        assert!(count("<|endoftext|>") > 1);
+    }
+
+    #[test]
+    fn normalized_markdown_chunks_keep_sections_whole() {
+        let count = tiktoken_counter();
+        let md = "# Guide\n\nRead [the intro](https://x/intro) first.\n\n\n\n\n## Setup\n\
+                  Install it with `cargo add chatcore`.\n\n## Use\n\nCall it.";
+        let text = super::super::normalize(md, "text/markdown").unwrap();
+        let opts = ChunkOptions {
+            max_tokens: 14,
+            overlap_tokens: 0,
+        };
+        let chunks = chunk(&text, &opts, &count);
+        check(&text, &chunks, &opts, &count);
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "# Guide\n\nRead the intro first.",
+                "## Setup\nInstall it with `cargo add chatcore`.",
+                "## Use\n\nCall it."
+            ]
+        );
+    }
+
+    #[test]
     fn empty_and_whitespace_give_no_chunks() {
         let count = tiktoken_counter();
         for text in ["", " ", "\n\n\t  \r\n", "\u{3000}\u{a0}"] {
