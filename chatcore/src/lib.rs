@@ -12,6 +12,7 @@
 //!   token counting.
 //! - [`store`]: the `Store` trait (every persistence operation, tenant-scoped)
 //!   and `SeaOrmStore`, its SeaORM implementation for SQLite and PostgreSQL.
+//! - [`rag`]: pure RAG parts: normalisation, chunking, cosine top-k, BM25, fusion, filters.
 //! - [`ratelimit`]: GCRA rate limits, in process or atomic in Redis.
 //! - [`audit`]: the batched, bounded, off-request-path audit writer.
 //! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
@@ -32,6 +33,7 @@ pub mod crypto;
 pub mod domain;
 pub mod engine;
 pub mod provider;
+pub mod rag;
 pub mod ratelimit;
 pub mod store;
 #[cfg(feature = "testkit")]
