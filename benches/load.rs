@@ -36,7 +36,12 @@ const REPLY: &str = "Hello! This is a short answer from the mock upstream.";
 
 async fn mock_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     use http_body_util::BodyExt;
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let stream = memchr_stream(&body);
     if stream {
         let mut out = String::new();
@@ -48,12 +53,18 @@ async fn mock_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
         }
         out.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
         out.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":12,\"total_tokens\":32}}\n\ndata: [DONE]\n\n");
-        return Ok(Response::builder().header("content-type", "text/event-stream").body(Full::new(Bytes::from(out))).unwrap());
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Full::new(Bytes::from(out)))
+            .unwrap());
     }
     let body = format!(
         "{{\"id\":\"c\",\"object\":\"chat.completion\",\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"{REPLY}\"}},\"finish_reason\":\"stop\"}}],\"usage\":{{\"prompt_tokens\":20,\"completion_tokens\":12,\"total_tokens\":32}}}}"
     );
-    Ok(Response::builder().header("content-type", "application/json").body(Full::new(Bytes::from(body))).unwrap())
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap())
 }
 
 fn memchr_stream(body: &[u8]) -> bool {
@@ -65,7 +76,9 @@ async fn start_mock() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -124,11 +137,17 @@ async fn load(
                         let mut first = None;
                         while let Some(chunk) = s.next().await {
                             let Ok(c) = chunk else { break };
-                            if first.is_none() && (!first_chunk || c.windows(7).any(|w| w == b"content")) {
+                            if first.is_none()
+                                && (!first_chunk || c.windows(7).any(|w| w == b"content"))
+                            {
                                 first = Some(t.elapsed());
                             }
                         }
-                        lat.push(if first_chunk { first.unwrap_or_else(|| t.elapsed()) } else { t.elapsed() });
+                        lat.push(if first_chunk {
+                            first.unwrap_or_else(|| t.elapsed())
+                        } else {
+                            t.elapsed()
+                        });
                     }
                     _ => errors += 1,
                 }
@@ -145,7 +164,12 @@ async fn load(
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
-    Stats { n: lat.len(), errors, secs, lat }
+    Stats {
+        n: lat.len(),
+        errors,
+        secs,
+        lat,
+    }
 }
 
 fn peak_rss_mib() -> f64 {
@@ -164,13 +188,19 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(bench());
 }
 
 async fn bench() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let secs: f64 = std::env::var("LOAD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5.0);
+    let secs: f64 = std::env::var("LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
     let dir = tempfile::tempdir().unwrap();
     let db = std::env::var("LOAD_DB")
         .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("load.db").display()));
@@ -183,7 +213,13 @@ async fn bench() {
     .unwrap();
     config.database_url = db.clone();
     config.master_key = Some(chatcore::crypto::Keyring::generate_base64());
-    let app = App::build_with(config, ProviderRegistry::with_builtins(), ChatSettings::default()).await.unwrap();
+    let app = App::build_with(
+        config,
+        ProviderRegistry::with_builtins(),
+        ChatSettings::default(),
+    )
+    .await
+    .unwrap();
     let store = app.store.clone();
     let tenant = store
         .create_tenant(NewTenant {
@@ -195,7 +231,10 @@ async fn bench() {
         })
         .await
         .unwrap();
-    let sealed = app.chat.keyring().seal(tenant.id, &secrecy::SecretString::from("sk-load".to_string()));
+    let sealed = app.chat.keyring().seal(
+        tenant.id,
+        &secrecy::SecretString::from("sk-load".to_string()),
+    );
     let pc = store
         .create_provider_config(
             tenant.id,
@@ -252,37 +291,61 @@ async fn bench() {
         let _ = stop_rx.await;
     }));
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     let key = g.secret.expose_secret().to_string();
     let bot_slug = bot.slug.clone();
-    let direct = |stream: bool| -> Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> {
-        let url = format!("{upstream}/chat/completions");
-        Arc::new(move |c: &reqwest::Client| {
-            c.post(&url).bearer_auth("sk-load").json(&serde_json::json!({
-                "model": "gpt-4o-mini", "stream": stream,
-                "messages": [{"role": "user", "content": "hello"}]
-            }))
-        })
-    };
-    let via = |stream: bool| -> Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> {
-        let url = format!("{server}/v1/chat");
-        let key = key.clone();
-        let slug = bot_slug.clone();
-        Arc::new(move |c: &reqwest::Client| {
-            c.post(&url)
-                .bearer_auth(&key)
-                .json(&serde_json::json!({"bot_id": slug, "message": "hello", "stream": stream}))
-        })
-    };
+    let direct =
+        |stream: bool| -> Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> {
+            let url = format!("{upstream}/chat/completions");
+            Arc::new(move |c: &reqwest::Client| {
+                c.post(&url)
+                    .bearer_auth("sk-load")
+                    .json(&serde_json::json!({
+                        "model": "gpt-4o-mini", "stream": stream,
+                        "messages": [{"role": "user", "content": "hello"}]
+                    }))
+            })
+        };
+    let via =
+        |stream: bool| -> Arc<dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync> {
+            let url = format!("{server}/v1/chat");
+            let key = key.clone();
+            let slug = bot_slug.clone();
+            Arc::new(move |c: &reqwest::Client| {
+                c.post(&url).bearer_auth(&key).json(
+                    &serde_json::json!({"bot_id": slug, "message": "hello", "stream": stream}),
+                )
+            })
+        };
 
     // Warm up both paths (connections, caches, encoders).
     load(&client, 8, 1.0, direct(false), false).await;
     load(&client, 8, 1.0, via(false), false).await;
 
-    println!("chatcore load benchmark: {secs} s per phase, database {}", if db.starts_with("postgres") { "PostgreSQL" } else { "SQLite (file, WAL)" });
-    println!("{:<44} {:>10} {:>10} {:>10} {:>8}", "phase", "req/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "chatcore load benchmark: {secs} s per phase, database {}",
+        if db.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite (file, WAL)"
+        }
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>8}",
+        "phase", "req/s", "p50 ms", "p99 ms", "errors"
+    );
     let row = |name: &str, s: &Stats| {
-        println!("{:<44} {:>10.0} {:>10.3} {:>10.3} {:>8}", name, s.rps(), ms(s.pct(0.5)), ms(s.pct(0.99)), s.errors)
+        println!(
+            "{:<44} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            name,
+            s.rps(),
+            ms(s.pct(0.5)),
+            ms(s.pct(0.99)),
+            s.errors
+        )
     };
     let d64 = load(&client, 64, secs, direct(false), false).await;
     row("direct to mock, 64 concurrent", &d64);
@@ -297,14 +360,30 @@ async fn bench() {
     let sst = load(&client, 32, secs, via(true), true).await;
     row("through chatcore, 32 streams (TTFT)", &sst);
     println!();
-    println!("added at 1 concurrent, p50:           {:.3} ms", ms(s1.pct(0.5)) - ms(d1.pct(0.5)));
-    println!("added to time to first token, p50:    {:.3} ms", ms(sst.pct(0.5)) - ms(dst.pct(0.5)));
-    println!("throughput through chatcore vs direct: {:.1}%", 100.0 * s64.rps() / d64.rps());
-    println!("peak resident memory (whole process: mock, server, load generator): {:.1} MiB", peak_rss_mib());
+    println!(
+        "added at 1 concurrent, p50:           {:.3} ms",
+        ms(s1.pct(0.5)) - ms(d1.pct(0.5))
+    );
+    println!(
+        "added to time to first token, p50:    {:.3} ms",
+        ms(sst.pct(0.5)) - ms(dst.pct(0.5))
+    );
+    println!(
+        "throughput through chatcore vs direct: {:.1}%",
+        100.0 * s64.rps() / d64.rps()
+    );
+    println!(
+        "peak resident memory (whole process: mock, server, load generator): {:.1} MiB",
+        peak_rss_mib()
+    );
 
     app.chat.audit().flush().await;
     let stored = store
-        .list_conversations(tenant.id, ConversationFilter::default(), PageRequest::first(1))
+        .list_conversations(
+            tenant.id,
+            ConversationFilter::default(),
+            PageRequest::first(1),
+        )
         .await
         .unwrap();
     assert!(!stored.data.is_empty(), "turns were persisted");

@@ -41,7 +41,7 @@ use crate::provider::{
     ProviderRegistry, ProviderSpec, Usage, await_first_token,
 };
 use crate::ratelimit::{Decision, Quota, RateLimiter};
-use crate::store::{MessageCompletion, NewConversation, NewMessage, Store};
+use crate::store::{MessageCompletion, NewConversation, NewTurn, Store, TurnConversation};
 
 /// Retrieves context for a bot's datasets (the RAG seam).
 #[async_trait]
@@ -262,12 +262,13 @@ struct Turn {
     entry: BotEntry,
     caller: Caller,
     conversation: Conversation,
+    /// The pending assistant message.
+    assistant: MessageId,
     request: ChatRequest,
     sources: Vec<Source>,
     prompt_tokens: usize,
     started: Instant,
     request_id: Option<String>,
-    api_key_id: Option<ApiKeyId>,
 }
 
 /// Built providers by config, with the config's `updated_at` (a rotated key
@@ -687,7 +688,7 @@ impl ChatService {
             Caller::Public { .. } => Channel::Public,
             Caller::Key { .. } => Channel::Api,
         };
-        let conversation = match conversation_id {
+        let existing = match conversation_id {
             Some(id) => {
                 let c = self.store.get_conversation(tenant.id, id).await?;
                 let same_user = input.user_id.is_none() || c.end_user_id == input.user_id;
@@ -695,27 +696,14 @@ impl ChatService {
                 if c.bot_id != bot.id || !same_user || !public_ok {
                     return Err(ChatError::NotFound("conversation"));
                 }
-                c
+                Some(c)
             }
-            None => {
-                let title: String = message.chars().take(80).collect();
-                self.store
-                    .create_conversation(
-                        tenant.id,
-                        NewConversation {
-                            bot_id: bot.id,
-                            end_user_id: input.user_id.clone(),
-                            title: Some(title),
-                            channel,
-                        },
-                    )
-                    .await?
-            }
+            None => None,
         };
-        let history = match conversation_id {
-            Some(_) => {
+        let history = match &existing {
+            Some(c) => {
                 self.store
-                    .recent_messages(tenant.id, conversation.id, self.settings.history_limit)
+                    .recent_messages(tenant.id, c.id, self.settings.history_limit)
                     .await?
             }
             None => Vec::new(),
@@ -753,18 +741,28 @@ impl ChatService {
         )
         .await?;
 
-        // The user's words are stored before the provider is called.
-        self.store
-            .append_message(
+        // The user's words are stored before the provider is called, with
+        // the conversation and the (pending) assistant message, in one
+        // transaction.
+        let conversation = match existing {
+            Some(c) => TurnConversation::Existing(c.id),
+            None => TurnConversation::New(NewConversation {
+                bot_id: bot.id,
+                end_user_id: input.user_id.clone(),
+                title: Some(message.chars().take(80).collect()),
+                channel,
+            }),
+        };
+        let (conversation, _user, assistant) = self
+            .store
+            .begin_turn(
                 tenant.id,
-                NewMessage {
-                    conversation_id: conversation.id,
-                    role: Role::User,
-                    content: message.to_string(),
-                    status: MessageStatus::Complete,
+                NewTurn {
+                    conversation,
+                    user_content: message.to_string(),
                     api_key_id,
-                    provider: None,
-                    model: None,
+                    provider: Some(entry.provider.kind().to_string()),
+                    model: bot.model.clone(),
                 },
             )
             .await?;
@@ -780,11 +778,11 @@ impl ChatService {
             entry,
             caller,
             conversation,
+            assistant: assistant.id,
             request,
             sources: prompt.sources,
             prompt_tokens: prompt.tokens,
             started,
-            api_key_id,
         })
     }
 
@@ -803,24 +801,6 @@ impl ChatService {
                 });
             }
         }
-    }
-
-    async fn pending_assistant(&self, turn: &Turn) -> Result<Message, ChatError> {
-        Ok(self
-            .store
-            .append_message(
-                turn.entry.tenant.id,
-                NewMessage {
-                    conversation_id: turn.conversation.id,
-                    role: Role::Assistant,
-                    content: String::new(),
-                    status: MessageStatus::Pending,
-                    api_key_id: turn.api_key_id,
-                    provider: Some(turn.entry.provider.kind().to_string()),
-                    model: turn.request.model.clone(),
-                },
-            )
-            .await?)
     }
 
     fn estimate(&self, turn: &Turn, completion: &str) -> Usage {
@@ -899,13 +879,13 @@ impl ChatService {
     /// One complete (not streamed) turn.
     pub async fn chat(&self, caller: Caller, input: ChatInput) -> Result<ChatReply, ChatError> {
         let turn = self.prepare(caller, input).await?;
-        let msg = self.pending_assistant(&turn).await?;
+        let msg = turn.assistant;
         let result = turn.entry.provider.complete(&turn.request).await;
         let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 let e = ChatError::Provider(e);
-                self.fail(&turn, msg.id, String::new(), &e).await;
+                self.fail(&turn, msg, String::new(), &e).await;
                 return Err(e);
             }
         };
@@ -919,7 +899,7 @@ impl ChatService {
         self.store
             .finish_message(
                 tenant,
-                msg.id,
+                msg,
                 MessageCompletion {
                     content: resp.content.clone(),
                     status: Some(MessageStatus::Complete),
@@ -937,14 +917,14 @@ impl ChatService {
         self.charge_tokens(&turn, usage.completion_tokens).await;
         self.audit_turn(
             &turn,
-            msg.id,
+            msg,
             "chat.completed",
             serde_json::json!({"bot_id": turn.entry.bot.id, "total_tokens": usage.total_tokens, "provider": resp.provider}),
         )
         .await;
         Ok(ChatReply {
             conversation_id: turn.conversation.id,
-            message_id: msg.id,
+            message_id: msg,
             bot_id: turn.entry.bot.id,
             content: resp.content,
             provider: resp.provider,
@@ -968,7 +948,7 @@ impl ChatService {
         input: ChatInput,
     ) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
         let turn = self.prepare(caller, input).await?;
-        let msg = self.pending_assistant(&turn).await?;
+        let msg = turn.assistant;
         let opened = match turn.entry.provider.stream(&turn.request).await {
             Ok(s) => await_first_token(s).await,
             Err(e) => Err(e),
@@ -977,18 +957,18 @@ impl ChatService {
             Ok(s) => s,
             Err(e) => {
                 let e = ChatError::Provider(e);
-                self.fail(&turn, msg.id, String::new(), &e).await;
+                self.fail(&turn, msg, String::new(), &e).await;
                 return Err(e);
             }
         };
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(TurnEvent::Start {
             conversation_id: turn.conversation.id,
-            message_id: msg.id,
+            message_id: msg,
         });
         let this = self.clone();
         self.tasks
-            .spawn(async move { this.drive(turn, msg.id, stream, tx).await });
+            .spawn(async move { this.drive(turn, msg, stream, tx).await });
         Ok(rx)
     }
 

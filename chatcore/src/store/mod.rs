@@ -268,6 +268,31 @@ pub struct NewMessage {
     pub model: Option<String>,
 }
 
+/// Which conversation a turn goes to.
+#[derive(Debug, Clone)]
+pub enum TurnConversation {
+    /// Start this one.
+    New(NewConversation),
+    /// Continue this one (it must belong to the tenant).
+    Existing(ConversationId),
+}
+
+/// The start of a chat turn: the user's message and the assistant message
+/// that will hold the answer.
+#[derive(Debug, Clone)]
+pub struct NewTurn {
+    /// The conversation.
+    pub conversation: TurnConversation,
+    /// The user's message.
+    pub user_content: String,
+    /// Sending API key.
+    pub api_key_id: Option<ApiKeyId>,
+    /// Provider asked.
+    pub provider: Option<String>,
+    /// Model asked.
+    pub model: Option<String>,
+}
+
 /// The outcome of an assistant message, written when it ends.
 #[derive(Debug, Clone, Default)]
 pub struct MessageCompletion {
@@ -516,6 +541,51 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends a message (and bumps the conversation's `updated_at`).
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message>;
+    /// Starts a chat turn: creates or continues the conversation, stores the
+    /// user's message (`complete`) and a `pending` assistant message.
+    /// Returns the conversation, the user message and the assistant message.
+    /// Implementations should do this in one transaction (the default
+    /// implementation makes separate calls).
+    async fn begin_turn(
+        &self,
+        tenant: TenantId,
+        turn: NewTurn,
+    ) -> StoreResult<(Conversation, Message, Message)> {
+        let conversation = match turn.conversation {
+            TurnConversation::New(n) => self.create_conversation(tenant, n).await?,
+            TurnConversation::Existing(id) => self.get_conversation(tenant, id).await?,
+        };
+        let user = self
+            .append_message(
+                tenant,
+                NewMessage {
+                    conversation_id: conversation.id,
+                    role: Role::User,
+                    content: turn.user_content,
+                    status: MessageStatus::Complete,
+                    api_key_id: turn.api_key_id,
+                    provider: None,
+                    model: None,
+                },
+            )
+            .await?;
+        let assistant = self
+            .append_message(
+                tenant,
+                NewMessage {
+                    conversation_id: conversation.id,
+                    role: Role::Assistant,
+                    content: String::new(),
+                    status: MessageStatus::Pending,
+                    api_key_id: turn.api_key_id,
+                    provider: turn.provider,
+                    model: turn.model,
+                },
+            )
+            .await?;
+        Ok((conversation, user, assistant))
+    }
+
     /// Writes the outcome of a message (end of a stream, failure, cancel).
     async fn finish_message(
         &self,

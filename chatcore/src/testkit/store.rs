@@ -78,6 +78,7 @@ macro_rules! store_conformance_tests {
             api_keys_lifecycle,
             conversations_and_filters,
             messages_history_and_finish,
+            begin_turn_stores_the_turn,
             deleting_cascades,
             datasets_documents_chunks,
             scopes_crud,
@@ -956,6 +957,87 @@ pub async fn messages_history_and_finish(s: &dyn Store) {
         .append_message(t.id, user_msg(ConversationId::new(), "x"))
         .await;
     assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// A turn starts a conversation (or continues one of the tenant's) with the
+/// user's message and a pending assistant message.
+pub async fn begin_turn_stores_the_turn(s: &dyn Store) {
+    let t = tenant(s, "turn").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "turn").await;
+    let new_conv = NewConversation {
+        bot_id: b.id,
+        end_user_id: Some("u".into()),
+        title: Some("hi".into()),
+        channel: Channel::Public,
+    };
+    let turn = |conversation| NewTurn {
+        conversation,
+        user_content: "hello".into(),
+        api_key_id: None,
+        provider: Some("mock".into()),
+        model: Some("echo".into()),
+    };
+    let (c, u, a) = s
+        .begin_turn(t.id, turn(TurnConversation::New(new_conv.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.bot_id, c.channel, c.end_user_id.as_deref()),
+        (b.id, Channel::Public, Some("u"))
+    );
+    assert_eq!(
+        (u.role, u.status, u.content.as_str()),
+        (Role::User, MessageStatus::Complete, "hello")
+    );
+    assert_eq!(
+        (a.role, a.status, a.content.as_str()),
+        (Role::Assistant, MessageStatus::Pending, "")
+    );
+    assert_eq!(a.provider.as_deref(), Some("mock"));
+    let (c2, _, a2) = s
+        .begin_turn(t.id, turn(TurnConversation::Existing(c.id)))
+        .await
+        .unwrap();
+    assert_eq!(c2.id, c.id);
+    assert!(c2.updated_at >= c.updated_at);
+    let all = s
+        .list_messages(t.id, c.id, PageRequest::first(10))
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>()[1], a.id);
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3].id, a2.id);
+    // Another tenant's conversation or bot: nothing is written.
+    let x = tenant(s, "turn-x").await;
+    let r = s
+        .begin_turn(x.id, turn(TurnConversation::Existing(c.id)))
+        .await;
+    assert!(
+        matches!(r, Err(StoreError::NotFound(_))),
+        "{:?}",
+        r.map(|_| ())
+    );
+    let r = s
+        .begin_turn(x.id, turn(TurnConversation::New(new_conv)))
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.list_messages(t.id, c.id, PageRequest::first(10))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        4
+    );
+    assert!(
+        s.list_conversations(x.id, ConversationFilter::default(), PageRequest::first(5))
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
 }
 
 /// Deleting a conversation, a bot or a document takes what hangs off it.

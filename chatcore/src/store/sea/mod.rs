@@ -26,7 +26,13 @@ use entities as e;
 /// The SeaORM-backed store. Cheap to clone (the pool is shared).
 #[derive(Clone)]
 pub struct SeaOrmStore {
+    /// Reads (and, on PostgreSQL, writes).
     db: DatabaseConnection,
+    /// Writes. On a SQLite file this is a separate pool of one connection:
+    /// SQLite has one writer at a time, and queueing writers on an async
+    /// pool is far cheaper than letting several connections collide on the
+    /// write lock and sleep in SQLite's busy handler.
+    wdb: DatabaseConnection,
     backend: DbBackend,
 }
 
@@ -198,9 +204,16 @@ impl SeaOrmStore {
                 co.set_schema_search_path(schema.clone());
             }
         }
-        let db = Database::connect(co).await.map_err(db_err)?;
+        let db = Database::connect(co.clone()).await.map_err(db_err)?;
         let backend = db.get_database_backend();
-        Ok(Self { db, backend })
+        let wdb = if is_sqlite && !in_memory {
+            let mut wo = co;
+            wo.max_connections(1).min_connections(1);
+            Database::connect(wo).await.map_err(db_err)?
+        } else {
+            db.clone()
+        };
+        Ok(Self { db, wdb, backend })
     }
 
     /// Connects and applies pending migrations.
@@ -217,12 +230,12 @@ impl SeaOrmStore {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> StoreResult<()> {
-        Migrator::up(&self.db, None).await.map_err(db_err)
+        Migrator::up(&self.wdb, None).await.map_err(db_err)
     }
 
     /// Reverts every migration (drops every table).
     pub async fn migrate_down(&self) -> StoreResult<()> {
-        Migrator::down(&self.db, None).await.map_err(db_err)
+        Migrator::down(&self.wdb, None).await.map_err(db_err)
     }
 
     /// Names of the tables and indexes in the database (for diagnostics and
@@ -267,6 +280,9 @@ impl SeaOrmStore {
 
     /// Closes the pool (and, for SQLite, checkpoints the WAL).
     pub async fn close(self) -> StoreResult<()> {
+        if self.backend == DbBackend::Sqlite {
+            let _ = self.wdb.close().await;
+        }
         self.db.close().await.map_err(db_err)
     }
 
@@ -296,7 +312,7 @@ impl SeaOrmStore {
             sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        self.db.begin_with_options(opts).await.map_err(db_err)
+        self.wdb.begin_with_options(opts).await.map_err(db_err)
     }
 
     async fn tenant_owns_provider<C: ConnectionTrait>(
@@ -376,7 +392,7 @@ impl Store for SeaOrmStore {
             updated_at: Set(t),
         };
         convert::tenant(
-            m.insert(&self.db)
+            m.insert(&self.wdb)
                 .await
                 .map_err(|e| write_err(e, "tenant"))?,
         )
@@ -440,7 +456,7 @@ impl Store for SeaOrmStore {
         }
         a.updated_at = Set(now());
         convert::tenant(
-            a.update(&self.db)
+            a.update(&self.wdb)
                 .await
                 .map_err(|e| write_err(e, "tenant"))?,
         )
@@ -495,7 +511,7 @@ impl Store for SeaOrmStore {
         };
         // A foreign-key failure here is an unknown catalog key or tenant.
         let m = m
-            .insert(&self.db)
+            .insert(&self.wdb)
             .await
             .map_err(|e| write_err(e, "catalog entry"))?;
         convert::provider_config(m)
@@ -568,7 +584,7 @@ impl Store for SeaOrmStore {
         }
         a.updated_at = Set(now());
         convert::provider_config(
-            a.update(&self.db)
+            a.update(&self.wdb)
                 .await
                 .map_err(|e| write_err(e, "provider"))?,
         )
@@ -582,7 +598,7 @@ impl Store for SeaOrmStore {
         let r = e::provider_config::Entity::delete_many()
             .filter(e::provider_config::Column::Id.eq(id.0))
             .filter(e::provider_config::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(|e| delete_err(e, "provider"))?;
         if r.rows_affected == 0 {
@@ -729,7 +745,7 @@ impl Store for SeaOrmStore {
         let r = e::bot::Entity::delete_many()
             .filter(e::bot::Column::Id.eq(id.0))
             .filter(e::bot::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(|e| delete_err(e, "bot"))?;
         if r.rows_affected == 0 {
@@ -756,7 +772,7 @@ impl Store for SeaOrmStore {
             created_at: Set(now()),
         };
         convert::api_key(
-            m.insert(&self.db)
+            m.insert(&self.wdb)
                 .await
                 .map_err(|e| write_err(e, "api key"))?,
         )
@@ -805,7 +821,7 @@ impl Store for SeaOrmStore {
             .filter(e::api_key::Column::Id.eq(id.0))
             .filter(e::api_key::Column::TenantId.eq(tenant.0))
             .filter(e::api_key::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(db_err)?;
         self.get_api_key(tenant, id).await
@@ -821,7 +837,7 @@ impl Store for SeaOrmStore {
             .col_expr(e::api_key::Column::LastUsedAt, Expr::value(at))
             .filter(e::api_key::Column::Id.eq(id.0))
             .filter(e::api_key::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(db_err)?;
         if r.rows_affected == 0 {
@@ -906,7 +922,7 @@ impl Store for SeaOrmStore {
         let r = e::conversation::Entity::delete_many()
             .filter(e::conversation::Column::Id.eq(id.0))
             .filter(e::conversation::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(db_err)?;
         if r.rows_affected == 0 {
@@ -992,7 +1008,7 @@ impl Store for SeaOrmStore {
         a.finish_reason = Set(done.finish_reason);
         a.error = Set(done.error);
         a.source_chunk_ids = Set(convert::ids_json(&done.source_chunk_ids));
-        convert::message(a.update(&self.db).await.map_err(db_err)?)
+        convert::message(a.update(&self.wdb).await.map_err(db_err)?)
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
@@ -1216,7 +1232,7 @@ impl Store for SeaOrmStore {
             .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
             .filter(e::document::Column::Id.eq(id.0))
             .filter(e::document::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(db_err)?;
         if r.rows_affected == 0 {
@@ -1229,7 +1245,7 @@ impl Store for SeaOrmStore {
         let r = e::document::Entity::delete_many()
             .filter(e::document::Column::Id.eq(id.0))
             .filter(e::document::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(db_err)?;
         if r.rows_affected == 0 {
@@ -1362,7 +1378,7 @@ impl Store for SeaOrmStore {
         let r = e::scope::Entity::delete_many()
             .filter(e::scope::Column::Id.eq(id.0))
             .filter(e::scope::Column::TenantId.eq(tenant.0))
-            .exec(&self.db)
+            .exec(&self.wdb)
             .await
             .map_err(db_err)?;
         if r.rows_affected == 0 {

@@ -1,0 +1,360 @@
+//! Ingestion and retrieval over the store: the I/O half of RAG.
+//!
+//! Ingestion: a document is normalised, hashed and stored as `pending`; an
+//! indexer task (off the request path) chunks it, embeds the chunks in
+//! batches through the dataset's embedding provider and stores them with the
+//! document marked `ready` in one transaction, or marks it `failed` with the
+//! reason. Documents left `pending` or `indexing` by a restart are picked up
+//! again when the indexer starts. A document uploaded again with the same
+//! title is re-indexed only if its content hash changed.
+//!
+//! Retrieval: hybrid by default. Vector search (cosine over the dataset's
+//! embeddings, scanned by a tight loop over an in-memory copy that is
+//! rebuilt when the dataset changes) and full-text search (BM25 over the
+//! chunk texts) are fused by reciprocal rank fusion.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{ChunkOptions, MetadataFilter, bm25_scores, chunk, content_hash, cosine_top_k, normalize, reciprocal_rank_fusion, tiktoken_counter};
+use crate::domain::*;
+use crate::engine::{ChatError, ChatService, ContextRetriever, Source};
+use crate::provider::EmbedRequest;
+use crate::store::{NewChunk, NewDocument, Store, StoreError};
+
+/// Texts embedded per provider call.
+const EMBED_BATCH: usize = 64;
+
+/// A document as uploaded.
+#[derive(Debug, Clone)]
+pub struct DocumentUpload {
+    /// Title (also what identifies the document within its dataset).
+    pub title: String,
+    /// Raw content.
+    pub content: String,
+    /// MIME type (`text/plain`, `text/markdown`, `text/html`).
+    pub mime_type: String,
+    /// Where it came from.
+    pub source: Option<String>,
+    /// Metadata (a JSON object), usable as a retrieval filter.
+    pub metadata: serde_json::Value,
+}
+
+/// One retrieved chunk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchHit {
+    /// The chunk.
+    pub chunk_id: ChunkId,
+    /// Its document.
+    pub document_id: DocumentId,
+    /// The document's title.
+    pub title: String,
+    /// Fused score (higher is better).
+    pub score: f32,
+    /// The chunk's text.
+    pub text: String,
+}
+
+#[derive(Clone)]
+struct IndexedChunk {
+    id: ChunkId,
+    document_id: DocumentId,
+    title: String,
+    text: String,
+    metadata: serde_json::Value,
+    embedding: Option<Vec<f32>>,
+}
+
+/// Ingestion and retrieval for a tenant's datasets.
+pub struct RagService {
+    chat: Arc<ChatService>,
+    queue: mpsc::UnboundedSender<(TenantId, DocumentId)>,
+    /// In-memory copies of datasets' chunks for the vector scan, dropped
+    /// whenever a document of the dataset changes.
+    index: Mutex<HashMap<DatasetId, Arc<Vec<IndexedChunk>>>>,
+    options: ChunkOptions,
+}
+
+impl RagService {
+    /// Starts the service and its indexer task, and re-queues documents a
+    /// restart left unfinished.
+    pub async fn start(chat: Arc<ChatService>) -> Result<Arc<Self>, ChatError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let svc = Arc::new(Self { chat, queue: tx, index: Mutex::new(HashMap::new()), options: ChunkOptions::default() });
+        let store = svc.chat.store().clone();
+        for status in [DocumentStatus::Indexing, DocumentStatus::Pending] {
+            for d in store.documents_in_status(status, 10_000).await? {
+                let _ = svc.queue.send((d.tenant_id, d.id));
+            }
+        }
+        let weak = Arc::downgrade(&svc);
+        tokio::spawn(indexer(weak, rx));
+        Ok(svc)
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.chat.store()
+    }
+
+    fn forget(&self, dataset: DatasetId) {
+        self.index.lock().expect("rag index lock poisoned").remove(&dataset);
+    }
+
+    /// Stores a document (or finds it unchanged) and queues it for indexing.
+    pub async fn upload(&self, tenant: TenantId, dataset: DatasetId, up: DocumentUpload) -> Result<Document, ChatError> {
+        if up.title.trim().is_empty() {
+            return Err(ChatError::InvalidRequest("title: must not be empty".into()));
+        }
+        if !up.metadata.is_object() {
+            return Err(ChatError::InvalidRequest("metadata: must be a JSON object".into()));
+        }
+        let text = normalize(&up.content, &up.mime_type).map_err(|e| ChatError::InvalidRequest(format!("mime_type: {e}")))?;
+        if text.trim().is_empty() {
+            return Err(ChatError::InvalidRequest("content: no text in the document".into()));
+        }
+        let hash = content_hash(&text);
+        self.store().get_dataset(tenant, dataset).await?;
+        // Same title, same content: nothing to do. Same title, new content:
+        // replace it (its chunks go with the old row).
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store()
+                .list_documents(tenant, dataset, crate::store::PageRequest { limit: 200, cursor: cursor.clone() })
+                .await?;
+            for d in page.data {
+                if d.title == up.title {
+                    if d.content_hash == hash && d.status != DocumentStatus::Failed {
+                        return Ok(d);
+                    }
+                    self.store().delete_document(tenant, d.id).await?;
+                    self.forget(dataset);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let doc = self
+            .store()
+            .create_document(
+                tenant,
+                NewDocument {
+                    dataset_id: dataset,
+                    title: up.title,
+                    source: up.source,
+                    mime_type: up.mime_type,
+                    metadata: up.metadata,
+                    content: text,
+                    content_hash: hash,
+                },
+            )
+            .await?;
+        let _ = self.queue.send((tenant, doc.id));
+        Ok(doc)
+    }
+
+    /// Deletes a document and its chunks.
+    pub async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
+        let d = self.store().get_document(tenant, id).await?;
+        self.store().delete_document(tenant, id).await?;
+        self.forget(d.dataset_id);
+        Ok(())
+    }
+
+    /// Deletes a dataset with its documents.
+    pub async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<(), ChatError> {
+        self.store().delete_dataset(tenant, id).await?;
+        self.forget(id);
+        self.chat.invalidate_tenant(tenant);
+        Ok(())
+    }
+
+    /// Indexes one document now (the indexer calls this).
+    pub async fn index_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
+        let doc = match self.store().get_document(tenant, id).await {
+            Ok(d) => d,
+            // Deleted while queued.
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        self.store().set_document_status(tenant, id, DocumentStatus::Indexing, None).await?;
+        let result = self.build_chunks(&doc).await;
+        match result {
+            Ok(chunks) => {
+                self.store().replace_chunks(tenant, id, chunks).await?;
+                self.forget(doc.dataset_id);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.public_message();
+                tracing::warn!(document = %id, error = %e, "indexing failed");
+                self.store().set_document_status(tenant, id, DocumentStatus::Failed, Some(reason)).await?;
+                self.forget(doc.dataset_id);
+                Ok(())
+            }
+        }
+    }
+
+    async fn build_chunks(&self, doc: &Document) -> Result<Vec<NewChunk>, ChatError> {
+        let ds = self.store().get_dataset(doc.tenant_id, doc.dataset_id).await?;
+        let counter = tiktoken_counter();
+        let text = doc.content.clone();
+        let opts = self.options.clone();
+        let pieces = tokio::task::spawn_blocking(move || chunk(&text, &opts, &counter))
+            .await
+            .map_err(|e| ChatError::Internal(format!("chunking panicked: {e}")))?;
+        let provider = self.chat.provider_for_config(doc.tenant_id, ds.provider_id).await?;
+        let mut out = Vec::with_capacity(pieces.len());
+        for batch in pieces.chunks(EMBED_BATCH) {
+            let req = EmbedRequest::new(batch.iter().map(|c| c.text.clone()).collect()).with_model(ds.embedding_model.clone());
+            let resp = provider.embed(&req).await?;
+            if resp.vectors.len() != batch.len() {
+                return Err(ChatError::Internal(format!(
+                    "the embedding provider returned {} vectors for {} texts",
+                    resp.vectors.len(),
+                    batch.len()
+                )));
+            }
+            for (c, v) in batch.iter().zip(resp.vectors) {
+                if v.len() != ds.embedding_dim as usize {
+                    return Err(ChatError::InvalidRequest(format!(
+                        "embedding dimension {} does not match the dataset's {}",
+                        v.len(),
+                        ds.embedding_dim
+                    )));
+                }
+                out.push(NewChunk {
+                    ordinal: c.ordinal as i32,
+                    text: c.text.clone(),
+                    token_count: c.token_count as i32,
+                    embedding: Some(v),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dataset_index(&self, tenant: TenantId, dataset: DatasetId) -> Result<Arc<Vec<IndexedChunk>>, ChatError> {
+        if let Some(ix) = self.index.lock().expect("rag index lock poisoned").get(&dataset) {
+            return Ok(ix.clone());
+        }
+        let mut chunks = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store()
+                .list_documents(tenant, dataset, crate::store::PageRequest { limit: 200, cursor: cursor.clone() })
+                .await?;
+            for d in page.data.iter().filter(|d| d.status == DocumentStatus::Ready) {
+                for c in self.store().list_chunks(tenant, d.id).await? {
+                    chunks.push(IndexedChunk {
+                        id: c.id,
+                        document_id: d.id,
+                        title: d.title.clone(),
+                        text: c.text,
+                        metadata: d.metadata.clone(),
+                        embedding: c.embedding,
+                    });
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let ix = Arc::new(chunks);
+        self.index.lock().expect("rag index lock poisoned").insert(dataset, ix.clone());
+        Ok(ix)
+    }
+
+    /// Hybrid search over `datasets`: top `k` chunks by reciprocal rank
+    /// fusion of vector and full-text rankings, among documents matching
+    /// `filter`.
+    pub async fn search(
+        &self,
+        tenant: TenantId,
+        datasets: &[DatasetId],
+        query: &str,
+        k: usize,
+        filter: &MetadataFilter,
+    ) -> Result<Vec<SearchHit>, ChatError> {
+        if query.trim().is_empty() {
+            return Err(ChatError::InvalidRequest("query: must not be empty".into()));
+        }
+        let k = k.clamp(1, 100);
+        let mut all: Vec<IndexedChunk> = Vec::new();
+        let mut vector_ranked: Vec<(ChunkId, f32)> = Vec::new();
+        for &ds_id in datasets {
+            let ds = self.store().get_dataset(tenant, ds_id).await?;
+            let ix = self.dataset_index(tenant, ds_id).await?;
+            let candidates: Vec<&IndexedChunk> = ix.iter().filter(|c| filter.matches(&c.metadata)).collect();
+            if candidates.iter().any(|c| c.embedding.is_some()) {
+                let provider = self.chat.provider_for_config(tenant, ds.provider_id).await?;
+                let q = provider
+                    .embed(&EmbedRequest::new(vec![query.to_string()]).with_model(ds.embedding_model.clone()))
+                    .await?;
+                if let Some(qv) = q.vectors.first() {
+                    vector_ranked.extend(cosine_top_k(
+                        qv,
+                        candidates.iter().filter_map(|c| c.embedding.as_deref().map(|e| (c.id, e))),
+                        k * 4,
+                    ));
+                }
+            }
+            all.extend(candidates.into_iter().cloned());
+        }
+        vector_ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut text_ranked = bm25_scores(query, all.iter().map(|c| (c.id, c.text.as_str())));
+        text_ranked.truncate(k * 4);
+        let fused = reciprocal_rank_fusion(
+            &[vector_ranked.into_iter().map(|(id, _)| id).collect(), text_ranked.into_iter().map(|(id, _)| id).collect()],
+            60.0,
+        );
+        let by_id: HashMap<ChunkId, &IndexedChunk> = all.iter().map(|c| (c.id, c)).collect();
+        Ok(fused
+            .into_iter()
+            .take(k)
+            .filter_map(|(id, score)| {
+                by_id.get(&id).map(|c| SearchHit {
+                    chunk_id: c.id,
+                    document_id: c.document_id,
+                    title: c.title.clone(),
+                    score,
+                    text: c.text.clone(),
+                })
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ContextRetriever for RagService {
+    async fn retrieve(&self, tenant: TenantId, datasets: &[DatasetId], query: &str, top_k: usize) -> Result<Vec<Source>, ChatError> {
+        let hits = self.search(tenant, datasets, query, top_k, &MetadataFilter::new()).await?;
+        Ok(hits
+            .into_iter()
+            .map(|h| Source {
+                document_id: h.document_id,
+                title: h.title,
+                chunk_id: h.chunk_id,
+                score: h.score,
+                snippet: h.text.chars().take(200).collect(),
+                text: h.text,
+            })
+            .collect())
+    }
+}
+
+async fn indexer(svc: std::sync::Weak<RagService>, mut rx: mpsc::UnboundedReceiver<(TenantId, DocumentId)>) {
+    while let Some((tenant, id)) = rx.recv().await {
+        let Some(svc) = svc.upgrade() else { return };
+        if let Err(e) = svc.index_document(tenant, id).await {
+            tracing::error!(document = %id, error = %e, "indexing could not record its outcome");
+        }
+    }
+}
