@@ -285,7 +285,8 @@ pub struct ChatService {
     audit: AuditWriter,
     auth: Authenticator,
     settings: ChatSettings,
-    retriever: Option<Arc<dyn ContextRetriever>>,
+    /// Weak: the retriever (RAG) holds the service, not the reverse.
+    retriever: std::sync::OnceLock<std::sync::Weak<dyn ContextRetriever>>,
     bots: TtlCache<(TenantId, String), BotEntry>,
     public_bots: TtlCache<String, BotEntry>,
     providers: ProviderCache,
@@ -320,7 +321,7 @@ impl ChatService {
             keyring,
             limiter,
             audit,
-            retriever: None,
+            retriever: std::sync::OnceLock::new(),
             bots: TtlCache::new(ttl, 10_000),
             public_bots: TtlCache::new(ttl, 10_000),
             providers: Mutex::new(HashMap::new()),
@@ -330,10 +331,20 @@ impl ChatService {
         }
     }
 
-    /// Plugs in retrieval for bots with datasets.
-    pub fn with_retriever(mut self, r: Arc<dyn ContextRetriever>) -> Self {
-        self.retriever = Some(r);
-        self
+    /// Plugs in retrieval for bots with datasets (once; later calls are
+    /// ignored). The service keeps a weak reference.
+    pub fn set_retriever(&self, r: &Arc<dyn ContextRetriever>) {
+        let _ = self.retriever.set(Arc::downgrade(r));
+    }
+
+    /// The provider built from a tenant's provider config (cached per
+    /// config version), e.g. for embeddings.
+    pub async fn provider_for_config(
+        &self,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> Result<Arc<dyn Provider>, ChatError> {
+        Ok(self.provider_for(tenant, id).await?.0)
     }
 
     /// The store.
@@ -426,7 +437,7 @@ impl ChatService {
         let cfg = self.store.get_provider_config(tenant, id).await?;
         if !cfg.enabled {
             return Err(ChatError::Forbidden(
-                "the bot's provider is disabled".into(),
+                "the provider configuration is disabled".into(),
             ));
         }
         if let Some((at, p)) = self
@@ -709,7 +720,8 @@ impl ChatService {
             None => Vec::new(),
         };
 
-        let sources = match (&self.retriever, bot.dataset_ids.is_empty()) {
+        let retriever = self.retriever.get().and_then(|w| w.upgrade());
+        let sources = match (&retriever, bot.dataset_ids.is_empty()) {
             (Some(r), false) => {
                 r.retrieve(
                     tenant.id,

@@ -5,7 +5,31 @@ use serde::Serialize;
 
 use crate::domain::{ChunkId, DocumentId, Message, MessageStatus, Role};
 use crate::provider::ChatMessage;
-use crate::provider::tokens::count_tokens;
+use crate::provider::tokens::{count_tokens, uses_o200k};
+
+/// Token counts of texts seen recently, by encoding and a 64-bit hash of
+/// the text. System prompts and history repeat on every turn of a
+/// conversation, and tiktoken costs about half a millisecond for even a
+/// short text on this hardware (measured by benches/turn_breakdown.rs).
+pub fn cached_count(model: &str, text: &str) -> usize {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::sync::{LazyLock, Mutex};
+    static CACHE: LazyLock<Mutex<HashMap<(bool, u64), u32>>> = LazyLock::new(Default::default);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    let key = (uses_o200k(model), h.finish());
+    if let Some(n) = CACHE.lock().expect("token cache poisoned").get(&key) {
+        return *n as usize;
+    }
+    let n = count_tokens(model, text);
+    let mut cache = CACHE.lock().expect("token cache poisoned");
+    if cache.len() >= 100_000 {
+        cache.clear();
+    }
+    cache.insert(key, n);
+    n as usize
+}
 
 /// A retrieved piece of a document offered to the model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,7 +77,7 @@ pub fn build_prompt(
     message: &str,
     budget: usize,
 ) -> Prompt {
-    let count = |s: &str| count_tokens(model, s) as usize + PER_MESSAGE;
+    let count = |s: &str| cached_count(model, s) + PER_MESSAGE;
     let mut used = count(message) + if system.is_empty() { 0 } else { count(system) };
     let mut context_text = String::new();
     let mut kept_sources = Vec::new();
@@ -64,7 +88,7 @@ pub fn build_prompt(
         let mut ctx_used = count(header);
         for (i, s) in sources.into_iter().enumerate() {
             let block = format!("\n[{}] {}\n{}\n", i + 1, s.title, s.text);
-            let t = count_tokens(model, &block) as usize;
+            let t = cached_count(model, &block);
             if ctx_used + t > allowance {
                 break;
             }

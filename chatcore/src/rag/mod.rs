@@ -1,5 +1,4 @@
-//! Retrieval-augmented generation: the pure parts, with no database and no
-//! network.
+//! Retrieval-augmented generation.
 //!
 //! The ingestion path is [`normalize`] (plain text, Markdown or HTML to
 //! clean text), [`content_hash`] (to skip re-indexing unchanged documents) and
@@ -9,19 +8,22 @@
 //! index is available, [`reciprocal_rank_fusion`] to merge the two rankings,
 //! and [`MetadataFilter`] to restrict the candidate documents.
 //!
-//! The store and the embedding provider call into these functions; nothing
-//! here touches I/O.
+//! [`RagService`] does the I/O: ingestion through the dataset's embedding
+//! provider into the store, off the request path, and hybrid retrieval for
+//! chat (it is the engine's `ContextRetriever`).
 
 mod bm25;
 mod chunk;
 mod filter;
 mod normalize;
+mod service;
 mod vector;
 
 pub use bm25::{bm25_scores, tokenize};
 pub use chunk::{ChunkOptions, TextChunk, chunk, tiktoken_counter};
 pub use filter::MetadataFilter;
 pub use normalize::{content_hash, normalize};
+pub use service::{DocumentUpload, RagService, SearchHit};
 pub use vector::{cosine_top_k, f32_bytes_to_vec, reciprocal_rank_fusion, vec_to_f32_bytes};
 
 /// Errors of the pure RAG functions.

@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{ChunkOptions, MetadataFilter, bm25_scores, chunk, content_hash, cosine_top_k, normalize, reciprocal_rank_fusion, tiktoken_counter};
+use super::{
+    ChunkOptions, MetadataFilter, bm25_scores, chunk, content_hash, cosine_top_k, normalize,
+    reciprocal_rank_fusion, tiktoken_counter,
+};
 use crate::domain::*;
 use crate::engine::{ChatError, ChatService, ContextRetriever, Source};
 use crate::provider::EmbedRequest;
@@ -83,7 +86,12 @@ impl RagService {
     /// restart left unfinished.
     pub async fn start(chat: Arc<ChatService>) -> Result<Arc<Self>, ChatError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let svc = Arc::new(Self { chat, queue: tx, index: Mutex::new(HashMap::new()), options: ChunkOptions::default() });
+        let svc = Arc::new(Self {
+            chat,
+            queue: tx,
+            index: Mutex::new(HashMap::new()),
+            options: ChunkOptions::default(),
+        });
         let store = svc.chat.store().clone();
         for status in [DocumentStatus::Indexing, DocumentStatus::Pending] {
             for d in store.documents_in_status(status, 10_000).await? {
@@ -100,20 +108,33 @@ impl RagService {
     }
 
     fn forget(&self, dataset: DatasetId) {
-        self.index.lock().expect("rag index lock poisoned").remove(&dataset);
+        self.index
+            .lock()
+            .expect("rag index lock poisoned")
+            .remove(&dataset);
     }
 
     /// Stores a document (or finds it unchanged) and queues it for indexing.
-    pub async fn upload(&self, tenant: TenantId, dataset: DatasetId, up: DocumentUpload) -> Result<Document, ChatError> {
+    pub async fn upload(
+        &self,
+        tenant: TenantId,
+        dataset: DatasetId,
+        up: DocumentUpload,
+    ) -> Result<Document, ChatError> {
         if up.title.trim().is_empty() {
             return Err(ChatError::InvalidRequest("title: must not be empty".into()));
         }
         if !up.metadata.is_object() {
-            return Err(ChatError::InvalidRequest("metadata: must be a JSON object".into()));
+            return Err(ChatError::InvalidRequest(
+                "metadata: must be a JSON object".into(),
+            ));
         }
-        let text = normalize(&up.content, &up.mime_type).map_err(|e| ChatError::InvalidRequest(format!("mime_type: {e}")))?;
+        let text = normalize(&up.content, &up.mime_type)
+            .map_err(|e| ChatError::InvalidRequest(format!("mime_type: {e}")))?;
         if text.trim().is_empty() {
-            return Err(ChatError::InvalidRequest("content: no text in the document".into()));
+            return Err(ChatError::InvalidRequest(
+                "content: no text in the document".into(),
+            ));
         }
         let hash = content_hash(&text);
         self.store().get_dataset(tenant, dataset).await?;
@@ -123,7 +144,14 @@ impl RagService {
         loop {
             let page = self
                 .store()
-                .list_documents(tenant, dataset, crate::store::PageRequest { limit: 200, cursor: cursor.clone() })
+                .list_documents(
+                    tenant,
+                    dataset,
+                    crate::store::PageRequest {
+                        limit: 200,
+                        cursor: cursor.clone(),
+                    },
+                )
                 .await?;
             for d in page.data {
                 if d.title == up.title {
@@ -182,7 +210,9 @@ impl RagService {
             Err(StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        self.store().set_document_status(tenant, id, DocumentStatus::Indexing, None).await?;
+        self.store()
+            .set_document_status(tenant, id, DocumentStatus::Indexing, None)
+            .await?;
         let result = self.build_chunks(&doc).await;
         match result {
             Ok(chunks) => {
@@ -193,7 +223,9 @@ impl RagService {
             Err(e) => {
                 let reason = e.public_message();
                 tracing::warn!(document = %id, error = %e, "indexing failed");
-                self.store().set_document_status(tenant, id, DocumentStatus::Failed, Some(reason)).await?;
+                self.store()
+                    .set_document_status(tenant, id, DocumentStatus::Failed, Some(reason))
+                    .await?;
                 self.forget(doc.dataset_id);
                 Ok(())
             }
@@ -201,17 +233,24 @@ impl RagService {
     }
 
     async fn build_chunks(&self, doc: &Document) -> Result<Vec<NewChunk>, ChatError> {
-        let ds = self.store().get_dataset(doc.tenant_id, doc.dataset_id).await?;
+        let ds = self
+            .store()
+            .get_dataset(doc.tenant_id, doc.dataset_id)
+            .await?;
         let counter = tiktoken_counter();
         let text = doc.content.clone();
         let opts = self.options.clone();
         let pieces = tokio::task::spawn_blocking(move || chunk(&text, &opts, &counter))
             .await
             .map_err(|e| ChatError::Internal(format!("chunking panicked: {e}")))?;
-        let provider = self.chat.provider_for_config(doc.tenant_id, ds.provider_id).await?;
+        let provider = self
+            .chat
+            .provider_for_config(doc.tenant_id, ds.provider_id)
+            .await?;
         let mut out = Vec::with_capacity(pieces.len());
         for batch in pieces.chunks(EMBED_BATCH) {
-            let req = EmbedRequest::new(batch.iter().map(|c| c.text.clone()).collect()).with_model(ds.embedding_model.clone());
+            let req = EmbedRequest::new(batch.iter().map(|c| c.text.clone()).collect())
+                .with_model(ds.embedding_model.clone());
             let resp = provider.embed(&req).await?;
             if resp.vectors.len() != batch.len() {
                 return Err(ChatError::Internal(format!(
@@ -239,8 +278,17 @@ impl RagService {
         Ok(out)
     }
 
-    async fn dataset_index(&self, tenant: TenantId, dataset: DatasetId) -> Result<Arc<Vec<IndexedChunk>>, ChatError> {
-        if let Some(ix) = self.index.lock().expect("rag index lock poisoned").get(&dataset) {
+    async fn dataset_index(
+        &self,
+        tenant: TenantId,
+        dataset: DatasetId,
+    ) -> Result<Arc<Vec<IndexedChunk>>, ChatError> {
+        if let Some(ix) = self
+            .index
+            .lock()
+            .expect("rag index lock poisoned")
+            .get(&dataset)
+        {
             return Ok(ix.clone());
         }
         let mut chunks = Vec::new();
@@ -248,9 +296,20 @@ impl RagService {
         loop {
             let page = self
                 .store()
-                .list_documents(tenant, dataset, crate::store::PageRequest { limit: 200, cursor: cursor.clone() })
+                .list_documents(
+                    tenant,
+                    dataset,
+                    crate::store::PageRequest {
+                        limit: 200,
+                        cursor: cursor.clone(),
+                    },
+                )
                 .await?;
-            for d in page.data.iter().filter(|d| d.status == DocumentStatus::Ready) {
+            for d in page
+                .data
+                .iter()
+                .filter(|d| d.status == DocumentStatus::Ready)
+            {
                 for c in self.store().list_chunks(tenant, d.id).await? {
                     chunks.push(IndexedChunk {
                         id: c.id,
@@ -268,7 +327,10 @@ impl RagService {
             }
         }
         let ix = Arc::new(chunks);
-        self.index.lock().expect("rag index lock poisoned").insert(dataset, ix.clone());
+        self.index
+            .lock()
+            .expect("rag index lock poisoned")
+            .insert(dataset, ix.clone());
         Ok(ix)
     }
 
@@ -290,18 +352,32 @@ impl RagService {
         let mut all: Vec<IndexedChunk> = Vec::new();
         let mut vector_ranked: Vec<(ChunkId, f32)> = Vec::new();
         for &ds_id in datasets {
-            let ds = self.store().get_dataset(tenant, ds_id).await?;
+            let ds = match self.store().get_dataset(tenant, ds_id).await {
+                Ok(ds) => ds,
+                // Deleted meanwhile (a cached bot may still list it).
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
             let ix = self.dataset_index(tenant, ds_id).await?;
-            let candidates: Vec<&IndexedChunk> = ix.iter().filter(|c| filter.matches(&c.metadata)).collect();
+            let candidates: Vec<&IndexedChunk> =
+                ix.iter().filter(|c| filter.matches(&c.metadata)).collect();
             if candidates.iter().any(|c| c.embedding.is_some()) {
-                let provider = self.chat.provider_for_config(tenant, ds.provider_id).await?;
+                let provider = self
+                    .chat
+                    .provider_for_config(tenant, ds.provider_id)
+                    .await?;
                 let q = provider
-                    .embed(&EmbedRequest::new(vec![query.to_string()]).with_model(ds.embedding_model.clone()))
+                    .embed(
+                        &EmbedRequest::new(vec![query.to_string()])
+                            .with_model(ds.embedding_model.clone()),
+                    )
                     .await?;
                 if let Some(qv) = q.vectors.first() {
                     vector_ranked.extend(cosine_top_k(
                         qv,
-                        candidates.iter().filter_map(|c| c.embedding.as_deref().map(|e| (c.id, e))),
+                        candidates
+                            .iter()
+                            .filter_map(|c| c.embedding.as_deref().map(|e| (c.id, e))),
                         k * 4,
                     ));
                 }
@@ -312,7 +388,10 @@ impl RagService {
         let mut text_ranked = bm25_scores(query, all.iter().map(|c| (c.id, c.text.as_str())));
         text_ranked.truncate(k * 4);
         let fused = reciprocal_rank_fusion(
-            &[vector_ranked.into_iter().map(|(id, _)| id).collect(), text_ranked.into_iter().map(|(id, _)| id).collect()],
+            &[
+                vector_ranked.into_iter().map(|(id, _)| id).collect(),
+                text_ranked.into_iter().map(|(id, _)| id).collect(),
+            ],
             60.0,
         );
         let by_id: HashMap<ChunkId, &IndexedChunk> = all.iter().map(|c| (c.id, c)).collect();
@@ -334,8 +413,16 @@ impl RagService {
 
 #[async_trait]
 impl ContextRetriever for RagService {
-    async fn retrieve(&self, tenant: TenantId, datasets: &[DatasetId], query: &str, top_k: usize) -> Result<Vec<Source>, ChatError> {
-        let hits = self.search(tenant, datasets, query, top_k, &MetadataFilter::new()).await?;
+    async fn retrieve(
+        &self,
+        tenant: TenantId,
+        datasets: &[DatasetId],
+        query: &str,
+        top_k: usize,
+    ) -> Result<Vec<Source>, ChatError> {
+        let hits = self
+            .search(tenant, datasets, query, top_k, &MetadataFilter::new())
+            .await?;
         Ok(hits
             .into_iter()
             .map(|h| Source {
@@ -350,7 +437,10 @@ impl ContextRetriever for RagService {
     }
 }
 
-async fn indexer(svc: std::sync::Weak<RagService>, mut rx: mpsc::UnboundedReceiver<(TenantId, DocumentId)>) {
+async fn indexer(
+    svc: std::sync::Weak<RagService>,
+    mut rx: mpsc::UnboundedReceiver<(TenantId, DocumentId)>,
+) {
     while let Some((tenant, id)) = rx.recv().await {
         let Some(svc) = svc.upgrade() else { return };
         if let Err(e) = svc.index_document(tenant, id).await {

@@ -1,0 +1,251 @@
+//! Where a chat turn's time goes: the engine in process (no HTTP in front),
+//! its store writes alone, and the provider call alone, each timed over
+//! many iterations. `cargo bench -p chatcore-benches --bench turn_breakdown`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chatcore::audit::{AuditConfig, AuditWriter};
+use chatcore::auth::generate_key;
+use chatcore::crypto::Keyring;
+use chatcore::domain::*;
+use chatcore::engine::{Caller, ChatInput, ChatService, ChatSettings};
+use chatcore::provider::{ChatMessage, ChatRequest, ProviderRegistry, ProviderSpec};
+use chatcore::ratelimit::LocalRateLimiter;
+use chatcore::store::*;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn time<F, Fut>(name: &str, n: usize, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let t = Instant::now();
+    for _ in 0..n {
+        f().await;
+    }
+    println!(
+        "{name:<48} {:>9.1} µs per call",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
+    let store: Arc<dyn Store> = Arc::new(
+        SeaOrmStore::open(&url, StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    let ring = Keyring::from_raw([3; 32], &[]);
+    let t = store
+        .create_tenant(NewTenant {
+            name: "b".into(),
+            slug: "b".into(),
+            rate_limit_rpm: None,
+            rate_limit_tpm: None,
+            features: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    let p = store
+        .create_provider_config(
+            t.id,
+            NewProviderConfig {
+                provider: "mock".into(),
+                name: "m".into(),
+                api_key: None,
+                base_url: None,
+                default_model: Some("echo".into()),
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let bot = store
+        .create_bot(
+            t.id,
+            NewBot {
+                name: "b".into(),
+                slug: "b".into(),
+                system_prompt: "You are a benchmark.".into(),
+                provider_id: p.id,
+                model: Some("echo".into()),
+                fallback_provider_id: None,
+                temperature: None,
+                max_tokens: None,
+                context_tokens: 4000,
+                is_public: true,
+                dataset_ids: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let g = generate_key();
+    store
+        .create_api_key(
+            t.id,
+            NewApiKey {
+                name: "k".into(),
+                prefix: g.prefix.clone(),
+                secret_hash: g.hash,
+                permissions: vec![Permission::Chat],
+                bot_ids: vec![],
+                rate_limit_rpm: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (audit, _task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
+    let chat = Arc::new(ChatService::new(
+        store.clone(),
+        Arc::new(ProviderRegistry::with_builtins()),
+        ring,
+        Arc::new(LocalRateLimiter::new()),
+        audit,
+        ChatSettings::default(),
+    ));
+    let principal = chat
+        .authenticate(Some(&g.secret), None, None)
+        .await
+        .unwrap();
+    let n = 500;
+    let caller = Caller::Key {
+        principal: principal.clone(),
+        ip: None,
+    };
+    chat.chat(
+        caller.clone(),
+        ChatInput {
+            bot: "b".into(),
+            message: "warm".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    println!("chat turn breakdown, SQLite file (WAL), mock provider, {n} iterations each");
+    time("ChatService::chat (new conversation)", n, || {
+        let chat = chat.clone();
+        let caller = caller.clone();
+        async move {
+            chat.chat(
+                caller,
+                ChatInput {
+                    bot: "b".into(),
+                    message: "hello there".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        }
+    })
+    .await;
+    time("Authenticator (cached)", n, || {
+        let chat = chat.clone();
+        let k = g.secret.clone();
+        async move {
+            chat.authenticate(Some(&k), None, None).await.unwrap();
+        }
+    })
+    .await;
+    time("Store::begin_turn (new conversation)", n, || {
+        let store = store.clone();
+        async move {
+            store
+                .begin_turn(
+                    t.id,
+                    NewTurn {
+                        conversation: TurnConversation::New(NewConversation {
+                            bot_id: bot.id,
+                            end_user_id: None,
+                            title: None,
+                            channel: Channel::Api,
+                        }),
+                        user_content: "hello".into(),
+                        api_key_id: None,
+                        provider: None,
+                        model: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let (_, _, a) = store
+        .begin_turn(
+            t.id,
+            NewTurn {
+                conversation: TurnConversation::New(NewConversation {
+                    bot_id: bot.id,
+                    end_user_id: None,
+                    title: None,
+                    channel: Channel::Api,
+                }),
+                user_content: "hello".into(),
+                api_key_id: None,
+                provider: None,
+                model: None,
+            },
+        )
+        .await
+        .unwrap();
+    time("Store::finish_message", n, || {
+        let store = store.clone();
+        async move {
+            store
+                .finish_message(
+                    t.id,
+                    a.id,
+                    MessageCompletion {
+                        content: "x".into(),
+                        status: Some(MessageStatus::Complete),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    time("Store::get_bot (a read)", n, || {
+        let store = store.clone();
+        async move {
+            store.get_bot(t.id, bot.id).await.unwrap();
+        }
+    })
+    .await;
+    let provider = ProviderRegistry::with_builtins()
+        .build(&ProviderSpec::new("mock").with_default_model("echo"))
+        .unwrap();
+    let req = ChatRequest::new(vec![
+        ChatMessage::system("You are a benchmark."),
+        ChatMessage::user("hello there"),
+    ]);
+    time("mock Provider::complete", n, || {
+        let provider = provider.clone();
+        let req = req.clone();
+        async move {
+            provider.complete(&req).await.unwrap();
+        }
+    })
+    .await;
+    time("count_tokens (short prompt)", n, || async {
+        std::hint::black_box(chatcore::provider::tokens::count_tokens(
+            "gpt-4o-mini",
+            "You are a benchmark. hello there",
+        ));
+    })
+    .await;
+}
