@@ -4,6 +4,7 @@
 
 mod admin;
 mod chat;
+mod cli;
 mod fake_openai;
 mod health;
 mod helpers;
