@@ -8,17 +8,23 @@
 //! - [`http`]: body type, JSON replies, the error format.
 //! - [`routes`]: the route table and router.
 //! - [`admin`]: the management endpoints (operator and tenant admin).
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`openapi`]: the OpenAPI document behind `/openapi.json`.
 //! - [`chat`]: the chat endpoints.
 //!
 //! [`run`] serves an [`App`] on a listener the caller bound, until the
 //! caller's shutdown future completes; then it stops accepting and lets open
 //! connections finish within a grace period.
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod chat;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 
 use std::future::Future;
@@ -51,6 +57,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Configuration.
     pub config: Config,
+    /// Request and chat metrics.
+    pub metrics: metrics::Metrics,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -114,6 +122,7 @@ impl App {
             chat,
             store,
             config,
+            metrics: metrics::Metrics::default(),
             audit_task: std::sync::Mutex::new(Some(audit_task)),
         }))
     }

@@ -38,6 +38,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the OpenAPI 3.1 document of the HTTP API (JSON) and exit.
+    Openapi,
     /// Manage tenants directly in the database (no server needed).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -108,6 +110,14 @@ async fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&chatcore_server::openapi::document())
+                .expect("the document serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -116,6 +126,7 @@ async fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => ExitCode::SUCCESS,
         Command::Tenant(c) => cli_result(tenant_command(config, c).await),
         Command::Key(c) => cli_result(key_command(config, c).await),
         Command::Migrate => match App::build(config).await {

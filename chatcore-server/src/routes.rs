@@ -18,6 +18,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/v1/chat"),
     (Method::GET, "/healthz"),
     (Method::GET, "/readyz"),
+    (Method::GET, "/metrics"),
+    (Method::GET, "/openapi.json"),
     // operator
     (Method::POST, "/v1/admin/tenants"),
     (Method::GET, "/v1/admin/tenants"),
@@ -128,6 +130,7 @@ fn request_id(req: &Request<Incoming>) -> String {
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let rid = request_id(&req);
     let matched = match_route(req.method(), req.uri().path());
+    let route_index = matched.as_ref().ok().map(|m| m.index);
     let result = match matched {
         Ok(m) => route(&app, req, peer, &rid, m).await,
         Err(true) => Err(ApiError::new(
@@ -141,6 +144,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         Ok(r) => r,
         Err(e) => e.into_response(&rid),
     };
+    app.metrics.request(route_index, resp.status());
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -172,6 +176,10 @@ async fn route(
                 Err(ApiError::unavailable("database unreachable"))
             }
         },
+        (&Method::GET, "/metrics") => Ok(crate::metrics::render(app)),
+        (&Method::GET, "/openapi.json") => {
+            Ok(json_response(StatusCode::OK, &crate::openapi::document()))
+        }
         _ => admin::handle(app, req, peer, rid, m).await,
     }
 }
