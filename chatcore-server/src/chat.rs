@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -120,13 +121,43 @@ pub async fn handle(
     } else {
         None
     };
-    let mut resp = if body.stream {
+    let tenant_label = match &caller {
+        Caller::Key { principal, .. } => principal.tenant.id.to_string(),
+        Caller::Public { .. } => "public".to_string(),
+    };
+    let result = turn(app, caller, input, body.stream, tenant_label).await;
+    if let Err(e) = &result {
+        match e.status.as_u16() {
+            502 | 504 => app.metrics.provider_errors.fetch_add(1, Relaxed),
+            429 => app.metrics.rate_limited.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
+    let mut resp = result?;
+    if let Some(o) = cors_origin {
+        resp.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    Ok(resp)
+}
+
+/// Runs the turn, JSON or SSE, recording its metrics.
+async fn turn(
+    app: &Arc<App>,
+    caller: Caller,
+    input: ChatInput,
+    stream: bool,
+    tenant_label: String,
+) -> Result<Response<Body>, ApiError> {
+    Ok(if stream {
         let rx = app
             .chat
             .chat_stream(caller, input)
             .await
             .map_err(ApiError::from)?;
-        sse_response(rx)
+        sse_response(rx, app.clone(), tenant_label)
     } else {
         let timeout = Duration::from_secs(app.config.request_timeout_secs);
         let reply = tokio::time::timeout(timeout, app.chat.chat(caller, input))
@@ -139,23 +170,40 @@ pub async fn handle(
                 )
             })?
             .map_err(ApiError::from)?;
+        app.metrics.chat_latency.observe_ms(reply.response_time_ms);
+        app.metrics.tokens(
+            &tenant_label,
+            &reply.provider,
+            reply.usage.total_tokens as u64,
+        );
         json_response(StatusCode::OK, &reply)
-    };
-    if let Some(o) = cors_origin {
-        resp.headers_mut()
-            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        resp.headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    Ok(resp)
+    })
 }
 
 fn sse_event(name: &str, data: &serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-fn sse_response(rx: tokio::sync::mpsc::Receiver<TurnEvent>) -> Response<Body> {
-    let events = tokio_stream_from(rx).map(|ev| {
+fn sse_response(
+    rx: tokio::sync::mpsc::Receiver<TurnEvent>,
+    app: Arc<App>,
+    tenant_label: String,
+) -> Response<Body> {
+    let events = tokio_stream_from(rx).map(move |ev| {
+        match &ev {
+            TurnEvent::Done(d) => {
+                app.metrics.chat_latency.observe_ms(d.response_time_ms);
+                app.metrics
+                    .time_to_first_token
+                    .observe_ms(d.time_to_first_token_ms);
+                app.metrics
+                    .tokens(&tenant_label, &d.provider, d.usage.total_tokens as u64);
+            }
+            TurnEvent::Error { .. } => {
+                app.metrics.provider_errors.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
         let bytes = match ev {
             TurnEvent::Start {
                 conversation_id,

@@ -109,6 +109,7 @@ impl From<chatcore::engine::ChatError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Conflict(_) => StatusCode::CONFLICT,
             E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Provider(p) if p.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Provider(chatcore::provider::ProviderError::RateLimited { .. }) => {

@@ -6,22 +6,32 @@
 //! - [`config`]: environment / TOML configuration.
 //! - [`keys`]: where the master key comes from.
 //! - [`http`]: body type, JSON replies, the error format.
-//! - [`routes`]: the router.
+//! - [`routes`]: the route table and router.
+//! - [`admin`]: the management endpoints (operator and tenant admin).
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`openapi`]: the OpenAPI document behind `/openapi.json`.
+//! - [`chat`]: the chat endpoints.
 //!
 //! [`run`] serves an [`App`] on a listener the caller bound, until the
 //! caller's shutdown future completes; then it stops accepting and lets open
 //! connections finish within a grace period.
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
 
+pub mod admin;
 pub mod chat;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatcore::admin::AdminService;
 use chatcore::audit::{AuditConfig, AuditWriter};
 use chatcore::bootstrap::{Demo, ensure_demo};
 use chatcore::engine::{ChatService, ChatSettings};
@@ -41,10 +51,14 @@ use crate::config::Config;
 pub struct App {
     /// The chat engine (and through it the store, keyring, audit writer).
     pub chat: Arc<ChatService>,
+    /// Management (tenants, providers, bots, keys, ...).
+    pub admin: AdminService,
     /// Persistence.
     pub store: Arc<dyn Store>,
     /// Configuration.
     pub config: Config,
+    /// Request and chat metrics.
+    pub metrics: metrics::Metrics,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -107,10 +121,13 @@ impl App {
             audit,
             settings,
         );
+        let chat = Arc::new(chat);
         Ok(Arc::new(Self {
-            chat: Arc::new(chat),
+            admin: AdminService::for_chat(chat.clone()),
+            chat,
             store,
             config,
+            metrics: metrics::Metrics::default(),
             audit_task: std::sync::Mutex::new(Some(audit_task)),
         }))
     }

@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use chatcore::admin::{AdminCaller, AdminService, CreateApiKey, CreateTenant, Operator};
+use chatcore::store::{SeaOrmStore, StoreOptions};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -15,6 +19,9 @@ use chatcore_server::{App, run};
 /// Configuration comes from the environment (CHATCORE_DATABASE_URL,
 /// CHATCORE_LISTEN, CHATCORE_MASTER_KEY, CHATCORE_OPERATOR_KEY,
 /// CHATCORE_REDIS_URL, ...) and optionally a TOML file with the same keys.
+/// The management commands (tenant, key) work on the configured database
+/// directly and need the same CHATCORE_DATABASE_URL and master key as the
+/// server.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -31,6 +38,68 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the OpenAPI 3.1 document of the HTTP API (JSON) and exit.
+    Openapi,
+    /// Manage tenants directly in the database (no server needed).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage a tenant's API keys directly in the database.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its first admin API key (shown only once).
+    ///
+    /// Example: chatcore-server tenant create --name "Acme" --rpm 600
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// URL-safe slug (a-z, 0-9, '-'); derived from the name if omitted.
+        #[arg(long)]
+        slug: Option<String>,
+        /// Requests per minute across the tenant (default: unlimited).
+        #[arg(long)]
+        rpm: Option<i32>,
+        /// Tokens per minute across the tenant (default: unlimited).
+        #[arg(long)]
+        tpm: Option<i32>,
+    },
+    /// List tenants (id, slug, status, name).
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 200)]
+        limit: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key for a tenant and print it (shown only once).
+    ///
+    /// Example: chatcore-server key create --tenant acme --name widget --permission chat
+    Create {
+        /// The tenant, by id or slug.
+        #[arg(long)]
+        tenant: String,
+        /// Display name of the key.
+        #[arg(long)]
+        name: String,
+        /// A permission: chat, read or admin (repeat for several; default chat).
+        #[arg(long = "permission", value_parser = ["chat", "read", "admin"])]
+        permissions: Vec<String>,
+    },
+    /// Revoke an API key: it stops working (running servers notice within
+    /// their key cache lifetime, 5 seconds by default).
+    Revoke {
+        /// The tenant, by id or slug.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id (see the key list in the API: GET /v1/api-keys).
+        id: String,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +111,14 @@ async fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&chatcore_server::openapi::document())
+                .expect("the document serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -50,6 +127,9 @@ async fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => ExitCode::SUCCESS,
+        Command::Tenant(c) => cli_result(tenant_command(config, c).await),
+        Command::Key(c) => cli_result(key_command(config, c).await),
         Command::Migrate => match App::build(config).await {
             Ok(_) => {
                 println!("database migrated");
@@ -128,4 +208,140 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn cli_result(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The management logic straight on the configured database.
+async fn admin_service(config: &Config) -> Result<AdminService, String> {
+    let keyring = chatcore_server::keys::keyring(config).map_err(|e| e.to_string())?;
+    let store = SeaOrmStore::open(&config.database_url, StoreOptions::default())
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    Ok(AdminService::new(Arc::new(store), keyring))
+}
+
+fn cli_operator() -> Operator {
+    Operator {
+        via: Some("cli".into()),
+        request_id: None,
+        ip: None,
+    }
+}
+
+async fn find_tenant(admin: &AdminService, r: &str) -> Result<chatcore::domain::Tenant, String> {
+    let t = match r.parse::<chatcore::domain::TenantId>() {
+        Ok(id) => admin.get_tenant(id).await,
+        Err(_) => admin.get_tenant_by_slug(r).await,
+    };
+    t.map_err(|e| format!("tenant {r:?}: {e}"))
+}
+
+async fn tenant_command(config: Config, c: TenantCommand) -> Result<(), String> {
+    let admin = admin_service(&config).await?;
+    match c {
+        TenantCommand::Create {
+            name,
+            slug,
+            rpm,
+            tpm,
+        } => {
+            let created = admin
+                .create_tenant(
+                    &cli_operator(),
+                    CreateTenant {
+                        name,
+                        slug,
+                        rate_limit_rpm: rpm,
+                        rate_limit_tpm: tpm,
+                        features: None,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "created tenant {} ({})",
+                created.tenant.slug, created.tenant.id
+            );
+            println!("admin API key (shown only this once, keep it):");
+            println!();
+            println!("    {}", created.admin_key);
+            println!();
+            Ok(())
+        }
+        TenantCommand::List { limit } => {
+            let page = chatcore::admin::page_request(Some(limit.clamp(1, 200)), None)
+                .map_err(|e| e.to_string())?;
+            let list = admin.list_tenants(page).await.map_err(|e| e.to_string())?;
+            println!("{:<36}  {:<24}  {:<9}  name", "id", "slug", "status");
+            for t in list.data {
+                println!("{:<36}  {:<24}  {:<9}  {}", t.id, t.slug, t.status, t.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn key_command(config: Config, c: KeyCommand) -> Result<(), String> {
+    let admin = admin_service(&config).await?;
+    match c {
+        KeyCommand::Create {
+            tenant,
+            name,
+            permissions,
+        } => {
+            let t = find_tenant(&admin, &tenant).await?;
+            let permissions = if permissions.is_empty() {
+                vec!["chat".to_string()]
+            } else {
+                permissions
+            };
+            let permissions = permissions
+                .iter()
+                .map(|p| p.parse::<chatcore::domain::Permission>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let caller = AdminCaller::operator_in(t.id, &cli_operator());
+            let k = admin
+                .create_api_key(
+                    &caller,
+                    CreateApiKey {
+                        name,
+                        permissions,
+                        bot_ids: None,
+                        rate_limit_rpm: None,
+                        expires_at: None,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("created API key {} for tenant {}", k.api_key.id, t.slug);
+            println!("the key (shown only this once, keep it):");
+            println!();
+            println!("    {}", k.key);
+            println!();
+            Ok(())
+        }
+        KeyCommand::Revoke { tenant, id } => {
+            let t = find_tenant(&admin, &tenant).await?;
+            let id = id
+                .parse::<chatcore::domain::ApiKeyId>()
+                .map_err(|e| e.to_string())?;
+            let caller = AdminCaller::operator_in(t.id, &cli_operator());
+            let k = admin
+                .revoke_api_key(&caller, id)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revoked API key {} ({})", k.id, k.prefix);
+            Ok(())
+        }
+    }
 }

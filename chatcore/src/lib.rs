@@ -5,6 +5,8 @@
 //!
 //! - [`domain`]: plain domain types (`Tenant`, `Bot`, `Conversation`, ...)
 //!   with newtype ids (UUIDv7). No ORM type appears here.
+//! - [`admin`]: `AdminService`, management (tenants, providers, bots, keys,
+//!   scopes, conversations, audit log, usage) for the server and the CLI.
 //! - [`engine`]: `ChatService`, the embeddable chat entry point (one turn:
 //!   access, guardrails, limits, history, prompt, provider, persistence).
 //! - [`provider`]: the `Provider` trait and its implementations (OpenAI,
@@ -25,6 +27,7 @@
 //!   on their own `Store` and `Provider` implementations.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;

@@ -52,3 +52,59 @@ async fn shutdown_stops_accepting() {
     app.stop().await;
     assert!(client.get(url).send().await.is_err(), "no longer listening");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_latency_and_tokens() {
+    let app = spawn_app().await;
+    let t = app.tenant("met", "mock", "echo", None).await;
+    let r = app
+        .post_json(
+            "/v1/chat",
+            Some(&t.key),
+            serde_json::json!({"bot_id": t.bot.slug, "message": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    app.client.get(app.url("/nope")).send().await.unwrap();
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"chatcore_http_requests_total{method="POST",route="/v1/chat",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"chatcore_http_requests_total{method="any",route="unmatched",status="404"} 1"#
+    ));
+    assert!(text.contains("chatcore_chat_duration_seconds_count 1"));
+    assert!(text.contains(&format!(
+        "chatcore_tokens_total{{tenant=\"{}\",provider=\"mock\"}}",
+        t.tenant.id
+    )));
+    assert!(text.contains("chatcore_open_streams 0"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/bots/{id}"]["patch"]["requestBody"].is_object());
+    app.stop().await;
+}

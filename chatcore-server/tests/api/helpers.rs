@@ -321,3 +321,40 @@ where
     }
     panic!("condition not reached in time");
 }
+
+/// The operator key the admin tests configure.
+pub const OPERATOR_KEY: &str = "op-test-key-0123456789";
+
+impl TestApp {
+    /// A request with an optional bearer key and JSON body; returns the
+    /// status and the JSON reply (Null when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self.client.request(method, self.url(path));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, json)
+    }
+}
+
+/// The app with an operator key configured.
+pub async fn spawn_app_with_operator() -> TestApp {
+    spawn_app_with(|c| c.operator_key = Some(SecretString::from(OPERATOR_KEY.to_string()))).await
+}

@@ -2,7 +2,9 @@
 //! real server on 127.0.0.1:0 with a fresh database per test, providers
 //! pointed at local wire-format servers or the offline mock.
 
+mod admin;
 mod chat;
+mod cli;
 mod fake_openai;
 mod health;
 mod helpers;

@@ -29,6 +29,10 @@ pub enum ChatError {
     /// The resource does not exist (or belongs to another tenant).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The request conflicts with the current state: a taken slug, a row
+    /// still in use. The message names the field or resource.
+    #[error("{0}")]
+    Conflict(String),
     /// A rate limit (ours) refused the request.
     #[error("rate limit exceeded ({scope})")]
     RateLimited {
@@ -53,6 +57,8 @@ impl From<StoreError> for ChatError {
         match e {
             StoreError::NotFound(what) => ChatError::NotFound(what),
             StoreError::InvalidInput(m) => ChatError::InvalidRequest(m),
+            StoreError::Conflict(what) => ChatError::Conflict(format!("{what} already exists")),
+            StoreError::InUse(what) => ChatError::Conflict(format!("{what} is in use")),
             StoreError::Unavailable(m) => ChatError::Unavailable(m),
             other => ChatError::Internal(other.to_string()),
         }
@@ -85,6 +91,7 @@ impl ChatError {
             ChatError::FeatureDisabled(_) => "feature_disabled",
             ChatError::GuardrailBlocked(_) => "guardrail_blocked",
             ChatError::NotFound(_) => "not_found",
+            ChatError::Conflict(_) => "conflict",
             ChatError::RateLimited { .. } => "rate_limited",
             ChatError::Provider(p) if p.is_timeout() => "provider_timeout",
             ChatError::Provider(ProviderError::RateLimited { .. }) => "rate_limited",

@@ -105,6 +105,8 @@ pub struct NewTenant {
 pub struct TenantPatch {
     /// New name.
     pub name: Option<String>,
+    /// New slug; `Conflict("tenant")` if taken.
+    pub slug: Option<String>,
     /// New status.
     pub status: Option<TenantStatus>,
     /// New requests-per-minute limit (`Some(None)` removes it).
@@ -387,6 +389,125 @@ pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     /// Before.
     pub until: Option<DateTime<Utc>>,
+}
+
+/// A management change, persisted together with its audit record in one
+/// transaction by [`Store::apply`]. Every tenant-owned change names its
+/// tenant and touches only that tenant's rows.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Creates a tenant and its first API key (normally an admin key).
+    CreateTenant(NewTenant, NewApiKey),
+    /// Changes a tenant.
+    UpdateTenant(TenantId, TenantPatch),
+    /// Creates a provider configuration.
+    CreateProviderConfig(TenantId, NewProviderConfig),
+    /// Changes a provider configuration (key rotation included).
+    UpdateProviderConfig(TenantId, ProviderConfigId, ProviderConfigPatch),
+    /// Deletes a provider configuration (`InUse` while a bot uses it).
+    DeleteProviderConfig(TenantId, ProviderConfigId),
+    /// Creates a bot.
+    CreateBot(TenantId, NewBot),
+    /// Changes a bot.
+    UpdateBot(TenantId, BotId, BotPatch),
+    /// Deletes a bot with its conversations, messages and scopes.
+    DeleteBot(TenantId, BotId),
+    /// Stores a new API key (hash only).
+    CreateApiKey(TenantId, NewApiKey),
+    /// Revokes an API key.
+    RevokeApiKey(TenantId, ApiKeyId),
+    /// Creates a scope.
+    CreateScope(TenantId, NewScope),
+    /// Deletes a scope.
+    DeleteScope(TenantId, ScopeId),
+    /// Deletes a conversation and its messages.
+    DeleteConversation(TenantId, ConversationId),
+}
+
+impl Change {
+    /// The audit action this change records, e.g. `bot.created`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::CreateTenant(..) => "tenant.created",
+            Change::UpdateTenant(..) => "tenant.updated",
+            Change::CreateProviderConfig(..) => "provider.created",
+            Change::UpdateProviderConfig(..) => "provider.updated",
+            Change::DeleteProviderConfig(..) => "provider.deleted",
+            Change::CreateBot(..) => "bot.created",
+            Change::UpdateBot(..) => "bot.updated",
+            Change::DeleteBot(..) => "bot.deleted",
+            Change::CreateApiKey(..) => "api_key.created",
+            Change::RevokeApiKey(..) => "api_key.revoked",
+            Change::CreateScope(..) => "scope.created",
+            Change::DeleteScope(..) => "scope.deleted",
+            Change::DeleteConversation(..) => "conversation.deleted",
+        }
+    }
+
+    /// The tenant the change concerns (None: a tenant still to be created).
+    pub fn tenant(&self) -> Option<TenantId> {
+        match self {
+            Change::CreateTenant(..) => None,
+            Change::UpdateTenant(t, ..)
+            | Change::CreateProviderConfig(t, ..)
+            | Change::UpdateProviderConfig(t, ..)
+            | Change::DeleteProviderConfig(t, ..)
+            | Change::CreateBot(t, ..)
+            | Change::UpdateBot(t, ..)
+            | Change::DeleteBot(t, ..)
+            | Change::CreateApiKey(t, ..)
+            | Change::RevokeApiKey(t, ..)
+            | Change::CreateScope(t, ..)
+            | Change::DeleteScope(t, ..)
+            | Change::DeleteConversation(t, ..) => Some(*t),
+        }
+    }
+}
+
+/// What [`Store::apply`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// A new tenant and its first key.
+    TenantCreated(Tenant, ApiKey),
+    /// A tenant as it now is.
+    Tenant(Tenant),
+    /// A provider configuration as it now is.
+    ProviderConfig(ProviderConfig),
+    /// A bot as it now is.
+    Bot(Bot),
+    /// An API key as it now is.
+    ApiKey(ApiKey),
+    /// A new scope.
+    Scope(Scope),
+    /// The row is gone.
+    Deleted,
+}
+
+/// How [`Store::usage`] groups messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    /// By bot id.
+    Bot,
+    /// By sending API key id (public chat has none).
+    ApiKey,
+    /// By UTC day, `YYYY-MM-DD`.
+    Day,
+}
+
+/// One group of [`Store::usage`]: assistant messages (one per chat turn)
+/// and their tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The bot id, key id or day; None for turns without an API key.
+    pub group: Option<String>,
+    /// Chat turns (assistant messages).
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Total tokens.
+    pub total_tokens: u64,
 }
 
 /// Everything chatcore persists.
@@ -693,4 +814,23 @@ pub trait Store: Send + Sync + 'static {
         filter: AuditFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AuditRecord>>;
+
+    // ---- management writes and usage ----
+
+    /// Applies a management change and appends `audit` in the same
+    /// transaction: either both are stored or neither. The store sets the
+    /// record's tenant to the change's (the new tenant's, for a creation)
+    /// and its resource type and id to the row changed.
+    async fn apply(&self, change: Change, audit: AuditRecord) -> StoreResult<Changed>;
+
+    /// Chat turns and tokens of a tenant's assistant messages created in
+    /// `[since, until)`, grouped by bot, key or UTC day, ordered by group.
+    /// Computed by the database.
+    async fn usage(
+        &self,
+        tenant: TenantId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        group_by: UsageGroup,
+    ) -> StoreResult<Vec<UsageRow>>;
 }

@@ -84,7 +84,10 @@ macro_rules! store_conformance_tests {
             scopes_crud,
             audit_append_list_filter,
             timestamps_keep_microseconds,
-            tenant_isolation
+            tenant_isolation,
+            apply_writes_the_change_and_its_audit_record_together,
+            apply_is_tenant_scoped,
+            usage_groups_by_bot_key_and_day
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -1712,5 +1715,443 @@ pub async fn tenant_isolation(s: &dyn Store) {
             .data
             .len(),
         1
+    );
+}
+
+fn op_record() -> AuditRecord {
+    AuditRecord::new(
+        None,
+        Actor {
+            kind: ActorKind::ApiKey,
+            id: Some("key-1".into()),
+        },
+        "set by the test",
+    )
+}
+
+async fn audit_of(s: &dyn Store, t: TenantId) -> Vec<AuditRecord> {
+    s.list_audit(t, AuditFilter::default(), PageRequest::first(200))
+        .await
+        .unwrap()
+        .data
+}
+
+/// `apply`: the row and its audit record are written together, with the
+/// record's tenant and resource set by the store; a failed change writes
+/// no record.
+pub async fn apply_writes_the_change_and_its_audit_record_together(s: &dyn Store) {
+    let (g, key) = new_key("admin");
+    let changed = s
+        .apply(
+            Change::CreateTenant(
+                NewTenant {
+                    name: "Applied".into(),
+                    slug: unique("applied"),
+                    rate_limit_rpm: None,
+                    rate_limit_tpm: None,
+                    features: json!({}),
+                },
+                key,
+            ),
+            op_record(),
+        )
+        .await
+        .unwrap();
+    let Changed::TenantCreated(t, k) = changed else {
+        panic!("expected TenantCreated, got {changed:?}")
+    };
+    assert_eq!(k.tenant_id, t.id);
+    assert_eq!(k.prefix, g.prefix);
+    assert_eq!(s.get_tenant(t.id).await.unwrap(), t);
+    let log = audit_of(s, t.id).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].tenant_id, Some(t.id));
+    assert_eq!(log[0].resource_type.as_deref(), Some("tenant"));
+    assert_eq!(log[0].resource_id, Some(t.id.to_string()));
+    assert_eq!(log[0].actor.id.as_deref(), Some("key-1"));
+
+    let p = match s
+        .apply(
+            Change::CreateProviderConfig(
+                t.id,
+                NewProviderConfig {
+                    provider: "mock".into(),
+                    name: "m".into(),
+                    api_key: None,
+                    base_url: None,
+                    default_model: None,
+                    enabled: true,
+                },
+            ),
+            op_record(),
+        )
+        .await
+        .unwrap()
+    {
+        Changed::ProviderConfig(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let b = match s
+        .apply(Change::CreateBot(t.id, new_bot(p.id, "b1")), op_record())
+        .await
+        .unwrap()
+    {
+        Changed::Bot(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.get_bot(t.id, b.id).await.unwrap(), b);
+    assert_eq!(audit_of(s, t.id).await.len(), 3);
+
+    // Failures leave neither the row nor a record.
+    let before = audit_of(s, t.id).await.len();
+    assert!(matches!(
+        s.apply(Change::CreateBot(t.id, new_bot(p.id, "b1")), op_record())
+            .await,
+        Err(StoreError::Conflict("bot"))
+    ));
+    assert!(matches!(
+        s.apply(Change::DeleteProviderConfig(t.id, p.id), op_record())
+            .await,
+        Err(StoreError::InUse(_))
+    ));
+    assert!(matches!(
+        s.apply(Change::DeleteBot(t.id, BotId::new()), op_record())
+            .await,
+        Err(StoreError::NotFound("bot"))
+    ));
+    assert_eq!(
+        audit_of(s, t.id).await.len(),
+        before,
+        "no record for a failed change"
+    );
+    assert!(s.get_provider_config(t.id, p.id).await.is_ok());
+
+    // Each kind of change.
+    let rotated = keyring().seal(t.id, &SecretString::from("sk-rotated-9876".to_string()));
+    match s
+        .apply(
+            Change::UpdateProviderConfig(
+                t.id,
+                p.id,
+                ProviderConfigPatch {
+                    api_key: Some(Some(rotated)),
+                    ..Default::default()
+                },
+            ),
+            op_record(),
+        )
+        .await
+        .unwrap()
+    {
+        Changed::ProviderConfig(p) => assert_eq!(p.api_key.unwrap().last4, "9876"),
+        other => panic!("{other:?}"),
+    }
+    let sc = match s
+        .apply(
+            Change::CreateScope(
+                t.id,
+                NewScope {
+                    bot_id: b.id,
+                    kind: "max_input_length".into(),
+                    config: json!(100),
+                },
+            ),
+            op_record(),
+        )
+        .await
+        .unwrap()
+    {
+        Changed::Scope(sc) => sc,
+        other => panic!("{other:?}"),
+    };
+    s.apply(Change::DeleteScope(t.id, sc.id), op_record())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.get_scope(t.id, sc.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let c = conversation(s, t.id, b.id, None).await;
+    s.append_message(t.id, user_msg(c.id, "hi")).await.unwrap();
+    s.apply(Change::DeleteConversation(t.id, c.id), op_record())
+        .await
+        .unwrap();
+    assert!(s.get_conversation(t.id, c.id).await.is_err());
+    let (_, nk) = new_key("second");
+    let k2 = match s
+        .apply(Change::CreateApiKey(t.id, nk), op_record())
+        .await
+        .unwrap()
+    {
+        Changed::ApiKey(k) => k,
+        other => panic!("{other:?}"),
+    };
+    match s
+        .apply(Change::RevokeApiKey(t.id, k2.id), op_record())
+        .await
+        .unwrap()
+    {
+        Changed::ApiKey(k) => assert!(k.revoked_at.is_some()),
+        other => panic!("{other:?}"),
+    }
+    match s
+        .apply(
+            Change::UpdateBot(
+                t.id,
+                b.id,
+                BotPatch {
+                    slug: Some("b2".into()),
+                    ..Default::default()
+                },
+            ),
+            op_record(),
+        )
+        .await
+        .unwrap()
+    {
+        Changed::Bot(b) => assert_eq!(b.slug, "b2"),
+        other => panic!("{other:?}"),
+    }
+    s.apply(Change::DeleteBot(t.id, b.id), op_record())
+        .await
+        .unwrap();
+    s.apply(Change::DeleteProviderConfig(t.id, p.id), op_record())
+        .await
+        .unwrap();
+    let new_slug = unique("renamed");
+    match s
+        .apply(
+            Change::UpdateTenant(
+                t.id,
+                TenantPatch {
+                    slug: Some(new_slug.clone()),
+                    status: Some(TenantStatus::Suspended),
+                    ..Default::default()
+                },
+            ),
+            op_record(),
+        )
+        .await
+        .unwrap()
+    {
+        Changed::Tenant(t) => {
+            assert_eq!(t.slug, new_slug);
+            assert_eq!(t.status, TenantStatus::Suspended);
+        }
+        other => panic!("{other:?}"),
+    }
+    let resources: Vec<String> = audit_of(s, t.id)
+        .await
+        .into_iter()
+        .rev()
+        .map(|r| r.resource_type.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "tenant",
+            "provider",
+            "bot",
+            "provider",
+            "scope",
+            "scope",
+            "conversation",
+            "api_key",
+            "api_key",
+            "bot",
+            "bot",
+            "provider",
+            "tenant"
+        ],
+        "one record per change, in order"
+    );
+}
+
+/// `apply` on another tenant's rows changes nothing and records nothing.
+pub async fn apply_is_tenant_scoped(s: &dyn Store) {
+    let a = tenant(s, "owner").await;
+    let b = tenant(s, "intruder").await;
+    let p = provider(s, a.id).await;
+    let bt = bot(s, a.id, p.id, "mine").await;
+    let (_, nk) = new_key("k");
+    let k = s.create_api_key(a.id, nk).await.unwrap();
+    let c = conversation(s, a.id, bt.id, None).await;
+    let sc = s
+        .create_scope(
+            a.id,
+            NewScope {
+                bot_id: bt.id,
+                kind: "blocked_terms".into(),
+                config: json!(["x"]),
+            },
+        )
+        .await
+        .unwrap();
+    let attempts = vec![
+        Change::UpdateProviderConfig(b.id, p.id, ProviderConfigPatch::default()),
+        Change::DeleteProviderConfig(b.id, p.id),
+        Change::CreateBot(b.id, new_bot(p.id, "stolen")),
+        Change::UpdateBot(b.id, bt.id, BotPatch::default()),
+        Change::DeleteBot(b.id, bt.id),
+        Change::RevokeApiKey(b.id, k.id),
+        Change::CreateScope(
+            b.id,
+            NewScope {
+                bot_id: bt.id,
+                kind: "blocked_terms".into(),
+                config: json!(["y"]),
+            },
+        ),
+        Change::DeleteScope(b.id, sc.id),
+        Change::DeleteConversation(b.id, c.id),
+    ];
+    for ch in attempts {
+        let what = format!("{ch:?}");
+        assert!(
+            matches!(s.apply(ch, op_record()).await, Err(StoreError::NotFound(_))),
+            "{what}"
+        );
+    }
+    assert!(audit_of(s, a.id).await.is_empty());
+    assert!(audit_of(s, b.id).await.is_empty());
+    assert!(
+        s.get_api_key(a.id, k.id)
+            .await
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert!(s.get_scope(a.id, sc.id).await.is_ok());
+    assert!(s.get_conversation(a.id, c.id).await.is_ok());
+    assert!(s.get_bot(a.id, bt.id).await.is_ok());
+}
+
+/// `usage`: assistant turns and tokens per bot, key and UTC day, within
+/// the time range and the tenant.
+pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
+    let t = tenant(s, "usage").await;
+    let other = tenant(s, "usage-other").await;
+    let p = provider(s, t.id).await;
+    let b1 = bot(s, t.id, p.id, "u1").await;
+    let b2 = bot(s, t.id, p.id, "u2").await;
+    let (_, nk) = new_key("k");
+    let k = s.create_api_key(t.id, nk).await.unwrap();
+    let start = now();
+    let turn = |bot: BotId, key: Option<ApiKeyId>, tokens: i32| async move {
+        let c = conversation(s, t.id, bot, None).await;
+        s.append_message(
+            t.id,
+            NewMessage {
+                api_key_id: key,
+                ..user_msg(c.id, "q")
+            },
+        )
+        .await
+        .unwrap();
+        let m = s
+            .append_message(
+                t.id,
+                NewMessage {
+                    conversation_id: c.id,
+                    role: Role::Assistant,
+                    content: String::new(),
+                    status: MessageStatus::Pending,
+                    api_key_id: key,
+                    provider: Some("mock".into()),
+                    model: Some("echo".into()),
+                },
+            )
+            .await
+            .unwrap();
+        s.finish_message(
+            t.id,
+            m.id,
+            MessageCompletion {
+                content: "a".into(),
+                status: Some(MessageStatus::Complete),
+                usage: Some(TokenUsage {
+                    prompt_tokens: tokens,
+                    completion_tokens: 1,
+                    total_tokens: tokens + 1,
+                    estimated: false,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    };
+    turn(b1.id, Some(k.id), 10).await;
+    turn(b1.id, None, 20).await;
+    turn(b2.id, Some(k.id), 5).await;
+    // Another tenant's traffic is never counted.
+    let op = provider(s, other.id).await;
+    let ob = bot(s, other.id, op.id, "o").await;
+    let oc = conversation(s, other.id, ob.id, None).await;
+    s.append_message(
+        other.id,
+        NewMessage {
+            role: Role::Assistant,
+            ..user_msg(oc.id, "x")
+        },
+    )
+    .await
+    .unwrap();
+
+    let since = start - Duration::hours(1);
+    let until = now() + Duration::hours(1);
+    let by_bot = s.usage(t.id, since, until, UsageGroup::Bot).await.unwrap();
+    let find = |rows: &[UsageRow], g: Option<String>| {
+        rows.iter()
+            .find(|r| r.group == g)
+            .cloned()
+            .unwrap_or_else(|| panic!("no group {g:?} in {rows:?}"))
+    };
+    assert_eq!(by_bot.len(), 2);
+    let r1 = find(&by_bot, Some(b1.id.to_string()));
+    assert_eq!(
+        (
+            r1.requests,
+            r1.prompt_tokens,
+            r1.completion_tokens,
+            r1.total_tokens
+        ),
+        (2, 30, 2, 32)
+    );
+    let r2 = find(&by_bot, Some(b2.id.to_string()));
+    assert_eq!((r2.requests, r2.total_tokens), (1, 6));
+
+    let by_key = s
+        .usage(t.id, since, until, UsageGroup::ApiKey)
+        .await
+        .unwrap();
+    assert_eq!(by_key.len(), 2);
+    assert_eq!(find(&by_key, Some(k.id.to_string())).prompt_tokens, 15);
+    assert_eq!(find(&by_key, None).prompt_tokens, 20);
+
+    let by_day = s.usage(t.id, since, until, UsageGroup::Day).await.unwrap();
+    let today = start.format("%Y-%m-%d").to_string();
+    let tomorrow_maybe = now().format("%Y-%m-%d").to_string();
+    let total: u64 = by_day.iter().map(|r| r.requests).sum();
+    assert_eq!(total, 3);
+    assert!(
+        by_day
+            .iter()
+            .all(|r| r.group == Some(today.clone()) || r.group == Some(tomorrow_maybe.clone())),
+        "{by_day:?}"
+    );
+
+    // The range is half-open and filters.
+    let none = s
+        .usage(t.id, until, until + Duration::hours(1), UsageGroup::Bot)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(
+        s.usage(other.id, since, until, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .len()
+            == 1
     );
 }

@@ -150,6 +150,58 @@ where
     })
 }
 
+fn audit_row(r: AuditRecord) -> e::audit_log::ActiveModel {
+    e::audit_log::ActiveModel {
+        id: Set(r.id.0),
+        tenant_id: Set(r.tenant_id.map(|t| t.0)),
+        actor_kind: Set(r.actor.kind.as_str().into()),
+        actor_id: Set(r.actor.id),
+        action: Set(r.action),
+        resource_type: Set(r.resource_type),
+        resource_id: Set(r.resource_id),
+        request_id: Set(r.request_id),
+        ip: Set(r.ip),
+        metadata: Set(r.metadata),
+        created_at: Set(r.created_at),
+    }
+}
+
+/// One group of the usage aggregate, as the database returns it.
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct UsageAgg {
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct UsageByUuid {
+    grp: Option<Uuid>,
+    #[sea_orm(nested)]
+    agg: UsageAgg,
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct UsageByDay {
+    grp: Option<String>,
+    #[sea_orm(nested)]
+    agg: UsageAgg,
+}
+
+impl UsageAgg {
+    fn row(self, group: Option<String>) -> UsageRow {
+        let n = |v: i64| v.max(0) as u64;
+        UsageRow {
+            group,
+            requests: n(self.requests),
+            prompt_tokens: n(self.prompt_tokens),
+            completion_tokens: n(self.completion_tokens),
+            total_tokens: n(self.total_tokens),
+        }
+    }
+}
+
 fn found<T>(m: Option<T>, what: &'static str) -> StoreResult<T> {
     m.ok_or(StoreError::NotFound(what))
 }
@@ -367,18 +419,10 @@ impl SeaOrmStore {
     }
 }
 
-#[async_trait]
-impl Store for SeaOrmStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.db
-            .ping()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-    }
-
-    // ---- tenants ----
-
-    async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant> {
+/// The writes, on any connection: the `Store` methods run them on the pool
+/// or in a write transaction, [`Store::apply`] in one with the audit record.
+impl SeaOrmStore {
+    async fn create_tenant_in<C: ConnectionTrait>(db: &C, new: NewTenant) -> StoreResult<Tenant> {
         let t = now();
         let m = e::tenant::ActiveModel {
             id: Set(TenantId::new().0),
@@ -391,11 +435,356 @@ impl Store for SeaOrmStore {
             created_at: Set(t),
             updated_at: Set(t),
         };
-        convert::tenant(
-            m.insert(&self.wdb)
+        convert::tenant(m.insert(db).await.map_err(|e| write_err(e, "tenant"))?)
+    }
+
+    async fn update_tenant_in<C: ConnectionTrait>(
+        db: &C,
+        id: TenantId,
+        patch: TenantPatch,
+    ) -> StoreResult<Tenant> {
+        let m = found(
+            e::tenant::Entity::find_by_id(id.0)
+                .one(db)
                 .await
-                .map_err(|e| write_err(e, "tenant"))?,
-        )
+                .map_err(db_err)?,
+            "tenant",
+        )?;
+        let mut a = m.into_active_model();
+        if let Some(v) = patch.name {
+            a.name = Set(v);
+        }
+        if let Some(v) = patch.slug {
+            a.slug = Set(v);
+        }
+        if let Some(v) = patch.status {
+            a.status = Set(v.as_str().into());
+        }
+        if let Some(v) = patch.rate_limit_rpm {
+            a.rate_limit_rpm = Set(v);
+        }
+        if let Some(v) = patch.rate_limit_tpm {
+            a.rate_limit_tpm = Set(v);
+        }
+        if let Some(v) = patch.features {
+            a.features = Set(v);
+        }
+        a.updated_at = Set(now());
+        convert::tenant(a.update(db).await.map_err(|e| write_err(e, "tenant"))?)
+    }
+
+    async fn create_provider_config_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        new: NewProviderConfig,
+    ) -> StoreResult<ProviderConfig> {
+        let t = now();
+        let (ct, kid, last4) = match new.api_key {
+            Some(k) => (Some(k.ciphertext), Some(k.key_id), Some(k.last4)),
+            None => (None, None, None),
+        };
+        let m = e::provider_config::ActiveModel {
+            id: Set(ProviderConfigId::new().0),
+            tenant_id: Set(tenant.0),
+            provider: Set(new.provider),
+            name: Set(new.name),
+            api_key_ciphertext: Set(ct),
+            api_key_key_id: Set(kid),
+            api_key_last4: Set(last4),
+            base_url: Set(new.base_url),
+            default_model: Set(new.default_model),
+            enabled: Set(new.enabled),
+            created_at: Set(t),
+            updated_at: Set(t),
+        };
+        // A foreign-key failure here is an unknown catalog key or tenant.
+        let m = m
+            .insert(db)
+            .await
+            .map_err(|e| write_err(e, "catalog entry"))?;
+        convert::provider_config(m)
+    }
+
+    async fn update_provider_config_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: ProviderConfigId,
+        patch: ProviderConfigPatch,
+    ) -> StoreResult<ProviderConfig> {
+        let m = e::provider_config::Entity::find_by_id(id.0)
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+            .one(db)
+            .await
+            .map_err(db_err)?;
+        let mut a = found(m, "provider")?.into_active_model();
+        if let Some(v) = patch.name {
+            a.name = Set(v);
+        }
+        if let Some(k) = patch.api_key {
+            let (ct, kid, last4) = match k {
+                Some(k) => (Some(k.ciphertext), Some(k.key_id), Some(k.last4)),
+                None => (None, None, None),
+            };
+            a.api_key_ciphertext = Set(ct);
+            a.api_key_key_id = Set(kid);
+            a.api_key_last4 = Set(last4);
+        }
+        if let Some(v) = patch.base_url {
+            a.base_url = Set(v);
+        }
+        if let Some(v) = patch.default_model {
+            a.default_model = Set(v);
+        }
+        if let Some(v) = patch.enabled {
+            a.enabled = Set(v);
+        }
+        a.updated_at = Set(now());
+        convert::provider_config(a.update(db).await.map_err(|e| write_err(e, "provider"))?)
+    }
+
+    async fn delete_provider_config_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: ProviderConfigId,
+    ) -> StoreResult<()> {
+        let r = e::provider_config::Entity::delete_many()
+            .filter(e::provider_config::Column::Id.eq(id.0))
+            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+            .exec(db)
+            .await
+            .map_err(|e| delete_err(e, "provider"))?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("provider"));
+        }
+        Ok(())
+    }
+
+    async fn create_bot_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        new: NewBot,
+    ) -> StoreResult<Bot> {
+        if !Self::tenant_owns_provider(db, tenant, new.provider_id).await? {
+            return Err(StoreError::NotFound("provider"));
+        }
+        if let Some(f) = new.fallback_provider_id
+            && !Self::tenant_owns_provider(db, tenant, f).await?
+        {
+            return Err(StoreError::NotFound("fallback provider"));
+        }
+        Self::check_datasets(db, tenant, &new.dataset_ids).await?;
+        let t = now();
+        let m = e::bot::ActiveModel {
+            id: Set(BotId::new().0),
+            tenant_id: Set(tenant.0),
+            name: Set(new.name),
+            slug: Set(new.slug),
+            system_prompt: Set(new.system_prompt),
+            provider_id: Set(new.provider_id.0),
+            model: Set(new.model),
+            fallback_provider_id: Set(new.fallback_provider_id.map(|p| p.0)),
+            temperature: Set(new.temperature),
+            max_tokens: Set(new.max_tokens),
+            context_tokens: Set(new.context_tokens),
+            is_public: Set(new.is_public),
+            dataset_ids: Set(convert::ids_json(&new.dataset_ids)),
+            status: Set(BotStatus::Active.as_str().into()),
+            created_at: Set(t),
+            updated_at: Set(t),
+        }
+        .insert(db)
+        .await
+        .map_err(|e| write_err(e, "bot"))?;
+        convert::bot(m)
+    }
+
+    async fn update_bot_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: BotId,
+        patch: BotPatch,
+    ) -> StoreResult<Bot> {
+        let mut a = Self::find_bot(db, tenant, id).await?.into_active_model();
+        if let Some(p) = patch.provider_id {
+            if !Self::tenant_owns_provider(db, tenant, p).await? {
+                return Err(StoreError::NotFound("provider"));
+            }
+            a.provider_id = Set(p.0);
+        }
+        if let Some(f) = patch.fallback_provider_id {
+            if let Some(p) = f
+                && !Self::tenant_owns_provider(db, tenant, p).await?
+            {
+                return Err(StoreError::NotFound("fallback provider"));
+            }
+            a.fallback_provider_id = Set(f.map(|p| p.0));
+        }
+        if let Some(d) = patch.dataset_ids {
+            Self::check_datasets(db, tenant, &d).await?;
+            a.dataset_ids = Set(convert::ids_json(&d));
+        }
+        if let Some(v) = patch.name {
+            a.name = Set(v);
+        }
+        if let Some(v) = patch.slug {
+            a.slug = Set(v);
+        }
+        if let Some(v) = patch.system_prompt {
+            a.system_prompt = Set(v);
+        }
+        if let Some(v) = patch.model {
+            a.model = Set(v);
+        }
+        if let Some(v) = patch.temperature {
+            a.temperature = Set(v);
+        }
+        if let Some(v) = patch.max_tokens {
+            a.max_tokens = Set(v);
+        }
+        if let Some(v) = patch.context_tokens {
+            a.context_tokens = Set(v);
+        }
+        if let Some(v) = patch.is_public {
+            a.is_public = Set(v);
+        }
+        if let Some(v) = patch.status {
+            a.status = Set(v.as_str().into());
+        }
+        a.updated_at = Set(now());
+        let m = a.update(db).await.map_err(|e| write_err(e, "bot"))?;
+        convert::bot(m)
+    }
+
+    async fn delete_bot_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: BotId,
+    ) -> StoreResult<()> {
+        let r = e::bot::Entity::delete_many()
+            .filter(e::bot::Column::Id.eq(id.0))
+            .filter(e::bot::Column::TenantId.eq(tenant.0))
+            .exec(db)
+            .await
+            .map_err(|e| delete_err(e, "bot"))?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("bot"));
+        }
+        Ok(())
+    }
+
+    async fn create_api_key_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        new: NewApiKey,
+    ) -> StoreResult<ApiKey> {
+        let m = e::api_key::ActiveModel {
+            id: Set(ApiKeyId::new().0),
+            tenant_id: Set(tenant.0),
+            name: Set(new.name),
+            prefix: Set(new.prefix),
+            secret_hash: Set(new.secret_hash.to_vec()),
+            permissions: Set(convert::permissions_json(&new.permissions)),
+            bot_ids: Set(convert::ids_json(&new.bot_ids)),
+            rate_limit_rpm: Set(new.rate_limit_rpm),
+            expires_at: Set(new.expires_at),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            created_at: Set(now()),
+        };
+        convert::api_key(m.insert(db).await.map_err(|e| write_err(e, "api key"))?)
+    }
+
+    async fn revoke_api_key_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> StoreResult<ApiKey> {
+        e::api_key::Entity::update_many()
+            .col_expr(e::api_key::Column::RevokedAt, Expr::value(now()))
+            .filter(e::api_key::Column::Id.eq(id.0))
+            .filter(e::api_key::Column::TenantId.eq(tenant.0))
+            .filter(e::api_key::Column::RevokedAt.is_null())
+            .exec(db)
+            .await
+            .map_err(db_err)?;
+        convert::api_key(found(
+            e::api_key::Entity::find_by_id(id.0)
+                .filter(e::api_key::Column::TenantId.eq(tenant.0))
+                .one(db)
+                .await
+                .map_err(db_err)?,
+            "api key",
+        )?)
+    }
+
+    async fn delete_conversation_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> StoreResult<()> {
+        let r = e::conversation::Entity::delete_many()
+            .filter(e::conversation::Column::Id.eq(id.0))
+            .filter(e::conversation::Column::TenantId.eq(tenant.0))
+            .exec(db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("conversation"));
+        }
+        Ok(())
+    }
+
+    async fn create_scope_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        new: NewScope,
+    ) -> StoreResult<Scope> {
+        Self::find_bot(db, tenant, new.bot_id).await?;
+        let m = e::scope::ActiveModel {
+            id: Set(ScopeId::new().0),
+            tenant_id: Set(tenant.0),
+            bot_id: Set(new.bot_id.0),
+            kind: Set(new.kind),
+            config: Set(new.config),
+            created_at: Set(now()),
+        }
+        .insert(db)
+        .await
+        .map_err(|e| write_err(e, "bot"))?;
+        convert::scope(m)
+    }
+
+    async fn delete_scope_in<C: ConnectionTrait>(
+        db: &C,
+        tenant: TenantId,
+        id: ScopeId,
+    ) -> StoreResult<()> {
+        let r = e::scope::Entity::delete_many()
+            .filter(e::scope::Column::Id.eq(id.0))
+            .filter(e::scope::Column::TenantId.eq(tenant.0))
+            .exec(db)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected == 0 {
+            return Err(StoreError::NotFound("scope"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SeaOrmStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .ping()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    // ---- tenants ----
+
+    async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant> {
+        Self::create_tenant_in(&self.wdb, new).await
     }
 
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
@@ -431,35 +820,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> StoreResult<Tenant> {
-        let m = found(
-            e::tenant::Entity::find_by_id(id.0)
-                .one(&self.db)
-                .await
-                .map_err(db_err)?,
-            "tenant",
-        )?;
-        let mut a = m.into_active_model();
-        if let Some(v) = patch.name {
-            a.name = Set(v);
-        }
-        if let Some(v) = patch.status {
-            a.status = Set(v.as_str().into());
-        }
-        if let Some(v) = patch.rate_limit_rpm {
-            a.rate_limit_rpm = Set(v);
-        }
-        if let Some(v) = patch.rate_limit_tpm {
-            a.rate_limit_tpm = Set(v);
-        }
-        if let Some(v) = patch.features {
-            a.features = Set(v);
-        }
-        a.updated_at = Set(now());
-        convert::tenant(
-            a.update(&self.wdb)
-                .await
-                .map_err(|e| write_err(e, "tenant"))?,
-        )
+        Self::update_tenant_in(&self.wdb, id, patch).await
     }
 
     // ---- catalog ----
@@ -490,31 +851,7 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         new: NewProviderConfig,
     ) -> StoreResult<ProviderConfig> {
-        let t = now();
-        let (ct, kid, last4) = match new.api_key {
-            Some(k) => (Some(k.ciphertext), Some(k.key_id), Some(k.last4)),
-            None => (None, None, None),
-        };
-        let m = e::provider_config::ActiveModel {
-            id: Set(ProviderConfigId::new().0),
-            tenant_id: Set(tenant.0),
-            provider: Set(new.provider),
-            name: Set(new.name),
-            api_key_ciphertext: Set(ct),
-            api_key_key_id: Set(kid),
-            api_key_last4: Set(last4),
-            base_url: Set(new.base_url),
-            default_model: Set(new.default_model),
-            enabled: Set(new.enabled),
-            created_at: Set(t),
-            updated_at: Set(t),
-        };
-        // A foreign-key failure here is an unknown catalog key or tenant.
-        let m = m
-            .insert(&self.wdb)
-            .await
-            .map_err(|e| write_err(e, "catalog entry"))?;
-        convert::provider_config(m)
+        Self::create_provider_config_in(&self.wdb, tenant, new).await
     }
 
     async fn get_provider_config(
@@ -555,39 +892,7 @@ impl Store for SeaOrmStore {
         id: ProviderConfigId,
         patch: ProviderConfigPatch,
     ) -> StoreResult<ProviderConfig> {
-        let m = e::provider_config::Entity::find_by_id(id.0)
-            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        let mut a = found(m, "provider")?.into_active_model();
-        if let Some(v) = patch.name {
-            a.name = Set(v);
-        }
-        if let Some(k) = patch.api_key {
-            let (ct, kid, last4) = match k {
-                Some(k) => (Some(k.ciphertext), Some(k.key_id), Some(k.last4)),
-                None => (None, None, None),
-            };
-            a.api_key_ciphertext = Set(ct);
-            a.api_key_key_id = Set(kid);
-            a.api_key_last4 = Set(last4);
-        }
-        if let Some(v) = patch.base_url {
-            a.base_url = Set(v);
-        }
-        if let Some(v) = patch.default_model {
-            a.default_model = Set(v);
-        }
-        if let Some(v) = patch.enabled {
-            a.enabled = Set(v);
-        }
-        a.updated_at = Set(now());
-        convert::provider_config(
-            a.update(&self.wdb)
-                .await
-                .map_err(|e| write_err(e, "provider"))?,
-        )
+        Self::update_provider_config_in(&self.wdb, tenant, id, patch).await
     }
 
     async fn delete_provider_config(
@@ -595,55 +900,16 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> StoreResult<()> {
-        let r = e::provider_config::Entity::delete_many()
-            .filter(e::provider_config::Column::Id.eq(id.0))
-            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(|e| delete_err(e, "provider"))?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("provider"));
-        }
-        Ok(())
+        Self::delete_provider_config_in(&self.wdb, tenant, id).await
     }
 
     // ---- bots ----
 
     async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot> {
         let txn = self.write_txn().await?;
-        if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
-            return Err(StoreError::NotFound("provider"));
-        }
-        if let Some(f) = new.fallback_provider_id
-            && !Self::tenant_owns_provider(&txn, tenant, f).await?
-        {
-            return Err(StoreError::NotFound("fallback provider"));
-        }
-        Self::check_datasets(&txn, tenant, &new.dataset_ids).await?;
-        let t = now();
-        let m = e::bot::ActiveModel {
-            id: Set(BotId::new().0),
-            tenant_id: Set(tenant.0),
-            name: Set(new.name),
-            slug: Set(new.slug),
-            system_prompt: Set(new.system_prompt),
-            provider_id: Set(new.provider_id.0),
-            model: Set(new.model),
-            fallback_provider_id: Set(new.fallback_provider_id.map(|p| p.0)),
-            temperature: Set(new.temperature),
-            max_tokens: Set(new.max_tokens),
-            context_tokens: Set(new.context_tokens),
-            is_public: Set(new.is_public),
-            dataset_ids: Set(convert::ids_json(&new.dataset_ids)),
-            status: Set(BotStatus::Active.as_str().into()),
-            created_at: Set(t),
-            updated_at: Set(t),
-        }
-        .insert(&txn)
-        .await
-        .map_err(|e| write_err(e, "bot"))?;
+        let r = Self::create_bot_in(&txn, tenant, new).await?;
         txn.commit().await.map_err(db_err)?;
-        convert::bot(m)
+        Ok(r)
     }
 
     async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot> {
@@ -689,93 +955,19 @@ impl Store for SeaOrmStore {
 
     async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot> {
         let txn = self.write_txn().await?;
-        let mut a = Self::find_bot(&txn, tenant, id).await?.into_active_model();
-        if let Some(p) = patch.provider_id {
-            if !Self::tenant_owns_provider(&txn, tenant, p).await? {
-                return Err(StoreError::NotFound("provider"));
-            }
-            a.provider_id = Set(p.0);
-        }
-        if let Some(f) = patch.fallback_provider_id {
-            if let Some(p) = f
-                && !Self::tenant_owns_provider(&txn, tenant, p).await?
-            {
-                return Err(StoreError::NotFound("fallback provider"));
-            }
-            a.fallback_provider_id = Set(f.map(|p| p.0));
-        }
-        if let Some(d) = patch.dataset_ids {
-            Self::check_datasets(&txn, tenant, &d).await?;
-            a.dataset_ids = Set(convert::ids_json(&d));
-        }
-        if let Some(v) = patch.name {
-            a.name = Set(v);
-        }
-        if let Some(v) = patch.slug {
-            a.slug = Set(v);
-        }
-        if let Some(v) = patch.system_prompt {
-            a.system_prompt = Set(v);
-        }
-        if let Some(v) = patch.model {
-            a.model = Set(v);
-        }
-        if let Some(v) = patch.temperature {
-            a.temperature = Set(v);
-        }
-        if let Some(v) = patch.max_tokens {
-            a.max_tokens = Set(v);
-        }
-        if let Some(v) = patch.context_tokens {
-            a.context_tokens = Set(v);
-        }
-        if let Some(v) = patch.is_public {
-            a.is_public = Set(v);
-        }
-        if let Some(v) = patch.status {
-            a.status = Set(v.as_str().into());
-        }
-        a.updated_at = Set(now());
-        let m = a.update(&txn).await.map_err(|e| write_err(e, "bot"))?;
+        let r = Self::update_bot_in(&txn, tenant, id, patch).await?;
         txn.commit().await.map_err(db_err)?;
-        convert::bot(m)
+        Ok(r)
     }
 
     async fn delete_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<()> {
-        let r = e::bot::Entity::delete_many()
-            .filter(e::bot::Column::Id.eq(id.0))
-            .filter(e::bot::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(|e| delete_err(e, "bot"))?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("bot"));
-        }
-        Ok(())
+        Self::delete_bot_in(&self.wdb, tenant, id).await
     }
 
     // ---- API keys ----
 
     async fn create_api_key(&self, tenant: TenantId, new: NewApiKey) -> StoreResult<ApiKey> {
-        let m = e::api_key::ActiveModel {
-            id: Set(ApiKeyId::new().0),
-            tenant_id: Set(tenant.0),
-            name: Set(new.name),
-            prefix: Set(new.prefix),
-            secret_hash: Set(new.secret_hash.to_vec()),
-            permissions: Set(convert::permissions_json(&new.permissions)),
-            bot_ids: Set(convert::ids_json(&new.bot_ids)),
-            rate_limit_rpm: Set(new.rate_limit_rpm),
-            expires_at: Set(new.expires_at),
-            last_used_at: Set(None),
-            revoked_at: Set(None),
-            created_at: Set(now()),
-        };
-        convert::api_key(
-            m.insert(&self.wdb)
-                .await
-                .map_err(|e| write_err(e, "api key"))?,
-        )
+        Self::create_api_key_in(&self.wdb, tenant, new).await
     }
 
     async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>> {
@@ -816,15 +1008,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
-        e::api_key::Entity::update_many()
-            .col_expr(e::api_key::Column::RevokedAt, Expr::value(now()))
-            .filter(e::api_key::Column::Id.eq(id.0))
-            .filter(e::api_key::Column::TenantId.eq(tenant.0))
-            .filter(e::api_key::Column::RevokedAt.is_null())
-            .exec(&self.wdb)
-            .await
-            .map_err(db_err)?;
-        self.get_api_key(tenant, id).await
+        Self::revoke_api_key_in(&self.wdb, tenant, id).await
     }
 
     async fn touch_api_key(
@@ -919,16 +1103,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()> {
-        let r = e::conversation::Entity::delete_many()
-            .filter(e::conversation::Column::Id.eq(id.0))
-            .filter(e::conversation::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(db_err)?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("conversation"));
-        }
-        Ok(())
+        Self::delete_conversation_in(&self.wdb, tenant, id).await
     }
 
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message> {
@@ -1336,20 +1511,9 @@ impl Store for SeaOrmStore {
 
     async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope> {
         let txn = self.write_txn().await?;
-        Self::find_bot(&txn, tenant, new.bot_id).await?;
-        let m = e::scope::ActiveModel {
-            id: Set(ScopeId::new().0),
-            tenant_id: Set(tenant.0),
-            bot_id: Set(new.bot_id.0),
-            kind: Set(new.kind),
-            config: Set(new.config),
-            created_at: Set(now()),
-        }
-        .insert(&txn)
-        .await
-        .map_err(|e| write_err(e, "bot"))?;
+        let r = Self::create_scope_in(&txn, tenant, new).await?;
         txn.commit().await.map_err(db_err)?;
-        convert::scope(m)
+        Ok(r)
     }
 
     async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope> {
@@ -1375,16 +1539,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn delete_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<()> {
-        let r = e::scope::Entity::delete_many()
-            .filter(e::scope::Column::Id.eq(id.0))
-            .filter(e::scope::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(db_err)?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("scope"));
-        }
-        Ok(())
+        Self::delete_scope_in(&self.wdb, tenant, id).await
     }
 
     // ---- audit ----
@@ -1393,22 +1548,7 @@ impl Store for SeaOrmStore {
         if records.is_empty() {
             return Ok(());
         }
-        let rows: Vec<e::audit_log::ActiveModel> = records
-            .into_iter()
-            .map(|r| e::audit_log::ActiveModel {
-                id: Set(r.id.0),
-                tenant_id: Set(r.tenant_id.map(|t| t.0)),
-                actor_kind: Set(r.actor.kind.as_str().into()),
-                actor_id: Set(r.actor.id),
-                action: Set(r.action),
-                resource_type: Set(r.resource_type),
-                resource_id: Set(r.resource_id),
-                request_id: Set(r.request_id),
-                ip: Set(r.ip),
-                metadata: Set(r.metadata),
-                created_at: Set(r.created_at),
-            })
-            .collect();
+        let rows: Vec<e::audit_log::ActiveModel> = records.into_iter().map(audit_row).collect();
         let txn = self.write_txn().await?;
         for batch in rows.chunks(500) {
             e::audit_log::Entity::insert_many(batch.to_vec())
@@ -1452,5 +1592,139 @@ impl Store for SeaOrmStore {
             convert::audit,
         )
         .await
+    }
+
+    // ---- management writes and usage ----
+
+    async fn apply(&self, change: Change, mut audit: AuditRecord) -> StoreResult<Changed> {
+        let txn = self.write_txn().await?;
+        audit.tenant_id = change.tenant();
+        let (changed, resource) = match change {
+            Change::CreateTenant(new, key) => {
+                let t = Self::create_tenant_in(&txn, new).await?;
+                let k = Self::create_api_key_in(&txn, t.id, key).await?;
+                audit.tenant_id = Some(t.id);
+                let id = t.id.to_string();
+                (Changed::TenantCreated(t, k), ("tenant", id))
+            }
+            Change::UpdateTenant(id, patch) => (
+                Changed::Tenant(Self::update_tenant_in(&txn, id, patch).await?),
+                ("tenant", id.to_string()),
+            ),
+            Change::CreateProviderConfig(t, new) => {
+                let p = Self::create_provider_config_in(&txn, t, new).await?;
+                let id = p.id.to_string();
+                (Changed::ProviderConfig(p), ("provider", id))
+            }
+            Change::UpdateProviderConfig(t, id, patch) => (
+                Changed::ProviderConfig(Self::update_provider_config_in(&txn, t, id, patch).await?),
+                ("provider", id.to_string()),
+            ),
+            Change::DeleteProviderConfig(t, id) => {
+                Self::delete_provider_config_in(&txn, t, id).await?;
+                (Changed::Deleted, ("provider", id.to_string()))
+            }
+            Change::CreateBot(t, new) => {
+                let b = Self::create_bot_in(&txn, t, new).await?;
+                let id = b.id.to_string();
+                (Changed::Bot(b), ("bot", id))
+            }
+            Change::UpdateBot(t, id, patch) => (
+                Changed::Bot(Self::update_bot_in(&txn, t, id, patch).await?),
+                ("bot", id.to_string()),
+            ),
+            Change::DeleteBot(t, id) => {
+                Self::delete_bot_in(&txn, t, id).await?;
+                (Changed::Deleted, ("bot", id.to_string()))
+            }
+            Change::CreateApiKey(t, new) => {
+                let k = Self::create_api_key_in(&txn, t, new).await?;
+                let id = k.id.to_string();
+                (Changed::ApiKey(k), ("api_key", id))
+            }
+            Change::RevokeApiKey(t, id) => (
+                Changed::ApiKey(Self::revoke_api_key_in(&txn, t, id).await?),
+                ("api_key", id.to_string()),
+            ),
+            Change::CreateScope(t, new) => {
+                let sc = Self::create_scope_in(&txn, t, new).await?;
+                let id = sc.id.to_string();
+                (Changed::Scope(sc), ("scope", id))
+            }
+            Change::DeleteScope(t, id) => {
+                Self::delete_scope_in(&txn, t, id).await?;
+                (Changed::Deleted, ("scope", id.to_string()))
+            }
+            Change::DeleteConversation(t, id) => {
+                Self::delete_conversation_in(&txn, t, id).await?;
+                (Changed::Deleted, ("conversation", id.to_string()))
+            }
+        };
+        audit.resource_type = Some(resource.0.into());
+        audit.resource_id = Some(resource.1);
+        e::audit_log::Entity::insert(audit_row(audit))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(|e| write_err(e, "audit record"))?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(changed)
+    }
+
+    async fn usage(
+        &self,
+        tenant: TenantId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        group_by: UsageGroup,
+    ) -> StoreResult<Vec<UsageRow>> {
+        use e::message::Column as M;
+        use sea_orm::sea_query::{Alias, Func, SimpleExpr};
+        let sum = |c: M| -> SimpleExpr {
+            Func::coalesce([SimpleExpr::from(Func::sum(Expr::col(c))), Expr::val(0i64)]).into()
+        };
+        // Grouping by a UTC day needs each backend's own date function;
+        // everything else is portable sea-query. SQLite stores timestamps as
+        // RFC 3339 text in UTC, whose first 10 characters are the day.
+        let grp: SimpleExpr = match group_by {
+            UsageGroup::Bot => Expr::col(M::BotId),
+            UsageGroup::ApiKey => Expr::col(M::ApiKeyId),
+            UsageGroup::Day => match self.backend {
+                DbBackend::Postgres => {
+                    Expr::cust("to_char(\"created_at\" AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+                }
+                _ => Expr::cust("substr(\"created_at\", 1, 10)"),
+            },
+        };
+        let q = e::message::Entity::find()
+            .select_only()
+            .expr_as(grp.clone(), "grp")
+            .expr_as(Func::count(Expr::col(M::Id)), "requests")
+            .expr_as(sum(M::PromptTokens), "prompt_tokens")
+            .expr_as(sum(M::CompletionTokens), "completion_tokens")
+            .expr_as(sum(M::TotalTokens), "total_tokens")
+            .filter(M::TenantId.eq(tenant.0))
+            .filter(M::CreatedAt.gte(since))
+            .filter(M::CreatedAt.lt(until))
+            .filter(M::Role.eq(Role::Assistant.as_str()))
+            .group_by(grp)
+            .order_by(Expr::col(Alias::new("grp")), Order::Asc);
+        match group_by {
+            UsageGroup::Day => Ok(q
+                .into_model::<UsageByDay>()
+                .all(&self.db)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|r| r.agg.row(r.grp))
+                .collect()),
+            _ => Ok(q
+                .into_model::<UsageByUuid>()
+                .all(&self.db)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|r| r.agg.row(r.grp.map(|u| u.to_string())))
+                .collect()),
+        }
     }
 }
