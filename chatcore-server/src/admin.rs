@@ -99,21 +99,21 @@ impl Query {
     }
 }
 
-fn id<T: FromStr>(m: &Matched, what: &'static str) -> Result<T, ApiError> {
+pub(crate) fn id<T: FromStr>(m: &Matched, what: &'static str) -> Result<T, ApiError> {
     m.id.as_deref()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ApiError::not_found(what))
 }
 
-fn ok<T: Serialize>(v: &T) -> Response<Body> {
+pub(crate) fn ok<T: Serialize>(v: &T) -> Response<Body> {
     json_response(StatusCode::OK, v)
 }
 
-fn created<T: Serialize>(v: &T) -> Response<Body> {
+pub(crate) fn created<T: Serialize>(v: &T) -> Response<Body> {
     json_response(StatusCode::CREATED, v)
 }
 
-fn no_content() -> Response<Body> {
+pub(crate) fn no_content() -> Response<Body> {
     let mut r = Response::new(full(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
@@ -144,7 +144,7 @@ fn operator(
     }
 }
 
-async fn tenant_admin(
+pub(crate) async fn tenant_admin(
     app: &App,
     req: &Request<Incoming>,
     peer: SocketAddr,

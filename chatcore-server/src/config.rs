@@ -33,6 +33,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `CHATCORE_SHUTDOWN_GRACE_SECS`: how long open streams may finish.
     pub shutdown_grace_secs: u64,
+    /// `CHATCORE_MAX_UPLOAD_BYTES`: document upload limit.
+    pub max_upload_bytes: usize,
     /// `CHATCORE_REQUEST_TIMEOUT_SECS`: longest non-streamed chat request.
     pub request_timeout_secs: u64,
     /// `OPENAI_API_KEY`: used for the demo tenant on first start.
@@ -72,6 +74,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
+    max_upload_bytes: Option<usize>,
 }
 
 impl Config {
@@ -137,6 +140,11 @@ impl Config {
                 1 << 20,
             )? as usize,
             shutdown_grace_secs: num("CHATCORE_SHUTDOWN_GRACE_SECS", fc.shutdown_grace_secs, 30)?,
+            max_upload_bytes: num(
+                "CHATCORE_MAX_UPLOAD_BYTES",
+                fc.max_upload_bytes.map(|v| v as u64),
+                10 << 20,
+            )? as usize,
             request_timeout_secs: num(
                 "CHATCORE_REQUEST_TIMEOUT_SECS",
                 fc.request_timeout_secs,

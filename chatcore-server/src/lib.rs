@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod chat;
 pub mod config;
+pub mod datasets;
 pub mod http;
 pub mod keys;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub struct App {
     pub chat: Arc<ChatService>,
     /// Management (tenants, providers, bots, keys, ...).
     pub admin: AdminService,
+    /// Datasets, documents, ingestion and retrieval.
+    pub rag: Arc<chatcore::rag::RagService>,
     /// Persistence.
     pub store: Arc<dyn Store>,
     /// Configuration.
@@ -74,6 +77,9 @@ pub enum StartError {
     /// The database cannot be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] chatcore::store::StoreError),
+    /// Unfinished document indexing could not be resumed.
+    #[error("resuming document indexing: {0}")]
+    Rag(String),
     /// Redis cannot be reached.
     #[error("{0}")]
     Redis(#[from] chatcore::ratelimit::RateLimitError),
@@ -122,7 +128,13 @@ impl App {
             settings,
         );
         let chat = Arc::new(chat);
+        let rag = chatcore::rag::RagService::start(chat.clone())
+            .await
+            .map_err(|e| StartError::Rag(e.to_string()))?;
+        let retriever: Arc<dyn chatcore::engine::ContextRetriever> = rag.clone();
+        chat.set_retriever(&retriever);
         Ok(Arc::new(Self {
+            rag,
             admin: AdminService::for_chat(chat.clone()),
             chat,
             store,

@@ -51,6 +51,16 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/conversations/{id}/messages"),
     (Method::GET, "/v1/audit-logs"),
     (Method::GET, "/v1/usage"),
+    // datasets and documents (RAG)
+    (Method::POST, "/v1/datasets"),
+    (Method::GET, "/v1/datasets"),
+    (Method::GET, "/v1/datasets/{id}"),
+    (Method::DELETE, "/v1/datasets/{id}"),
+    (Method::POST, "/v1/datasets/{id}/documents"),
+    (Method::GET, "/v1/datasets/{id}/documents"),
+    (Method::POST, "/v1/datasets/{id}/search"),
+    (Method::GET, "/v1/documents/{id}"),
+    (Method::DELETE, "/v1/documents/{id}"),
 ];
 
 /// A matched route: its index in [`ROUTES`] and the `{id}` segment, if any.
@@ -179,6 +189,9 @@ async fn route(
         (&Method::GET, "/metrics") => Ok(crate::metrics::render(app)),
         (&Method::GET, "/openapi.json") => {
             Ok(json_response(StatusCode::OK, &crate::openapi::document()))
+        }
+        _ if m.pattern.starts_with("/v1/datasets") || m.pattern.starts_with("/v1/documents") => {
+            crate::datasets::handle(app, req, peer, rid, m).await
         }
         _ => admin::handle(app, req, peer, rid, m).await,
     }

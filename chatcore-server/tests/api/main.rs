@@ -8,3 +8,4 @@ mod cli;
 mod fake_openai;
 mod health;
 mod helpers;
+mod rag;

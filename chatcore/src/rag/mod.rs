@@ -23,7 +23,7 @@ pub use bm25::{bm25_scores, tokenize};
 pub use chunk::{ChunkOptions, TextChunk, chunk, tiktoken_counter};
 pub use filter::MetadataFilter;
 pub use normalize::{content_hash, normalize};
-pub use service::{DocumentUpload, RagService, SearchHit};
+pub use service::{DocumentUpload, DocumentView, RagService, SearchHit};
 pub use vector::{cosine_top_k, f32_bytes_to_vec, reciprocal_rank_fusion, vec_to_f32_bytes};
 
 /// Errors of the pure RAG functions.

@@ -46,6 +46,35 @@ pub struct DocumentUpload {
     pub metadata: serde_json::Value,
 }
 
+/// A document as listed: everything but its content, with its chunk count.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DocumentView {
+    /// Id.
+    pub id: DocumentId,
+    /// Dataset.
+    pub dataset_id: DatasetId,
+    /// Title.
+    pub title: String,
+    /// Source.
+    pub source: Option<String>,
+    /// MIME type.
+    pub mime_type: String,
+    /// Metadata.
+    pub metadata: serde_json::Value,
+    /// `pending`, `indexing`, `ready` or `failed`.
+    pub status: DocumentStatus,
+    /// Why indexing failed.
+    pub error: Option<String>,
+    /// SHA-256 of the normalised content.
+    pub content_hash: String,
+    /// Chunks stored.
+    pub chunk_count: u64,
+    /// Created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Last change.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// One retrieved chunk.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchHit {
@@ -186,6 +215,146 @@ impl RagService {
         Ok(doc)
     }
 
+    /// Creates a dataset; without a dimension, the provider is asked for one
+    /// embedding to learn it.
+    pub async fn create_dataset(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        name: String,
+        provider_id: ProviderConfigId,
+        embedding_model: Option<String>,
+        embedding_dim: Option<i32>,
+    ) -> Result<Dataset, ChatError> {
+        if name.trim().is_empty() {
+            return Err(ChatError::InvalidRequest("name: must not be empty".into()));
+        }
+        let tenant = caller.tenant;
+        let cfg = self
+            .store()
+            .get_provider_config(tenant, provider_id)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => ChatError::NotFound("provider_id: provider"),
+                e => e.into(),
+            })?;
+        let entry = self.store().get_catalog_entry(&cfg.provider).await?;
+        let model = embedding_model
+            .or(entry.default_embedding_model)
+            .ok_or_else(|| {
+                ChatError::InvalidRequest("embedding_model: required for this provider".into())
+            })?;
+        let dim = match embedding_dim {
+            Some(d) if (1..=16_000).contains(&d) => d,
+            Some(_) => {
+                return Err(ChatError::InvalidRequest(
+                    "embedding_dim: must be 1 to 16000".into(),
+                ));
+            }
+            None => {
+                let provider = self.chat.provider_for_config(tenant, provider_id).await?;
+                let probe = provider
+                    .embed(
+                        &EmbedRequest::new(vec!["dimension probe".into()])
+                            .with_model(model.clone()),
+                    )
+                    .await?;
+                probe
+                    .vectors
+                    .first()
+                    .map(|v| v.len() as i32)
+                    .filter(|d| *d > 0)
+                    .ok_or_else(|| {
+                        ChatError::InvalidRequest(
+                            "embedding_model: the provider returned no embedding".into(),
+                        )
+                    })?
+            }
+        };
+        let ds = self
+            .store()
+            .create_dataset(
+                tenant,
+                crate::store::NewDataset {
+                    name,
+                    provider_id,
+                    embedding_model: model,
+                    embedding_dim: dim,
+                },
+            )
+            .await?;
+        self.audit(caller, "dataset.created", "dataset", ds.id)
+            .await;
+        Ok(ds)
+    }
+
+    async fn audit(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        action: &str,
+        kind: &str,
+        id: impl ToString,
+    ) {
+        let mut r =
+            AuditRecord::new(Some(caller.tenant), caller.actor.clone(), action).resource(kind, id);
+        r.request_id = caller.request_id.clone();
+        r.ip = caller.ip.clone();
+        self.chat.audit().record(r).await;
+    }
+
+    /// A document without its content, with its chunk count.
+    pub async fn view(&self, d: Document) -> Result<DocumentView, ChatError> {
+        let chunk_count = self.store().count_chunks(d.tenant_id, d.id).await?;
+        Ok(DocumentView {
+            id: d.id,
+            dataset_id: d.dataset_id,
+            title: d.title,
+            source: d.source,
+            mime_type: d.mime_type,
+            metadata: d.metadata,
+            status: d.status,
+            error: d.error,
+            content_hash: d.content_hash,
+            chunk_count,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        })
+    }
+
+    /// Uploads a document for an admin caller (audited).
+    pub async fn upload_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        dataset: DatasetId,
+        up: DocumentUpload,
+    ) -> Result<DocumentView, ChatError> {
+        let d = self.upload(caller.tenant, dataset, up).await?;
+        self.audit(caller, "document.uploaded", "document", d.id)
+            .await;
+        self.view(d).await
+    }
+
+    /// Deletes a dataset for an admin caller (audited).
+    pub async fn delete_dataset_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        id: DatasetId,
+    ) -> Result<(), ChatError> {
+        self.delete_dataset(caller.tenant, id).await?;
+        self.audit(caller, "dataset.deleted", "dataset", id).await;
+        Ok(())
+    }
+
+    /// Deletes a document for an admin caller (audited).
+    pub async fn delete_document_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        id: DocumentId,
+    ) -> Result<(), ChatError> {
+        self.delete_document(caller.tenant, id).await?;
+        self.audit(caller, "document.deleted", "document", id).await;
+        Ok(())
+    }
+
     /// Deletes a document and its chunks.
     pub async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
         let d = self.store().get_document(tenant, id).await?;
@@ -239,7 +408,7 @@ impl RagService {
             .await?;
         let counter = tiktoken_counter();
         let text = doc.content.clone();
-        let opts = self.options.clone();
+        let opts = self.options;
         let pieces = tokio::task::spawn_blocking(move || chunk(&text, &opts, &counter))
             .await
             .map_err(|e| ChatError::Internal(format!("chunking panicked: {e}")))?;
