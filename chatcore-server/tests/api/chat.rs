@@ -1,7 +1,5 @@
 //! The chat endpoints end to end.
 
-use std::time::Duration;
-
 use chatcore::domain::*;
 use chatcore::store::*;
 use futures::StreamExt;
@@ -1054,5 +1052,4 @@ async fn two_instances_on_redis_share_one_limit() {
     assert_eq!(admitted + limited, 40);
     a.stop().await;
     b.stop().await;
-    let _ = Duration::ZERO;
 }
