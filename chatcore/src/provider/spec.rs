@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::RetryPolicy;
 
@@ -69,6 +69,25 @@ pub struct ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// The API key, an error naming `kind` when it is absent or empty.
+    pub fn required_api_key(&self, kind: &str) -> Result<SecretString, super::ProviderError> {
+        self.api_key
+            .clone()
+            .filter(|k| !k.expose_secret().is_empty())
+            .ok_or_else(|| super::ProviderError::Config {
+                message: format!("{kind}: an API key is required"),
+            })
+    }
+
+    /// The configured base URL or `default`, checked to parse as a URL.
+    pub fn base_url_or(&self, kind: &str, default: &str) -> Result<String, super::ProviderError> {
+        let base_url = self.base_url.clone().unwrap_or_else(|| default.to_owned());
+        reqwest::Url::parse(&base_url).map_err(|e| super::ProviderError::Config {
+            message: format!("{kind}: invalid base URL: {e}"),
+        })?;
+        Ok(base_url)
+    }
+
     /// A spec of this kind with every option at its default.
     pub fn new(kind: impl Into<String>) -> Self {
         Self {

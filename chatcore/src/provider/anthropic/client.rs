@@ -39,20 +39,8 @@ impl fmt::Debug for AnthropicProvider {
 impl AnthropicProvider {
     /// Builds it from a spec; an API key is required.
     pub fn new(spec: &ProviderSpec) -> Result<Self, ProviderError> {
-        let api_key = spec
-            .api_key
-            .clone()
-            .filter(|k| !k.expose_secret().is_empty())
-            .ok_or_else(|| ProviderError::Config {
-                message: "anthropic: an API key is required".to_owned(),
-            })?;
-        let base_url = spec
-            .base_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        reqwest::Url::parse(&base_url).map_err(|e| ProviderError::Config {
-            message: format!("anthropic: invalid base URL: {e}"),
-        })?;
+        let api_key = spec.required_api_key("anthropic")?;
+        let base_url = spec.base_url_or("anthropic", DEFAULT_BASE_URL)?;
         Ok(Self {
             base_url,
             api_key,

@@ -41,20 +41,8 @@ impl fmt::Debug for GeminiProvider {
 impl GeminiProvider {
     /// Builds it from a spec; an API key is required.
     pub fn new(spec: &ProviderSpec) -> Result<Self, ProviderError> {
-        let api_key = spec
-            .api_key
-            .clone()
-            .filter(|k| !k.expose_secret().is_empty())
-            .ok_or_else(|| ProviderError::Config {
-                message: "google: an API key is required".to_owned(),
-            })?;
-        let base_url = spec
-            .base_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        reqwest::Url::parse(&base_url).map_err(|e| ProviderError::Config {
-            message: format!("google: invalid base URL: {e}"),
-        })?;
+        let api_key = spec.required_api_key("google")?;
+        let base_url = spec.base_url_or("google", DEFAULT_BASE_URL)?;
         Ok(Self {
             base_url,
             api_key,

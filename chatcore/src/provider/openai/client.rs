@@ -46,15 +46,7 @@ impl OpenAiProvider {
     /// OpenAI itself: an API key is required; the base URL defaults to
     /// [`DEFAULT_BASE_URL`].
     pub fn openai(spec: &ProviderSpec) -> Result<Self, ProviderError> {
-        if spec
-            .api_key
-            .as_ref()
-            .is_none_or(|k| k.expose_secret().is_empty())
-        {
-            return Err(ProviderError::Config {
-                message: "openai: an API key is required".to_owned(),
-            });
-        }
+        spec.required_api_key(KIND_OPENAI)?;
         Self::build(spec, KIND_OPENAI, Dialect::OpenAi, DEFAULT_BASE_URL)
     }
 
@@ -75,13 +67,7 @@ impl OpenAiProvider {
         dialect: Dialect,
         default_base: &str,
     ) -> Result<Self, ProviderError> {
-        let base_url = spec
-            .base_url
-            .clone()
-            .unwrap_or_else(|| default_base.to_owned());
-        reqwest::Url::parse(&base_url).map_err(|e| ProviderError::Config {
-            message: format!("{kind}: invalid base URL: {e}"),
-        })?;
+        let base_url = spec.base_url_or(kind, default_base)?;
         Ok(Self {
             kind,
             dialect,
