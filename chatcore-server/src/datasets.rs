@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chatcore::domain::{DatasetId, DocumentId, ProviderConfigId};
-use chatcore::rag::{DocumentUpload, MetadataFilter};
+use chatcore::rag::{DocumentUpload, MetadataFilter, SearchMode};
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -47,6 +47,8 @@ struct Search {
     top_k: Option<usize>,
     #[serde(default)]
     filter: Option<MetadataFilter>,
+    #[serde(default)]
+    mode: Option<SearchMode>,
 }
 
 /// Handles a dataset or document route.
@@ -185,14 +187,23 @@ pub async fn handle(
             q.finish()?;
             let d: DatasetId = id(&m, "dataset")?;
             let s: Search = json_body(app, req).await?;
+            let top_k = s.top_k.unwrap_or(5);
+            if !(1..=100).contains(&top_k) {
+                return Err(ApiError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "top_k: must be between 1 and 100",
+                ));
+            }
             store.get_dataset(c.tenant, d).await.map_err(chat_err)?;
             let hits = rag
-                .search(
+                .search_with(
                     c.tenant,
                     &[d],
                     &s.query,
-                    s.top_k.unwrap_or(5),
+                    top_k,
                     &s.filter.unwrap_or_default(),
+                    s.mode.unwrap_or_default(),
                 )
                 .await?;
             Ok(ok(&serde_json::json!({"data": hits})))
