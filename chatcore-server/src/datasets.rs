@@ -157,11 +157,22 @@ pub async fn handle(
                     source: None,
                     metadata: serde_json::json!({}),
                 }
+            } else if mime == "application/pdf" {
+                let title = title.ok_or_else(|| {
+                    ApiError::new(
+                        http::StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "title: required as ?title= with a raw upload",
+                    )
+                })?;
+                return Ok(created(
+                    &rag.upload_pdf_as(&c, d, title, bytes.to_vec()).await?,
+                ));
             } else {
                 return Err(ApiError::new(
                     http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
-                    "send application/json, or a raw text/plain, text/markdown or text/html body",
+                    "send application/json, or a raw text/plain, text/markdown, text/html or application/pdf body",
                 ));
             };
             Ok(created(&rag.upload_as(&c, d, upload).await?))

@@ -327,3 +327,139 @@ async fn ingestion_failures_are_marked_failed_with_a_reason() {
     assert_eq!(r.status(), 400);
     app.stop().await;
 }
+
+/// A one-page PDF whose page says `text` (Helvetica, one line per `\n`),
+/// with a correct cross-reference table.
+fn tiny_pdf(text: &str) -> Vec<u8> {
+    let mut content = String::from("BT /F1 14 Tf 72 720 Td 16 TL\n");
+    for line in text.lines() {
+        let escaped = line
+            .replace('\\', "\\\\")
+            .replace('(', "\\(")
+            .replace(')', "\\)");
+        content.push_str(&format!("({escaped}) Tj T*\n"));
+    }
+    content.push_str("ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+         /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_string(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_string(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for o in offsets {
+        pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+#[tokio::test]
+async fn pdf_uploads_are_read_and_answer() {
+    let app = spawn_app().await;
+    let t = app.tenant("ragpdf", "mock", "echo", None).await;
+    let pc = app
+        .store()
+        .list_provider_configs(t.tenant.id, PageRequest::first(5))
+        .await
+        .unwrap()
+        .data[0]
+        .clone();
+    let r = app
+        .post_json(
+            "/v1/datasets",
+            Some(&t.key),
+            json!({"name": "pdfs", "provider_id": pc.id}),
+        )
+        .await;
+    let ds = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let upload = |title: &str, body: Vec<u8>| {
+        app.client
+            .post(app.url(&format!("/v1/datasets/{ds}/documents?title={title}")))
+            .bearer_auth(t.key.expose_secret())
+            .header("content-type", "application/pdf")
+            .body(body)
+            .send()
+    };
+    let r = upload(
+        "Warranty",
+        tiny_pdf("Warranty terms\nEvery kettle carries a warranty of (two) years."),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["mime_type"], "application/pdf");
+    let id = d["id"].as_str().unwrap().to_string();
+    let d = wait_status(&app, &t.key, &id, "ready").await;
+    assert!(d["chunk_count"].as_u64().unwrap() >= 1);
+    let r = app
+        .post_json(
+            &format!("/v1/datasets/{ds}/search"),
+            Some(&t.key),
+            json!({"query": "kettle warranty", "top_k": 1, "mode": "text"}),
+        )
+        .await;
+    let hits: Value = r.json().await.unwrap();
+    assert_eq!(hits["data"][0]["title"], "Warranty", "{hits}");
+    let text = hits["data"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("kettle carries a warranty of (two) years"),
+        "{text}"
+    );
+
+    // Not a PDF, or a broken one: a 400 naming the body, nothing stored.
+    for body in [
+        b"just some text".to_vec(),
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage".to_vec(),
+        tiny_pdf("x")[..60].to_vec(),
+    ] {
+        let r = upload("Broken", body).await.unwrap();
+        assert_eq!(r.status(), 400);
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"]["message"].as_str().unwrap().starts_with("body:"),
+            "{e}"
+        );
+    }
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/datasets/{ds}/documents")))
+        .bearer_auth(t.key.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    app.stop().await;
+}

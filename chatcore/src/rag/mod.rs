@@ -22,7 +22,7 @@ mod vector;
 pub use bm25::{bm25_scores, tokenize};
 pub use chunk::{ChunkOptions, TextChunk, chunk, tiktoken_counter};
 pub use filter::MetadataFilter;
-pub use normalize::{content_hash, normalize};
+pub use normalize::{content_hash, normalize, pdf_text};
 pub use service::{DocumentUpload, DocumentView, RagService, SearchHit, SearchMode};
 pub use vector::{
     cosine_top_k, f32_bytes_to_vec, reciprocal_rank_fusion, top_k_unit_rows, unit_vector,
@@ -39,6 +39,9 @@ pub enum RagError {
         /// The MIME type as given by the caller.
         mime_type: String,
     },
+    /// The PDF could not be read.
+    #[error("{0}")]
+    Pdf(String),
     /// The HTML could not be converted to text.
     #[error("could not convert HTML to text: {0}")]
     Html(String),

@@ -49,6 +49,19 @@ pub fn normalize(content: &str, mime_type: &str) -> Result<String, RagError> {
     }
 }
 
+/// The text of a PDF, page after page. The extractor is run under
+/// `catch_unwind`: it is known to panic on some malformed files, and a bad
+/// upload must fail alone, with [`RagError::Pdf`], not take a worker down.
+pub fn pdf_text(pdf: &[u8]) -> Result<String, RagError> {
+    if !pdf.starts_with(b"%PDF-") {
+        return Err(RagError::Pdf("not a PDF file (no %PDF- header)".into()));
+    }
+    let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(pdf))
+        .map_err(|_| RagError::Pdf("the PDF could not be read".into()))?
+        .map_err(|e| RagError::Pdf(format!("the PDF could not be read: {e}")))?;
+    Ok(pages.join("\n\n"))
+}
+
 /// SHA-256 of the normalised text, as lowercase hex: the document's content
 /// hash, used to skip re-indexing content that has not changed.
 pub fn content_hash(normalized: &str) -> String {

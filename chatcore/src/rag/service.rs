@@ -142,6 +142,71 @@ impl RagService {
         dataset: DatasetId,
         up: DocumentUpload,
     ) -> Result<Document, ChatError> {
+        let text = normalize(&up.content, &up.mime_type)
+            .map_err(|e| ChatError::InvalidRequest(format!("mime_type: {e}")))?;
+        self.store_upload(tenant, dataset, up, text).await
+    }
+
+    /// Stores a PDF's text (extracted off the async threads; a PDF the
+    /// extractor cannot read is a 400-class error naming the body) and
+    /// queues it for indexing, like [`RagService::upload`].
+    pub async fn upload_pdf(
+        &self,
+        tenant: TenantId,
+        dataset: DatasetId,
+        title: String,
+        pdf: Vec<u8>,
+        source: Option<String>,
+        metadata: serde_json::Value,
+    ) -> Result<Document, ChatError> {
+        let extracted = tokio::task::spawn_blocking(move || super::pdf_text(&pdf))
+            .await
+            .map_err(|e| ChatError::Internal(format!("PDF extraction task failed: {e}")))?
+            .map_err(|e| ChatError::InvalidRequest(format!("body: {e}")))?;
+        let text = normalize(&extracted, "text/plain")
+            .map_err(|e| ChatError::InvalidRequest(format!("body: {e}")))?;
+        let up = DocumentUpload {
+            title,
+            content: String::new(),
+            mime_type: "application/pdf".into(),
+            source,
+            metadata,
+        };
+        self.store_upload(tenant, dataset, up, text).await
+    }
+
+    /// [`RagService::upload_pdf`] for an admin caller (audited).
+    pub async fn upload_pdf_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        dataset: DatasetId,
+        title: String,
+        pdf: Vec<u8>,
+    ) -> Result<DocumentView, ChatError> {
+        let d = self
+            .upload_pdf(
+                caller.tenant,
+                dataset,
+                title,
+                pdf,
+                None,
+                serde_json::json!({}),
+            )
+            .await?;
+        self.audit(caller, "document.uploaded", "document", d.id)
+            .await;
+        self.view(d).await
+    }
+
+    /// Stores `text` (the upload's normalised content) as a document, or
+    /// finds it unchanged, and queues it for indexing.
+    async fn store_upload(
+        &self,
+        tenant: TenantId,
+        dataset: DatasetId,
+        up: DocumentUpload,
+        text: String,
+    ) -> Result<Document, ChatError> {
         if up.title.trim().is_empty() {
             return Err(ChatError::InvalidRequest("title: must not be empty".into()));
         }
@@ -150,8 +215,6 @@ impl RagService {
                 "metadata: must be a JSON object".into(),
             ));
         }
-        let text = normalize(&up.content, &up.mime_type)
-            .map_err(|e| ChatError::InvalidRequest(format!("mime_type: {e}")))?;
         if text.trim().is_empty() {
             return Err(ChatError::InvalidRequest(
                 "content: no text in the document".into(),
