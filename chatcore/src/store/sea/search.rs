@@ -416,12 +416,15 @@ impl SeaOrmStore {
         let mut out = Vec::new();
         for docs in document_batches(search.documents) {
             let mut sql = Sql::new(DbBackend::Postgres);
+            // The query vector arrives as text. As a scalar subquery it is
+            // parsed once (an InitPlan); `$n::vector` written in the
+            // expressions, or a subquery in FROM (which the planner pulls
+            // up), would be parsed again for every row the plan looks at.
+            let q_expr = format!("(SELECT $1::vector({dims}))");
+            sql.values.push(q.clone().into());
             sql.push(&format!(
-                "SELECT id, document_id, (embedding_v::vector({dims}) <=> "
-            ))
-            .bind(q.clone())
-            .push(&format!(
-                "::vector({dims}))::float8 AS distance FROM chunks WHERE tenant_id = "
+                "SELECT id, document_id, (embedding_v::vector({dims}) <=> {q_expr})::float8 AS distance \
+                 FROM chunks WHERE tenant_id = "
             ))
             .bind(tenant.0)
             .push(" AND dataset_id IN ")
@@ -431,9 +434,10 @@ impl SeaOrmStore {
                 sql.push(" AND document_id IN ")
                     .bind_list(docs.iter().map(|d| d.0));
             }
-            sql.push(&format!(" ORDER BY embedding_v::vector({dims}) <=> "))
-                .bind(q.clone())
-                .push(&format!("::vector({dims}) LIMIT {}", search.limit));
+            sql.push(&format!(
+                " ORDER BY embedding_v::vector({dims}) <=> {q_expr} LIMIT {}",
+                search.limit
+            ));
             for r in txn.query_all_raw(sql.statement()).await.map_err(db_err)? {
                 let distance: f64 = r
                     .try_get("", "distance")
@@ -603,7 +607,10 @@ impl SeaOrmStore {
                     .map(|w| format!("\"{w}\""))
                     .collect::<Vec<_>>()
                     .join(" OR ");
-                sql.push("SELECT chunk_id, document_id, -bm25(chunks_fts) AS score FROM chunks_fts WHERE chunks_fts MATCH ")
+                // `ORDER BY rank LIMIT` lets FTS5 rank inside the module and
+                // hand rows over best first, so the tenant and dataset checks
+                // (stored columns) read only as many rows as the limit needs.
+                sql.push("SELECT chunk_id, document_id, -rank AS score FROM chunks_fts WHERE chunks_fts MATCH ")
                     .bind(expr)
                     .push(" AND tenant_id = ")
                     .bind(tenant.0)
@@ -613,7 +620,7 @@ impl SeaOrmStore {
                     sql.push(" AND document_id IN ")
                         .bind_list(docs.iter().map(|d| d.0));
                 }
-                sql.push(&format!(" ORDER BY score DESC LIMIT {}", search.limit));
+                sql.push(&format!(" ORDER BY rank LIMIT {}", search.limit));
             }
             for r in self
                 .db
