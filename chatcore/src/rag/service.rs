@@ -48,6 +48,7 @@ pub struct DocumentUpload {
 
 /// A document as listed: everything but its content, with its chunk count.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DocumentView {
     /// Id.
     pub id: DocumentId,
@@ -60,6 +61,7 @@ pub struct DocumentView {
     /// MIME type.
     pub mime_type: String,
     /// Metadata.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
     /// `pending`, `indexing`, `ready` or `failed`.
     pub status: DocumentStatus,
@@ -77,6 +79,7 @@ pub struct DocumentView {
 
 /// One retrieved chunk.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchHit {
     /// The chunk.
     pub chunk_id: ChunkId,
