@@ -468,7 +468,7 @@ pub struct CreateProvider {
     pub api_key: Option<SecretString>,
     /// Base URL override (`http://` or `https://`).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(format = Uri))]
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub base_url: Option<String>,
     /// Default model override.
     #[serde(default)]
@@ -494,7 +494,7 @@ pub struct UpdateProvider {
     pub api_key: Option<Option<SecretString>>,
     /// New base URL (null: the catalog default).
     #[serde(default, deserialize_with = "nullable")]
-    #[cfg_attr(feature = "openapi", schema(format = Uri))]
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub base_url: Option<Option<String>>,
     /// New default model (null: the catalog default).
     #[serde(default, deserialize_with = "nullable")]

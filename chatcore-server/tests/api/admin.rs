@@ -291,7 +291,7 @@ async fn suspension_stops_a_tenants_keys_at_once_and_reactivation_restores_them(
 }
 
 #[tokio::test]
-async fn a_key_without_admin_permission_gets_403_on_every_admin_route() {
+async fn a_chat_only_key_gets_403_on_every_management_route() {
     let app = spawn_app().await;
     let t = app.tenant("perm", "mock", "echo", None).await;
     let (chat_key, _) = app
