@@ -110,7 +110,7 @@ pub struct ErrorBody {
     pub error: ErrorObject,
 }
 
-/// The error object of [`ErrorBody`].
+/// The `error` object of an error body.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorObject {
     /// Stable, machine-readable code.

@@ -691,7 +691,7 @@ fn request_schemas_match_what_the_types_accept() {
     check_request::<chatcore::admin::CreateScope>(
         d,
         request(d, "post", "/v1/scopes"),
-        json!({"bot_id": "b", "kind": "blocked_terms", "config": {"terms": ["x"]}}),
+        json!({"bot_id": "b", "kind": "blocked_terms", "config": ["x"]}),
         "CreateScope",
     );
     check_request::<crate::datasets::CreateDataset>(
