@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatcore::domain::{ConversationId, MessageId};
 use chatcore::engine::{Caller, ChatInput, TurnEvent};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use secrecy::SecretString;
-use chatcore::domain::{ConversationId, MessageId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

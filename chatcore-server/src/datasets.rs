@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chatcore::domain::{DatasetId, DocumentId, ProviderConfigId};
 use chatcore::admin::List;
+use chatcore::domain::{DatasetId, DocumentId, ProviderConfigId};
 use chatcore::rag::{DocumentUpload, MetadataFilter, SearchHit};
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;

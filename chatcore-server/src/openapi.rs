@@ -624,11 +624,7 @@ fn error_statuses(method: &Method, path: &str, op: &Operation) -> Vec<u16> {
     let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
     let names_rows = path.contains("{id}")
         || has_body
-        || op
-            .parameters
-            .iter()
-            .flatten()
-            .any(|p| p.name == "bot_id");
+        || op.parameters.iter().flatten().any(|p| p.name == "bot_id");
     let is_chat = path.starts_with("/v1/chat");
     let calls_provider = is_chat
         || (method == Method::POST && path == "/v1/datasets")
@@ -745,7 +741,10 @@ impl Modify for Conventions {
                 op.security = Some(match g {
                     Guard::Open => vec![],
                     Guard::Operator => {
-                        vec![SecurityRequirement::new("operatorKey", Vec::<String>::new())]
+                        vec![SecurityRequirement::new(
+                            "operatorKey",
+                            Vec::<String>::new(),
+                        )]
                     }
                     Guard::Chat | Guard::Tenant(_) => {
                         vec![SecurityRequirement::new("apiKey", Vec::<String>::new())]

@@ -188,10 +188,7 @@ async fn route(
         (&Method::POST, "/v1/chat") => chat::handle(app, req, peer, rid, false).await,
         (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &Status { status: "ok" })),
         (&Method::GET, "/readyz") => match app.store.ping().await {
-            Ok(()) => Ok(json_response(
-                StatusCode::OK,
-                &Status { status: "ready" },
-            )),
+            Ok(()) => Ok(json_response(StatusCode::OK, &Status { status: "ready" })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
                 Err(ApiError::unavailable("database unreachable"))

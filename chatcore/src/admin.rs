@@ -406,7 +406,10 @@ pub struct CreateTenant {
     pub name: String,
     /// Slug (default: derived from the name).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// Requests per minute across the tenant.
     #[serde(default)]
@@ -433,7 +436,10 @@ pub struct UpdateTenant {
     pub name: Option<String>,
     /// New slug.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// `active` or `suspended`; a suspended tenant's keys stop at once.
     #[serde(default)]
@@ -514,7 +520,10 @@ pub struct CreateBot {
     pub name: String,
     /// Slug, unique in the tenant (default: derived from the name).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// System prompt.
     #[serde(default)]
@@ -558,7 +567,10 @@ pub struct UpdateBot {
     pub name: Option<String>,
     /// New slug.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// New system prompt.
     #[serde(default)]

@@ -14,7 +14,9 @@ use super::*;
 use crate::http::{ApiError, ERROR_CODES};
 use crate::routes::ROUTES;
 
-const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// Follows a `#/components/schemas/` reference.
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
@@ -103,7 +105,10 @@ fn op<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
 
 fn reply<'a>(doc: &'a Value, method: &str, path: &str, status: &str) -> &'a Value {
     let s = &op(doc, method, path)["responses"][status]["content"]["application/json"]["schema"];
-    assert!(s.is_object(), "{method} {path} {status}: no JSON reply schema");
+    assert!(
+        s.is_object(),
+        "{method} {path} {status}: no JSON reply schema"
+    );
     s
 }
 
@@ -280,8 +285,10 @@ fn the_document_is_structurally_valid_openapi_3_1() {
         };
         for n in names {
             assert!(
-                ["object", "array", "string", "integer", "number", "boolean", "null"]
-                    .contains(&n.as_str().unwrap_or("")),
+                [
+                    "object", "array", "string", "integer", "number", "boolean", "null"
+                ]
+                .contains(&n.as_str().unwrap_or("")),
                 "bad type {t}"
             );
         }
@@ -307,7 +314,10 @@ fn the_document_is_structurally_valid_openapi_3_1() {
             let id = op["operationId"].as_str().unwrap();
             assert!(operation_ids.insert(id.to_string()), "{id} twice");
             for t in op["tags"].as_array().unwrap() {
-                assert!(tags.contains(t.as_str().unwrap()), "{method} {path}: tag {t}");
+                assert!(
+                    tags.contains(t.as_str().unwrap()),
+                    "{method} {path}: tag {t}"
+                );
             }
             // Path parameters are exactly the template's, and required.
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
@@ -423,7 +433,12 @@ fn replies_serialize_to_exactly_their_schemas() {
     let schema = reply(&doc, "post", "/v1/chat", "200");
     assert_shape(&doc, schema, &chat_v, "ChatReply");
     assert!(chat_v.get("tenant_id").is_none(), "not shown to callers");
-    assert_shape(&doc, property(&doc, schema, "usage"), &chat_v["usage"], "UsageReply");
+    assert_shape(
+        &doc,
+        property(&doc, schema, "usage"),
+        &chat_v["usage"],
+        "UsageReply",
+    );
     let sources = property(&doc, schema, "sources");
     assert_shape(&doc, &sources["items"], &chat_v["sources"][0], "Source");
     assert_eq!(
@@ -455,7 +470,12 @@ fn replies_serialize_to_exactly_their_schemas() {
 
     // Domain types straight from chatcore, and the list page around them.
     let b = bot();
-    assert_shape(&doc, reply(&doc, "get", "/v1/bots/{id}", "200"), &v(&b), "Bot");
+    assert_shape(
+        &doc,
+        reply(&doc, "get", "/v1/bots/{id}", "200"),
+        &v(&b),
+        "Bot",
+    );
     let page = chatcore::admin::List {
         data: vec![b],
         next_cursor: Some("c".into()),
@@ -476,7 +496,12 @@ fn replies_serialize_to_exactly_their_schemas() {
     let schema = reply(&doc, "post", "/v1/admin/tenants", "201");
     let created_v = v(&created);
     assert_shape(&doc, schema, &created_v, "CreatedTenant");
-    assert_shape(&doc, property(&doc, schema, "tenant"), &created_v["tenant"], "Tenant");
+    assert_shape(
+        &doc,
+        property(&doc, schema, "tenant"),
+        &created_v["tenant"],
+        "Tenant",
+    );
 
     // Views built from stored rows.
     let provider = chatcore::admin::ProviderView::from(ProviderConfig {
@@ -596,9 +621,15 @@ fn replies_serialize_to_exactly_their_schemas() {
 
     // The error body, as every error reply sends it.
     let err = v(&ApiError::not_found("bot").body("req-1"));
-    let schema = &doc["components"]["responses"]["NotFound"]["content"]["application/json"]["schema"];
+    let schema =
+        &doc["components"]["responses"]["NotFound"]["content"]["application/json"]["schema"];
     assert_shape(&doc, schema, &err, "ErrorBody");
-    assert_shape(&doc, property(&doc, schema, "error"), &err["error"], "ErrorObject");
+    assert_shape(
+        &doc,
+        property(&doc, schema, "error"),
+        &err["error"],
+        "ErrorObject",
+    );
 }
 
 /// A request schema against its Rust type: `full` (every field set)
@@ -726,9 +757,19 @@ fn request_schemas_match_what_the_types_accept() {
 fn ids_are_uuid_strings_and_enums_list_their_values() {
     let doc = document();
     let schemas = &doc["components"]["schemas"];
-    for name in ["BotId", "TenantId", "ProviderConfigId", "ApiKeyId", "DocumentId"] {
+    for name in [
+        "BotId",
+        "TenantId",
+        "ProviderConfigId",
+        "ApiKeyId",
+        "DocumentId",
+    ] {
         let s = &schemas[name];
-        assert_eq!((&s["type"], &s["format"]), (&json!("string"), &json!("uuid")), "{name}: {s}");
+        assert_eq!(
+            (&s["type"], &s["format"]),
+            (&json!("string"), &json!("uuid")),
+            "{name}: {s}"
+        );
     }
     fn values<T: std::fmt::Display>(all: &[T]) -> Value {
         all.iter().map(|v| json!(v.to_string())).collect()
@@ -751,7 +792,11 @@ fn ids_are_uuid_strings_and_enums_list_their_values() {
     let bot = &schemas["Bot"]["properties"];
     assert_eq!(bot["id"]["$ref"], "#/components/schemas/BotId");
     let fallback = non_null(&doc, &bot["fallback_provider_id"]);
-    assert_eq!(fallback["format"], "uuid", "{}", bot["fallback_provider_id"]);
+    assert_eq!(
+        fallback["format"], "uuid",
+        "{}",
+        bot["fallback_provider_id"]
+    );
     // The error codes: the documented list, and every code chatcore has.
     let codes = &schemas["ErrorObject"]["properties"]["code"]["enum"];
     assert_eq!(codes, &json!(ERROR_CODES));
@@ -774,7 +819,12 @@ fn ids_are_uuid_strings_and_enums_list_their_values() {
     for e in errors {
         assert!(ERROR_CODES.contains(&e.code()), "{}", e.code());
     }
-    for c in ["provider_error", "provider_timeout", "payload_too_large", "unsupported_media_type"] {
+    for c in [
+        "provider_error",
+        "provider_timeout",
+        "payload_too_large",
+        "unsupported_media_type",
+    ] {
         assert!(ERROR_CODES.contains(&c));
     }
 }

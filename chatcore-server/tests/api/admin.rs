@@ -402,7 +402,12 @@ async fn a_read_key_reads_every_management_route_and_changes_nothing() {
         } else if *pattern == "/v1/datasets/{id}/search" {
             // Trying retrieval changes nothing: a read.
             let (s, v) = app
-                .call(method, &path, Some(reader), Some(json!({"query": "refunds"})))
+                .call(
+                    method,
+                    &path,
+                    Some(reader),
+                    Some(json!({"query": "refunds"})),
+                )
                 .await;
             assert_eq!(s, 200, "POST {path}: {v}");
             reads += 1;
@@ -410,29 +415,46 @@ async fn a_read_key_reads_every_management_route_and_changes_nothing() {
             // Refused before the body is looked at: a valid one, an empty
             // one or none at all get the same 403.
             for body in [None, Some(json!({}))] {
-                let (s, v) = app
-                    .call(method.clone(), &path, Some(reader), body)
-                    .await;
+                let (s, v) = app.call(method.clone(), &path, Some(reader), body).await;
                 assert_eq!((s, code(&v)), (403, "forbidden"), "{m} {path}: {v}");
                 assert!(message(&v).contains("admin"), "{v}");
             }
             refused += 1;
         }
     }
-    assert_eq!((reads, refused), (19, 15), "every management route was tried");
+    assert_eq!(
+        (reads, refused),
+        (19, 15),
+        "every management route was tried"
+    );
     // Nothing changed: the rows are all still there, and no key was made.
     let (_, keys) = app.call(GET, "/v1/api-keys", Some(reader), None).await;
     assert_eq!(keys["data"].as_array().unwrap().len(), 2, "{keys}");
     assert!(keys.to_string().contains(&read_key_id.to_string()));
-    assert!(!keys.to_string().contains("\"key\""), "no secret in a list: {keys}");
-    for p in ["/v1/bots/{id}", "/v1/scopes/{id}", "/v1/datasets/{id}", "/v1/documents/{id}", "/v1/conversations/{id}", "/v1/providers/{id}"] {
+    assert!(
+        !keys.to_string().contains("\"key\""),
+        "no secret in a list: {keys}"
+    );
+    for p in [
+        "/v1/bots/{id}",
+        "/v1/scopes/{id}",
+        "/v1/datasets/{id}",
+        "/v1/documents/{id}",
+        "/v1/conversations/{id}",
+        "/v1/providers/{id}",
+    ] {
         let path = p.replace("{id}", &id_for(p));
         let (s, v) = app.call(GET, &path, Some(reader), None).await;
         assert_eq!(s, 200, "{path}: {v}");
     }
     // The admin key may still change things; the read key may not chat.
     let (s, _) = app
-        .call(PATCH, &format!("/v1/bots/{}", t.bot.slug), Some(admin), Some(json!({"name": "Renamed"})))
+        .call(
+            PATCH,
+            &format!("/v1/bots/{}", t.bot.slug),
+            Some(admin),
+            Some(json!({"name": "Renamed"})),
+        )
         .await;
     assert_eq!(s, 200);
     let (s, v) = chat(&app, reader, &t.bot.slug, "hello", None).await;

@@ -165,7 +165,9 @@ async fn pool_gauges_of_a_sqlite_file_show_its_writer_pool_too() {
     let text = metrics().await;
     for pool in ["main", "writer"] {
         assert!(
-            text.contains(&format!("chatcore_db_pool_max_connections{{pool=\"{pool}\"}} ")),
+            text.contains(&format!(
+                "chatcore_db_pool_max_connections{{pool=\"{pool}\"}} "
+            )),
             "{text}"
         );
     }
@@ -175,7 +177,10 @@ async fn pool_gauges_of_a_sqlite_file_show_its_writer_pool_too() {
     );
     let stats = app.app.store.pool_stats();
     let main = stats.iter().find(|p| p.pool == "main").unwrap();
-    assert!(main.max >= 1 && main.in_use + main.idle <= main.max, "{stats:?}");
+    assert!(
+        main.max >= 1 && main.in_use + main.idle <= main.max,
+        "{stats:?}"
+    );
     app.stop().await;
 }
 
