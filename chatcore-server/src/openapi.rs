@@ -59,17 +59,51 @@ pub fn document() -> Value {
             `x-chatcore-permission`."
     ),
     paths(
-        chat_public, chat_public_preflight, chat, healthz, readyz, metrics, openapi_json,
-        create_tenant, list_tenants, get_tenant, update_tenant,
-        provider_catalog, create_provider, list_providers, get_provider, update_provider,
-        delete_provider,
-        create_bot, list_bots, get_bot, update_bot, delete_bot,
-        create_api_key, list_api_keys, get_api_key, revoke_api_key,
-        create_scope, list_scopes, get_scope, delete_scope,
-        list_conversations, get_conversation, delete_conversation, list_messages,
-        audit_logs, usage,
-        create_dataset, list_datasets, get_dataset, delete_dataset,
-        upload_document, list_documents, search_dataset, get_document, delete_document,
+        ops::chat_public,
+        ops::chat_public_preflight,
+        ops::chat,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi_json,
+        ops::create_tenant,
+        ops::list_tenants,
+        ops::get_tenant,
+        ops::update_tenant,
+        ops::provider_catalog,
+        ops::create_provider,
+        ops::list_providers,
+        ops::get_provider,
+        ops::update_provider,
+        ops::delete_provider,
+        ops::create_bot,
+        ops::list_bots,
+        ops::get_bot,
+        ops::update_bot,
+        ops::delete_bot,
+        ops::create_api_key,
+        ops::list_api_keys,
+        ops::get_api_key,
+        ops::revoke_api_key,
+        ops::create_scope,
+        ops::list_scopes,
+        ops::get_scope,
+        ops::delete_scope,
+        ops::list_conversations,
+        ops::get_conversation,
+        ops::delete_conversation,
+        ops::list_messages,
+        ops::audit_logs,
+        ops::usage,
+        ops::create_dataset,
+        ops::list_datasets,
+        ops::get_dataset,
+        ops::delete_dataset,
+        ops::upload_document,
+        ops::list_documents,
+        ops::search_dataset,
+        ops::get_document,
+        ops::delete_document,
     ),
     components(schemas(ErrorBody, StreamStart, StreamDelta, StreamDone)),
     modifiers(&Conventions),
@@ -88,424 +122,381 @@ pub fn document() -> Value {
 )]
 struct ApiDoc;
 
-// ---------------------------------------------------------------- parameters
+/// The operations and their query parameters: documentation only (the
+/// router is [`crate::routes`], the query strings are read by
+/// [`crate::admin::Query`]), hence never called or built.
+#[allow(dead_code)]
+mod ops {
+    use super::*;
 
-/// `?limit=&cursor=` of every list.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // describes the query string (see the module docs)
-struct PageParams {
-    /// Items per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u64>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    // ---------------------------------------------------------------- parameters
+
+    /// `?limit=&cursor=` of every list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct PageParams {
+        /// Items per page, 1 to 200 (default 50).
+        #[param(minimum = 1, maximum = 200)]
+        limit: Option<u64>,
+        /// `next_cursor` of the previous page.
+        cursor: Option<String>,
+    }
+
+    /// Which bot's scopes to list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct ScopeParams {
+        /// The bot (id or slug).
+        bot_id: String,
+    }
+
+    /// Filters of the conversation list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct ConversationParams {
+        /// Of this bot (id or slug).
+        bot_id: Option<String>,
+        /// Of this end user.
+        user_id: Option<String>,
+        /// Created at or after (RFC 3339).
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Created before (RFC 3339).
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    }
+
+    /// Filters of the audit log.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct AuditParams {
+        /// Only this action, e.g. `bot.created`.
+        action: Option<String>,
+        /// Only this kind of actor.
+        #[param(inline)]
+        actor_kind: Option<ActorKind>,
+        /// Only this actor (an API key id, ...).
+        actor_id: Option<String>,
+        /// At or after (RFC 3339).
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Before (RFC 3339).
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    }
+
+    /// Range and grouping of the usage report.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct UsageParams {
+        /// Start (RFC 3339, inclusive; default: 30 days before `until`).
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// End (RFC 3339, exclusive; default: now).
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// `bot` (default), `key` or `day`.
+        #[param(pattern = "^(bot|key|day)$")]
+        group_by: Option<String>,
+    }
+
+    /// The title of a raw (non-JSON) document upload.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct UploadParams {
+        /// Title; required with a raw `text/*` body, refused with JSON.
+        title: Option<String>,
+    }
+
+    // ---------------------------------------------------------------- chat
+
+    /// Chat with a public bot
+    ///
+    /// No authentication: the bot must be public, and the `Origin` must be one
+    /// of its allowed origins when it names any. With `"stream": true` the
+    /// reply is `text/event-stream`: `start` (`StreamStart`), `delta`
+    /// (`StreamDelta`) per piece, then `done` (`StreamDone`) or `error`
+    /// (`ErrorBody`).
+    #[utoipa::path(post, path = "/v1/chat/public", tag = "chat", request_body = ChatBody,
+        responses((status = 200, description = "The answer", content(
+            (ChatReply = "application/json"),
+            (String = "text/event-stream"),
+        ))))]
+    fn chat_public() {}
+
+    /// CORS preflight of public chat
+    #[utoipa::path(options, path = "/v1/chat/public", tag = "chat",
+        responses((status = 204, description = "The browser may send the request")))]
+    fn chat_public_preflight() {}
+
+    /// Chat with a bot of the key's tenant
+    ///
+    /// With `"stream": true` the reply is `text/event-stream`: `start`
+    /// (`StreamStart`), `delta` (`StreamDelta`) per piece, then `done`
+    /// (`StreamDone`) or `error` (`ErrorBody`).
+    #[utoipa::path(post, path = "/v1/chat", tag = "chat", request_body = ChatBody,
+        responses((status = 200, description = "The answer", content(
+            (ChatReply = "application/json"),
+            (String = "text/event-stream"),
+        ))))]
+    fn chat() {}
+
+    // ---------------------------------------------------------------- operations
+
+    /// Liveness
+    #[utoipa::path(get, path = "/healthz", tag = "operations",
+        responses((status = 200, description = "The process runs", body = Status)))]
+    fn healthz() {}
+
+    /// Readiness (the database answers)
+    #[utoipa::path(get, path = "/readyz", tag = "operations",
+        responses((status = 200, description = "Ready", body = Status)))]
+    fn readyz() {}
+
+    /// Prometheus metrics (text exposition format)
+    #[utoipa::path(get, path = "/metrics", tag = "operations",
+        responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
+    fn metrics() {}
+
+    /// This document
+    #[utoipa::path(get, path = "/openapi.json", tag = "operations",
+        responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+    fn openapi_json() {}
+
+    // ---------------------------------------------------------------- operator
+
+    /// Create a tenant and its first admin key (shown once)
+    #[utoipa::path(post, path = "/v1/admin/tenants", tag = "operator", request_body = CreateTenant,
+        responses((status = 201, description = "The tenant and its admin key", body = CreatedTenant)))]
+    fn create_tenant() {}
+
+    /// List tenants, oldest first
+    #[utoipa::path(get, path = "/v1/admin/tenants", tag = "operator", params(PageParams),
+        responses((status = 200, description = "A page of tenants", body = List<Tenant>)))]
+    fn list_tenants() {}
+
+    /// Get a tenant
+    #[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "operator",
+        params(("id" = TenantId, Path, description = "Tenant id")),
+        responses((status = 200, description = "The tenant", body = Tenant)))]
+    fn get_tenant() {}
+
+    /// Change a tenant (a suspension stops its keys at once)
+    #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "operator",
+        params(("id" = TenantId, Path, description = "Tenant id")), request_body = UpdateTenant,
+        responses((status = 200, description = "The tenant", body = Tenant)))]
+    fn update_tenant() {}
+
+    // ---------------------------------------------------------------- providers
+
+    /// The provider catalog
+    #[utoipa::path(get, path = "/v1/providers/catalog", tag = "providers",
+        responses((status = 200, description = "Every catalog provider (one page)", body = List<CatalogEntry>)))]
+    fn provider_catalog() {}
+
+    /// Configure a catalog provider (its key is stored encrypted)
+    #[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
+        responses((status = 201, description = "The configuration (the key only as api_key_last4)", body = ProviderView)))]
+    fn create_provider() {}
+
+    /// List provider configurations
+    #[utoipa::path(get, path = "/v1/providers", tag = "providers", params(PageParams),
+        responses((status = 200, description = "A page of configurations", body = List<ProviderView>)))]
+    fn list_providers() {}
+
+    /// Get a provider configuration
+    #[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers",
+        params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
+        responses((status = 200, description = "The configuration", body = ProviderView)))]
+    fn get_provider() {}
+
+    /// Change a provider configuration (a new api_key rotates the key)
+    #[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers",
+        params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
+        request_body = UpdateProvider,
+        responses((status = 200, description = "The configuration", body = ProviderView)))]
+    fn update_provider() {}
+
+    /// Delete a provider configuration (409 while a bot or dataset uses it)
+    #[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers",
+        params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_provider() {}
+
+    // ---------------------------------------------------------------- bots
+
+    /// Create a bot
+    #[utoipa::path(post, path = "/v1/bots", tag = "bots", request_body = CreateBot,
+        responses((status = 201, description = "The bot", body = Bot)))]
+    fn create_bot() {}
+
+    /// List bots
+    #[utoipa::path(get, path = "/v1/bots", tag = "bots", params(PageParams),
+        responses((status = 200, description = "A page of bots", body = List<Bot>)))]
+    fn list_bots() {}
+
+    /// Get a bot
+    #[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots",
+        params(("id" = String, Path, description = "Bot id or slug")),
+        responses((status = 200, description = "The bot", body = Bot)))]
+    fn get_bot() {}
+
+    /// Change a bot
+    #[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots",
+        params(("id" = String, Path, description = "Bot id or slug")), request_body = UpdateBot,
+        responses((status = 200, description = "The bot", body = Bot)))]
+    fn update_bot() {}
+
+    /// Delete a bot with its conversations and scopes
+    #[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots",
+        params(("id" = String, Path, description = "Bot id or slug")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_bot() {}
+
+    // ---------------------------------------------------------------- API keys
+
+    /// Create an API key (its secret is returned once, as key)
+    #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+        responses((status = 201, description = "The key, with its secret this once", body = CreatedApiKey)))]
+    fn create_api_key() {}
+
+    /// List API keys (revoked ones included; never a secret)
+    #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageParams),
+        responses((status = 200, description = "A page of keys", body = List<ApiKeyView>)))]
+    fn list_api_keys() {}
+
+    /// Get an API key (never its secret)
+    #[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api-keys",
+        params(("id" = ApiKeyId, Path, description = "API key id")),
+        responses((status = 200, description = "The key", body = ApiKeyView)))]
+    fn get_api_key() {}
+
+    /// Revoke an API key (it stops working at once)
+    #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+        params(("id" = ApiKeyId, Path, description = "API key id")),
+        responses((status = 204, description = "Revoked")))]
+    fn revoke_api_key() {}
+
+    // ---------------------------------------------------------------- scopes
+
+    /// Create a scope (an access rule or guardrail of a bot)
+    #[utoipa::path(post, path = "/v1/scopes", tag = "scopes", request_body = CreateScope,
+        responses((status = 201, description = "The scope", body = Scope)))]
+    fn create_scope() {}
+
+    /// List a bot's scopes, oldest first
+    #[utoipa::path(get, path = "/v1/scopes", tag = "scopes", params(ScopeParams, PageParams),
+        responses((status = 200, description = "A page of scopes", body = List<Scope>)))]
+    fn list_scopes() {}
+
+    /// Get a scope
+    #[utoipa::path(get, path = "/v1/scopes/{id}", tag = "scopes",
+        params(("id" = ScopeId, Path, description = "Scope id")),
+        responses((status = 200, description = "The scope", body = Scope)))]
+    fn get_scope() {}
+
+    /// Delete a scope
+    #[utoipa::path(delete, path = "/v1/scopes/{id}", tag = "scopes",
+        params(("id" = ScopeId, Path, description = "Scope id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_scope() {}
+
+    // ---------------------------------------------------------------- conversations
+
+    /// List conversations, newest first
+    #[utoipa::path(get, path = "/v1/conversations", tag = "conversations",
+        params(ConversationParams, PageParams),
+        responses((status = 200, description = "A page of conversations", body = List<Conversation>)))]
+    fn list_conversations() {}
+
+    /// Get a conversation
+    #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations",
+        params(("id" = ConversationId, Path, description = "Conversation id")),
+        responses((status = 200, description = "The conversation", body = Conversation)))]
+    fn get_conversation() {}
+
+    /// Delete a conversation and its messages
+    #[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations",
+        params(("id" = ConversationId, Path, description = "Conversation id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_conversation() {}
+
+    /// A conversation's messages, oldest first
+    #[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "conversations",
+        params(("id" = ConversationId, Path, description = "Conversation id"), PageParams),
+        responses((status = 200, description = "A page of messages", body = List<MessageView>)))]
+    fn list_messages() {}
+
+    // ---------------------------------------------------------------- audit and usage
+
+    /// The audit log, newest first
+    #[utoipa::path(get, path = "/v1/audit-logs", tag = "audit", params(AuditParams, PageParams),
+        responses((status = 200, description = "A page of audit records", body = List<AuditRecord>)))]
+    fn audit_logs() {}
+
+    /// Chat turns and tokens per bot, key or day
+    #[utoipa::path(get, path = "/v1/usage", tag = "audit", params(UsageParams),
+        responses((status = 200, description = "The report", body = UsageReport)))]
+    fn usage() {}
+
+    // ---------------------------------------------------------------- datasets
+
+    /// Create a dataset (embedding provider, model, dimension)
+    #[utoipa::path(post, path = "/v1/datasets", tag = "datasets", request_body = CreateDataset,
+        responses((status = 201, description = "The dataset", body = Dataset)))]
+    fn create_dataset() {}
+
+    /// List datasets
+    #[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(PageParams),
+        responses((status = 200, description = "A page of datasets", body = List<Dataset>)))]
+    fn list_datasets() {}
+
+    /// Get a dataset
+    #[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id")),
+        responses((status = 200, description = "The dataset", body = Dataset)))]
+    fn get_dataset() {}
+
+    /// Delete a dataset with its documents
+    #[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_dataset() {}
+
+    /// Upload a document; it is indexed in the background
+    ///
+    /// JSON, or a raw `text/plain`, `text/markdown` or `text/html` body with
+    /// `?title=`. The reply's `status` moves from `pending` through `indexing`
+    /// to `ready` or `failed` (with `error`).
+    #[utoipa::path(post, path = "/v1/datasets/{id}/documents", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id"), UploadParams),
+        request_body(content(
+            (UploadDocument = "application/json"),
+            (String = "text/plain"),
+            (String = "text/markdown"),
+            (String = "text/html"),
+        )),
+        responses((status = 201, description = "The document, pending", body = DocumentView)))]
+    fn upload_document() {}
+
+    /// List a dataset's documents with status and chunk count
+    #[utoipa::path(get, path = "/v1/datasets/{id}/documents", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id"), PageParams),
+        responses((status = 200, description = "A page of documents", body = List<DocumentView>)))]
+    fn list_documents() {}
+
+    /// Try retrieval: hybrid (vector and full text, fused by RRF)
+    #[utoipa::path(post, path = "/v1/datasets/{id}/search", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id")), request_body = Search,
+        responses((status = 200, description = "The best chunks, best first", body = SearchResult)))]
+    fn search_dataset() {}
+
+    /// Get a document (status, failure reason, chunk count)
+    #[utoipa::path(get, path = "/v1/documents/{id}", tag = "datasets",
+        params(("id" = DocumentId, Path, description = "Document id")),
+        responses((status = 200, description = "The document", body = DocumentView)))]
+    fn get_document() {}
+
+    /// Delete a document and its chunks
+    #[utoipa::path(delete, path = "/v1/documents/{id}", tag = "datasets",
+        params(("id" = DocumentId, Path, description = "Document id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_document() {}
 }
-
-/// Which bot's scopes to list.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // describes the query string (see the module docs)
-struct ScopeParams {
-    /// The bot (id or slug).
-    bot_id: String,
-}
-
-/// Filters of the conversation list.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // describes the query string (see the module docs)
-struct ConversationParams {
-    /// Of this bot (id or slug).
-    bot_id: Option<String>,
-    /// Of this end user.
-    user_id: Option<String>,
-    /// Created at or after (RFC 3339).
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Created before (RFC 3339).
-    until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Filters of the audit log.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // describes the query string (see the module docs)
-struct AuditParams {
-    /// Only this action, e.g. `bot.created`.
-    action: Option<String>,
-    /// Only this kind of actor.
-    #[param(inline)]
-    actor_kind: Option<ActorKind>,
-    /// Only this actor (an API key id, ...).
-    actor_id: Option<String>,
-    /// At or after (RFC 3339).
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Before (RFC 3339).
-    until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Range and grouping of the usage report.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // describes the query string (see the module docs)
-struct UsageParams {
-    /// Start (RFC 3339, inclusive; default: 30 days before `until`).
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    /// End (RFC 3339, exclusive; default: now).
-    until: Option<chrono::DateTime<chrono::Utc>>,
-    /// `bot` (default), `key` or `day`.
-    #[param(pattern = "^(bot|key|day)$")]
-    group_by: Option<String>,
-}
-
-/// The title of a raw (non-JSON) document upload.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // describes the query string (see the module docs)
-struct UploadParams {
-    /// Title; required with a raw `text/*` body, refused with JSON.
-    title: Option<String>,
-}
-
-// ---------------------------------------------------------------- chat
-
-/// Chat with a public bot
-///
-/// No authentication: the bot must be public, and the `Origin` must be one
-/// of its allowed origins when it names any. With `"stream": true` the
-/// reply is `text/event-stream`: `start` (`StreamStart`), `delta`
-/// (`StreamDelta`) per piece, then `done` (`StreamDone`) or `error`
-/// (`ErrorBody`).
-#[utoipa::path(post, path = "/v1/chat/public", tag = "chat", request_body = ChatBody,
-    responses((status = 200, description = "The answer", content(
-        (ChatReply = "application/json"),
-        (String = "text/event-stream"),
-    ))))]
-#[allow(dead_code)]
-fn chat_public() {}
-
-/// CORS preflight of public chat
-#[utoipa::path(options, path = "/v1/chat/public", tag = "chat",
-    responses((status = 204, description = "The browser may send the request")))]
-#[allow(dead_code)]
-fn chat_public_preflight() {}
-
-/// Chat with a bot of the key's tenant
-///
-/// With `"stream": true` the reply is `text/event-stream`: `start`
-/// (`StreamStart`), `delta` (`StreamDelta`) per piece, then `done`
-/// (`StreamDone`) or `error` (`ErrorBody`).
-#[utoipa::path(post, path = "/v1/chat", tag = "chat", request_body = ChatBody,
-    responses((status = 200, description = "The answer", content(
-        (ChatReply = "application/json"),
-        (String = "text/event-stream"),
-    ))))]
-#[allow(dead_code)]
-fn chat() {}
-
-// ---------------------------------------------------------------- operations
-
-/// Liveness
-#[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process runs", body = Status)))]
-#[allow(dead_code)]
-fn healthz() {}
-
-/// Readiness (the database answers)
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready", body = Status)))]
-#[allow(dead_code)]
-fn readyz() {}
-
-/// Prometheus metrics (text exposition format)
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
-#[allow(dead_code)]
-fn metrics() {}
-
-/// This document
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
-#[allow(dead_code)]
-fn openapi_json() {}
-
-// ---------------------------------------------------------------- operator
-
-/// Create a tenant and its first admin key (shown once)
-#[utoipa::path(post, path = "/v1/admin/tenants", tag = "operator", request_body = CreateTenant,
-    responses((status = 201, description = "The tenant and its admin key", body = CreatedTenant)))]
-#[allow(dead_code)]
-fn create_tenant() {}
-
-/// List tenants, oldest first
-#[utoipa::path(get, path = "/v1/admin/tenants", tag = "operator", params(PageParams),
-    responses((status = 200, description = "A page of tenants", body = List<Tenant>)))]
-#[allow(dead_code)]
-fn list_tenants() {}
-
-/// Get a tenant
-#[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "operator",
-    params(("id" = TenantId, Path, description = "Tenant id")),
-    responses((status = 200, description = "The tenant", body = Tenant)))]
-#[allow(dead_code)]
-fn get_tenant() {}
-
-/// Change a tenant (a suspension stops its keys at once)
-#[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "operator",
-    params(("id" = TenantId, Path, description = "Tenant id")), request_body = UpdateTenant,
-    responses((status = 200, description = "The tenant", body = Tenant)))]
-#[allow(dead_code)]
-fn update_tenant() {}
-
-// ---------------------------------------------------------------- providers
-
-/// The provider catalog
-#[utoipa::path(get, path = "/v1/providers/catalog", tag = "providers",
-    responses((status = 200, description = "Every catalog provider (one page)", body = List<CatalogEntry>)))]
-#[allow(dead_code)]
-fn provider_catalog() {}
-
-/// Configure a catalog provider (its key is stored encrypted)
-#[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
-    responses((status = 201, description = "The configuration (the key only as api_key_last4)", body = ProviderView)))]
-#[allow(dead_code)]
-fn create_provider() {}
-
-/// List provider configurations
-#[utoipa::path(get, path = "/v1/providers", tag = "providers", params(PageParams),
-    responses((status = 200, description = "A page of configurations", body = List<ProviderView>)))]
-#[allow(dead_code)]
-fn list_providers() {}
-
-/// Get a provider configuration
-#[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers",
-    params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
-    responses((status = 200, description = "The configuration", body = ProviderView)))]
-#[allow(dead_code)]
-fn get_provider() {}
-
-/// Change a provider configuration (a new api_key rotates the key)
-#[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers",
-    params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
-    request_body = UpdateProvider,
-    responses((status = 200, description = "The configuration", body = ProviderView)))]
-#[allow(dead_code)]
-fn update_provider() {}
-
-/// Delete a provider configuration (409 while a bot or dataset uses it)
-#[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers",
-    params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
-    responses((status = 204, description = "Deleted")))]
-#[allow(dead_code)]
-fn delete_provider() {}
-
-// ---------------------------------------------------------------- bots
-
-/// Create a bot
-#[utoipa::path(post, path = "/v1/bots", tag = "bots", request_body = CreateBot,
-    responses((status = 201, description = "The bot", body = Bot)))]
-#[allow(dead_code)]
-fn create_bot() {}
-
-/// List bots
-#[utoipa::path(get, path = "/v1/bots", tag = "bots", params(PageParams),
-    responses((status = 200, description = "A page of bots", body = List<Bot>)))]
-#[allow(dead_code)]
-fn list_bots() {}
-
-/// Get a bot
-#[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots",
-    params(("id" = String, Path, description = "Bot id or slug")),
-    responses((status = 200, description = "The bot", body = Bot)))]
-#[allow(dead_code)]
-fn get_bot() {}
-
-/// Change a bot
-#[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots",
-    params(("id" = String, Path, description = "Bot id or slug")), request_body = UpdateBot,
-    responses((status = 200, description = "The bot", body = Bot)))]
-#[allow(dead_code)]
-fn update_bot() {}
-
-/// Delete a bot with its conversations and scopes
-#[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots",
-    params(("id" = String, Path, description = "Bot id or slug")),
-    responses((status = 204, description = "Deleted")))]
-#[allow(dead_code)]
-fn delete_bot() {}
-
-// ---------------------------------------------------------------- API keys
-
-/// Create an API key (its secret is returned once, as key)
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
-    responses((status = 201, description = "The key, with its secret this once", body = CreatedApiKey)))]
-#[allow(dead_code)]
-fn create_api_key() {}
-
-/// List API keys (revoked ones included; never a secret)
-#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageParams),
-    responses((status = 200, description = "A page of keys", body = List<ApiKeyView>)))]
-#[allow(dead_code)]
-fn list_api_keys() {}
-
-/// Get an API key (never its secret)
-#[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api-keys",
-    params(("id" = ApiKeyId, Path, description = "API key id")),
-    responses((status = 200, description = "The key", body = ApiKeyView)))]
-#[allow(dead_code)]
-fn get_api_key() {}
-
-/// Revoke an API key (it stops working at once)
-#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
-    params(("id" = ApiKeyId, Path, description = "API key id")),
-    responses((status = 204, description = "Revoked")))]
-#[allow(dead_code)]
-fn revoke_api_key() {}
-
-// ---------------------------------------------------------------- scopes
-
-/// Create a scope (an access rule or guardrail of a bot)
-#[utoipa::path(post, path = "/v1/scopes", tag = "scopes", request_body = CreateScope,
-    responses((status = 201, description = "The scope", body = Scope)))]
-#[allow(dead_code)]
-fn create_scope() {}
-
-/// List a bot's scopes, oldest first
-#[utoipa::path(get, path = "/v1/scopes", tag = "scopes", params(ScopeParams, PageParams),
-    responses((status = 200, description = "A page of scopes", body = List<Scope>)))]
-#[allow(dead_code)]
-fn list_scopes() {}
-
-/// Get a scope
-#[utoipa::path(get, path = "/v1/scopes/{id}", tag = "scopes",
-    params(("id" = ScopeId, Path, description = "Scope id")),
-    responses((status = 200, description = "The scope", body = Scope)))]
-#[allow(dead_code)]
-fn get_scope() {}
-
-/// Delete a scope
-#[utoipa::path(delete, path = "/v1/scopes/{id}", tag = "scopes",
-    params(("id" = ScopeId, Path, description = "Scope id")),
-    responses((status = 204, description = "Deleted")))]
-#[allow(dead_code)]
-fn delete_scope() {}
-
-// ---------------------------------------------------------------- conversations
-
-/// List conversations, newest first
-#[utoipa::path(get, path = "/v1/conversations", tag = "conversations",
-    params(ConversationParams, PageParams),
-    responses((status = 200, description = "A page of conversations", body = List<Conversation>)))]
-#[allow(dead_code)]
-fn list_conversations() {}
-
-/// Get a conversation
-#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations",
-    params(("id" = ConversationId, Path, description = "Conversation id")),
-    responses((status = 200, description = "The conversation", body = Conversation)))]
-#[allow(dead_code)]
-fn get_conversation() {}
-
-/// Delete a conversation and its messages
-#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations",
-    params(("id" = ConversationId, Path, description = "Conversation id")),
-    responses((status = 204, description = "Deleted")))]
-#[allow(dead_code)]
-fn delete_conversation() {}
-
-/// A conversation's messages, oldest first
-#[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "conversations",
-    params(("id" = ConversationId, Path, description = "Conversation id"), PageParams),
-    responses((status = 200, description = "A page of messages", body = List<MessageView>)))]
-#[allow(dead_code)]
-fn list_messages() {}
-
-// ---------------------------------------------------------------- audit and usage
-
-/// The audit log, newest first
-#[utoipa::path(get, path = "/v1/audit-logs", tag = "audit", params(AuditParams, PageParams),
-    responses((status = 200, description = "A page of audit records", body = List<AuditRecord>)))]
-#[allow(dead_code)]
-fn audit_logs() {}
-
-/// Chat turns and tokens per bot, key or day
-#[utoipa::path(get, path = "/v1/usage", tag = "audit", params(UsageParams),
-    responses((status = 200, description = "The report", body = UsageReport)))]
-#[allow(dead_code)]
-fn usage() {}
-
-// ---------------------------------------------------------------- datasets
-
-/// Create a dataset (embedding provider, model, dimension)
-#[utoipa::path(post, path = "/v1/datasets", tag = "datasets", request_body = CreateDataset,
-    responses((status = 201, description = "The dataset", body = Dataset)))]
-#[allow(dead_code)]
-fn create_dataset() {}
-
-/// List datasets
-#[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(PageParams),
-    responses((status = 200, description = "A page of datasets", body = List<Dataset>)))]
-#[allow(dead_code)]
-fn list_datasets() {}
-
-/// Get a dataset
-#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
-    params(("id" = DatasetId, Path, description = "Dataset id")),
-    responses((status = 200, description = "The dataset", body = Dataset)))]
-#[allow(dead_code)]
-fn get_dataset() {}
-
-/// Delete a dataset with its documents
-#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
-    params(("id" = DatasetId, Path, description = "Dataset id")),
-    responses((status = 204, description = "Deleted")))]
-#[allow(dead_code)]
-fn delete_dataset() {}
-
-/// Upload a document; it is indexed in the background
-///
-/// JSON, or a raw `text/plain`, `text/markdown` or `text/html` body with
-/// `?title=`. The reply's `status` moves from `pending` through `indexing`
-/// to `ready` or `failed` (with `error`).
-#[utoipa::path(post, path = "/v1/datasets/{id}/documents", tag = "datasets",
-    params(("id" = DatasetId, Path, description = "Dataset id"), UploadParams),
-    request_body(content(
-        (UploadDocument = "application/json"),
-        (String = "text/plain"),
-        (String = "text/markdown"),
-        (String = "text/html"),
-    )),
-    responses((status = 201, description = "The document, pending", body = DocumentView)))]
-#[allow(dead_code)]
-fn upload_document() {}
-
-/// List a dataset's documents with status and chunk count
-#[utoipa::path(get, path = "/v1/datasets/{id}/documents", tag = "datasets",
-    params(("id" = DatasetId, Path, description = "Dataset id"), PageParams),
-    responses((status = 200, description = "A page of documents", body = List<DocumentView>)))]
-#[allow(dead_code)]
-fn list_documents() {}
-
-/// Try retrieval: hybrid (vector and full text, fused by RRF)
-#[utoipa::path(post, path = "/v1/datasets/{id}/search", tag = "datasets",
-    params(("id" = DatasetId, Path, description = "Dataset id")), request_body = Search,
-    responses((status = 200, description = "The best chunks, best first", body = SearchResult)))]
-#[allow(dead_code)]
-fn search_dataset() {}
-
-/// Get a document (status, failure reason, chunk count)
-#[utoipa::path(get, path = "/v1/documents/{id}", tag = "datasets",
-    params(("id" = DocumentId, Path, description = "Document id")),
-    responses((status = 200, description = "The document", body = DocumentView)))]
-#[allow(dead_code)]
-fn get_document() {}
-
-/// Delete a document and its chunks
-#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "datasets",
-    params(("id" = DocumentId, Path, description = "Document id")),
-    responses((status = 204, description = "Deleted")))]
-#[allow(dead_code)]
-fn delete_document() {}
 
 // ---------------------------------------------------------------- conventions
 
