@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::App;
-use crate::http::{ApiError, Body, json_response, parse_json, read_body};
+use crate::http::{ApiError, Body, ErrorBody, json_response, parse_json, read_body};
 
 /// The chat request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -240,10 +240,9 @@ fn sse_response(
             ),
             TurnEvent::Delta(content) => sse_event("delta", &StreamDelta { content }),
             TurnEvent::Done(done) => sse_event("done", &*done),
-            TurnEvent::Error { code, message } => sse_event(
-                "error",
-                &ApiError::new(StatusCode::BAD_GATEWAY, code, message).body(&request_id),
-            ),
+            TurnEvent::Error { code, message } => {
+                sse_event("error", &ErrorBody::new(code, message, &request_id))
+            }
         };
         Ok::<_, Infallible>(Frame::data(bytes))
     });

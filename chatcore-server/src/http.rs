@@ -62,13 +62,7 @@ impl ApiError {
 
     /// The body of this error.
     pub fn body(&self, request_id: &str) -> ErrorBody {
-        ErrorBody {
-            error: ErrorObject {
-                code: self.code,
-                message: self.message.clone(),
-                request_id: request_id.to_string(),
-            },
-        }
+        ErrorBody::new(self.code, self.message.clone(), request_id)
     }
 
     /// The JSON response, tagged with the request id.
@@ -108,6 +102,19 @@ pub const ERROR_CODES: &[&str] = &[
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorObject,
+}
+
+impl ErrorBody {
+    /// An error body.
+    pub fn new(code: &'static str, message: String, request_id: &str) -> Self {
+        Self {
+            error: ErrorObject {
+                code,
+                message,
+                request_id: request_id.to_string(),
+            },
+        }
+    }
 }
 
 /// The `error` object of an error body.

@@ -69,6 +69,8 @@ impl Access {
     }
 }
 
+const READ_ONLY: &str = "this API key may only read: changes need the admin permission";
+
 /// Who is calling, for permission checks and the audit log.
 #[derive(Debug, Clone)]
 pub struct AdminCaller {
@@ -96,12 +98,13 @@ impl AdminCaller {
     ) -> AdminResult<Self> {
         let permissions = &principal.key.permissions;
         if !access.allowed_by(permissions) {
-            let msg = if Access::Read.allowed_by(permissions) {
-                "this API key may only read: changes need the admin permission"
-            } else {
-                "this API key lacks the admin (or, to read, the read) permission"
-            };
-            return Err(ChatError::Forbidden(msg.into()));
+            return Err(ChatError::Forbidden(
+                if Access::Read.allowed_by(permissions) {
+                    READ_ONLY.into()
+                } else {
+                    format!("this API key lacks the {} permission", access.needs())
+                },
+            ));
         }
         Ok(Self {
             tenant: principal.tenant.id,
@@ -120,9 +123,7 @@ impl AdminCaller {
     pub fn require_write(&self) -> AdminResult<()> {
         match self.access {
             Access::Write => Ok(()),
-            Access::Read => Err(ChatError::Forbidden(
-                "this API key may only read: changes need the admin permission".into(),
-            )),
+            Access::Read => Err(ChatError::Forbidden(READ_ONLY.into())),
         }
     }
 
