@@ -40,9 +40,12 @@ use crate::datasets::{CreateDataset, Search, SearchResult, UploadDocument};
 use crate::http::ErrorBody;
 use crate::routes::Status;
 
-/// The document, as JSON.
-pub fn document() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+/// The document, as JSON (built once).
+pub fn document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+    })
 }
 
 #[derive(OpenApi)]

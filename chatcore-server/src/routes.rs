@@ -196,7 +196,7 @@ async fn route(
         },
         (&Method::GET, "/metrics") => Ok(crate::metrics::render(app)),
         (&Method::GET, "/openapi.json") => {
-            Ok(json_response(StatusCode::OK, &crate::openapi::document()))
+            Ok(json_response(StatusCode::OK, crate::openapi::document()))
         }
         _ if m.pattern.starts_with("/v1/datasets") || m.pattern.starts_with("/v1/documents") => {
             crate::datasets::handle(app, req, peer, rid, m).await

@@ -262,7 +262,7 @@ fn the_document_is_structurally_valid_openapi_3_1() {
 
     // Every reference resolves to a component of the right kind.
     let mut all = vec![];
-    refs(&doc, &mut all);
+    refs(doc, &mut all);
     assert!(all.len() > 100, "references are used: {}", all.len());
     for r in &all {
         let (kind, name) = r
@@ -376,7 +376,7 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
     let doc = document();
     for (m, p) in ROUTES {
         let method = m.as_str().to_ascii_lowercase();
-        let o = op(&doc, &method, p);
+        let o = op(doc, &method, p);
         let has = |s: &str| o["responses"].get(s).is_some();
         let permission = o["x-chatcore-permission"].as_str().unwrap();
         let expected = match guard(m, p) {
@@ -402,15 +402,15 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
         }
     }
     // Spot checks of the route-to-permission mapping the server enforces.
-    let perm = |m: &str, p: &str| op(&doc, m, p)["x-chatcore-permission"].clone();
+    let perm = |m: &str, p: &str| op(doc, m, p)["x-chatcore-permission"].clone();
     assert_eq!(perm("get", "/v1/api-keys"), "read");
     assert_eq!(perm("delete", "/v1/api-keys/{id}"), "admin");
     assert_eq!(perm("post", "/v1/datasets/{id}/search"), "read");
     assert_eq!(perm("post", "/v1/datasets/{id}/documents"), "admin");
     assert_eq!(perm("post", "/v1/chat/public"), "none");
     assert_eq!(perm("patch", "/v1/admin/tenants/{id}"), "operator");
-    assert!(op(&doc, "post", "/v1/chat")["responses"]["429"].is_object());
-    assert_eq!(op(&doc, "post", "/v1/chat/public")["security"], json!([]));
+    assert!(op(doc, "post", "/v1/chat")["responses"]["429"].is_object());
+    assert_eq!(op(doc, "post", "/v1/chat/public")["security"], json!([]));
 }
 
 #[test]
@@ -430,20 +430,20 @@ fn replies_serialize_to_exactly_their_schemas() {
         tenant_id: TenantId::new(),
     };
     let chat_v = v(&chat);
-    let schema = reply(&doc, "post", "/v1/chat", "200");
-    assert_shape(&doc, schema, &chat_v, "ChatReply");
+    let schema = reply(doc, "post", "/v1/chat", "200");
+    assert_shape(doc, schema, &chat_v, "ChatReply");
     assert!(chat_v.get("tenant_id").is_none(), "not shown to callers");
     assert_shape(
-        &doc,
-        property(&doc, schema, "usage"),
+        doc,
+        property(doc, schema, "usage"),
         &chat_v["usage"],
         "UsageReply",
     );
-    let sources = property(&doc, schema, "sources");
-    assert_shape(&doc, &sources["items"], &chat_v["sources"][0], "Source");
+    let sources = property(doc, schema, "sources");
+    assert_shape(doc, &sources["items"], &chat_v["sources"][0], "Source");
     assert_eq!(
-        op(&doc, "post", "/v1/chat/public")["responses"]["200"]["content"]["application/json"],
-        op(&doc, "post", "/v1/chat")["responses"]["200"]["content"]["application/json"]
+        op(doc, "post", "/v1/chat/public")["responses"]["200"]["content"]["application/json"],
+        op(doc, "post", "/v1/chat")["responses"]["200"]["content"]["application/json"]
     );
 
     let done = StreamDone {
@@ -457,9 +457,9 @@ fn replies_serialize_to_exactly_their_schemas() {
         tenant_id: TenantId::new(),
     };
     let named = |n: &str| json!({"$ref": format!("#/components/schemas/{n}")});
-    assert_shape(&doc, &named("StreamDone"), &v(&done), "StreamDone");
+    assert_shape(doc, &named("StreamDone"), &v(&done), "StreamDone");
     assert_shape(
-        &doc,
+        doc,
         &named("StreamStart"),
         &v(&crate::chat::StreamStart {
             conversation_id: ConversationId::new(),
@@ -471,8 +471,8 @@ fn replies_serialize_to_exactly_their_schemas() {
     // Domain types straight from chatcore, and the list page around them.
     let b = bot();
     assert_shape(
-        &doc,
-        reply(&doc, "get", "/v1/bots/{id}", "200"),
+        doc,
+        reply(doc, "get", "/v1/bots/{id}", "200"),
         &v(&b),
         "Bot",
     );
@@ -480,12 +480,12 @@ fn replies_serialize_to_exactly_their_schemas() {
         data: vec![b],
         next_cursor: Some("c".into()),
     };
-    let list_schema = reply(&doc, "get", "/v1/bots", "200");
+    let list_schema = reply(doc, "get", "/v1/bots", "200");
     let page_v = v(&page);
-    assert_shape(&doc, list_schema, &page_v, "List<Bot>");
+    assert_shape(doc, list_schema, &page_v, "List<Bot>");
     assert_shape(
-        &doc,
-        &property(&doc, list_schema, "data")["items"],
+        doc,
+        &property(doc, list_schema, "data")["items"],
         &page_v["data"][0],
         "List<Bot> item",
     );
@@ -493,12 +493,12 @@ fn replies_serialize_to_exactly_their_schemas() {
         tenant: tenant(),
         admin_key: "cc_x".into(),
     };
-    let schema = reply(&doc, "post", "/v1/admin/tenants", "201");
+    let schema = reply(doc, "post", "/v1/admin/tenants", "201");
     let created_v = v(&created);
-    assert_shape(&doc, schema, &created_v, "CreatedTenant");
+    assert_shape(doc, schema, &created_v, "CreatedTenant");
     assert_shape(
-        &doc,
-        property(&doc, schema, "tenant"),
+        doc,
+        property(doc, schema, "tenant"),
         &created_v["tenant"],
         "Tenant",
     );
@@ -522,8 +522,8 @@ fn replies_serialize_to_exactly_their_schemas() {
     });
     let provider_v = v(&provider);
     assert_shape(
-        &doc,
-        reply(&doc, "get", "/v1/providers/{id}", "200"),
+        doc,
+        reply(doc, "get", "/v1/providers/{id}", "200"),
         &provider_v,
         "ProviderView",
     );
@@ -534,15 +534,15 @@ fn replies_serialize_to_exactly_their_schemas() {
         key: "cc_0123456789abcdef_secret".into(),
     };
     assert_shape(
-        &doc,
-        reply(&doc, "post", "/v1/api-keys", "201"),
+        doc,
+        reply(doc, "post", "/v1/api-keys", "201"),
         &v(&created_key),
         "CreatedApiKey",
     );
     let key_view: chatcore::admin::ApiKeyView = api_key().into();
     assert_shape(
-        &doc,
-        reply(&doc, "get", "/v1/api-keys/{id}", "200"),
+        doc,
+        reply(doc, "get", "/v1/api-keys/{id}", "200"),
         &v(&key_view),
         "ApiKeyView",
     );
@@ -564,10 +564,10 @@ fn replies_serialize_to_exactly_their_schemas() {
         api_key_id: None,
         created_at: now(),
     });
-    let messages = reply(&doc, "get", "/v1/conversations/{id}/messages", "200");
+    let messages = reply(doc, "get", "/v1/conversations/{id}/messages", "200");
     assert_shape(
-        &doc,
-        &property(&doc, messages, "data")["items"],
+        doc,
+        &property(doc, messages, "data")["items"],
         &v(&message),
         "MessageView",
     );
@@ -583,12 +583,12 @@ fn replies_serialize_to_exactly_their_schemas() {
             total_tokens: 5,
         }],
     };
-    let schema = reply(&doc, "get", "/v1/usage", "200");
+    let schema = reply(doc, "get", "/v1/usage", "200");
     let report_v = v(&report);
-    assert_shape(&doc, schema, &report_v, "UsageReport");
+    assert_shape(doc, schema, &report_v, "UsageReport");
     assert_shape(
-        &doc,
-        &property(&doc, schema, "data")["items"],
+        doc,
+        &property(doc, schema, "data")["items"],
         &report_v["data"][0],
         "UsageEntry",
     );
@@ -607,14 +607,14 @@ fn replies_serialize_to_exactly_their_schemas() {
         updated_at: now(),
     };
     assert_shape(
-        &doc,
-        reply(&doc, "get", "/v1/documents/{id}", "200"),
+        doc,
+        reply(doc, "get", "/v1/documents/{id}", "200"),
         &v(&document_view),
         "DocumentView",
     );
     assert_shape(
-        &doc,
-        reply(&doc, "get", "/healthz", "200"),
+        doc,
+        reply(doc, "get", "/healthz", "200"),
         &v(&crate::routes::Status { status: "ok" }),
         "Status",
     );
@@ -623,10 +623,10 @@ fn replies_serialize_to_exactly_their_schemas() {
     let err = v(&ApiError::not_found("bot").body("req-1"));
     let schema =
         &doc["components"]["responses"]["NotFound"]["content"]["application/json"]["schema"];
-    assert_shape(&doc, schema, &err, "ErrorBody");
+    assert_shape(doc, schema, &err, "ErrorBody");
     assert_shape(
-        &doc,
-        property(&doc, schema, "error"),
+        doc,
+        property(doc, schema, "error"),
         &err["error"],
         "ErrorObject",
     );
@@ -791,7 +791,7 @@ fn ids_are_uuid_strings_and_enums_list_their_values() {
     // A bot's fields point at the id schemas.
     let bot = &schemas["Bot"]["properties"];
     assert_eq!(bot["id"]["$ref"], "#/components/schemas/BotId");
-    let fallback = non_null(&doc, &bot["fallback_provider_id"]);
+    let fallback = non_null(doc, &bot["fallback_provider_id"]);
     assert_eq!(
         fallback["format"], "uuid",
         "{}",

@@ -133,5 +133,5 @@ fn the_openapi_command_prints_the_document_the_server_serves() {
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
     let printed: serde_json::Value = serde_json::from_str(&run(&db, &["openapi"])).unwrap();
     assert_eq!(printed["openapi"], "3.1.0");
-    assert_eq!(printed, chatcore_server::openapi::document());
+    assert_eq!(&printed, chatcore_server::openapi::document());
 }
