@@ -18,6 +18,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Config {
     /// `CHATCORE_DATABASE_URL`.
     pub database_url: String,
+    /// `CHATCORE_DATABASE_SCHEMA`: PostgreSQL schema to use (created if
+    /// missing; default: the connection's search path).
+    pub database_schema: Option<String>,
+    /// `CHATCORE_VECTOR_CACHE_MB`: memory for datasets' vectors kept for
+    /// exact search where pgvector is not used (SQLite).
+    pub vector_cache_mb: u64,
     /// `CHATCORE_LISTEN`.
     pub listen: SocketAddr,
     /// `CHATCORE_MASTER_KEY`: base64 of 32 bytes (encryption at rest).
@@ -66,6 +72,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     database_url: Option<String>,
+    database_schema: Option<String>,
+    vector_cache_mb: Option<u64>,
     listen: Option<String>,
     master_key: Option<String>,
     master_keys_old: Option<String>,
@@ -121,6 +129,8 @@ impl Config {
         Ok(Self {
             database_url: pick("CHATCORE_DATABASE_URL", fc.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            database_schema: pick("CHATCORE_DATABASE_SCHEMA", fc.database_schema),
+            vector_cache_mb: num("CHATCORE_VECTOR_CACHE_MB", fc.vector_cache_mb, 512)?,
             listen,
             master_key: pick("CHATCORE_MASTER_KEY", fc.master_key).map(secret),
             master_keys_old: pick("CHATCORE_MASTER_KEYS_OLD", fc.master_keys_old)
@@ -152,6 +162,15 @@ impl Config {
             )?,
             openai_api_key: env("OPENAI_API_KEY").map(secret),
         })
+    }
+
+    /// How to open the store.
+    pub fn store_options(&self) -> chatcore::store::StoreOptions {
+        chatcore::store::StoreOptions {
+            schema: self.database_schema.clone(),
+            vector_cache_bytes: (self.vector_cache_mb as usize).saturating_mul(1024 * 1024),
+            ..Default::default()
+        }
     }
 
     /// The SQLite database file, if the database is a SQLite file.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chatcore::admin::List;
 use chatcore::domain::{DatasetId, DocumentId, ProviderConfigId};
-use chatcore::rag::{DocumentUpload, MetadataFilter, SearchHit};
+use chatcore::rag::{DocumentUpload, MetadataFilter, SearchHit, SearchMode};
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -61,13 +61,18 @@ pub struct UploadDocument {
 pub struct Search {
     /// What to look for.
     pub query: String,
-    /// How many chunks (default 5; clamped to 1 to 100).
+    /// How many chunks (default 5; 1 to 100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub top_k: Option<usize>,
     /// Equality conditions on top-level metadata keys, e.g. `{"lang": "en"}`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub filter: Option<MetadataFilter>,
+    /// How to rank: `hybrid` (default: vector and full-text rankings fused),
+    /// `vector` or `text` alone.
+    #[serde(default)]
+    pub mode: Option<SearchMode>,
 }
 
 /// The reply of a search: the best chunks, best first.
@@ -215,14 +220,23 @@ pub async fn handle(
             q.finish()?;
             let d: DatasetId = id(&m, "dataset")?;
             let s: Search = json_body(app, req).await?;
+            let top_k = s.top_k.unwrap_or(5);
+            if !(1..=100).contains(&top_k) {
+                return Err(ApiError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "top_k: must be between 1 and 100",
+                ));
+            }
             store.get_dataset(c.tenant, d).await.map_err(chat_err)?;
             let hits = rag
-                .search(
+                .search_with(
                     c.tenant,
                     &[d],
                     &s.query,
-                    s.top_k.unwrap_or(5),
+                    top_k,
                     &s.filter.unwrap_or_default(),
+                    s.mode.unwrap_or_default(),
                 )
                 .await?;
             Ok(ok(&SearchResult { data: hits }))

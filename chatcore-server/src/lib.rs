@@ -38,7 +38,7 @@ use chatcore::bootstrap::{Demo, ensure_demo};
 use chatcore::engine::{ChatService, ChatSettings};
 use chatcore::provider::ProviderRegistry;
 use chatcore::ratelimit::{FailoverRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter};
-use chatcore::store::{SeaOrmStore, Store, StoreOptions};
+use chatcore::store::{SeaOrmStore, Store};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -106,7 +106,7 @@ impl App {
     ) -> Result<Arc<Self>, StartError> {
         let keyring = keys::keyring(&config)?;
         let store: Arc<dyn Store> =
-            Arc::new(SeaOrmStore::open(&config.database_url, StoreOptions::default()).await?);
+            Arc::new(SeaOrmStore::open(&config.database_url, config.store_options()).await?);
         let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(FailoverRateLimiter::new(
                 RedisRateLimiter::connect(url.expose_secret()).await?,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatcore::admin::{AdminCaller, AdminService, CreateApiKey, CreateTenant, Operator};
-use chatcore::store::{SeaOrmStore, StoreOptions};
+use chatcore::store::SeaOrmStore;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -223,7 +223,7 @@ fn cli_result(r: Result<(), String>) -> ExitCode {
 /// The management logic straight on the configured database.
 async fn admin_service(config: &Config) -> Result<AdminService, String> {
     let keyring = chatcore_server::keys::keyring(config).map_err(|e| e.to_string())?;
-    let store = SeaOrmStore::open(&config.database_url, StoreOptions::default())
+    let store = SeaOrmStore::open(&config.database_url, config.store_options())
         .await
         .map_err(|e| format!("database: {e}"))?;
     Ok(AdminService::new(Arc::new(store), keyring))

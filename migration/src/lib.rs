@@ -1,10 +1,13 @@
-//! chatcore's schema: one consolidated migration, `consolidated_init`, that
-//! creates the twelve tables of the data model and seeds the provider catalog.
-//! The same code migrates SQLite and PostgreSQL.
+//! chatcore's schema. `consolidated_init` creates the twelve tables of the
+//! data model and seeds the provider catalog; `rag_search` adds full-text
+//! search over chunks (SQLite FTS5, PostgreSQL tsvector) and, where pgvector
+//! is available, the vector column with its HNSW indexes. The same code
+//! migrates SQLite and PostgreSQL.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_consolidated_init;
+pub mod m20260126_000003_rag_search;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -12,6 +15,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260101_000001_consolidated_init::Migration)]
+        vec![
+            Box::new(m20260101_000001_consolidated_init::Migration),
+            Box::new(m20260126_000003_rag_search::Migration),
+        ]
     }
 }

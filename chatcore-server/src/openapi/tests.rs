@@ -740,7 +740,7 @@ fn request_schemas_match_what_the_types_accept() {
     check_request::<crate::datasets::Search>(
         d,
         request(d, "post", "/v1/datasets/{id}/search"),
-        json!({"query": "q", "top_k": 3, "filter": {"lang": "en"}}),
+        json!({"query": "q", "top_k": 3, "filter": {"lang": "en"}, "mode": "text"}),
         "Search",
     );
     // Secrets are write-only.

@@ -62,6 +62,8 @@ pub struct TestApp {
     pub app: Arc<App>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<()>>,
+    /// The PostgreSQL schema of this app, dropped by `stop()`.
+    pg_schema: Option<String>,
 }
 
 /// A tenant with a provider, a bot and an admin+chat key.
@@ -88,6 +90,11 @@ impl TestApp {
         }
         if let Some(h) = self.server.take() {
             h.await.unwrap();
+        }
+        if let Some(schema) = self.pg_schema.take() {
+            chatcore::store::SeaOrmStore::drop_schema(&chatcore::testkit::pg::url(), &schema)
+                .await
+                .expect("drop test schema");
         }
     }
 
@@ -281,7 +288,29 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         app,
         shutdown: Some(tx),
         server: Some(server),
+        pg_schema: None,
     }
+}
+
+/// The app on PostgreSQL (the test database, a fresh schema that `stop()`
+/// drops). `None` when PostgreSQL tests are skipped, which CI refuses.
+pub async fn spawn_app_pg() -> Option<TestApp> {
+    if chatcore::testkit::pg::skip_requested() {
+        eprintln!("CHATCORE_TEST_SKIP_POSTGRES=1: skipping a PostgreSQL API test");
+        return None;
+    }
+    let schema = chatcore::testkit::pg::fresh_schema_name();
+    let mut app = spawn_app_with(|c| {
+        c.database_url = chatcore::testkit::pg::url();
+        c.database_schema = Some(schema.clone());
+        // Off SQLite there is no key file: the master key must be given.
+        c.master_key = Some(SecretString::from(
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_string(),
+        ));
+    })
+    .await;
+    app.pg_schema = Some(schema);
+    Some(app)
 }
 
 /// Reads an SSE body into (event, data) pairs.

@@ -38,8 +38,22 @@ const DOCS: &[(&str, &str)] = &[
 ];
 
 #[tokio::test]
-async fn upload_index_search_and_answer_with_sources() {
-    let app = spawn_app().await;
+async fn upload_index_search_and_answer_with_sources_sqlite() {
+    upload_index_search_and_answer_with_sources(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn upload_index_search_and_answer_with_sources_postgres() {
+    if let Some(app) = spawn_app_pg().await {
+        // CI installs pgvector (.ci/pgvector.sh): its path is the one tested.
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            assert_eq!(app.store().vector_search_kind(), "pgvector-hnsw");
+        }
+        upload_index_search_and_answer_with_sources(app).await;
+    }
+}
+
+async fn upload_index_search_and_answer_with_sources(app: TestApp) {
     let t = app.tenant("rag", "mock", "echo", None).await;
     let other = app.tenant("rag-other", "mock", "echo", None).await;
     let key = &t.key;

@@ -8,25 +8,25 @@
 //! again when the indexer starts. A document uploaded again with the same
 //! title is re-indexed only if its content hash changed.
 //!
-//! Retrieval: hybrid by default. Vector search (cosine over the dataset's
-//! embeddings, scanned by a tight loop over an in-memory copy that is
-//! rebuilt when the dataset changes) and full-text search (BM25 over the
-//! chunk texts) are fused by reciprocal rank fusion.
+//! Retrieval: hybrid by default. The store's vector search (pgvector's HNSW
+//! index on PostgreSQL, an exact scan elsewhere) and its full-text search
+//! (SQLite FTS5, PostgreSQL tsvector) each rank candidates; reciprocal rank
+//! fusion merges the two rankings. [`SearchMode`] picks one side alone.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{
-    ChunkOptions, MetadataFilter, bm25_scores, chunk, content_hash, cosine_top_k, normalize,
-    reciprocal_rank_fusion, tiktoken_counter,
+    ChunkOptions, MetadataFilter, chunk, content_hash, normalize, reciprocal_rank_fusion,
+    tiktoken_counter,
 };
 use crate::domain::*;
 use crate::engine::{ChatError, ChatService, ContextRetriever, Source};
 use crate::provider::EmbedRequest;
-use crate::store::{NewChunk, NewDocument, Store, StoreError};
+use crate::store::{ChunkSearch, NewChunk, NewDocument, PageRequest, Store, StoreError};
 
 /// Texts embedded per provider call.
 const EMBED_BATCH: usize = 64;
@@ -93,23 +93,24 @@ pub struct SearchHit {
     pub text: String,
 }
 
-#[derive(Clone)]
-struct IndexedChunk {
-    id: ChunkId,
-    document_id: DocumentId,
-    title: String,
-    text: String,
-    metadata: serde_json::Value,
-    embedding: Option<Vec<f32>>,
+/// How a search ranks chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    /// Vector and full-text rankings fused by reciprocal rank fusion.
+    #[default]
+    Hybrid,
+    /// Cosine similarity of embeddings only.
+    Vector,
+    /// Full text only.
+    Text,
 }
 
 /// Ingestion and retrieval for a tenant's datasets.
 pub struct RagService {
     chat: Arc<ChatService>,
     queue: mpsc::UnboundedSender<(TenantId, DocumentId)>,
-    /// In-memory copies of datasets' chunks for the vector scan, dropped
-    /// whenever a document of the dataset changes.
-    index: Mutex<HashMap<DatasetId, Arc<Vec<IndexedChunk>>>>,
     options: ChunkOptions,
 }
 
@@ -121,7 +122,6 @@ impl RagService {
         let svc = Arc::new(Self {
             chat,
             queue: tx,
-            index: Mutex::new(HashMap::new()),
             options: ChunkOptions::default(),
         });
         let store = svc.chat.store().clone();
@@ -137,13 +137,6 @@ impl RagService {
 
     fn store(&self) -> &Arc<dyn Store> {
         self.chat.store()
-    }
-
-    fn forget(&self, dataset: DatasetId) {
-        self.index
-            .lock()
-            .expect("rag index lock poisoned")
-            .remove(&dataset);
     }
 
     /// Stores a document (or finds it unchanged) and queues it for indexing.
@@ -191,7 +184,6 @@ impl RagService {
                         return Ok(d);
                     }
                     self.store().delete_document(tenant, d.id).await?;
-                    self.forget(dataset);
                 }
             }
             match page.next_cursor {
@@ -228,6 +220,7 @@ impl RagService {
         embedding_model: Option<String>,
         embedding_dim: Option<i32>,
     ) -> Result<Dataset, ChatError> {
+        caller.require_write()?;
         if name.trim().is_empty() {
             return Err(ChatError::InvalidRequest("name: must not be empty".into()));
         }
@@ -330,6 +323,7 @@ impl RagService {
         dataset: DatasetId,
         up: DocumentUpload,
     ) -> Result<DocumentView, ChatError> {
+        caller.require_write()?;
         let d = self.upload(caller.tenant, dataset, up).await?;
         self.audit(caller, "document.uploaded", "document", d.id)
             .await;
@@ -342,6 +336,7 @@ impl RagService {
         caller: &crate::admin::AdminCaller,
         id: DatasetId,
     ) -> Result<(), ChatError> {
+        caller.require_write()?;
         self.delete_dataset(caller.tenant, id).await?;
         self.audit(caller, "dataset.deleted", "dataset", id).await;
         Ok(())
@@ -353,6 +348,7 @@ impl RagService {
         caller: &crate::admin::AdminCaller,
         id: DocumentId,
     ) -> Result<(), ChatError> {
+        caller.require_write()?;
         self.delete_document(caller.tenant, id).await?;
         self.audit(caller, "document.deleted", "document", id).await;
         Ok(())
@@ -360,16 +356,13 @@ impl RagService {
 
     /// Deletes a document and its chunks.
     pub async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
-        let d = self.store().get_document(tenant, id).await?;
         self.store().delete_document(tenant, id).await?;
-        self.forget(d.dataset_id);
         Ok(())
     }
 
     /// Deletes a dataset with its documents.
     pub async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<(), ChatError> {
         self.store().delete_dataset(tenant, id).await?;
-        self.forget(id);
         self.chat.invalidate_tenant(tenant);
         Ok(())
     }
@@ -389,7 +382,6 @@ impl RagService {
         match result {
             Ok(chunks) => {
                 self.store().replace_chunks(tenant, id, chunks).await?;
-                self.forget(doc.dataset_id);
                 Ok(())
             }
             Err(e) => {
@@ -398,7 +390,6 @@ impl RagService {
                 self.store()
                     .set_document_status(tenant, id, DocumentStatus::Failed, Some(reason))
                     .await?;
-                self.forget(doc.dataset_id);
                 Ok(())
             }
         }
@@ -450,65 +441,10 @@ impl RagService {
         Ok(out)
     }
 
-    async fn dataset_index(
-        &self,
-        tenant: TenantId,
-        dataset: DatasetId,
-    ) -> Result<Arc<Vec<IndexedChunk>>, ChatError> {
-        if let Some(ix) = self
-            .index
-            .lock()
-            .expect("rag index lock poisoned")
-            .get(&dataset)
-        {
-            return Ok(ix.clone());
-        }
-        let mut chunks = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .store()
-                .list_documents(
-                    tenant,
-                    dataset,
-                    crate::store::PageRequest {
-                        limit: 200,
-                        cursor: cursor.clone(),
-                    },
-                )
-                .await?;
-            for d in page
-                .data
-                .iter()
-                .filter(|d| d.status == DocumentStatus::Ready)
-            {
-                for c in self.store().list_chunks(tenant, d.id).await? {
-                    chunks.push(IndexedChunk {
-                        id: c.id,
-                        document_id: d.id,
-                        title: d.title.clone(),
-                        text: c.text,
-                        metadata: d.metadata.clone(),
-                        embedding: c.embedding,
-                    });
-                }
-            }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        let ix = Arc::new(chunks);
-        self.index
-            .lock()
-            .expect("rag index lock poisoned")
-            .insert(dataset, ix.clone());
-        Ok(ix)
-    }
-
-    /// Hybrid search over `datasets`: top `k` chunks by reciprocal rank
-    /// fusion of vector and full-text rankings, among documents matching
-    /// `filter`.
+    /// Search over `datasets` (those that are not the tenant's, or gone,
+    /// are ignored): the top `k` chunks among documents matching `filter`,
+    /// ranked as `mode` says (hybrid: reciprocal rank fusion of the vector
+    /// and full-text rankings).
     pub async fn search(
         &self,
         tenant: TenantId,
@@ -517,69 +453,171 @@ impl RagService {
         k: usize,
         filter: &MetadataFilter,
     ) -> Result<Vec<SearchHit>, ChatError> {
+        self.search_with(tenant, datasets, query, k, filter, SearchMode::Hybrid)
+            .await
+    }
+
+    /// [`RagService::search`] with a chosen ranking.
+    pub async fn search_with(
+        &self,
+        tenant: TenantId,
+        datasets: &[DatasetId],
+        query: &str,
+        k: usize,
+        filter: &MetadataFilter,
+        mode: SearchMode,
+    ) -> Result<Vec<SearchHit>, ChatError> {
         if query.trim().is_empty() {
             return Err(ChatError::InvalidRequest("query: must not be empty".into()));
         }
         let k = k.clamp(1, 100);
-        let mut all: Vec<IndexedChunk> = Vec::new();
-        let mut vector_ranked: Vec<(ChunkId, f32)> = Vec::new();
+        let mut found: Vec<Dataset> = Vec::new();
         for &ds_id in datasets {
-            let ds = match self.store().get_dataset(tenant, ds_id).await {
-                Ok(ds) => ds,
+            match self.store().get_dataset(tenant, ds_id).await {
+                Ok(ds) => found.push(ds),
                 // Deleted meanwhile (a cached bot may still list it).
                 Err(StoreError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
-            };
-            let ix = self.dataset_index(tenant, ds_id).await?;
-            let candidates: Vec<&IndexedChunk> =
-                ix.iter().filter(|c| filter.matches(&c.metadata)).collect();
-            if candidates.iter().any(|c| c.embedding.is_some()) {
-                let provider = self
-                    .chat
-                    .provider_for_config(tenant, ds.provider_id)
-                    .await?;
+            }
+        }
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<DatasetId> = found.iter().map(|d| d.id).collect();
+        let allowed = if filter.is_empty() {
+            None
+        } else {
+            let docs = self.matching_documents(tenant, &ids, filter).await?;
+            if docs.is_empty() {
+                return Ok(Vec::new());
+            }
+            Some(docs)
+        };
+        // Each side contributes more candidates than asked, so that fusion
+        // can promote a chunk ranked well by both.
+        let candidates = k * 4;
+        let mut vector_ranked: Vec<(ChunkId, f32)> = Vec::new();
+        if mode != SearchMode::Text {
+            // One query embedding per (provider, model) among the datasets.
+            let mut groups: HashMap<(ProviderConfigId, String), Vec<DatasetId>> = HashMap::new();
+            for ds in &found {
+                groups
+                    .entry((ds.provider_id, ds.embedding_model.clone()))
+                    .or_default()
+                    .push(ds.id);
+            }
+            for ((provider_id, model), group) in groups {
+                let provider = self.chat.provider_for_config(tenant, provider_id).await?;
                 let q = provider
-                    .embed(
-                        &EmbedRequest::new(vec![query.to_string()])
-                            .with_model(ds.embedding_model.clone()),
+                    .embed(&EmbedRequest::new(vec![query.to_string()]).with_model(model))
+                    .await?;
+                let Some(qv) = q.vectors.first() else {
+                    continue;
+                };
+                let hits = self
+                    .store()
+                    .search_chunks_by_vector(
+                        tenant,
+                        ChunkSearch {
+                            datasets: &group,
+                            documents: allowed.as_deref(),
+                            limit: candidates,
+                        },
+                        qv,
                     )
                     .await?;
-                if let Some(qv) = q.vectors.first() {
-                    vector_ranked.extend(cosine_top_k(
-                        qv,
-                        candidates
-                            .iter()
-                            .filter_map(|c| c.embedding.as_deref().map(|e| (c.id, e))),
-                        k * 4,
-                    ));
-                }
+                vector_ranked.extend(hits.into_iter().map(|h| (h.chunk_id, h.score)));
             }
-            all.extend(candidates.into_iter().cloned());
+            vector_ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            vector_ranked.truncate(candidates);
         }
-        vector_ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut text_ranked = bm25_scores(query, all.iter().map(|c| (c.id, c.text.as_str())));
-        text_ranked.truncate(k * 4);
-        let fused = reciprocal_rank_fusion(
-            &[
-                vector_ranked.into_iter().map(|(id, _)| id).collect(),
-                text_ranked.into_iter().map(|(id, _)| id).collect(),
-            ],
-            60.0,
-        );
-        let by_id: HashMap<ChunkId, &IndexedChunk> = all.iter().map(|c| (c.id, c)).collect();
-        Ok(fused
+        let text_ranked: Vec<(ChunkId, f32)> = if mode != SearchMode::Vector {
+            self.store()
+                .search_chunks_by_text(
+                    tenant,
+                    ChunkSearch {
+                        datasets: &ids,
+                        documents: allowed.as_deref(),
+                        limit: candidates,
+                    },
+                    query,
+                )
+                .await?
+                .into_iter()
+                .map(|h| (h.chunk_id, h.score))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ranked: Vec<(ChunkId, f32)> = match mode {
+            SearchMode::Vector => vector_ranked,
+            SearchMode::Text => text_ranked,
+            SearchMode::Hybrid => reciprocal_rank_fusion(
+                &[
+                    vector_ranked.into_iter().map(|(id, _)| id).collect(),
+                    text_ranked.into_iter().map(|(id, _)| id).collect(),
+                ],
+                60.0,
+            ),
+        };
+        let top: Vec<(ChunkId, f32)> = ranked.into_iter().take(k).collect();
+        let ids: Vec<ChunkId> = top.iter().map(|(id, _)| *id).collect();
+        let mut hits: HashMap<ChunkId, crate::store::ChunkHit> = self
+            .store()
+            .chunk_hits(tenant, &ids)
+            .await?
             .into_iter()
-            .take(k)
+            .map(|h| (h.chunk_id, h))
+            .collect();
+        Ok(top
+            .into_iter()
             .filter_map(|(id, score)| {
-                by_id.get(&id).map(|c| SearchHit {
-                    chunk_id: c.id,
-                    document_id: c.document_id,
-                    title: c.title.clone(),
+                hits.remove(&id).map(|h| SearchHit {
+                    chunk_id: h.chunk_id,
+                    document_id: h.document_id,
+                    title: h.title,
                     score,
-                    text: c.text.clone(),
+                    text: h.text,
                 })
             })
             .collect())
+    }
+
+    /// Ids of the documents of `datasets` whose metadata matches `filter`.
+    async fn matching_documents(
+        &self,
+        tenant: TenantId,
+        datasets: &[DatasetId],
+        filter: &MetadataFilter,
+    ) -> Result<Vec<DocumentId>, ChatError> {
+        let mut out = Vec::new();
+        for &dataset in datasets {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .store()
+                    .list_documents(
+                        tenant,
+                        dataset,
+                        PageRequest {
+                            limit: PageRequest::MAX_LIMIT,
+                            cursor: cursor.take(),
+                        },
+                    )
+                    .await?;
+                out.extend(
+                    page.data
+                        .iter()
+                        .filter(|d| filter.matches(&d.metadata))
+                        .map(|d| d.id),
+                );
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -114,6 +114,78 @@ fn dot_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
     (d, n)
 }
 
+/// `vector` scaled to unit length, or `None` for a zero or non-finite one.
+pub fn unit_vector(vector: &[f32]) -> Option<Vec<f32>> {
+    let norm = dot(vector, vector).sqrt();
+    if vector.is_empty() || !norm.is_finite() || norm == 0.0 {
+        return None;
+    }
+    Some(vector.iter().map(|x| x / norm).collect())
+}
+
+/// The `k` rows of `matrix` (unit vectors of `unit_query.len()` floats each,
+/// stored one after another) with the largest dot product with
+/// `unit_query`, i.e. the highest cosine similarity, best first, as
+/// `(row, similarity)`. Rows for which `keep` is false are skipped; equal
+/// scores keep the earlier row. The tight loop behind retrieval when no
+/// vector index is at hand.
+pub fn top_k_unit_rows(
+    unit_query: &[f32],
+    matrix: &[f32],
+    k: usize,
+    mut keep: impl FnMut(usize) -> bool,
+) -> Vec<(usize, f32)> {
+    let dims = unit_query.len();
+    if k == 0 || dims == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<Scored<usize>> = BinaryHeap::with_capacity(k + 1);
+    let mut worst = f32::NEG_INFINITY;
+    for (row, v) in matrix.chunks_exact(dims).enumerate() {
+        let score = dot_only(unit_query, v);
+        if heap.len() == k && score <= worst {
+            continue;
+        }
+        if !score.is_finite() || !keep(row) {
+            continue;
+        }
+        if heap.len() == k {
+            heap.pop();
+        }
+        heap.push(Scored {
+            score,
+            seq: row,
+            id: row,
+        });
+        if heap.len() == k {
+            worst = heap.peek().expect("k > 0").score;
+        }
+    }
+    let mut best = heap.into_vec();
+    best.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.seq.cmp(&b.seq)));
+    best.into_iter().map(|s| (s.id, s.score)).collect()
+}
+
+/// `a·b` over equally long slices, with independent lanes as in
+/// [`dot_and_norm`].
+#[inline]
+fn dot_only(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; LANES];
+    let (a_chunks, a_rest) = a.as_chunks::<LANES>();
+    let (b_chunks, b_rest) = b.as_chunks::<LANES>();
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut d: f32 = acc.iter().sum();
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        d += x * y;
+    }
+    d
+}
+
 /// Decodes an embedding stored as little-endian `f32`s (the `chunks.embedding`
 /// column's format).
 pub fn f32_bytes_to_vec(bytes: &[u8]) -> Result<Vec<f32>, RagError> {
@@ -241,6 +313,38 @@ pub(crate) mod tests {
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(k);
         all
+    }
+
+    #[test]
+    fn top_k_unit_rows_matches_brute_force_and_honours_keep() {
+        let mut rng = SplitMix64(7);
+        for (dim, n, k) in [(384, 3_000, 10), (5, 40, 3), (33, 100, 200)] {
+            let vectors: Vec<Vec<f32>> = (0..n).map(|_| rng.vector(dim)).collect();
+            let matrix: Vec<f32> = vectors
+                .iter()
+                .flat_map(|v| unit_vector(v).expect("non-zero"))
+                .collect();
+            let query = rng.vector(dim);
+            let unit = unit_vector(&query).expect("non-zero");
+            let got = top_k_unit_rows(&unit, &matrix, k, |_| true);
+            let want = brute_force(&query, &vectors, k);
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.0, w.0, "dim {dim} n {n}");
+                assert!((g.1 - w.1).abs() < 1e-4);
+            }
+            // Odd rows excluded: the answer is the brute force over even rows.
+            let got = top_k_unit_rows(&unit, &matrix, k, |r| r % 2 == 0);
+            let evens: Vec<Vec<f32>> = vectors.iter().step_by(2).cloned().collect();
+            let want: Vec<usize> = brute_force(&query, &evens, k)
+                .into_iter()
+                .map(|(i, _)| i * 2)
+                .collect();
+            assert_eq!(got.into_iter().map(|(r, _)| r).collect::<Vec<_>>(), want);
+        }
+        assert!(unit_vector(&[0.0, 0.0]).is_none());
+        assert!(unit_vector(&[f32::NAN, 1.0]).is_none());
+        assert!(top_k_unit_rows(&[1.0], &[1.0, 2.0], 0, |_| true).is_empty());
     }
 
     #[test]

@@ -365,6 +365,45 @@ pub struct NewChunk {
     pub embedding: Option<Vec<f32>>,
 }
 
+/// Where a chunk search looks: some datasets of one tenant, optionally only
+/// some of their documents; `limit` results at most.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkSearch<'a> {
+    /// Datasets to search (each checked to be the tenant's by the caller or
+    /// filtered by tenant in the query).
+    pub datasets: &'a [DatasetId],
+    /// Only chunks of these documents (e.g. those matching a metadata
+    /// filter); `None` means every document.
+    pub documents: Option<&'a [DocumentId]>,
+    /// How many results at most.
+    pub limit: usize,
+}
+
+/// A chunk found by a search, best first. Scores rank results of one search
+/// only: cosine similarity for vectors, the backend's full-text rank for text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredChunk {
+    /// The chunk.
+    pub chunk_id: ChunkId,
+    /// Its document.
+    pub document_id: DocumentId,
+    /// Higher is better.
+    pub score: f32,
+}
+
+/// What an answer cites of a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkHit {
+    /// The chunk.
+    pub chunk_id: ChunkId,
+    /// Its document.
+    pub document_id: DocumentId,
+    /// The document's title.
+    pub title: String,
+    /// The chunk's text.
+    pub text: String,
+}
+
 /// A new scope.
 #[derive(Debug, Clone)]
 pub struct NewScope {
@@ -807,6 +846,72 @@ pub trait Store: Send + Sync + 'static {
     /// How many chunks a document has.
     async fn count_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<u64>;
 
+    /// The `search.limit` chunks most similar to `vector` (cosine), best
+    /// first, among chunks whose embedding has the same dimension.
+    ///
+    /// The default scans every chunk through [`Store::list_documents`] and
+    /// [`Store::list_chunks`]: correct, and slow on large datasets.
+    async fn search_chunks_by_vector(
+        &self,
+        tenant: TenantId,
+        search: ChunkSearch<'_>,
+        vector: &[f32],
+    ) -> StoreResult<Vec<ScoredChunk>> {
+        let chunks = default_chunks(self, tenant, search).await?;
+        let docs: std::collections::HashMap<ChunkId, DocumentId> =
+            chunks.iter().map(|c| (c.id, c.document_id)).collect();
+        Ok(crate::rag::cosine_top_k(
+            vector,
+            chunks
+                .iter()
+                .filter_map(|c| c.embedding.as_deref().map(|e| (c.id, e))),
+            search.limit,
+        )
+        .into_iter()
+        .map(|(id, score)| ScoredChunk {
+            chunk_id: id,
+            document_id: docs[&id],
+            score,
+        })
+        .collect())
+    }
+
+    /// The `search.limit` chunks that best match `query` as full text
+    /// (any of its words, stemmed), best first. No words, no results.
+    ///
+    /// The default ranks every chunk by BM25 in process.
+    async fn search_chunks_by_text(
+        &self,
+        tenant: TenantId,
+        search: ChunkSearch<'_>,
+        query: &str,
+    ) -> StoreResult<Vec<ScoredChunk>> {
+        let chunks = default_chunks(self, tenant, search).await?;
+        let docs: std::collections::HashMap<ChunkId, DocumentId> =
+            chunks.iter().map(|c| (c.id, c.document_id)).collect();
+        let mut ranked =
+            crate::rag::bm25_scores(query, chunks.iter().map(|c| (c.id, c.text.as_str())));
+        ranked.truncate(search.limit);
+        Ok(ranked
+            .into_iter()
+            .map(|(id, score)| ScoredChunk {
+                chunk_id: id,
+                document_id: docs[&id],
+                score,
+            })
+            .collect())
+    }
+
+    /// The chunks `ids` of the tenant with their documents' titles, in the
+    /// order asked; ids that are not the tenant's (or gone) are left out.
+    async fn chunk_hits(&self, tenant: TenantId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkHit>>;
+
+    /// How [`Store::search_chunks_by_vector`] finds neighbours, for logs and
+    /// benchmarks: `"scan"` (exact, in process) or `"pgvector-hnsw"`.
+    fn vector_search_kind(&self) -> &'static str {
+        "scan"
+    }
+
     // ---- scopes ----
 
     /// Creates a scope; `NotFound("bot")` if the bot is not the tenant's.
@@ -852,4 +957,40 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>>;
+}
+
+/// Every chunk a [`ChunkSearch`] covers, for the default search methods.
+async fn default_chunks<S: Store + ?Sized>(
+    store: &S,
+    tenant: TenantId,
+    search: ChunkSearch<'_>,
+) -> StoreResult<Vec<Chunk>> {
+    let wanted: Option<std::collections::HashSet<DocumentId>> =
+        search.documents.map(|d| d.iter().copied().collect());
+    let mut out = Vec::new();
+    for &dataset in search.datasets {
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list_documents(
+                    tenant,
+                    dataset,
+                    PageRequest {
+                        limit: PageRequest::MAX_LIMIT,
+                        cursor: cursor.take(),
+                    },
+                )
+                .await?;
+            for d in &page.data {
+                if wanted.as_ref().is_none_or(|w| w.contains(&d.id)) {
+                    out.extend(store.list_chunks(tenant, d.id).await?);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    Ok(out)
 }

@@ -81,6 +81,7 @@ macro_rules! store_conformance_tests {
             begin_turn_stores_the_turn,
             deleting_cascades,
             datasets_documents_chunks,
+            chunk_search_by_vector_and_text,
             scopes_crud,
             audit_append_list_filter,
             timestamps_keep_microseconds,
@@ -1239,6 +1240,331 @@ pub async fn datasets_documents_chunks(s: &dyn Store) {
     ));
     let r = s.create_document(t.id, new_doc(ds.id, "late")).await;
     assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+/// Chunks of `doc`: `(text, embedding)` at ordinals 0, 1, ...
+async fn put_chunks(s: &dyn Store, t: TenantId, doc: DocumentId, chunks: &[(&str, [f32; 4])]) {
+    s.replace_chunks(
+        t,
+        doc,
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, (text, e))| NewChunk {
+                ordinal: i as i32,
+                text: (*text).into(),
+                token_count: 5,
+                embedding: Some(e.to_vec()),
+            })
+            .collect(),
+    )
+    .await
+    .expect("replace chunks");
+}
+
+async fn chunk_ids(s: &dyn Store, t: TenantId, doc: DocumentId) -> Vec<ChunkId> {
+    s.list_chunks(t, doc)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Vector and full-text search over chunks: ranking, dimensions, document
+/// restrictions, datasets, tenants, and changes seen at once.
+pub async fn chunk_search_by_vector_and_text(s: &dyn Store) {
+    let t = tenant(s, "search").await;
+    let o = tenant(s, "search-other").await;
+    let p = provider(s, t.id).await;
+    let op = provider(s, o.id).await;
+    let ds = dataset(s, t.id, p.id).await;
+    let ds2 = dataset(s, t.id, p.id).await;
+    let ods = dataset(s, o.id, op.id).await;
+    let a = s
+        .create_document(t.id, new_doc(ds.id, "Refunds"))
+        .await
+        .unwrap();
+    let b = s
+        .create_document(t.id, new_doc(ds.id, "Cards"))
+        .await
+        .unwrap();
+    let c = s
+        .create_document(t.id, new_doc(ds2.id, "Other dataset"))
+        .await
+        .unwrap();
+    let od = s
+        .create_document(o.id, new_doc(ods.id, "Other tenant"))
+        .await
+        .unwrap();
+    put_chunks(
+        s,
+        t.id,
+        a.id,
+        &[
+            ("The refund policy lasts thirty days.", [1.0, 0.0, 0.0, 0.0]),
+            ("Office parking is in the basement.", [0.0, 1.0, 0.0, 0.0]),
+        ],
+    )
+    .await;
+    put_chunks(
+        s,
+        t.id,
+        b.id,
+        &[
+            ("Refunds are paid back to the card.", [0.9, 0.1, 0.0, 0.0]),
+            ("Penguins swim in cold water.", [0.0, 0.0, 1.0, 0.0]),
+        ],
+    )
+    .await;
+    put_chunks(
+        s,
+        t.id,
+        c.id,
+        &[("A refund in another dataset.", [1.0, 0.0, 0.0, 0.0])],
+    )
+    .await;
+    put_chunks(
+        s,
+        o.id,
+        od.id,
+        &[("A refund of another tenant.", [1.0, 0.0, 0.0, 0.0])],
+    )
+    .await;
+    let a_ids = chunk_ids(s, t.id, a.id).await;
+    let b_ids = chunk_ids(s, t.id, b.id).await;
+    let c_ids = chunk_ids(s, t.id, c.id).await;
+    let o_ids = chunk_ids(s, o.id, od.id).await;
+    let (one, both, theirs) = ([ds.id], [ds.id, ds2.id], [ods.id]);
+    fn only(datasets: &[DatasetId]) -> ChunkSearch<'_> {
+        ChunkSearch {
+            datasets,
+            documents: None,
+            limit: 10,
+        }
+    }
+    let ids = |v: Vec<ScoredChunk>| v.into_iter().map(|h| h.chunk_id).collect::<Vec<_>>();
+
+    // Vector: by cosine similarity, best first, with the chunk's document.
+    let v = s
+        .search_chunks_by_vector(
+            t.id,
+            ChunkSearch {
+                limit: 2,
+                ..only(&one)
+            },
+            &[2.0, 0.0, 0.0, 0.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(v.clone()), vec![a_ids[0], b_ids[0]]);
+    assert_eq!((v[0].document_id, v[1].document_id), (a.id, b.id));
+    assert!((v[0].score - 1.0).abs() < 1e-4, "{v:?}");
+    assert!((v[1].score - 0.9 / (0.82f32).sqrt()).abs() < 1e-3, "{v:?}");
+    let all = s
+        .search_chunks_by_vector(t.id, only(&one), &[0.0, 0.0, 1.0, 0.0])
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4, "every chunk of the dataset ranks");
+    assert_eq!(all[0].chunk_id, b_ids[1]);
+    // Another dimension, a zero vector, or no documents: nothing.
+    for q in [&[1.0, 0.0, 0.0][..], &[0.0; 4][..]] {
+        assert!(
+            s.search_chunks_by_vector(t.id, only(&one), q)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let none: &[DocumentId] = &[];
+    assert!(
+        s.search_chunks_by_vector(
+            t.id,
+            ChunkSearch {
+                documents: Some(none),
+                ..only(&one)
+            },
+            &[1.0, 0.0, 0.0, 0.0]
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    // Restricted to documents; several datasets.
+    let v = s
+        .search_chunks_by_vector(
+            t.id,
+            ChunkSearch {
+                documents: Some(&[b.id]),
+                ..only(&one)
+            },
+            &[1.0, 0.0, 0.0, 0.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(v), vec![b_ids[0], b_ids[1]]);
+    let v = s
+        .search_chunks_by_vector(
+            t.id,
+            ChunkSearch {
+                limit: 3,
+                ..only(&both)
+            },
+            &[1.0, 0.0, 0.0, 0.0],
+        )
+        .await
+        .unwrap();
+    let v = ids(v);
+    assert!(
+        v.contains(&a_ids[0]) && v.contains(&c_ids[0]) && v.contains(&b_ids[0]),
+        "{v:?}"
+    );
+
+    // Text: any word of the query, stemmed ("refunds" finds "refund").
+    let x = ids(s
+        .search_chunks_by_text(t.id, only(&one), "refunds")
+        .await
+        .unwrap());
+    assert_eq!(x.len(), 2, "{x:?}");
+    assert!(x.contains(&a_ids[0]) && x.contains(&b_ids[0]));
+    let x = ids(s
+        .search_chunks_by_text(t.id, only(&one), "penguins basement")
+        .await
+        .unwrap());
+    assert_eq!(x.len(), 2);
+    assert!(x.contains(&a_ids[1]) && x.contains(&b_ids[1]));
+    // A chunk matching more of the query's words ranks first.
+    let x = ids(s
+        .search_chunks_by_text(t.id, only(&one), "refund card")
+        .await
+        .unwrap());
+    assert_eq!(x[0], b_ids[0]);
+    let x = ids(s
+        .search_chunks_by_text(
+            t.id,
+            ChunkSearch {
+                documents: Some(&[a.id]),
+                ..only(&one)
+            },
+            "refund",
+        )
+        .await
+        .unwrap());
+    assert_eq!(x, vec![a_ids[0]]);
+    let x = ids(s
+        .search_chunks_by_text(t.id, only(&both), "refund")
+        .await
+        .unwrap());
+    assert_eq!(x.len(), 3);
+    // Query syntax is not interpreted: operators and quotes are just noise.
+    for q in [
+        "refund\" OR *",
+        "NEAR(refund card)",
+        "refund:* & !card",
+        "  ",
+        "\"",
+        "-",
+    ] {
+        let r = s.search_chunks_by_text(t.id, only(&one), q).await;
+        assert!(r.is_ok(), "{q:?}: {r:?}");
+    }
+    assert!(
+        s.search_chunks_by_text(t.id, only(&one), " ?! ")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Hits: in the order asked, with titles; unknown and foreign ids left out.
+    let h = s
+        .chunk_hits(t.id, &[b_ids[0], ChunkId::new(), a_ids[0], o_ids[0]])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+        vec![b_ids[0], a_ids[0]]
+    );
+    assert_eq!((h[0].title.as_str(), h[0].document_id), ("Cards", b.id));
+    assert_eq!(h[1].text, "The refund policy lasts thirty days.");
+
+    // Another tenant finds nothing of this tenant's, even with its ids.
+    assert!(
+        s.search_chunks_by_vector(o.id, only(&one), &[1.0, 0.0, 0.0, 0.0])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.search_chunks_by_text(o.id, only(&one), "refund")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.chunk_hits(o.id, &a_ids).await.unwrap().is_empty());
+    assert_eq!(
+        ids(s
+            .search_chunks_by_text(o.id, only(&theirs), "refund")
+            .await
+            .unwrap()),
+        o_ids
+    );
+
+    // Changes show at once: a deleted document no longer answers, replaced
+    // chunks answer with their new text and vectors.
+    s.delete_document(t.id, a.id).await.unwrap();
+    let v = ids(s
+        .search_chunks_by_vector(t.id, only(&one), &[1.0, 0.0, 0.0, 0.0])
+        .await
+        .unwrap());
+    assert_eq!(v, vec![b_ids[0], b_ids[1]]);
+    assert_eq!(
+        ids(s
+            .search_chunks_by_text(t.id, only(&one), "refund")
+            .await
+            .unwrap()),
+        vec![b_ids[0]]
+    );
+    assert!(s.chunk_hits(t.id, &a_ids).await.unwrap().is_empty());
+    put_chunks(
+        s,
+        t.id,
+        b.id,
+        &[("Walruses nap on the ice.", [0.0, 0.0, 0.0, 1.0])],
+    )
+    .await;
+    let b_new = chunk_ids(s, t.id, b.id).await;
+    assert!(
+        s.search_chunks_by_text(t.id, only(&one), "penguins refund")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(s
+            .search_chunks_by_text(t.id, only(&one), "walruses")
+            .await
+            .unwrap()),
+        b_new
+    );
+    let v = s
+        .search_chunks_by_vector(t.id, only(&one), &[0.0, 0.0, 0.0, 1.0])
+        .await
+        .unwrap();
+    assert_eq!(ids(v.clone()), b_new);
+    assert!((v[0].score - 1.0).abs() < 1e-4);
+    s.delete_dataset(t.id, ds.id).await.unwrap();
+    assert!(
+        s.search_chunks_by_vector(t.id, only(&one), &[0.0, 0.0, 0.0, 1.0])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.search_chunks_by_text(t.id, only(&one), "walruses")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Scopes: create, get, list per bot, delete.

@@ -5,6 +5,7 @@
 
 mod convert;
 mod entities;
+mod search;
 
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct SeaOrmStore {
     /// write lock and sleep in SQLite's busy handler.
     wdb: DatabaseConnection,
     backend: DbBackend,
+    /// Vector search state: pgvector or the in-memory scan and its cache.
+    vectors: std::sync::Arc<search::VectorState>,
 }
 
 impl std::fmt::Debug for SeaOrmStore {
@@ -55,6 +58,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// PostgreSQL schema to use (created if missing); tests use one per run.
     pub schema: Option<String>,
+    /// Memory for datasets' vectors kept for the exact scan (SQLite, or
+    /// PostgreSQL without pgvector), in bytes: 100,000 chunks of 384
+    /// dimensions take about 157 MB.
+    pub vector_cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +70,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             schema: None,
+            vector_cache_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -253,7 +261,8 @@ impl SeaOrmStore {
                     .await
                     .map_err(db_err)?;
                 bootstrap.close().await.map_err(db_err)?;
-                co.set_schema_search_path(schema.clone());
+                // `public` stays on the path: extensions (pgvector) live there.
+                co.set_schema_search_path(format!("{schema},public"));
             }
         }
         let db = Database::connect(co.clone()).await.map_err(db_err)?;
@@ -265,7 +274,14 @@ impl SeaOrmStore {
         } else {
             db.clone()
         };
-        Ok(Self { db, wdb, backend })
+        let store = Self {
+            db,
+            wdb,
+            backend,
+            vectors: std::sync::Arc::new(search::VectorState::new(opts.vector_cache_bytes)),
+        };
+        store.prepare_vector_search(false).await?;
+        Ok(store)
     }
 
     /// Connects and applies pending migrations.
@@ -282,12 +298,14 @@ impl SeaOrmStore {
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> StoreResult<()> {
-        Migrator::up(&self.wdb, None).await.map_err(db_err)
+        Migrator::up(&self.wdb, None).await.map_err(db_err)?;
+        self.prepare_vector_search(true).await
     }
 
     /// Reverts every migration (drops every table).
     pub async fn migrate_down(&self) -> StoreResult<()> {
-        Migrator::down(&self.wdb, None).await.map_err(db_err)
+        Migrator::down(&self.wdb, None).await.map_err(db_err)?;
+        self.prepare_vector_search(false).await
     }
 
     /// Names of the tables and indexes in the database (for diagnostics and
@@ -365,6 +383,25 @@ impl SeaOrmStore {
             ..Default::default()
         };
         self.wdb.begin_with_options(opts).await.map_err(db_err)
+    }
+
+    /// Marks a document whose chunks were just written `ready` and commits.
+    async fn finish_replace(txn: sea_orm::DatabaseTransaction, doc: Uuid) -> StoreResult<()> {
+        e::document::Entity::update_many()
+            .col_expr(
+                e::document::Column::Status,
+                Expr::value(DocumentStatus::Ready.as_str()),
+            )
+            .col_expr(
+                e::document::Column::Error,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
+            .filter(e::document::Column::Id.eq(doc))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)
     }
 
     async fn tenant_owns_provider<C: ConnectionTrait>(
@@ -1481,6 +1518,11 @@ impl Store for SeaOrmStore {
             .exec(&txn)
             .await
             .map_err(db_err)?;
+        if self.pgvector_enabled() {
+            search::insert_chunks_with_vectors(&txn, tenant, doc.dataset_id, doc.id, chunks)
+                .await?;
+            return Self::finish_replace(txn, doc.id).await;
+        }
         // Bounded batches keep each statement under the backends' bind
         // parameter limits (SQLite: 32766, PostgreSQL: 65535).
         let rows: Vec<e::chunk::ActiveModel> = chunks
@@ -1502,21 +1544,7 @@ impl Store for SeaOrmStore {
                 .await
                 .map_err(|e| write_err(e, "chunk"))?;
         }
-        e::document::Entity::update_many()
-            .col_expr(
-                e::document::Column::Status,
-                Expr::value(DocumentStatus::Ready.as_str()),
-            )
-            .col_expr(
-                e::document::Column::Error,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
-            .filter(e::document::Column::Id.eq(doc.id))
-            .exec(&txn)
-            .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)
+        Self::finish_replace(txn, doc.id).await
     }
 
     async fn list_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<Vec<Chunk>> {
@@ -1539,6 +1567,36 @@ impl Store for SeaOrmStore {
             .count(&self.db)
             .await
             .map_err(db_err)
+    }
+
+    async fn search_chunks_by_vector(
+        &self,
+        tenant: TenantId,
+        search: ChunkSearch<'_>,
+        vector: &[f32],
+    ) -> StoreResult<Vec<ScoredChunk>> {
+        self.vector_search(tenant, search, vector).await
+    }
+
+    async fn search_chunks_by_text(
+        &self,
+        tenant: TenantId,
+        search: ChunkSearch<'_>,
+        query: &str,
+    ) -> StoreResult<Vec<ScoredChunk>> {
+        self.text_search(tenant, search, query).await
+    }
+
+    async fn chunk_hits(&self, tenant: TenantId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkHit>> {
+        self.hits(tenant, ids).await
+    }
+
+    fn vector_search_kind(&self) -> &'static str {
+        if self.pgvector_enabled() {
+            "pgvector-hnsw"
+        } else {
+            "scan"
+        }
     }
 
     // ---- scopes ----
