@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chatcore::admin::{AdminCaller, ConversationQuery, Operator, page_request};
+use chatcore::admin::{Access, AdminCaller, ConversationQuery, List, Operator, page_request};
 use chatcore::auth::secrets_equal;
 use chatcore::domain::{ActorKind, ApiKeyId, ConversationId, ProviderConfigId, ScopeId, TenantId};
 use chatcore::store::{AuditFilter, PageRequest, UsageGroup};
@@ -144,11 +144,25 @@ fn operator(
     }
 }
 
+/// What a tenant management route does, for the permission check: reads
+/// (`GET`, and trying retrieval on a dataset) or changes (everything else).
+/// The OpenAPI document states each route's permission from this too.
+pub fn access(method: &Method, pattern: &str) -> Access {
+    if method == Method::GET || (method == Method::POST && pattern == "/v1/datasets/{id}/search") {
+        Access::Read
+    } else {
+        Access::Write
+    }
+}
+
+/// Authenticates a tenant key and checks that it may do what the route
+/// does (before the body is read: a read key gets 403, whatever it sent).
 pub(crate) async fn tenant_admin(
     app: &App,
     req: &Request<Incoming>,
     peer: SocketAddr,
     rid: &str,
+    m: &Matched,
 ) -> Result<AdminCaller, ApiError> {
     let ip = peer.ip().to_string();
     let principal = app
@@ -157,6 +171,7 @@ pub(crate) async fn tenant_admin(
         .await?;
     Ok(AdminCaller::from_principal(
         &principal,
+        access(req.method(), m.pattern),
         Some(rid.to_string()),
         Some(ip),
     )?)
@@ -211,14 +226,15 @@ pub async fn handle(
         };
     }
 
-    let c = tenant_admin(app, &req, peer, rid).await?;
+    let c = tenant_admin(app, &req, peer, rid, &m).await?;
     match (req.method(), m.pattern) {
         // ---- providers ----
         (&Method::GET, "/v1/providers/catalog") => {
             q.finish()?;
-            Ok(ok(
-                &serde_json::json!({"data": admin.catalog().await?, "next_cursor": null}),
-            ))
+            Ok(ok(&List {
+                data: admin.catalog().await?,
+                next_cursor: None,
+            }))
         }
         (&Method::POST, "/v1/providers") => {
             q.finish()?;

@@ -7,34 +7,53 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatcore::domain::{ConversationId, MessageId};
 use chatcore::engine::{Caller, ChatInput, TurnEvent};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::App;
-use crate::http::{ApiError, Body, json_response, parse_json, read_body};
+use crate::http::{ApiError, Body, ErrorBody, json_response, parse_json, read_body};
 
 /// The chat request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
     /// Bot id or slug.
     pub bot_id: String,
     /// The message.
     pub message: String,
-    /// Conversation to continue.
+    /// Conversation to continue (it must belong to the bot); none starts one.
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub conversation_id: Option<String>,
-    /// End user id.
+    /// End user id, as the caller knows them.
     #[serde(default)]
     pub user_id: Option<String>,
-    /// Stream the answer as SSE.
+    /// Stream the answer as server-sent events (default false).
     #[serde(default)]
     pub stream: bool,
+}
+
+/// Data of a stream's `start` event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamStart {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The assistant message being written.
+    pub message_id: MessageId,
+}
+
+/// Data of a stream's `delta` event: the next piece of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamDelta {
+    /// Text to append.
+    pub content: String,
 }
 
 /// The bearer token of a request, if any.
@@ -121,11 +140,7 @@ pub async fn handle(
     } else {
         None
     };
-    let tenant_label = match &caller {
-        Caller::Key { principal, .. } => principal.tenant.id.to_string(),
-        Caller::Public { .. } => "public".to_string(),
-    };
-    let result = turn(app, caller, input, body.stream, tenant_label).await;
+    let result = turn(app, caller, input, body.stream, request_id).await;
     if let Err(e) = &result {
         match e.status.as_u16() {
             502 | 504 => app.metrics.provider_errors.fetch_add(1, Relaxed),
@@ -143,13 +158,14 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Runs the turn, JSON or SSE, recording its metrics.
+/// Runs the turn, JSON or SSE, recording its metrics (tokens under the
+/// bot's tenant, which the engine reports, for public chat too).
 async fn turn(
     app: &Arc<App>,
     caller: Caller,
     input: ChatInput,
     stream: bool,
-    tenant_label: String,
+    request_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     Ok(if stream {
         let rx = app
@@ -157,7 +173,7 @@ async fn turn(
             .chat_stream(caller, input)
             .await
             .map_err(ApiError::from)?;
-        sse_response(rx, app.clone(), tenant_label)
+        sse_response(rx, app.clone(), request_id.to_string())
     } else {
         let timeout = Duration::from_secs(app.config.request_timeout_secs);
         let reply = tokio::time::timeout(timeout, app.chat.chat(caller, input))
@@ -172,7 +188,7 @@ async fn turn(
             .map_err(ApiError::from)?;
         app.metrics.chat_latency.observe_ms(reply.response_time_ms);
         app.metrics.tokens(
-            &tenant_label,
+            &reply.tenant_id.to_string(),
             &reply.provider,
             reply.usage.total_tokens as u64,
         );
@@ -180,14 +196,18 @@ async fn turn(
     })
 }
 
-fn sse_event(name: &str, data: &serde_json::Value) -> Bytes {
+fn sse_event<T: Serialize>(name: &str, data: &T) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "failed to serialize a stream event");
+        "{}".into()
+    });
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
 fn sse_response(
     rx: tokio::sync::mpsc::Receiver<TurnEvent>,
     app: Arc<App>,
-    tenant_label: String,
+    request_id: String,
 ) -> Response<Body> {
     let events = tokio_stream_from(rx).map(move |ev| {
         match &ev {
@@ -196,8 +216,11 @@ fn sse_response(
                 app.metrics
                     .time_to_first_token
                     .observe_ms(d.time_to_first_token_ms);
-                app.metrics
-                    .tokens(&tenant_label, &d.provider, d.usage.total_tokens as u64);
+                app.metrics.tokens(
+                    &d.tenant_id.to_string(),
+                    &d.provider,
+                    d.usage.total_tokens as u64,
+                );
             }
             TurnEvent::Error { .. } => {
                 app.metrics.provider_errors.fetch_add(1, Relaxed);
@@ -210,16 +233,16 @@ fn sse_response(
                 message_id,
             } => sse_event(
                 "start",
-                &serde_json::json!({"conversation_id": conversation_id, "message_id": message_id}),
+                &StreamStart {
+                    conversation_id,
+                    message_id,
+                },
             ),
-            TurnEvent::Delta(d) => sse_event("delta", &serde_json::json!({"content": d})),
-            TurnEvent::Done(done) => {
-                sse_event("done", &serde_json::to_value(&*done).unwrap_or_default())
+            TurnEvent::Delta(content) => sse_event("delta", &StreamDelta { content }),
+            TurnEvent::Done(done) => sse_event("done", &*done),
+            TurnEvent::Error { code, message } => {
+                sse_event("error", &ErrorBody::new(code, message, &request_id))
             }
-            TurnEvent::Error { code, message } => sse_event(
-                "error",
-                &serde_json::json!({"error": {"code": code, "message": message}}),
-            ),
         };
         Ok::<_, Infallible>(Frame::data(bytes))
     });

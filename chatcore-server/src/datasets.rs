@@ -4,51 +4,82 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use chatcore::admin::List;
 use chatcore::domain::{DatasetId, DocumentId, ProviderConfigId};
-use chatcore::rag::{DocumentUpload, MetadataFilter, SearchMode};
+use chatcore::rag::{DocumentUpload, MetadataFilter, SearchHit, SearchMode};
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::App;
 use crate::admin::{Query, created, id, no_content, ok, tenant_admin};
 use crate::http::{ApiError, Body, parse_json, read_body};
 use crate::routes::Matched;
 
-#[derive(Deserialize)]
+/// `POST /v1/datasets`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateDataset {
-    name: String,
-    provider_id: ProviderConfigId,
+pub struct CreateDataset {
+    /// Display name.
+    #[schema(min_length = 1)]
+    pub name: String,
+    /// The provider configuration that embeds (it must support embeddings).
+    pub provider_id: ProviderConfigId,
+    /// Embedding model (default: the provider's).
     #[serde(default)]
-    embedding_model: Option<String>,
+    pub embedding_model: Option<String>,
+    /// Embedding dimension, 1 to 16000 (default: learned from the provider).
     #[serde(default)]
-    embedding_dim: Option<i32>,
+    #[schema(minimum = 1, maximum = 16000)]
+    pub embedding_dim: Option<i32>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/datasets/{id}/documents` as JSON.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UploadDocument {
-    title: String,
-    content: String,
+pub struct UploadDocument {
+    /// Title (identifies the document within its dataset).
+    pub title: String,
+    /// The raw content.
+    pub content: String,
+    /// `text/plain` (default), `text/markdown` or `text/html`.
     #[serde(default)]
-    mime_type: Option<String>,
+    pub mime_type: Option<String>,
+    /// Where it came from (URL, file name).
     #[serde(default)]
-    source: Option<String>,
+    pub source: Option<String>,
+    /// Metadata (a JSON object), usable as a search filter.
     #[serde(default)]
-    metadata: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/datasets/{id}/search`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Search {
-    query: String,
+pub struct Search {
+    /// What to look for.
+    pub query: String,
+    /// How many chunks (default 5; 1 to 100).
     #[serde(default)]
-    top_k: Option<usize>,
+    #[schema(minimum = 1, maximum = 100)]
+    pub top_k: Option<usize>,
+    /// Equality conditions on top-level metadata keys, e.g. `{"lang": "en"}`.
     #[serde(default)]
-    filter: Option<MetadataFilter>,
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<MetadataFilter>,
+    /// How to rank: `hybrid` (default: vector and full-text rankings fused),
+    /// `vector` or `text` alone.
     #[serde(default)]
-    mode: Option<SearchMode>,
+    pub mode: Option<SearchMode>,
+}
+
+/// The reply of a search: the best chunks, best first.
+#[derive(Serialize, ToSchema)]
+pub struct SearchResult {
+    /// The hits.
+    pub data: Vec<SearchHit>,
 }
 
 /// Handles a dataset or document route.
@@ -59,7 +90,7 @@ pub async fn handle(
     rid: &str,
     m: Matched,
 ) -> Result<Response<Body>, ApiError> {
-    let c = tenant_admin(app, &req, peer, rid).await?;
+    let c = tenant_admin(app, &req, peer, rid, &m).await?;
     let rag = &app.rag;
     let store = &app.store;
     let mut q = Query::parse(req.uri());
@@ -85,9 +116,10 @@ pub async fn handle(
                 .list_datasets(c.tenant, page)
                 .await
                 .map_err(chat_err)?;
-            Ok(ok(
-                &serde_json::json!({"data": p.data, "next_cursor": p.next_cursor}),
-            ))
+            Ok(ok(&List {
+                data: p.data,
+                next_cursor: p.next_cursor,
+            }))
         }
         (&Method::GET, "/v1/datasets/{id}") => {
             q.finish()?;
@@ -190,9 +222,10 @@ pub async fn handle(
             for doc in p.data {
                 data.push(rag.view(doc).await?);
             }
-            Ok(ok(
-                &serde_json::json!({"data": data, "next_cursor": p.next_cursor}),
-            ))
+            Ok(ok(&List {
+                data,
+                next_cursor: p.next_cursor,
+            }))
         }
         (&Method::POST, "/v1/datasets/{id}/search") => {
             q.finish()?;
@@ -217,7 +250,7 @@ pub async fn handle(
                     s.mode.unwrap_or_default(),
                 )
                 .await?;
-            Ok(ok(&serde_json::json!({"data": hits})))
+            Ok(ok(&SearchResult { data: hits }))
         }
         (&Method::GET, "/v1/documents/{id}") => {
             q.finish()?;

@@ -60,12 +60,14 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// The body of this error.
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        ErrorBody::new(self.code, self.message.clone(), request_id)
+    }
+
     /// The JSON response, tagged with the request id.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let body = serde_json::json!({
-            "error": {"code": self.code, "message": self.message, "request_id": request_id}
-        });
-        let mut r = json_response(self.status, &body);
+        let mut r = json_response(self.status, &self.body(request_id));
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
@@ -73,6 +75,65 @@ impl ApiError {
         }
         r
     }
+}
+
+/// Every `code` an error body may carry (DESIGN.md's list, plus
+/// `method_not_allowed` and `conflict`).
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_request",
+    "unauthorized",
+    "forbidden",
+    "feature_disabled",
+    "guardrail_blocked",
+    "not_found",
+    "method_not_allowed",
+    "conflict",
+    "payload_too_large",
+    "unsupported_media_type",
+    "rate_limited",
+    "provider_error",
+    "unavailable",
+    "provider_timeout",
+    "internal",
+];
+
+/// The body of every error reply (and of a stream's `error` event).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorObject,
+}
+
+impl ErrorBody {
+    /// An error body.
+    pub fn new(code: &'static str, message: String, request_id: &str) -> Self {
+        Self {
+            error: ErrorObject {
+                code,
+                message,
+                request_id: request_id.to_string(),
+            },
+        }
+    }
+}
+
+/// The `error` object of an error body.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorObject {
+    /// Stable, machine-readable code.
+    #[schema(schema_with = error_code_schema)]
+    pub code: &'static str,
+    /// What went wrong, for people (never a secret or a stack trace).
+    pub message: String,
+    /// The request's id (also in the `x-request-id` header), for support.
+    pub request_id: String,
+}
+
+fn error_code_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(ERROR_CODES.iter().copied()))
+        .description(Some("Stable, machine-readable code."))
 }
 
 /// A JSON response.
@@ -90,7 +151,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Bo
         Err(e) => {
             tracing::error!(error = %e, "failed to serialize a response");
             let mut r = Response::new(full(
-                r#"{"error":{"code":"internal","message":"internal error"}}"#,
+                r#"{"error":{"code":"internal","message":"internal error","request_id":""}}"#,
             ));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r

@@ -8,15 +8,15 @@
 //! - [`http`]: body type, JSON replies, the error format.
 //! - [`routes`]: the route table and router.
 //! - [`admin`]: the management endpoints (operator and tenant admin).
+//! - [`datasets`]: the dataset, document and retrieval endpoints.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`openapi`]: the OpenAPI document behind `/openapi.json`.
+//! - [`openapi`]: the OpenAPI document behind `/openapi.json`, generated
+//!   from the request and reply types.
 //! - [`chat`]: the chat endpoints.
 //!
 //! [`run`] serves an [`App`] on a listener the caller bound, until the
 //! caller's shutdown future completes; then it stops accepting and lets open
 //! connections finish within a grace period.
-// The OpenAPI document is one large `json!` literal.
-#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod chat;

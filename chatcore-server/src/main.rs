@@ -114,7 +114,7 @@ async fn main() -> ExitCode {
     if matches!(cli.command, Some(Command::Openapi)) {
         println!(
             "{}",
-            serde_json::to_string_pretty(&chatcore_server::openapi::document())
+            serde_json::to_string_pretty(chatcore_server::openapi::document())
                 .expect("the document serializes")
         );
         return ExitCode::SUCCESS;

@@ -4,6 +4,7 @@
 //! per route (from [`crate::routes::ROUTES`]) and status, histograms have
 //! fixed buckets. Token counters are keyed by tenant and provider in a map
 //! behind a read-mostly `RwLock` (a new pair takes the write lock once).
+//! Database pool gauges are read from the store when scraped.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -104,8 +105,8 @@ impl Metrics {
         self.requests[r][s].fetch_add(1, Relaxed);
     }
 
-    /// Counts tokens of a turn by tenant (`public` when the caller is an
-    /// anonymous visitor) and provider.
+    /// Counts tokens of a turn by the bot's tenant (public chat included)
+    /// and provider.
     pub fn tokens(&self, tenant: &str, provider: &str, n: u64) {
         let key = (tenant.to_string(), provider.to_string());
         if let Some(c) = self.tokens.read().expect("metrics lock").get(&key) {
@@ -187,6 +188,27 @@ pub fn render(app: &App) -> Response<Body> {
         "# HELP chatcore_open_streams Streamed chat turns running.\n# TYPE chatcore_open_streams gauge\nchatcore_open_streams {}",
         app.chat.open_streams()
     );
+    let pools = app.store.pool_stats();
+    if !pools.is_empty() {
+        out.push_str("# HELP chatcore_db_pool_connections Database pool connections by state (in_use, idle).\n# TYPE chatcore_db_pool_connections gauge\n");
+        for p in &pools {
+            for (state, n) in [("in_use", p.in_use), ("idle", p.idle)] {
+                let _ = writeln!(
+                    out,
+                    "chatcore_db_pool_connections{{pool=\"{}\",state=\"{state}\"}} {n}",
+                    p.pool
+                );
+            }
+        }
+        out.push_str("# HELP chatcore_db_pool_max_connections The most connections a database pool opens.\n# TYPE chatcore_db_pool_max_connections gauge\n");
+        for p in &pools {
+            let _ = writeln!(
+                out,
+                "chatcore_db_pool_max_connections{{pool=\"{}\"}} {}",
+                p.pool, p.max
+            );
+        }
+    }
     let mut r = Response::new(full(out));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,647 +1,765 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of the HTTP API.
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the HTTP API, generated
+//! by utoipa from the Rust types the handlers parse and serialize.
 //!
-//! Written by hand from one table ([`OPERATIONS`]) keyed like
-//! [`crate::routes::ROUTES`]; a test checks that both list the same routes.
-//! (Generating it from the Rust types with utoipa is the better end state;
-//! this keeps the contract visible and tested meanwhile.)
+//! Each operation is declared once below, with `#[utoipa::path]` on a
+//! function that only documents it (the router is [`crate::routes`]): its
+//! request body and success reply name the Rust types (from `chatcore` with
+//! its `openapi` feature, and from this crate), so a field added to one of
+//! them shows up here. What every operation shares is added by
+//! [`Conventions`] from the route's method, path and guard: the security
+//! scheme, the permission a tenant key needs (the same
+//! [`crate::admin::access`] the server enforces), and the error replies that
+//! apply, all with the [`ErrorBody`] schema.
+//!
+//! Query parameters are described by the `*Params` types here; the handlers
+//! read the query string with [`crate::admin::Query`], which refuses any
+//! parameter they do not take.
 
+use chatcore::admin::{
+    Access, ApiKeyView, CreateApiKey, CreateBot, CreateProvider, CreateScope, CreateTenant,
+    CreatedApiKey, CreatedTenant, List, MessageView, ProviderView, UpdateBot, UpdateProvider,
+    UpdateTenant, UsageReport,
+};
+use chatcore::domain::{
+    ActorKind, ApiKeyId, AuditRecord, Bot, CatalogEntry, Conversation, ConversationId, Dataset,
+    DatasetId, DocumentId, ProviderConfigId, Scope, ScopeId, Tenant, TenantId,
+};
+use chatcore::engine::{ChatReply, StreamDone};
+use chatcore::rag::DocumentView;
 use http::Method;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Type};
+use utoipa::{IntoParams, Modify, OpenApi};
 
-/// How a route is authorised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// No credentials.
-    None,
-    /// A tenant API key (`chat` for chat, `admin` for management).
-    ApiKey,
-    /// The operator key.
-    Operator,
+use crate::chat::{ChatBody, StreamDelta, StreamStart};
+use crate::datasets::{CreateDataset, Search, SearchResult, UploadDocument};
+use crate::http::ErrorBody;
+use crate::routes::Status;
+
+/// The document, as JSON (built once).
+pub fn document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+    })
 }
 
-/// One operation: route, summary, auth, request schema, success status and
-/// reply schema (`$ref` names in `components.schemas`, or None).
-pub type Operation = (
-    Method,
-    &'static str,
-    &'static str,
-    Auth,
-    Option<&'static str>,
-    u16,
-    Option<&'static str>,
-);
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "chatcore",
+        description = "Multi-tenant, multi-provider chatbot engine.\n\n\
+            Errors are JSON: `{\"error\": {\"code\", \"message\", \"request_id\"}}` (schema `ErrorBody`). \
+            Lists are pages: `{\"data\": [...], \"next_cursor\"}`; pass `?cursor=` with the last \
+            `next_cursor` for the next page, `?limit=` (1 to 200, default 50) for its size.\n\n\
+            Tenant API keys carry permissions: `chat` may chat, `read` may use every management \
+            `GET` (API keys included: they never show a secret) and try retrieval on a dataset, \
+            `admin` may also change things. Each operation names the permission it needs in \
+            `x-chatcore-permission`."
+    ),
+    paths(
+        ops::chat_public,
+        ops::chat_public_preflight,
+        ops::chat,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::openapi_json,
+        ops::create_tenant,
+        ops::list_tenants,
+        ops::get_tenant,
+        ops::update_tenant,
+        ops::provider_catalog,
+        ops::create_provider,
+        ops::list_providers,
+        ops::get_provider,
+        ops::update_provider,
+        ops::delete_provider,
+        ops::create_bot,
+        ops::list_bots,
+        ops::get_bot,
+        ops::update_bot,
+        ops::delete_bot,
+        ops::create_api_key,
+        ops::list_api_keys,
+        ops::get_api_key,
+        ops::revoke_api_key,
+        ops::create_scope,
+        ops::list_scopes,
+        ops::get_scope,
+        ops::delete_scope,
+        ops::list_conversations,
+        ops::get_conversation,
+        ops::delete_conversation,
+        ops::list_messages,
+        ops::audit_logs,
+        ops::usage,
+        ops::create_dataset,
+        ops::list_datasets,
+        ops::get_dataset,
+        ops::delete_dataset,
+        ops::upload_document,
+        ops::list_documents,
+        ops::search_dataset,
+        ops::get_document,
+        ops::delete_document,
+    ),
+    components(schemas(ErrorBody, StreamStart, StreamDelta, StreamDone)),
+    modifiers(&Conventions),
+    tags(
+        (name = "chat", description = "Chat with a bot: JSON, or server-sent events."),
+        (name = "operations", description = "Health, readiness, metrics, this document."),
+        (name = "operator", description = "Tenants, with the operator key."),
+        (name = "providers", description = "A tenant's AI provider configurations."),
+        (name = "bots", description = "A tenant's bots (by id or slug)."),
+        (name = "api-keys", description = "A tenant's API keys."),
+        (name = "scopes", description = "Access rules and guardrails of bots."),
+        (name = "conversations", description = "Conversations and their messages."),
+        (name = "audit", description = "The audit log and usage."),
+        (name = "datasets", description = "Datasets, documents and retrieval (RAG)."),
+    ),
+)]
+struct ApiDoc;
 
-/// Every operation of the API.
-pub const OPERATIONS: &[Operation] = &[
+/// The operations and their query parameters: documentation only (the
+/// router is [`crate::routes`], the query strings are read by
+/// [`crate::admin::Query`]), hence never called or built.
+#[allow(dead_code)]
+mod ops {
+    use super::*;
+
+    // ---------------------------------------------------------------- parameters
+
+    /// `?limit=&cursor=` of every list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct PageParams {
+        /// Items per page, 1 to 200 (default 50).
+        #[param(minimum = 1, maximum = 200)]
+        limit: Option<u64>,
+        /// `next_cursor` of the previous page.
+        cursor: Option<String>,
+    }
+
+    /// Which bot's scopes to list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct ScopeParams {
+        /// The bot (id or slug).
+        bot_id: String,
+    }
+
+    /// Filters of the conversation list.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct ConversationParams {
+        /// Of this bot (id or slug).
+        bot_id: Option<String>,
+        /// Of this end user.
+        user_id: Option<String>,
+        /// Created at or after (RFC 3339).
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Created before (RFC 3339).
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    }
+
+    /// Filters of the audit log.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct AuditParams {
+        /// Only this action, e.g. `bot.created`.
+        action: Option<String>,
+        /// Only this kind of actor.
+        #[param(inline)]
+        actor_kind: Option<ActorKind>,
+        /// Only this actor (an API key id, ...).
+        actor_id: Option<String>,
+        /// At or after (RFC 3339).
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Before (RFC 3339).
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    }
+
+    /// Range and grouping of the usage report.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct UsageParams {
+        /// Start (RFC 3339, inclusive; default: 30 days before `until`).
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// End (RFC 3339, exclusive; default: now).
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// `bot` (default), `key` or `day`.
+        #[param(pattern = "^(bot|key|day)$")]
+        group_by: Option<String>,
+    }
+
+    /// The title of a raw (non-JSON) document upload.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct UploadParams {
+        /// Title; required with a raw `text/*` body, refused with JSON.
+        title: Option<String>,
+    }
+
+    // ---------------------------------------------------------------- chat
+
+    /// Chat with a public bot
+    ///
+    /// No authentication: the bot must be public, and the `Origin` must be one
+    /// of its allowed origins when it names any. With `"stream": true` the
+    /// reply is `text/event-stream`: `start` (`StreamStart`), `delta`
+    /// (`StreamDelta`) per piece, then `done` (`StreamDone`) or `error`
+    /// (`ErrorBody`).
+    #[utoipa::path(post, path = "/v1/chat/public", tag = "chat", request_body = ChatBody,
+        responses((status = 200, description = "The answer", content(
+            (ChatReply = "application/json"),
+            (String = "text/event-stream"),
+        ))))]
+    fn chat_public() {}
+
+    /// CORS preflight of public chat
+    #[utoipa::path(options, path = "/v1/chat/public", tag = "chat",
+        responses((status = 204, description = "The browser may send the request")))]
+    fn chat_public_preflight() {}
+
+    /// Chat with a bot of the key's tenant
+    ///
+    /// With `"stream": true` the reply is `text/event-stream`: `start`
+    /// (`StreamStart`), `delta` (`StreamDelta`) per piece, then `done`
+    /// (`StreamDone`) or `error` (`ErrorBody`).
+    #[utoipa::path(post, path = "/v1/chat", tag = "chat", request_body = ChatBody,
+        responses((status = 200, description = "The answer", content(
+            (ChatReply = "application/json"),
+            (String = "text/event-stream"),
+        ))))]
+    fn chat() {}
+
+    // ---------------------------------------------------------------- operations
+
+    /// Liveness
+    #[utoipa::path(get, path = "/healthz", tag = "operations",
+        responses((status = 200, description = "The process runs", body = Status)))]
+    fn healthz() {}
+
+    /// Readiness (the database answers)
+    #[utoipa::path(get, path = "/readyz", tag = "operations",
+        responses((status = 200, description = "Ready", body = Status)))]
+    fn readyz() {}
+
+    /// Prometheus metrics (text exposition format)
+    #[utoipa::path(get, path = "/metrics", tag = "operations",
+        responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
+    fn metrics() {}
+
+    /// This document
+    #[utoipa::path(get, path = "/openapi.json", tag = "operations",
+        responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+    fn openapi_json() {}
+
+    // ---------------------------------------------------------------- operator
+
+    /// Create a tenant and its first admin key (shown once)
+    #[utoipa::path(post, path = "/v1/admin/tenants", tag = "operator", request_body = CreateTenant,
+        responses((status = 201, description = "The tenant and its admin key", body = CreatedTenant)))]
+    fn create_tenant() {}
+
+    /// List tenants, oldest first
+    #[utoipa::path(get, path = "/v1/admin/tenants", tag = "operator", params(PageParams),
+        responses((status = 200, description = "A page of tenants", body = List<Tenant>)))]
+    fn list_tenants() {}
+
+    /// Get a tenant
+    #[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "operator",
+        params(("id" = TenantId, Path, description = "Tenant id")),
+        responses((status = 200, description = "The tenant", body = Tenant)))]
+    fn get_tenant() {}
+
+    /// Change a tenant (a suspension stops its keys at once)
+    #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "operator",
+        params(("id" = TenantId, Path, description = "Tenant id")), request_body = UpdateTenant,
+        responses((status = 200, description = "The tenant", body = Tenant)))]
+    fn update_tenant() {}
+
+    // ---------------------------------------------------------------- providers
+
+    /// The provider catalog
+    #[utoipa::path(get, path = "/v1/providers/catalog", tag = "providers",
+        responses((status = 200, description = "Every catalog provider (one page)", body = List<CatalogEntry>)))]
+    fn provider_catalog() {}
+
+    /// Configure a catalog provider (its key is stored encrypted)
+    #[utoipa::path(post, path = "/v1/providers", tag = "providers", request_body = CreateProvider,
+        responses((status = 201, description = "The configuration (the key only as api_key_last4)", body = ProviderView)))]
+    fn create_provider() {}
+
+    /// List provider configurations
+    #[utoipa::path(get, path = "/v1/providers", tag = "providers", params(PageParams),
+        responses((status = 200, description = "A page of configurations", body = List<ProviderView>)))]
+    fn list_providers() {}
+
+    /// Get a provider configuration
+    #[utoipa::path(get, path = "/v1/providers/{id}", tag = "providers",
+        params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
+        responses((status = 200, description = "The configuration", body = ProviderView)))]
+    fn get_provider() {}
+
+    /// Change a provider configuration (a new api_key rotates the key)
+    #[utoipa::path(patch, path = "/v1/providers/{id}", tag = "providers",
+        params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
+        request_body = UpdateProvider,
+        responses((status = 200, description = "The configuration", body = ProviderView)))]
+    fn update_provider() {}
+
+    /// Delete a provider configuration (409 while a bot or dataset uses it)
+    #[utoipa::path(delete, path = "/v1/providers/{id}", tag = "providers",
+        params(("id" = ProviderConfigId, Path, description = "Provider configuration id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_provider() {}
+
+    // ---------------------------------------------------------------- bots
+
+    /// Create a bot
+    #[utoipa::path(post, path = "/v1/bots", tag = "bots", request_body = CreateBot,
+        responses((status = 201, description = "The bot", body = Bot)))]
+    fn create_bot() {}
+
+    /// List bots
+    #[utoipa::path(get, path = "/v1/bots", tag = "bots", params(PageParams),
+        responses((status = 200, description = "A page of bots", body = List<Bot>)))]
+    fn list_bots() {}
+
+    /// Get a bot
+    #[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots",
+        params(("id" = String, Path, description = "Bot id or slug")),
+        responses((status = 200, description = "The bot", body = Bot)))]
+    fn get_bot() {}
+
+    /// Change a bot
+    #[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots",
+        params(("id" = String, Path, description = "Bot id or slug")), request_body = UpdateBot,
+        responses((status = 200, description = "The bot", body = Bot)))]
+    fn update_bot() {}
+
+    /// Delete a bot with its conversations and scopes
+    #[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots",
+        params(("id" = String, Path, description = "Bot id or slug")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_bot() {}
+
+    // ---------------------------------------------------------------- API keys
+
+    /// Create an API key (its secret is returned once, as key)
+    #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+        responses((status = 201, description = "The key, with its secret this once", body = CreatedApiKey)))]
+    fn create_api_key() {}
+
+    /// List API keys (revoked ones included; never a secret)
+    #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageParams),
+        responses((status = 200, description = "A page of keys", body = List<ApiKeyView>)))]
+    fn list_api_keys() {}
+
+    /// Get an API key (never its secret)
+    #[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api-keys",
+        params(("id" = ApiKeyId, Path, description = "API key id")),
+        responses((status = 200, description = "The key", body = ApiKeyView)))]
+    fn get_api_key() {}
+
+    /// Revoke an API key (it stops working at once)
+    #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+        params(("id" = ApiKeyId, Path, description = "API key id")),
+        responses((status = 204, description = "Revoked")))]
+    fn revoke_api_key() {}
+
+    // ---------------------------------------------------------------- scopes
+
+    /// Create a scope (an access rule or guardrail of a bot)
+    #[utoipa::path(post, path = "/v1/scopes", tag = "scopes", request_body = CreateScope,
+        responses((status = 201, description = "The scope", body = Scope)))]
+    fn create_scope() {}
+
+    /// List a bot's scopes, oldest first
+    #[utoipa::path(get, path = "/v1/scopes", tag = "scopes", params(ScopeParams, PageParams),
+        responses((status = 200, description = "A page of scopes", body = List<Scope>)))]
+    fn list_scopes() {}
+
+    /// Get a scope
+    #[utoipa::path(get, path = "/v1/scopes/{id}", tag = "scopes",
+        params(("id" = ScopeId, Path, description = "Scope id")),
+        responses((status = 200, description = "The scope", body = Scope)))]
+    fn get_scope() {}
+
+    /// Delete a scope
+    #[utoipa::path(delete, path = "/v1/scopes/{id}", tag = "scopes",
+        params(("id" = ScopeId, Path, description = "Scope id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_scope() {}
+
+    // ---------------------------------------------------------------- conversations
+
+    /// List conversations, newest first
+    #[utoipa::path(get, path = "/v1/conversations", tag = "conversations",
+        params(ConversationParams, PageParams),
+        responses((status = 200, description = "A page of conversations", body = List<Conversation>)))]
+    fn list_conversations() {}
+
+    /// Get a conversation
+    #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations",
+        params(("id" = ConversationId, Path, description = "Conversation id")),
+        responses((status = 200, description = "The conversation", body = Conversation)))]
+    fn get_conversation() {}
+
+    /// Delete a conversation and its messages
+    #[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations",
+        params(("id" = ConversationId, Path, description = "Conversation id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_conversation() {}
+
+    /// A conversation's messages, oldest first
+    #[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "conversations",
+        params(("id" = ConversationId, Path, description = "Conversation id"), PageParams),
+        responses((status = 200, description = "A page of messages", body = List<MessageView>)))]
+    fn list_messages() {}
+
+    // ---------------------------------------------------------------- audit and usage
+
+    /// The audit log, newest first
+    #[utoipa::path(get, path = "/v1/audit-logs", tag = "audit", params(AuditParams, PageParams),
+        responses((status = 200, description = "A page of audit records", body = List<AuditRecord>)))]
+    fn audit_logs() {}
+
+    /// Chat turns and tokens per bot, key or day
+    #[utoipa::path(get, path = "/v1/usage", tag = "audit", params(UsageParams),
+        responses((status = 200, description = "The report", body = UsageReport)))]
+    fn usage() {}
+
+    // ---------------------------------------------------------------- datasets
+
+    /// Create a dataset (embedding provider, model, dimension)
+    #[utoipa::path(post, path = "/v1/datasets", tag = "datasets", request_body = CreateDataset,
+        responses((status = 201, description = "The dataset", body = Dataset)))]
+    fn create_dataset() {}
+
+    /// List datasets
+    #[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(PageParams),
+        responses((status = 200, description = "A page of datasets", body = List<Dataset>)))]
+    fn list_datasets() {}
+
+    /// Get a dataset
+    #[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id")),
+        responses((status = 200, description = "The dataset", body = Dataset)))]
+    fn get_dataset() {}
+
+    /// Delete a dataset with its documents
+    #[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_dataset() {}
+
+    /// Upload a document; it is indexed in the background
+    ///
+    /// JSON, or a raw `text/plain`, `text/markdown` or `text/html` body with
+    /// `?title=`. The reply's `status` moves from `pending` through `indexing`
+    /// to `ready` or `failed` (with `error`).
+    #[utoipa::path(post, path = "/v1/datasets/{id}/documents", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id"), UploadParams),
+        request_body(content(
+            (UploadDocument = "application/json"),
+            (String = "text/plain"),
+            (String = "text/markdown"),
+            (String = "text/html"),
+        )),
+        responses((status = 201, description = "The document, pending", body = DocumentView)))]
+    fn upload_document() {}
+
+    /// List a dataset's documents with status and chunk count
+    #[utoipa::path(get, path = "/v1/datasets/{id}/documents", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id"), PageParams),
+        responses((status = 200, description = "A page of documents", body = List<DocumentView>)))]
+    fn list_documents() {}
+
+    /// Try retrieval: hybrid (vector and full text, fused by RRF)
+    #[utoipa::path(post, path = "/v1/datasets/{id}/search", tag = "datasets",
+        params(("id" = DatasetId, Path, description = "Dataset id")), request_body = Search,
+        responses((status = 200, description = "The best chunks, best first", body = SearchResult)))]
+    fn search_dataset() {}
+
+    /// Get a document (status, failure reason, chunk count)
+    #[utoipa::path(get, path = "/v1/documents/{id}", tag = "datasets",
+        params(("id" = DocumentId, Path, description = "Document id")),
+        responses((status = 200, description = "The document", body = DocumentView)))]
+    fn get_document() {}
+
+    /// Delete a document and its chunks
+    #[utoipa::path(delete, path = "/v1/documents/{id}", tag = "datasets",
+        params(("id" = DocumentId, Path, description = "Document id")),
+        responses((status = 204, description = "Deleted")))]
+    fn delete_document() {}
+}
+
+// ---------------------------------------------------------------- conventions
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Anyone (public chat, health, metrics, this document).
+    Open,
+    /// A tenant key with the `chat` permission.
+    Chat,
+    /// The operator key.
+    Operator,
+    /// A tenant key allowed this access (see [`chatcore::admin::Access`]).
+    Tenant(Access),
+}
+
+/// The guard of a route, as the server applies it.
+pub fn guard(method: &Method, path: &str) -> Guard {
+    if path == "/v1/chat" {
+        Guard::Chat
+    } else if path.starts_with("/v1/admin/") {
+        Guard::Operator
+    } else if path.starts_with("/v1/") && !path.starts_with("/v1/chat") {
+        Guard::Tenant(crate::admin::access(method, path))
+    } else {
+        Guard::Open
+    }
+}
+
+/// The error replies, as reusable `components.responses`: (name, status,
+/// description).
+const ERRORS: &[(&str, u16, &str)] = &[
     (
-        Method::POST,
-        "/v1/chat/public",
-        "Chat with a public bot (JSON, or SSE with stream: true)",
-        Auth::None,
-        Some("ChatRequest"),
-        200,
-        Some("ChatReply"),
+        "BadRequest",
+        400,
+        "`invalid_request`: the body, a query parameter or the path is not valid; the message names the field",
     ),
     (
-        Method::OPTIONS,
-        "/v1/chat/public",
-        "CORS preflight of public chat",
-        Auth::None,
-        None,
-        204,
-        None,
+        "Unauthorized",
+        401,
+        "`unauthorized`: no key, or a wrong, revoked or expired one",
     ),
     (
-        Method::POST,
-        "/v1/chat",
-        "Chat with a bot of the key's tenant (JSON, or SSE with stream: true)",
-        Auth::ApiKey,
-        Some("ChatRequest"),
-        200,
-        Some("ChatReply"),
+        "Forbidden",
+        403,
+        "`forbidden` (the key lacks the permission this operation needs, see `x-chatcore-permission`; a suspended tenant; a bot the key may not use), `feature_disabled` or `guardrail_blocked`",
     ),
     (
-        Method::GET,
-        "/healthz",
-        "Liveness",
-        Auth::None,
-        None,
-        200,
-        Some("Status"),
+        "NotFound",
+        404,
+        "`not_found`: no such row in the caller's tenant (another tenant's rows are not found either), including rows named in the body or query; operator routes are not found while no operator key is configured",
     ),
     (
-        Method::GET,
-        "/readyz",
-        "Readiness (database reachable)",
-        Auth::None,
-        None,
-        200,
-        Some("Status"),
+        "Conflict",
+        409,
+        "`conflict`: a slug that is taken, a row still in use",
     ),
     (
-        Method::GET,
-        "/metrics",
-        "Prometheus metrics (text exposition format)",
-        Auth::None,
-        None,
-        200,
-        None,
+        "PayloadTooLarge",
+        413,
+        "`payload_too_large`: the body is over the configured limit",
     ),
     (
-        Method::GET,
-        "/openapi.json",
-        "This document",
-        Auth::None,
-        None,
-        200,
-        None,
+        "UnsupportedMediaType",
+        415,
+        "`unsupported_media_type`: the body is not of an accepted content type",
     ),
     (
-        Method::POST,
-        "/v1/admin/tenants",
-        "Create a tenant and its first admin key (shown once)",
-        Auth::Operator,
-        Some("CreateTenant"),
-        201,
-        Some("CreatedTenant"),
+        "RateLimited",
+        429,
+        "`rate_limited`: a rate limit (the tenant's, the key's, the visitor's, the provider's); see Retry-After",
     ),
     (
-        Method::GET,
-        "/v1/admin/tenants",
-        "List tenants",
-        Auth::Operator,
-        None,
-        200,
-        Some("TenantList"),
+        "Internal",
+        500,
+        "`internal`: an unexpected error (details are in the server log only)",
     ),
     (
-        Method::GET,
-        "/v1/admin/tenants/{id}",
-        "Get a tenant",
-        Auth::Operator,
-        None,
-        200,
-        Some("Tenant"),
+        "ProviderError",
+        502,
+        "`provider_error`: the AI provider failed (after retries and the fallback)",
     ),
     (
-        Method::PATCH,
-        "/v1/admin/tenants/{id}",
-        "Change a tenant (suspension stops its keys at once)",
-        Auth::Operator,
-        Some("UpdateTenant"),
-        200,
-        Some("Tenant"),
+        "Unavailable",
+        503,
+        "`unavailable`: the database or the rate limiter cannot be reached",
     ),
     (
-        Method::GET,
-        "/v1/providers/catalog",
-        "The provider catalog",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("CatalogList"),
-    ),
-    (
-        Method::POST,
-        "/v1/providers",
-        "Configure a catalog provider (the key is stored encrypted)",
-        Auth::ApiKey,
-        Some("CreateProvider"),
-        201,
-        Some("Provider"),
-    ),
-    (
-        Method::GET,
-        "/v1/providers",
-        "List provider configurations",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("ProviderList"),
-    ),
-    (
-        Method::GET,
-        "/v1/providers/{id}",
-        "Get a provider configuration",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Provider"),
-    ),
-    (
-        Method::PATCH,
-        "/v1/providers/{id}",
-        "Change a provider configuration (api_key rotates the key)",
-        Auth::ApiKey,
-        Some("UpdateProvider"),
-        200,
-        Some("Provider"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/providers/{id}",
-        "Delete a provider configuration (409 while in use)",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::POST,
-        "/v1/bots",
-        "Create a bot",
-        Auth::ApiKey,
-        Some("CreateBot"),
-        201,
-        Some("Bot"),
-    ),
-    (
-        Method::GET,
-        "/v1/bots",
-        "List bots",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("BotList"),
-    ),
-    (
-        Method::GET,
-        "/v1/bots/{id}",
-        "Get a bot by id or slug",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Bot"),
-    ),
-    (
-        Method::PATCH,
-        "/v1/bots/{id}",
-        "Change a bot (by id or slug)",
-        Auth::ApiKey,
-        Some("UpdateBot"),
-        200,
-        Some("Bot"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/bots/{id}",
-        "Delete a bot with its conversations and scopes",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::POST,
-        "/v1/api-keys",
-        "Create an API key (the secret is returned once, as key)",
-        Auth::ApiKey,
-        Some("CreateApiKey"),
-        201,
-        Some("CreatedApiKey"),
-    ),
-    (
-        Method::GET,
-        "/v1/api-keys",
-        "List API keys",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("ApiKeyList"),
-    ),
-    (
-        Method::GET,
-        "/v1/api-keys/{id}",
-        "Get an API key",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("ApiKey"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/api-keys/{id}",
-        "Revoke an API key",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::POST,
-        "/v1/scopes",
-        "Create a scope (access rule or guardrail)",
-        Auth::ApiKey,
-        Some("CreateScope"),
-        201,
-        Some("Scope"),
-    ),
-    (
-        Method::GET,
-        "/v1/scopes",
-        "List a bot's scopes (?bot_id= required)",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("ScopeList"),
-    ),
-    (
-        Method::GET,
-        "/v1/scopes/{id}",
-        "Get a scope",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Scope"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/scopes/{id}",
-        "Delete a scope",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::POST,
-        "/v1/datasets",
-        "Create a dataset (embedding provider, model, dimension)",
-        Auth::ApiKey,
-        Some("CreateDataset"),
-        201,
-        Some("Dataset"),
-    ),
-    (
-        Method::GET,
-        "/v1/datasets",
-        "List datasets",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("DatasetList"),
-    ),
-    (
-        Method::GET,
-        "/v1/datasets/{id}",
-        "Get a dataset",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Dataset"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/datasets/{id}",
-        "Delete a dataset with its documents",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::POST,
-        "/v1/datasets/{id}/documents",
-        "Upload a document (JSON, or a raw text/plain, text/markdown or text/html body with ?title=); indexed in the background",
-        Auth::ApiKey,
-        Some("UploadDocument"),
-        201,
-        Some("Document"),
-    ),
-    (
-        Method::GET,
-        "/v1/datasets/{id}/documents",
-        "List a dataset's documents with status and chunk count",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("DocumentList"),
-    ),
-    (
-        Method::POST,
-        "/v1/datasets/{id}/search",
-        "Try retrieval: hybrid (vector + full text, fused by RRF)",
-        Auth::ApiKey,
-        Some("Search"),
-        200,
-        Some("SearchResult"),
-    ),
-    (
-        Method::GET,
-        "/v1/documents/{id}",
-        "Get a document (status, failure reason, chunk count)",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Document"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/documents/{id}",
-        "Delete a document and its chunks",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::GET,
-        "/v1/conversations",
-        "List conversations (?bot_id, user_id, since, until)",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("ConversationList"),
-    ),
-    (
-        Method::GET,
-        "/v1/conversations/{id}",
-        "Get a conversation",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Conversation"),
-    ),
-    (
-        Method::DELETE,
-        "/v1/conversations/{id}",
-        "Delete a conversation and its messages",
-        Auth::ApiKey,
-        None,
-        204,
-        None,
-    ),
-    (
-        Method::GET,
-        "/v1/conversations/{id}/messages",
-        "A conversation's messages, oldest first",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("MessageList"),
-    ),
-    (
-        Method::GET,
-        "/v1/audit-logs",
-        "The audit log, newest first (?action, actor_kind, actor_id, since, until)",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("AuditList"),
-    ),
-    (
-        Method::GET,
-        "/v1/usage",
-        "Turns and tokens per bot, key or day (?since, until, group_by)",
-        Auth::ApiKey,
-        None,
-        200,
-        Some("Usage"),
+        "ProviderTimeout",
+        504,
+        "`provider_timeout`: the AI provider did not answer in time",
     ),
 ];
 
-fn r(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
+/// Adds to every operation what follows from its route: security, the
+/// permission it needs, and the error replies that apply.
+struct Conventions;
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    [
+        (Method::GET, &mut item.get),
+        (Method::POST, &mut item.post),
+        (Method::PATCH, &mut item.patch),
+        (Method::PUT, &mut item.put),
+        (Method::DELETE, &mut item.delete),
+        (Method::OPTIONS, &mut item.options),
+    ]
+    .into_iter()
+    .filter_map(|(m, op)| op.as_mut().map(|op| (m, op)))
 }
 
-fn obj(required: &[&str], props: Value) -> Value {
-    json!({"type": "object", "additionalProperties": false, "required": required, "properties": props})
-}
-
-fn list_of(item: &str) -> Value {
-    json!({"type": "object", "required": ["data", "next_cursor"], "properties": {
-        "data": {"type": "array", "items": r(item)},
-        "next_cursor": {"type": ["string", "null"]}
-    }})
-}
-
-fn schemas() -> Value {
-    let id = json!({"type": "string", "format": "uuid"});
-    let time = json!({"type": "string", "format": "date-time"});
-    let ntime = json!({"type": ["string", "null"], "format": "date-time"});
-    let nstr = json!({"type": ["string", "null"]});
-    let nint = json!({"type": ["integer", "null"]});
-    json!({
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message", "request_id"], "properties": {
-                "code": {"type": "string", "enum": ["invalid_request", "unauthorized", "forbidden", "feature_disabled", "guardrail_blocked", "not_found", "method_not_allowed", "conflict", "payload_too_large", "unsupported_media_type", "rate_limited", "provider_error", "unavailable", "provider_timeout", "internal"]},
-                "message": {"type": "string"}, "request_id": {"type": "string"}}}}},
-        "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
-        "ChatRequest": obj(&["bot_id", "message"], json!({
-            "bot_id": {"type": "string", "description": "bot id or slug"}, "message": {"type": "string"},
-            "conversation_id": id, "user_id": {"type": "string"}, "stream": {"type": "boolean", "default": false}})),
-        "ChatReply": {"type": "object", "properties": {
-            "conversation_id": id, "message_id": id, "bot_id": id, "content": {"type": "string"},
-            "provider": {"type": "string"}, "model": {"type": "string"}, "finish_reason": {"type": "string"},
-            "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}, "estimated": {"type": "boolean"}}},
-            "response_time_ms": {"type": "integer"}, "sources": {"type": "array", "items": {"type": "object"}}}},
-        "Tenant": {"type": "object", "properties": {
-            "id": id, "name": {"type": "string"}, "slug": {"type": "string"}, "status": {"enum": ["active", "suspended"]},
-            "rate_limit_rpm": nint, "rate_limit_tpm": nint, "features": {"type": "object"}, "created_at": time, "updated_at": time}},
-        "CreateTenant": obj(&["name"], json!({"name": {"type": "string", "minLength": 1, "maxLength": 200}, "slug": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"}, "rate_limit_rpm": {"type": "integer", "minimum": 1}, "rate_limit_tpm": {"type": "integer", "minimum": 1}, "features": {"type": "object"}})),
-        "UpdateTenant": obj(&[], json!({"name": {"type": "string"}, "slug": {"type": "string"}, "status": {"enum": ["active", "suspended"]}, "rate_limit_rpm": nint, "rate_limit_tpm": nint, "features": {"type": "object"}})),
-        "CreatedTenant": {"type": "object", "required": ["tenant", "admin_key"], "properties": {"tenant": r("Tenant"), "admin_key": {"type": "string"}}},
-        "TenantList": list_of("Tenant"),
-        "CatalogEntry": {"type": "object", "properties": {"key": {"type": "string"}, "display_name": {"type": "string"}, "default_base_url": nstr, "auth_style": {"type": "string"}, "supports_chat": {"type": "boolean"}, "supports_stream": {"type": "boolean"}, "supports_embeddings": {"type": "boolean"}, "default_chat_model": nstr, "default_embedding_model": nstr}},
-        "CatalogList": list_of("CatalogEntry"),
-        "Provider": {"type": "object", "properties": {"id": id, "provider": {"type": "string"}, "name": {"type": "string"}, "api_key_last4": nstr, "base_url": nstr, "default_model": nstr, "enabled": {"type": "boolean"}, "created_at": time, "updated_at": time}},
-        "CreateProvider": obj(&["provider", "name"], json!({"provider": {"enum": ["openai", "anthropic", "google", "openai_compatible", "mock"]}, "name": {"type": "string"}, "api_key": {"type": "string", "writeOnly": true}, "base_url": {"type": "string", "format": "uri"}, "default_model": {"type": "string"}, "enabled": {"type": "boolean"}})),
-        "UpdateProvider": obj(&[], json!({"name": {"type": "string"}, "api_key": {"type": ["string", "null"], "writeOnly": true}, "base_url": nstr, "default_model": nstr, "enabled": {"type": "boolean"}})),
-        "ProviderList": list_of("Provider"),
-        "Bot": {"type": "object", "properties": {"id": id, "tenant_id": id, "name": {"type": "string"}, "slug": {"type": "string"}, "system_prompt": {"type": "string"}, "provider_id": id, "model": nstr, "fallback_provider_id": {"type": ["string", "null"], "format": "uuid"}, "temperature": {"type": ["number", "null"]}, "max_tokens": nint, "context_tokens": {"type": "integer"}, "is_public": {"type": "boolean"}, "dataset_ids": {"type": "array", "items": id}, "status": {"enum": ["active", "disabled"]}, "created_at": time, "updated_at": time}},
-        "CreateBot": obj(&["name", "provider_id"], json!({"name": {"type": "string"}, "slug": {"type": "string"}, "system_prompt": {"type": "string"}, "provider_id": id, "model": {"type": "string"}, "fallback_provider_id": id, "temperature": {"type": "number", "minimum": 0, "maximum": 2}, "max_tokens": {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "context_tokens": {"type": "integer", "minimum": 256, "maximum": 2_000_000}, "is_public": {"type": "boolean"}, "dataset_ids": {"type": "array", "items": id}})),
-        "UpdateBot": obj(&[], json!({"name": {"type": "string"}, "slug": {"type": "string"}, "system_prompt": {"type": "string"}, "provider_id": id, "model": nstr, "fallback_provider_id": {"type": ["string", "null"], "format": "uuid"}, "temperature": {"type": ["number", "null"]}, "max_tokens": nint, "context_tokens": {"type": "integer"}, "is_public": {"type": "boolean"}, "dataset_ids": {"type": "array", "items": id}, "status": {"enum": ["active", "disabled"]}})),
-        "BotList": list_of("Bot"),
-        "ApiKey": {"type": "object", "properties": {"id": id, "name": {"type": "string"}, "prefix": {"type": "string"}, "permissions": {"type": "array", "items": {"enum": ["chat", "read", "admin"]}}, "bot_ids": {"type": "array", "items": id}, "rate_limit_rpm": nint, "expires_at": ntime, "last_used_at": ntime, "revoked_at": ntime, "created_at": time}},
-        "CreatedApiKey": {"allOf": [r("ApiKey"), {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}]},
-        "CreateApiKey": obj(&["name", "permissions"], json!({"name": {"type": "string"}, "permissions": {"type": "array", "minItems": 1, "items": {"enum": ["chat", "read", "admin"]}}, "bot_ids": {"type": "array", "items": id}, "rate_limit_rpm": {"type": "integer", "minimum": 1}, "expires_at": time})),
-        "ApiKeyList": list_of("ApiKey"),
-        "Scope": {"type": "object", "properties": {"id": id, "tenant_id": id, "bot_id": id, "kind": {"type": "string"}, "config": {}, "created_at": time}},
-        "CreateScope": obj(&["bot_id", "kind", "config"], json!({"bot_id": {"type": "string", "description": "bot id or slug"}, "kind": {"enum": ["allowed_origins", "api_keys", "blocked_terms", "blocked_patterns", "max_input_length", "visitor_rate_limit"]}, "config": {}})),
-        "ScopeList": list_of("Scope"),
-        "Dataset": {"type": "object", "properties": {"id": id, "tenant_id": id, "name": {"type": "string"}, "provider_id": id, "embedding_model": {"type": "string"}, "embedding_dim": {"type": "integer"}, "created_at": time}},
-        "DatasetList": list_of("Dataset"),
-        "CreateDataset": obj(&["name", "provider_id"], json!({"name": {"type": "string"}, "provider_id": id, "embedding_model": {"type": "string"}, "embedding_dim": {"type": "integer", "minimum": 1}})),
-        "Document": {"type": "object", "properties": {"id": id, "dataset_id": id, "title": {"type": "string"}, "source": nstr, "mime_type": {"type": "string"}, "metadata": {"type": "object"}, "status": {"enum": ["pending", "indexing", "ready", "failed"]}, "error": nstr, "content_hash": {"type": "string"}, "chunk_count": {"type": "integer"}, "created_at": time, "updated_at": time}},
-        "DocumentList": list_of("Document"),
-        "UploadDocument": obj(&["title", "content"], json!({"title": {"type": "string"}, "content": {"type": "string"}, "mime_type": {"enum": ["text/plain", "text/markdown", "text/html"]}, "source": {"type": "string"}, "metadata": {"type": "object"}})),
-        "Search": obj(&["query"], json!({"query": {"type": "string"}, "top_k": {"type": "integer", "minimum": 1, "maximum": 100}, "filter": {"type": "object"}})),
-        "SearchResult": {"type": "object", "properties": {"data": {"type": "array", "items": {"type": "object", "properties": {"chunk_id": id, "document_id": id, "title": {"type": "string"}, "score": {"type": "number"}, "text": {"type": "string"}}}}}},
-        "Conversation": {"type": "object", "properties": {"id": id, "tenant_id": id, "bot_id": id, "end_user_id": nstr, "title": nstr, "channel": {"enum": ["public", "api"]}, "created_at": time, "updated_at": time}},
-        "ConversationList": list_of("Conversation"),
-        "Message": {"type": "object", "properties": {"id": id, "conversation_id": id, "role": {"enum": ["system", "user", "assistant"]}, "content": {"type": "string"}, "status": {"enum": ["pending", "complete", "incomplete", "error", "cancelled"]}, "prompt_tokens": nint, "completion_tokens": nint, "total_tokens": nint, "tokens_estimated": {"type": ["boolean", "null"]}, "response_time_ms": nint, "time_to_first_token_ms": nint, "provider": nstr, "model": nstr, "finish_reason": nstr, "error": nstr, "api_key_id": {"type": ["string", "null"], "format": "uuid"}, "created_at": time}},
-        "MessageList": list_of("Message"),
-        "AuditRecord": {"type": "object", "properties": {"id": id, "tenant_id": {"type": ["string", "null"], "format": "uuid"}, "actor": {"type": "object", "properties": {"kind": {"enum": ["api_key", "operator", "public_visitor", "system"]}, "id": nstr}}, "action": {"type": "string"}, "resource_type": nstr, "resource_id": nstr, "request_id": nstr, "ip": nstr, "metadata": {"type": "object"}, "created_at": time}},
-        "AuditList": list_of("AuditRecord"),
-        "Usage": {"type": "object", "properties": {"since": time, "until": time, "group_by": {"enum": ["bot", "key", "day"]}, "data": {"type": "array", "items": {"type": "object", "properties": {"group": nstr, "requests": {"type": "integer"}, "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}}}
-    })
-}
-
-fn error_responses(auth: Auth, has_body: bool, has_id: bool) -> Map<String, Value> {
-    let e = |d: &str| json!({"description": d, "content": {"application/json": {"schema": r("Error")}}});
-    let mut m = Map::new();
-    m.insert(
-        "400".into(),
-        e("invalid request; the message names the field"),
-    );
-    if auth != Auth::None {
-        m.insert("401".into(), e("missing or invalid key"));
+/// The statuses of the errors an operation may answer.
+fn error_statuses(method: &Method, path: &str, op: &Operation) -> Vec<u16> {
+    let g = guard(method, path);
+    let has_body = op.request_body.is_some();
+    let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let names_rows = path.contains("{id}")
+        || has_body
+        || op.parameters.iter().flatten().any(|p| p.name == "bot_id");
+    let is_chat = path.starts_with("/v1/chat");
+    let calls_provider = is_chat
+        || (method == Method::POST && path == "/v1/datasets")
+        || path == "/v1/datasets/{id}/search";
+    let mut s = vec![];
+    if method == Method::OPTIONS || matches!(path, "/healthz" | "/metrics" | "/openapi.json") {
+        return s;
     }
-    if auth == Auth::ApiKey {
-        m.insert(
-            "403".into(),
-            e("the key lacks the permission, or the tenant is suspended"),
-        );
+    if has_body || has_params {
+        s.push(400);
     }
-    if has_id || has_body || auth == Auth::Operator {
-        m.insert(
-            "404".into(),
-            e("not found (including another tenant's rows)"),
-        );
+    if g != Guard::Open {
+        s.push(401);
+    }
+    if is_chat || matches!(g, Guard::Tenant(_)) {
+        s.push(403);
+    }
+    if g == Guard::Operator || (path.starts_with("/v1/") && names_rows) {
+        s.push(404);
+    }
+    if matches!(g, Guard::Operator | Guard::Tenant(Access::Write)) && method != Method::GET {
+        s.push(409);
     }
     if has_body {
-        m.insert("409".into(), e("conflict (a taken slug, a row in use)"));
-        m.insert("413".into(), e("body too large"));
-        m.insert("415".into(), e("body is not application/json"));
+        s.extend([413, 415]);
     }
-    m.insert("429".into(), e("rate limited (see Retry-After)"));
-    m.insert("500".into(), e("internal error"));
-    m
+    if is_chat {
+        s.push(429);
+    }
+    s.push(500);
+    if calls_provider {
+        s.push(502);
+    }
+    s.push(503);
+    if calls_provider {
+        s.push(504);
+    }
+    s
 }
 
-/// The document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for (method, path, summary, auth, req, status, reply) in OPERATIONS {
-        let mut op = Map::new();
-        op.insert("summary".into(), json!(summary));
-        match auth {
-            Auth::None => op.insert("security".into(), json!([])),
-            Auth::ApiKey => op.insert("security".into(), json!([{"apiKey": []}])),
-            Auth::Operator => op.insert("security".into(), json!([{"operatorKey": []}])),
-        };
-        if path.contains("{id}") {
-            op.insert("parameters".into(), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]));
-        }
-        if let Some(q) = req {
-            op.insert(
-                "requestBody".into(),
-                json!({"required": true, "content": {"application/json": {"schema": r(q)}}}),
-            );
-        }
-        let mut responses = error_responses(*auth, req.is_some(), path.contains("{id}"));
-        let ok = match (reply, *path) {
-            (Some(s), _) => {
-                json!({"description": "success", "content": {"application/json": {"schema": r(s)}}})
-            }
-            (None, "/metrics") => {
-                json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string"}}}})
-            }
-            (None, "/openapi.json") => {
-                json!({"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}})
-            }
-            (None, _) => json!({"description": "success, no content"}),
-        };
-        responses.insert(status.to_string(), ok);
-        op.insert("responses".into(), Value::Object(responses));
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[method.as_str().to_ascii_lowercase()] = Value::Object(op);
+fn permission_note(g: Guard) -> (&'static str, &'static str) {
+    match g {
+        Guard::Open => ("none", "No authentication."),
+        Guard::Chat => (
+            "chat",
+            "Needs a tenant API key with the `chat` permission (and, if the key is restricted to some bots, this bot).",
+        ),
+        Guard::Operator => ("operator", "Needs the operator key."),
+        Guard::Tenant(Access::Read) => (
+            "read",
+            "Needs a tenant API key with the `read` or `admin` permission.",
+        ),
+        Guard::Tenant(Access::Write) => (
+            "admin",
+            "Needs a tenant API key with the `admin` permission (`read` keys get 403).",
+        ),
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "chatcore", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Multi-tenant, multi-provider chatbot engine. Errors: {\"error\": {\"code\", \"message\", \"request_id\"}}. Lists: {\"data\": [...], \"next_cursor\"} with ?limit=&cursor=."},
-        "paths": paths,
-        "components": {
-            "schemas": schemas(),
-            "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "a tenant API key (cc_...)"},
-                "operatorKey": {"type": "http", "scheme": "bearer", "description": "CHATCORE_OPERATOR_KEY"}
+}
+
+impl Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.security_schemes.insert(
+            "apiKey".into(),
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A tenant API key (`cc_...`)"))
+                    .build(),
+            ),
+        );
+        components.security_schemes.insert(
+            "operatorKey".into(),
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The operator key (`CHATCORE_OPERATOR_KEY`)"))
+                    .build(),
+            ),
+        );
+        for (name, status, description) in ERRORS {
+            let mut r = ResponseBuilder::new().description(*description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if *status == 429 {
+                r = r.header(
+                    "Retry-After",
+                    Header::builder()
+                        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+                        .description(Some("Seconds to wait"))
+                        .build(),
+                );
+            }
+            components
+                .responses
+                .insert((*name).to_string(), RefOr::T(r.build()));
+        }
+        for (path, item) in doc.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                let g = guard(&method, path);
+                for status in error_statuses(&method, path, op) {
+                    let name = ERRORS
+                        .iter()
+                        .find(|(_, s, _)| *s == status)
+                        .map(|(n, _, _)| *n)
+                        .expect("every status has a reusable response");
+                    op.responses
+                        .responses
+                        .insert(status.to_string(), Ref::from_response_name(name).into());
+                }
+                op.security = Some(match g {
+                    Guard::Open => vec![],
+                    Guard::Operator => {
+                        vec![SecurityRequirement::new(
+                            "operatorKey",
+                            Vec::<String>::new(),
+                        )]
+                    }
+                    Guard::Chat | Guard::Tenant(_) => {
+                        vec![SecurityRequirement::new("apiKey", Vec::<String>::new())]
+                    }
+                });
+                let (permission, note) = permission_note(g);
+                op.description = Some(match op.description.take() {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
+                    _ => note.to_string(),
+                });
+                let ext = ExtensionsBuilder::new()
+                    .add("x-chatcore-permission", permission)
+                    .build();
+                match &mut op.extensions {
+                    Some(e) => e.merge(ext),
+                    None => op.extensions = Some(ext),
+                }
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::routes::ROUTES;
-
-    #[test]
-    fn the_document_covers_every_route_and_nothing_else() {
-        let doc = document();
-        let paths = doc["paths"].as_object().unwrap();
-        for (m, p) in ROUTES {
-            let op = &paths.get(*p).unwrap_or_else(|| panic!("{p} missing"))
-                [m.as_str().to_ascii_lowercase()];
-            assert!(op.is_object(), "{m} {p} missing from the document");
-        }
-        let mut n = 0;
-        for (p, ops) in paths {
-            for (m, _) in ops.as_object().unwrap() {
-                n += 1;
-                assert!(
-                    ROUTES
-                        .iter()
-                        .any(|(rm, rp)| rp == p && rm.as_str().eq_ignore_ascii_case(m)),
-                    "{m} {p} documented but not routed"
-                );
-            }
-        }
-        assert_eq!(n, ROUTES.len());
-    }
-
-    #[test]
-    fn every_schema_reference_resolves() {
-        let doc = document();
-        let text = doc.to_string();
-        let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for part in text.split("#/components/schemas/").skip(1) {
-            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
-            assert!(
-                schemas.contains_key(&name),
-                "{name} is referenced but not defined"
-            );
-        }
-    }
-}
+mod tests;

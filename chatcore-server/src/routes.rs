@@ -63,6 +63,20 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::DELETE, "/v1/documents/{id}"),
 ];
 
+/// The reply of `/healthz` and `/readyz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok` (the process runs) or `ready` (the database answers).
+    #[schema(schema_with = status_schema)]
+    pub status: &'static str,
+}
+
+fn status_schema() -> utoipa::openapi::ObjectBuilder {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["ok", "ready"]))
+}
+
 /// A matched route: its index in [`ROUTES`] and the `{id}` segment, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
@@ -172,15 +186,9 @@ async fn route(
         (&Method::POST, "/v1/chat/public") => chat::handle(app, req, peer, rid, true).await,
         (&Method::OPTIONS, "/v1/chat/public") => Ok(chat::preflight(req.headers())),
         (&Method::POST, "/v1/chat") => chat::handle(app, req, peer, rid, false).await,
-        (&Method::GET, "/healthz") => Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-        )),
+        (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &Status { status: "ok" })),
         (&Method::GET, "/readyz") => match app.store.ping().await {
-            Ok(()) => Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ready"}),
-            )),
+            Ok(()) => Ok(json_response(StatusCode::OK, &Status { status: "ready" })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
                 Err(ApiError::unavailable("database unreachable"))
@@ -188,7 +196,7 @@ async fn route(
         },
         (&Method::GET, "/metrics") => Ok(crate::metrics::render(app)),
         (&Method::GET, "/openapi.json") => {
-            Ok(json_response(StatusCode::OK, &crate::openapi::document()))
+            Ok(json_response(StatusCode::OK, crate::openapi::document()))
         }
         _ if m.pattern.starts_with("/v1/datasets") || m.pattern.starts_with("/v1/documents") => {
             crate::datasets::handle(app, req, peer, rid, m).await

@@ -1,7 +1,8 @@
 //! Management: the operator's tenants and a tenant admin's providers, bots,
 //! API keys, scopes, conversations, audit log and usage.
 //!
-//! [`AdminService`] owns the rules (validation, permission, tenant scoping,
+//! [`AdminService`] owns the rules (validation, permission (see [`Access`]:
+//! `read` keys read, `admin` keys also change), tenant scoping,
 //! secrets shown once, cache invalidation, one audit record per change
 //! written in the same transaction as the change through
 //! [`Store::apply`]); the HTTP server and the CLI only translate to it.
@@ -37,6 +38,39 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 // ---------------------------------------------------------------- callers
 
+/// What a management call does to a tenant's data, for permission checks.
+///
+/// A key with the `admin` permission may do both; a key with `read` (and
+/// not `admin`) may only read: list and get providers, bots, API keys
+/// (which never show a secret), scopes, datasets, documents,
+/// conversations, messages, the audit log and usage, and try retrieval on a
+/// dataset, which changes nothing. A key with `chat` alone may do neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Reads: lists, gets, retrieval trials.
+    Read,
+    /// Changes: creation, updates, deletion, revocation.
+    Write,
+}
+
+impl Access {
+    /// Whether a key with `permissions` may do this.
+    pub fn allowed_by(self, permissions: &[Permission]) -> bool {
+        permissions.contains(&Permission::Admin)
+            || (self == Access::Read && permissions.contains(&Permission::Read))
+    }
+
+    /// The permissions that allow this, for messages and documentation.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Access::Read => "read or admin",
+            Access::Write => "admin",
+        }
+    }
+}
+
+const READ_ONLY: &str = "this API key may only read: changes need the admin permission";
+
 /// Who is calling, for permission checks and the audit log.
 #[derive(Debug, Clone)]
 pub struct AdminCaller {
@@ -48,19 +82,28 @@ pub struct AdminCaller {
     pub request_id: Option<String>,
     /// Client IP, for the audit log.
     pub ip: Option<String>,
+    /// What the caller was allowed to do when it was checked.
+    pub access: Access,
 }
 
 impl AdminCaller {
-    /// A tenant admin: the verified key must have the `admin` permission
-    /// (403 otherwise); everything it does is scoped to its tenant.
+    /// A tenant API key doing something that needs `access` (403 when its
+    /// permissions do not allow it, see [`Access`]); everything it does is
+    /// scoped to its tenant.
     pub fn from_principal(
         principal: &Principal,
+        access: Access,
         request_id: Option<String>,
         ip: Option<String>,
     ) -> AdminResult<Self> {
-        if !principal.key.permissions.contains(&Permission::Admin) {
+        let permissions = &principal.key.permissions;
+        if !access.allowed_by(permissions) {
             return Err(ChatError::Forbidden(
-                "this API key lacks the admin permission".into(),
+                if Access::Read.allowed_by(permissions) {
+                    READ_ONLY.into()
+                } else {
+                    format!("this API key lacks the {} permission", access.needs())
+                },
             ));
         }
         Ok(Self {
@@ -71,7 +114,17 @@ impl AdminCaller {
             },
             request_id,
             ip,
+            access,
         })
+    }
+
+    /// 403 unless the caller was checked for changes ([`Access::Write`]):
+    /// every change of [`AdminService`] asks this first.
+    pub fn require_write(&self) -> AdminResult<()> {
+        match self.access {
+            Access::Write => Ok(()),
+            Access::Read => Err(ChatError::Forbidden(READ_ONLY.into())),
+        }
     }
 
     /// The operator acting inside a tenant (e.g. the CLI creating a key).
@@ -81,6 +134,7 @@ impl AdminCaller {
             actor: op.actor(),
             request_id: op.request_id.clone(),
             ip: op.ip.clone(),
+            access: Access::Write,
         }
     }
 
@@ -124,6 +178,7 @@ impl Operator {
 
 /// A page of a list reply: `{"data": [...], "next_cursor": ...}`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct List<T> {
     /// The items.
     pub data: Vec<T>,
@@ -142,6 +197,7 @@ impl<T> List<T> {
 
 /// A provider configuration as shown: the key only by its last 4 characters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderView {
     /// Id.
     pub id: ProviderConfigId,
@@ -181,6 +237,7 @@ impl From<ProviderConfig> for ProviderView {
 
 /// An API key as shown: prefix, never the secret or its hash.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyView {
     /// Id.
     pub id: ApiKeyId,
@@ -223,6 +280,7 @@ impl From<ApiKey> for ApiKeyView {
 
 /// A new API key: the stored key and, once, its secret.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedApiKey {
     /// The stored key.
     #[serde(flatten)]
@@ -233,6 +291,7 @@ pub struct CreatedApiKey {
 
 /// A new tenant and its first admin key, shown once.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedTenant {
     /// The tenant.
     pub tenant: Tenant,
@@ -242,6 +301,7 @@ pub struct CreatedTenant {
 
 /// A stored message as shown in a conversation's history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageView {
     /// Id.
     pub id: MessageId,
@@ -305,12 +365,14 @@ impl From<Message> for MessageView {
 
 /// Usage over a time range.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
     /// Start of the range (inclusive).
     pub since: DateTime<Utc>,
     /// End of the range (exclusive).
     pub until: DateTime<Utc>,
     /// `bot`, `key` or `day`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::usage_group))]
     pub group_by: &'static str,
     /// One entry per group, ordered by group.
     pub data: Vec<UsageEntry>,
@@ -318,6 +380,7 @@ pub struct UsageReport {
 
 /// Turns and tokens of one group.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageEntry {
     /// Bot id, API key id or day (`YYYY-MM-DD`, UTC); null for public chat
     /// when grouping by key.
@@ -337,60 +400,82 @@ pub struct UsageEntry {
 /// `POST /v1/admin/tenants`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTenant {
     /// Display name (1 to 200 characters).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: String,
     /// Slug (default: derived from the name).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// Requests per minute across the tenant.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub rate_limit_rpm: Option<i32>,
     /// Tokens per minute across the tenant.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit_tpm: Option<i32>,
     /// Feature flags (a JSON object, e.g. `{"public_chat": false}`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub features: Option<serde_json::Value>,
 }
 
 /// `PATCH /v1/admin/tenants/{id}`: only the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateTenant {
     /// New name.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: Option<String>,
     /// New slug.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// `active` or `suspended`; a suspended tenant's keys stop at once.
     #[serde(default)]
     pub status: Option<TenantStatus>,
     /// New requests-per-minute limit (null removes it).
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
     pub rate_limit_rpm: Option<Option<i32>>,
     /// New tokens-per-minute limit (null removes it).
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit_tpm: Option<Option<i32>>,
     /// New feature flags (a JSON object; replaces the old one).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub features: Option<serde_json::Value>,
 }
 
 /// `POST /v1/providers`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateProvider {
     /// Catalog key (`openai`, `anthropic`, `google`, `openai_compatible`, `mock`).
     pub provider: String,
     /// Display name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: String,
     /// The vendor API key (stored encrypted; never shown again).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, write_only))]
     pub api_key: Option<SecretString>,
     /// Base URL override (`http://` or `https://`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub base_url: Option<String>,
     /// Default model override.
     #[serde(default)]
@@ -404,15 +489,19 @@ pub struct CreateProvider {
 /// rotates the key (bots use it from their next turn).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProvider {
     /// New name.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: Option<String>,
     /// New API key (null removes it).
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, write_only))]
     pub api_key: Option<Option<SecretString>>,
     /// New base URL (null: the catalog default).
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub base_url: Option<Option<String>>,
     /// New default model (null: the catalog default).
     #[serde(default, deserialize_with = "nullable")]
@@ -425,11 +514,17 @@ pub struct UpdateProvider {
 /// `POST /v1/bots`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateBot {
     /// Display name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: String,
     /// Slug, unique in the tenant (default: derived from the name).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// System prompt.
     #[serde(default)]
@@ -444,12 +539,15 @@ pub struct CreateBot {
     pub fallback_provider_id: Option<ProviderConfigId>,
     /// Temperature, 0 to 2.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2))]
     pub temperature: Option<f32>,
     /// Maximum completion tokens, 1 to 1,000,000.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub max_tokens: Option<i32>,
     /// Prompt budget in tokens, 256 to 2,000,000 (default 8,000).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 256, maximum = 2_000_000))]
     pub context_tokens: Option<i32>,
     /// Reachable through the public endpoint (default false).
     #[serde(default)]
@@ -462,12 +560,18 @@ pub struct CreateBot {
 /// `PATCH /v1/bots/{id or slug}`: only the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateBot {
     /// New name.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: Option<String>,
     /// New slug.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
+    )]
     pub slug: Option<String>,
     /// New system prompt.
     #[serde(default)]
@@ -483,12 +587,15 @@ pub struct UpdateBot {
     pub fallback_provider_id: Option<Option<ProviderConfigId>>,
     /// New temperature (null: the provider's default).
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2))]
     pub temperature: Option<Option<f32>>,
     /// New max tokens (null: the provider's default).
     #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub max_tokens: Option<Option<i32>>,
     /// New prompt budget.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 256, maximum = 2_000_000))]
     pub context_tokens: Option<i32>,
     /// New visibility.
     #[serde(default)]
@@ -504,16 +611,20 @@ pub struct UpdateBot {
 /// `POST /v1/api-keys`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateApiKey {
     /// Display name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: String,
     /// Permissions (`chat`, `read`, `admin`), at least one.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub permissions: Vec<Permission>,
     /// Only these bots (default: every bot of the tenant).
     #[serde(default)]
     pub bot_ids: Option<Vec<BotId>>,
     /// Requests per minute for this key, 1 to 1,000,000.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub rate_limit_rpm: Option<i32>,
     /// Expiry (RFC 3339, in the future).
     #[serde(default)]
@@ -523,10 +634,13 @@ pub struct CreateApiKey {
 /// `POST /v1/scopes`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateScope {
     /// The bot (id or slug).
     pub bot_id: String,
-    /// Kind (see [`crate::engine::guard`]).
+    /// Kind: `allowed_origins`, `api_keys`, `blocked_terms`,
+    /// `blocked_patterns`, `max_input_length` or `visitor_rate_limit`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = openapi::scope_kind))]
     pub kind: String,
     /// Kind-specific configuration.
     pub config: serde_json::Value,
@@ -543,6 +657,31 @@ pub struct ConversationQuery {
     pub since: Option<DateTime<Utc>>,
     /// Created before.
     pub until: Option<DateTime<Utc>>,
+}
+
+/// Schemas of fields whose Rust type is a plain string but whose values
+/// are a closed set.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::{ObjectBuilder, Type};
+
+    fn string_enum(values: &[&'static str], description: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(values.iter().copied()))
+            .description(Some(description))
+    }
+
+    pub(super) fn usage_group() -> ObjectBuilder {
+        string_enum(&["bot", "key", "day"], "How the usage is grouped.")
+    }
+
+    pub(super) fn scope_kind() -> ObjectBuilder {
+        string_enum(
+            crate::engine::guard::SCOPE_KINDS,
+            "Kind of rule; the config's shape depends on it.",
+        )
+    }
 }
 
 // ---------------------------------------------------------------- checks
@@ -847,6 +986,7 @@ impl AdminService {
         c: &AdminCaller,
         input: CreateProvider,
     ) -> AdminResult<ProviderView> {
+        c.require_write()?;
         text("name", &input.name, 200)?;
         match self.store.get_catalog_entry(&input.provider).await {
             Ok(_) => {}
@@ -914,6 +1054,7 @@ impl AdminService {
         id: ProviderConfigId,
         input: UpdateProvider,
     ) -> AdminResult<ProviderView> {
+        c.require_write()?;
         let mut fields = vec![];
         if let Some(n) = &input.name {
             text("name", n, 200)?;
@@ -964,6 +1105,7 @@ impl AdminService {
 
     /// Deletes a provider configuration; 409 while a bot or dataset uses it.
     pub async fn delete_provider(&self, c: &AdminCaller, id: ProviderConfigId) -> AdminResult<()> {
+        c.require_write()?;
         let audit = c.audit("provider.deleted");
         match self
             .store
@@ -993,6 +1135,7 @@ impl AdminService {
 
     /// Creates a bot.
     pub async fn create_bot(&self, c: &AdminCaller, input: CreateBot) -> AdminResult<Bot> {
+        c.require_write()?;
         text("name", &input.name, 200)?;
         let slug_v = match input.slug {
             Some(s) => {
@@ -1062,6 +1205,7 @@ impl AdminService {
         id_or_slug: &str,
         input: UpdateBot,
     ) -> AdminResult<Bot> {
+        c.require_write()?;
         let bot = self.find_bot(c.tenant, id_or_slug).await?;
         let mut fields = vec![];
         if let Some(n) = &input.name {
@@ -1137,6 +1281,7 @@ impl AdminService {
 
     /// Deletes a bot (by id or slug) with its conversations and scopes.
     pub async fn delete_bot(&self, c: &AdminCaller, id_or_slug: &str) -> AdminResult<()> {
+        c.require_write()?;
         let bot = self.find_bot(c.tenant, id_or_slug).await?;
         let mut audit = c.audit("bot.deleted");
         audit.metadata = serde_json::json!({"slug": bot.slug});
@@ -1155,6 +1300,7 @@ impl AdminService {
         c: &AdminCaller,
         input: CreateApiKey,
     ) -> AdminResult<CreatedApiKey> {
+        c.require_write()?;
         text("name", &input.name, 200)?;
         if input.permissions.is_empty() {
             return Err(ChatError::InvalidRequest(
@@ -1226,6 +1372,7 @@ impl AdminService {
 
     /// Revokes an API key; it stops working at once on this instance.
     pub async fn revoke_api_key(&self, c: &AdminCaller, id: ApiKeyId) -> AdminResult<ApiKeyView> {
+        c.require_write()?;
         let r = self
             .store
             .apply(
@@ -1246,6 +1393,7 @@ impl AdminService {
 
     /// Creates a scope after checking its configuration.
     pub async fn create_scope(&self, c: &AdminCaller, input: CreateScope) -> AdminResult<Scope> {
+        c.require_write()?;
         if !guard::SCOPE_KINDS.contains(&input.kind.as_str()) {
             return Err(ChatError::InvalidRequest(format!(
                 "kind: must be one of {}",
@@ -1316,6 +1464,7 @@ impl AdminService {
 
     /// Deletes a scope.
     pub async fn delete_scope(&self, c: &AdminCaller, id: ScopeId) -> AdminResult<()> {
+        c.require_write()?;
         self.store
             .apply(Change::DeleteScope(c.tenant, id), c.audit("scope.deleted"))
             .await?;
@@ -1377,6 +1526,7 @@ impl AdminService {
         c: &AdminCaller,
         id: ConversationId,
     ) -> AdminResult<()> {
+        c.require_write()?;
         self.store
             .apply(
                 Change::DeleteConversation(c.tenant, id),
@@ -1453,6 +1603,31 @@ mod tests {
         let u: UpdateProvider = serde_json::from_str(r#"{"base_url": "http://x"}"#).unwrap();
         assert_eq!(u.base_url, Some(Some("http://x".into())));
         assert!(serde_json::from_str::<UpdateProvider>(r#"{"bogus": 1}"#).is_err());
+    }
+
+    #[test]
+    fn read_keys_read_admin_keys_change_chat_keys_neither() {
+        use Permission::*;
+        assert!(Access::Read.allowed_by(&[Read]));
+        assert!(!Access::Write.allowed_by(&[Read, Chat]));
+        assert!(Access::Read.allowed_by(&[Admin]) && Access::Write.allowed_by(&[Admin]));
+        assert!(!Access::Read.allowed_by(&[Chat]) && !Access::Write.allowed_by(&[Chat]));
+        let reader = AdminCaller {
+            tenant: TenantId::new(),
+            actor: Actor {
+                kind: ActorKind::ApiKey,
+                id: None,
+            },
+            request_id: None,
+            ip: None,
+            access: Access::Read,
+        };
+        assert!(matches!(
+            reader.require_write(),
+            Err(ChatError::Forbidden(_))
+        ));
+        let op = AdminCaller::operator_in(TenantId::new(), &Operator::default());
+        assert!(op.require_write().is_ok());
     }
 
     #[test]

@@ -29,6 +29,7 @@ macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 
@@ -131,6 +132,7 @@ macro_rules! str_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $(#[doc = concat!("`", $s, "`")] $(#[$vdoc])* $variant),+
@@ -243,6 +245,7 @@ str_enum!(
 
 /// A tenant: an isolated customer of the service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     /// Id.
     pub id: TenantId,
@@ -257,6 +260,7 @@ pub struct Tenant {
     /// Tokens per minute across the tenant (None: unlimited).
     pub rate_limit_tpm: Option<i32>,
     /// Feature flags (a JSON object).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub features: serde_json::Value,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -266,6 +270,7 @@ pub struct Tenant {
 
 /// An entry of the provider catalog (`ai_providers_master`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CatalogEntry {
     /// Catalog key: `openai`, `anthropic`, `google`, `openai_compatible`, `mock`.
     pub key: String,
@@ -338,6 +343,7 @@ pub struct ProviderConfig {
 
 /// A bot: a system prompt, a model and the rules around them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bot {
     /// Id.
     pub id: BotId,
@@ -375,6 +381,7 @@ pub struct Bot {
 
 /// A conversation between an end user and a bot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     /// Id.
     pub id: ConversationId,
@@ -487,6 +494,7 @@ impl ApiKey {
 
 /// A set of documents a bot can answer from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dataset {
     /// Id.
     pub id: DatasetId,
@@ -558,6 +566,7 @@ pub struct Chunk {
 
 /// An access rule or guardrail of a bot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Scope {
     /// Id.
     pub id: ScopeId,
@@ -576,6 +585,7 @@ pub struct Scope {
 
 /// Who performed an audited action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Actor {
     /// Kind of actor.
     pub kind: ActorKind,
@@ -585,6 +595,7 @@ pub struct Actor {
 
 /// An audit record: one action on one resource.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
     /// Id.
     pub id: AuditId,
@@ -604,6 +615,7 @@ pub struct AuditRecord {
     /// Client IP.
     pub ip: Option<String>,
     /// Extra detail (JSON object). Never a secret.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
     /// When.
     pub created_at: DateTime<Utc>,

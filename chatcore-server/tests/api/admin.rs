@@ -291,7 +291,7 @@ async fn suspension_stops_a_tenants_keys_at_once_and_reactivation_restores_them(
 }
 
 #[tokio::test]
-async fn a_key_without_admin_permission_gets_403_on_every_admin_route() {
+async fn a_chat_only_key_gets_403_on_every_management_route() {
     let app = spawn_app().await;
     let t = app.tenant("perm", "mock", "echo", None).await;
     let (chat_key, _) = app
@@ -319,6 +319,146 @@ async fn a_key_without_admin_permission_gets_403_on_every_admin_route() {
     // No key at all: 401.
     let (s, _) = app.call(GET, "/v1/bots", None, None).await;
     assert_eq!(s, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_key_reads_every_management_route_and_changes_nothing() {
+    use chatcore::domain::Permission;
+    let app = spawn_app().await;
+    let t = app.tenant("reader", "mock", "echo", None).await;
+    let admin = t.key.expose_secret();
+    // One row of each kind, made by the admin key.
+    let (s, scope) = app
+        .call(
+            POST,
+            "/v1/scopes",
+            Some(admin),
+            Some(json!({"bot_id": t.bot.id, "kind": "blocked_terms", "config": ["nope"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{scope}");
+    let (s, reply) = chat(&app, admin, &t.bot.slug, "hello", Some("u1")).await;
+    assert_eq!(s, 200, "{reply}");
+    let (s, ds) = app
+        .call(
+            POST,
+            "/v1/datasets",
+            Some(admin),
+            Some(json!({"name": "docs", "provider_id": t.bot.provider_id})),
+        )
+        .await;
+    assert_eq!(s, 201, "{ds}");
+    let (s, doc) = app
+        .call(
+            POST,
+            &format!("/v1/datasets/{}/documents", ds["id"].as_str().unwrap()),
+            Some(admin),
+            Some(json!({"title": "Refunds", "content": "Refunds take five days."})),
+        )
+        .await;
+    assert_eq!(s, 201, "{doc}");
+    let (read_key, read_key_id) = app
+        .key(t.tenant.id, vec![Permission::Read], vec![], None)
+        .await;
+    let reader = read_key.expose_secret();
+    let id_for = |pattern: &str| -> String {
+        let s = |v: &Value| v.as_str().unwrap().to_string();
+        match pattern.split('/').nth(2).unwrap() {
+            "providers" => t.bot.provider_id.to_string(),
+            "bots" => t.bot.slug.clone(),
+            "api-keys" => read_key_id.to_string(),
+            "scopes" => s(&scope["id"]),
+            "conversations" => s(&reply["conversation_id"]),
+            "datasets" => s(&ds["id"]),
+            "documents" => s(&doc["id"]),
+            other => panic!("no id for {other}"),
+        }
+    };
+    let mut reads = 0;
+    let mut refused = 0;
+    for (m, pattern) in chatcore_server::routes::ROUTES {
+        if !pattern.starts_with("/v1/")
+            || pattern.starts_with("/v1/chat")
+            || pattern.starts_with("/v1/admin")
+        {
+            continue;
+        }
+        let mut path = pattern.to_string();
+        if pattern.contains("{id}") {
+            path = pattern.replace("{id}", &id_for(pattern));
+        }
+        if *pattern == "/v1/scopes" {
+            path.push_str(&format!("?bot_id={}", t.bot.id));
+        }
+        let method = Method::from_bytes(m.as_str().as_bytes()).unwrap();
+        if method == GET {
+            let (s, v) = app.call(GET, &path, Some(reader), None).await;
+            assert_eq!(s, 200, "GET {path}: {v}");
+            if v.get("data").is_some() && *pattern != "/v1/usage" {
+                assert!(v["data"].is_array(), "GET {path}: {v}");
+            }
+            reads += 1;
+        } else if *pattern == "/v1/datasets/{id}/search" {
+            // Trying retrieval changes nothing: a read.
+            let (s, v) = app
+                .call(
+                    method,
+                    &path,
+                    Some(reader),
+                    Some(json!({"query": "refunds"})),
+                )
+                .await;
+            assert_eq!(s, 200, "POST {path}: {v}");
+            reads += 1;
+        } else {
+            // Refused before the body is looked at: a valid one, an empty
+            // one or none at all get the same 403.
+            for body in [None, Some(json!({}))] {
+                let (s, v) = app.call(method.clone(), &path, Some(reader), body).await;
+                assert_eq!((s, code(&v)), (403, "forbidden"), "{m} {path}: {v}");
+                assert!(message(&v).contains("admin"), "{v}");
+            }
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        (reads, refused),
+        (19, 15),
+        "every management route was tried"
+    );
+    // Nothing changed: the rows are all still there, and no key was made.
+    let (_, keys) = app.call(GET, "/v1/api-keys", Some(reader), None).await;
+    assert_eq!(keys["data"].as_array().unwrap().len(), 2, "{keys}");
+    assert!(keys.to_string().contains(&read_key_id.to_string()));
+    assert!(
+        !keys.to_string().contains("\"key\""),
+        "no secret in a list: {keys}"
+    );
+    for p in [
+        "/v1/bots/{id}",
+        "/v1/scopes/{id}",
+        "/v1/datasets/{id}",
+        "/v1/documents/{id}",
+        "/v1/conversations/{id}",
+        "/v1/providers/{id}",
+    ] {
+        let path = p.replace("{id}", &id_for(p));
+        let (s, v) = app.call(GET, &path, Some(reader), None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+    }
+    // The admin key may still change things; the read key may not chat.
+    let (s, _) = app
+        .call(
+            PATCH,
+            &format!("/v1/bots/{}", t.bot.slug),
+            Some(admin),
+            Some(json!({"name": "Renamed"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = chat(&app, reader, &t.bot.slug, "hello", None).await;
+    assert_eq!((s, code(&v)), (403, "forbidden"), "{v}");
     app.stop().await;
 }
 

@@ -126,3 +126,12 @@ async fn tenant_and_key_commands_work_on_the_database_and_the_server_accepts_the
     assert!(one["revoked_at"].is_string(), "{one}");
     app.stop().await;
 }
+
+#[test]
+fn the_openapi_command_prints_the_document_the_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+    let printed: serde_json::Value = serde_json::from_str(&run(&db, &["openapi"])).unwrap();
+    assert_eq!(printed["openapi"], "3.1.0");
+    assert_eq!(&printed, chatcore_server::openapi::document());
+}

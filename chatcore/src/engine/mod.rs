@@ -149,6 +149,7 @@ pub struct ChatInput {
 
 /// Token counts in replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReply {
     /// Prompt tokens.
     pub prompt_tokens: u32,
@@ -173,6 +174,7 @@ impl From<Usage> for UsageReply {
 
 /// A completed turn.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatReply {
     /// The conversation.
     pub conversation_id: ConversationId,
@@ -194,10 +196,15 @@ pub struct ChatReply {
     pub response_time_ms: u64,
     /// Sources the answer may cite.
     pub sources: Vec<Source>,
+    /// The bot's tenant, for the adapter's own accounting (metrics). Not
+    /// serialized: a public visitor has no use for it.
+    #[serde(skip)]
+    pub tenant_id: TenantId,
 }
 
 /// The end of a streamed turn.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamDone {
     /// Tokens.
     pub usage: UsageReply,
@@ -213,6 +220,10 @@ pub struct StreamDone {
     pub model: String,
     /// Sources.
     pub sources: Vec<Source>,
+    /// The bot's tenant, for the adapter's own accounting (metrics). Not
+    /// serialized.
+    #[serde(skip)]
+    pub tenant_id: TenantId,
 }
 
 /// Events of a streamed turn, in order: one `Start`, any number of `Delta`,
@@ -945,6 +956,7 @@ impl ChatService {
             usage: usage.into(),
             response_time_ms: elapsed.as_millis() as u64,
             sources: turn.sources,
+            tenant_id: tenant,
         })
     }
 
@@ -1094,6 +1106,7 @@ impl ChatService {
                             provider: end.provider,
                             model: end.model,
                             sources: turn.sources.clone(),
+                            tenant_id: tenant,
                         })))
                         .await;
                     // Read the stream to its end ([DONE], connection close)

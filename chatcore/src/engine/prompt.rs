@@ -33,6 +33,7 @@ pub fn cached_count(model: &str, text: &str) -> usize {
 
 /// A retrieved piece of a document offered to the model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     /// The document.
     pub document_id: DocumentId,

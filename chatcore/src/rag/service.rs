@@ -48,6 +48,7 @@ pub struct DocumentUpload {
 
 /// A document as listed: everything but its content, with its chunk count.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DocumentView {
     /// Id.
     pub id: DocumentId,
@@ -60,6 +61,7 @@ pub struct DocumentView {
     /// MIME type.
     pub mime_type: String,
     /// Metadata.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
     /// `pending`, `indexing`, `ready` or `failed`.
     pub status: DocumentStatus,
@@ -77,6 +79,7 @@ pub struct DocumentView {
 
 /// One retrieved chunk.
 #[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchHit {
     /// The chunk.
     pub chunk_id: ChunkId,
@@ -92,6 +95,7 @@ pub struct SearchHit {
 
 /// How a search ranks chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SearchMode {
     /// Vector and full-text rankings fused by reciprocal rank fusion.
@@ -279,6 +283,7 @@ impl RagService {
         embedding_model: Option<String>,
         embedding_dim: Option<i32>,
     ) -> Result<Dataset, ChatError> {
+        caller.require_write()?;
         if name.trim().is_empty() {
             return Err(ChatError::InvalidRequest("name: must not be empty".into()));
         }
@@ -381,6 +386,7 @@ impl RagService {
         dataset: DatasetId,
         up: DocumentUpload,
     ) -> Result<DocumentView, ChatError> {
+        caller.require_write()?;
         let d = self.upload(caller.tenant, dataset, up).await?;
         self.audit(caller, "document.uploaded", "document", d.id)
             .await;
@@ -393,6 +399,7 @@ impl RagService {
         caller: &crate::admin::AdminCaller,
         id: DatasetId,
     ) -> Result<(), ChatError> {
+        caller.require_write()?;
         self.delete_dataset(caller.tenant, id).await?;
         self.audit(caller, "dataset.deleted", "dataset", id).await;
         Ok(())
@@ -404,6 +411,7 @@ impl RagService {
         caller: &crate::admin::AdminCaller,
         id: DocumentId,
     ) -> Result<(), ChatError> {
+        caller.require_write()?;
         self.delete_document(caller.tenant, id).await?;
         self.audit(caller, "document.deleted", "document", id).await;
         Ok(())

@@ -549,6 +549,19 @@ pub struct UsageRow {
     pub total_tokens: u64,
 }
 
+/// How busy one database connection pool is (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Which pool: `main`, or `writer` for SQLite's single-writer pool.
+    pub pool: &'static str,
+    /// Connections lent out.
+    pub in_use: u32,
+    /// Connections open and waiting.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// Everything chatcore persists.
 ///
 /// Used as `Arc<dyn Store>`: the backend is chosen at run time from
@@ -561,6 +574,12 @@ pub struct UsageRow {
 pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Occupancy of the store's connection pools, for metrics; empty for a
+    /// store without pools to describe.
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        Vec::new()
+    }
 
     // ---- tenants (not tenant-owned: the operator's view) ----
 

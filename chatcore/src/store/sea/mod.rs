@@ -818,6 +818,40 @@ impl Store for SeaOrmStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        let stats = |pool: &'static str, c: &DatabaseConnection| {
+            let (size, idle, max) = match self.backend {
+                DbBackend::Postgres => {
+                    let p = c.get_postgres_connection_pool();
+                    (p.size(), p.num_idle(), p.options().get_max_connections())
+                }
+                _ => {
+                    let p = c.get_sqlite_connection_pool();
+                    (p.size(), p.num_idle(), p.options().get_max_connections())
+                }
+            };
+            let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+            PoolStats {
+                pool,
+                in_use: size - idle,
+                idle,
+                max,
+            }
+        };
+        let mut out = vec![stats("main", &self.db)];
+        // On a SQLite file, writes have a pool of their own; elsewhere `wdb`
+        // is a clone of `db` (the same pool, so the same options in memory).
+        if self.backend == DbBackend::Sqlite
+            && !std::ptr::eq(
+                self.db.get_sqlite_connection_pool().options(),
+                self.wdb.get_sqlite_connection_pool().options(),
+            )
+        {
+            out.push(stats("writer", &self.wdb));
+        }
+        out
+    }
+
     // ---- tenants ----
 
     async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant> {
