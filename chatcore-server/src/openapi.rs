@@ -462,8 +462,8 @@ mod ops {
 
     /// Upload a document; it is indexed in the background
     ///
-    /// JSON, or a raw `text/plain`, `text/markdown` or `text/html` body with
-    /// `?title=`. The reply's `status` moves from `pending` through `indexing`
+    /// JSON, or a raw `text/plain`, `text/markdown`, `text/html` or
+    /// `application/pdf` body with `?title=`. The reply's `status` moves from `pending` through `indexing`
     /// to `ready` or `failed` (with `error`).
     #[utoipa::path(post, path = "/v1/datasets/{id}/documents", tag = "datasets",
         params(("id" = DatasetId, Path, description = "Dataset id"), UploadParams),
@@ -472,6 +472,7 @@ mod ops {
             (String = "text/plain"),
             (String = "text/markdown"),
             (String = "text/html"),
+            (String = "application/pdf"),
         )),
         responses((status = 201, description = "The document, pending", body = DocumentView)))]
     fn upload_document() {}
@@ -482,7 +483,8 @@ mod ops {
         responses((status = 200, description = "A page of documents", body = List<DocumentView>)))]
     fn list_documents() {}
 
-    /// Try retrieval: hybrid (vector and full text, fused by RRF)
+    /// Try retrieval: hybrid (vector and full text, fused by RRF) by default,
+    /// or one side alone with `mode`
     #[utoipa::path(post, path = "/v1/datasets/{id}/search", tag = "datasets",
         params(("id" = DatasetId, Path, description = "Dataset id")), request_body = Search,
         responses((status = 200, description = "The best chunks, best first", body = SearchResult)))]
