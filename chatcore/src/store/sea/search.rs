@@ -194,6 +194,30 @@ fn query_words(query: &str) -> Vec<String> {
     words
 }
 
+/// English words too common to rank by, left out of SQLite full-text
+/// queries (PostgreSQL's `english` configuration drops the same kind of
+/// words itself). Matching them costs the most, since they occur in nearly
+/// every chunk, and their weight in BM25 is close to nothing.
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",
+    "been", "before", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had",
+    "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me",
+    "my", "no", "not", "of", "on", "or", "our", "s", "she", "so", "than", "that", "the", "their",
+    "them", "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when",
+    "where", "which", "who", "why", "will", "with", "would", "you", "your",
+];
+
+/// [`query_words`] without stop words, unless that leaves none.
+fn ranking_words(query: &str) -> Vec<String> {
+    let words = query_words(query);
+    let kept: Vec<String> = words
+        .iter()
+        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .cloned()
+        .collect();
+    if kept.is_empty() { words } else { kept }
+}
+
 /// pgvector's text form of a vector; `None` when it holds a NaN or an
 /// infinity (which pgvector refuses; such a vector is never found).
 pub(super) fn pgvector_text(v: &[f32]) -> Option<String> {
@@ -576,7 +600,11 @@ impl SeaOrmStore {
         search: ChunkSearch<'_>,
         query: &str,
     ) -> StoreResult<Vec<ScoredChunk>> {
-        let words = query_words(query);
+        let words = if self.backend == DbBackend::Postgres {
+            query_words(query)
+        } else {
+            ranking_words(query)
+        };
         if words.is_empty()
             || search.limit == 0
             || search.datasets.is_empty()
@@ -700,6 +728,14 @@ mod tests {
         );
         assert!(query_words("  *** -- ").is_empty());
         assert_eq!(query_words("Émile Zoë"), vec!["émile", "zoë"]);
+        assert_eq!(
+            ranking_words("How long do the refunds take?"),
+            vec!["long", "refunds", "take"]
+        );
+        assert_eq!(
+            ranking_words("to be or not to be"),
+            vec!["to", "be", "or", "not"]
+        );
     }
 
     #[test]
