@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_consolidated_init;
+mod m20260126_000002_usage_daily;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260101_000001_consolidated_init::Migration)]
+        vec![
+            Box::new(m20260101_000001_consolidated_init::Migration),
+            Box::new(m20260126_000002_usage_daily::Migration),
+        ]
     }
 }

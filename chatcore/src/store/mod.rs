@@ -11,7 +11,7 @@
 mod sea;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use secrecy::SecretString;
 
 use crate::domain::*;
@@ -483,7 +483,7 @@ pub enum Changed {
     Deleted,
 }
 
-/// How [`Store::usage`] groups messages.
+/// How [`Store::usage`] groups chat turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageGroup {
     /// By bot id.
@@ -494,13 +494,13 @@ pub enum UsageGroup {
     Day,
 }
 
-/// One group of [`Store::usage`]: assistant messages (one per chat turn)
-/// and their tokens.
+/// One group of [`Store::usage`]: chat turns (assistant messages with an
+/// outcome) and their tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
     /// The bot id, key id or day; None for turns without an API key.
     pub group: Option<String>,
-    /// Chat turns (assistant messages).
+    /// Chat turns.
     pub requests: u64,
     /// Prompt tokens.
     pub prompt_tokens: u64,
@@ -508,6 +508,64 @@ pub struct UsageRow {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+}
+
+/// A half-open range of UTC days, `[start, end)`: what [`Store::usage`]
+/// reads. Usage is kept per UTC day, so a range of times is answered by the
+/// days it touches (see [`UsageDays::covering`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDays {
+    /// First day counted.
+    pub start: NaiveDate,
+    /// First day not counted.
+    pub end: NaiveDate,
+}
+
+impl UsageDays {
+    /// The days from `start` to `end`, `end` excluded; `None` unless
+    /// `start < end`.
+    pub fn new(start: NaiveDate, end: NaiveDate) -> Option<Self> {
+        (start < end).then_some(Self { start, end })
+    }
+
+    /// The UTC days that the times `[since, until)` touch: `since` is
+    /// rounded down to the start of its day and `until` up to the next
+    /// midnight (unless it is one). A range given at midnights is exact.
+    /// `None` unless `since < until`.
+    pub fn covering(since: DateTime<Utc>, until: DateTime<Utc>) -> Option<Self> {
+        if since >= until {
+            return None;
+        }
+        Self::new(since.date_naive(), Self::end_day(until)?)
+    }
+
+    /// The `n` whole days that end where a range ending at `until` ends
+    /// (see [`UsageDays::covering`]): with `until` now, the last `n` days,
+    /// today included.
+    pub fn last(n: u64, until: DateTime<Utc>) -> Option<Self> {
+        let end = Self::end_day(until)?;
+        Self::new(end.checked_sub_days(chrono::Days::new(n))?, end)
+    }
+
+    /// The first day that starts at or after `t`.
+    fn end_day(t: DateTime<Utc>) -> Option<NaiveDate> {
+        let d = t.date_naive();
+        if t.time() == NaiveTime::MIN {
+            Some(d)
+        } else {
+            d.succ_opt()
+        }
+    }
+
+    /// The start of the first day, as a time.
+    pub fn since(&self) -> DateTime<Utc> {
+        self.start.and_time(NaiveTime::MIN).and_utc()
+    }
+
+    /// The start of the first day not counted, as a time.
+    pub fn until(&self) -> DateTime<Utc> {
+        self.end.and_time(NaiveTime::MIN).and_utc()
+    }
 }
 
 /// Everything chatcore persists.
@@ -657,10 +715,13 @@ pub trait Store: Send + Sync + 'static {
         filter: ConversationFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Conversation>>;
-    /// Deletes a conversation and its messages.
+    /// Deletes a conversation and its messages. Their usage stays counted
+    /// in [`Store::usage`]: accounting survives the content.
     async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()>;
 
-    /// Appends a message (and bumps the conversation's `updated_at`).
+    /// Appends a message (and bumps the conversation's `updated_at`). An
+    /// assistant message appended with an outcome (any status but
+    /// `pending`) counts as a turn in [`Store::usage`] at once.
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message>;
     /// Starts a chat turn: creates or continues the conversation, stores the
     /// user's message (`complete`) and a `pending` assistant message.
@@ -708,6 +769,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Writes the outcome of a message (end of a stream, failure, cancel).
+    ///
+    /// Usage accounting ([`Store::usage`]) is updated in the same
+    /// transaction: the first outcome of an assistant message counts one
+    /// turn with its tokens; a later one only corrects the tokens.
     async fn finish_message(
         &self,
         tenant: TenantId,
@@ -823,14 +888,20 @@ pub trait Store: Send + Sync + 'static {
     /// and its resource type and id to the row changed.
     async fn apply(&self, change: Change, audit: AuditRecord) -> StoreResult<Changed>;
 
-    /// Chat turns and tokens of a tenant's assistant messages created in
-    /// `[since, until)`, grouped by bot, key or UTC day, ordered by group.
-    /// Computed by the database.
+    /// A tenant's chat turns and tokens on the UTC days `days`, grouped by
+    /// bot, key or day, ordered by group (turns without a key first).
+    ///
+    /// A turn is an assistant message with an outcome (any status but
+    /// `pending`: complete, incomplete, error or cancelled), counted on the
+    /// UTC day its message was created, with the tokens recorded on it.
+    /// Deleting its conversation, bot or API key does not remove it from
+    /// the count. Stores keep a daily rollup, written in the transaction
+    /// that records each outcome, so this reads a few rows per day rather
+    /// than every message.
     async fn usage(
         &self,
         tenant: TenantId,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
+        days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>>;
 }
