@@ -154,7 +154,11 @@ fn group_by_messages(backend: DbBackend, group: UsageGroup) -> String {
         (UsageGroup::Day, true) => "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         (UsageGroup::Day, false) => "substr(created_at, 1, 10)",
     };
-    let (p1, p2, p3) = if pg { ("$1", "$2", "$3") } else { ("?", "?", "?") };
+    let (p1, p2, p3) = if pg {
+        ("$1", "$2", "$3")
+    } else {
+        ("?", "?", "?")
+    };
     format!(
         "SELECT {grp} AS grp, COUNT(id) AS requests, \
          COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \

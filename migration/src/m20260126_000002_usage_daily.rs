@@ -117,7 +117,7 @@ impl MigrationTrait for Migration {
         .await?;
 
         let (day, no_key) = match m.get_database_backend() {
-            DbBackend::Postgres => (
+            sea_orm::DbBackend::Postgres => (
                 "((created_at AT TIME ZONE 'UTC')::date)",
                 "'00000000-0000-0000-0000-000000000000'::uuid",
             ),
@@ -126,11 +126,7 @@ impl MigrationTrait for Migration {
             _ => ("substr(created_at, 1, 10)", "zeroblob(16)"),
         };
         m.get_connection()
-            .execute_unprepared(
-                &BACKFILL
-                    .replace("{day}", day)
-                    .replace("{no_key}", no_key),
-            )
+            .execute_unprepared(&BACKFILL.replace("{day}", day).replace("{no_key}", no_key))
             .await?;
         Ok(())
     }

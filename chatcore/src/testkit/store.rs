@@ -2220,9 +2220,19 @@ pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
 
     // Days are half-open and filter: the days before and after count nothing.
     let after = UsageDays::new(days.end, days.end + Duration::days(3)).unwrap();
-    assert!(s.usage(t.id, after, UsageGroup::Bot).await.unwrap().is_empty());
+    assert!(
+        s.usage(t.id, after, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let before = UsageDays::new(days.start - Duration::days(3), days.start).unwrap();
-    assert!(s.usage(t.id, before, UsageGroup::Day).await.unwrap().is_empty());
+    assert!(
+        s.usage(t.id, before, UsageGroup::Day)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         s.usage(other.id, days, UsageGroup::Bot)
             .await
@@ -2276,14 +2286,22 @@ pub async fn usage_counts_each_outcome_once(s: &dyn Store) {
         usage,
         ..Default::default()
     };
-    s.finish_message(t.id, pending.id, done(MessageStatus::Complete, tokens(10, 5)))
-        .await
-        .unwrap();
+    s.finish_message(
+        t.id,
+        pending.id,
+        done(MessageStatus::Complete, tokens(10, 5)),
+    )
+    .await
+    .unwrap();
     assert_eq!(usage().await, (1, 10, 5, 15));
     // A second outcome of the same message replaces its tokens.
-    s.finish_message(t.id, pending.id, done(MessageStatus::Complete, tokens(12, 6)))
-        .await
-        .unwrap();
+    s.finish_message(
+        t.id,
+        pending.id,
+        done(MessageStatus::Complete, tokens(12, 6)),
+    )
+    .await
+    .unwrap();
     assert_eq!(usage().await, (1, 12, 6, 18));
     // Failed and cancelled turns are turns too, with what was recorded.
     usage_turn(
@@ -2332,12 +2350,21 @@ pub async fn usage_counts_each_outcome_once(s: &dyn Store) {
     // A message of another tenant is not found and counts nothing.
     let x = tenant(s, "once-x").await;
     assert!(matches!(
-        s.finish_message(x.id, pending.id, done(MessageStatus::Complete, tokens(99, 99)))
-            .await,
+        s.finish_message(
+            x.id,
+            pending.id,
+            done(MessageStatus::Complete, tokens(99, 99))
+        )
+        .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(usage().await, (5, 17, 9, 26));
-    assert!(s.usage(x.id, days, UsageGroup::Bot).await.unwrap().is_empty());
+    assert!(
+        s.usage(x.id, days, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Usage is accounting: deleting a conversation erases its messages but
@@ -2372,14 +2399,16 @@ pub async fn usage_survives_deleting_what_it_counts(s: &dyn Store) {
     assert_eq!(usage_totals(&by_key), (2, 30, 15, 45));
 
     s.delete_conversation(t.id, c1.id).await.unwrap();
-    let audit = || AuditRecord::new(
-        Some(t.id),
-        Actor {
-            kind: ActorKind::Operator,
-            id: None,
-        },
-        "deleted",
-    );
+    let audit = || {
+        AuditRecord::new(
+            Some(t.id),
+            Actor {
+                kind: ActorKind::Operator,
+                id: None,
+            },
+            "deleted",
+        )
+    };
     s.apply(Change::DeleteConversation(t.id, c2.id), audit())
         .await
         .unwrap();
@@ -2402,12 +2431,17 @@ pub async fn usage_survives_deleting_what_it_counts(s: &dyn Store) {
     );
 
     s.revoke_api_key(t.id, k.id).await.unwrap();
-    s.apply(Change::DeleteBot(t.id, b.id), audit()).await.unwrap();
+    s.apply(Change::DeleteBot(t.id, b.id), audit())
+        .await
+        .unwrap();
     let by_bot = s.usage(t.id, days, UsageGroup::Bot).await.unwrap();
     assert_eq!(by_bot.len(), 1);
     assert_eq!(by_bot[0].group, Some(b.id.to_string()));
     assert_eq!(usage_totals(&by_bot), (2, 30, 15, 45));
-    assert_eq!(s.usage(t.id, days, UsageGroup::ApiKey).await.unwrap(), by_key);
+    assert_eq!(
+        s.usage(t.id, days, UsageGroup::ApiKey).await.unwrap(),
+        by_key
+    );
 }
 
 /// Two tenants with the same traffic shape: each sees only its own usage,
@@ -2539,7 +2573,9 @@ pub async fn usage_matches_the_messages(s: &dyn Store) {
             Some(c) => TurnConversation::Existing(c),
             None => new_conv(bot),
         };
-        let usage = (next(4) > 0).then(|| tokens(next(500) as i32, next(200) as i32)).flatten();
+        let usage = (next(4) > 0)
+            .then(|| tokens(next(500) as i32, next(200) as i32))
+            .flatten();
         match next(10) {
             // Left pending: the turn is still running.
             0 => {
@@ -2640,7 +2676,10 @@ pub async fn usage_matches_the_messages(s: &dyn Store) {
             for (map, g) in [
                 (&mut by_bot, Some(bot.to_string())),
                 (&mut by_key, m.api_key_id.map(|k| k.to_string())),
-                (&mut by_day, Some(m.created_at.format("%Y-%m-%d").to_string())),
+                (
+                    &mut by_day,
+                    Some(m.created_at.format("%Y-%m-%d").to_string()),
+                ),
             ] {
                 let e = map.entry(g).or_default();
                 e.0 += 1;
@@ -2662,7 +2701,12 @@ pub async fn usage_matches_the_messages(s: &dyn Store) {
             .map(|r| {
                 (
                     r.group,
-                    (r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens),
+                    (
+                        r.requests,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        r.total_tokens,
+                    ),
                 )
             })
             .collect();

@@ -475,12 +475,17 @@ impl SeaOrmStore {
             return Ok(());
         }
         let slot = match self.backend {
-            DbBackend::Postgres => Expr::cust(format!(
-                "(pg_backend_pid() % {USAGE_SLOTS})::smallint"
-            )),
+            DbBackend::Postgres => {
+                Expr::cust(format!("(pg_backend_pid() % {USAGE_SLOTS})::smallint"))
+            }
             _ => Expr::val(0i16),
         };
-        let add = |c: U| (c, Expr::col((UsageDaily, c)).add(Expr::col((Alias::new("excluded"), c))));
+        let add = |c: U| {
+            (
+                c,
+                Expr::col((UsageDaily, c)).add(Expr::col((Alias::new("excluded"), c))),
+            )
+        };
         let stmt = Query::insert()
             .into_table(UsageDaily)
             .columns([
@@ -1794,7 +1799,8 @@ impl Store for SeaOrmStore {
         use e::usage_daily::Column as U;
         use sea_orm::sea_query::{Alias, Func};
         // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
-        let sum = |c: U| -> Expr { Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into() };
+        let sum =
+            |c: U| -> Expr { Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into() };
         let grp = match group_by {
             UsageGroup::Bot => U::BotId,
             UsageGroup::ApiKey => U::ApiKeyId,
@@ -1814,7 +1820,7 @@ impl Store for SeaOrmStore {
             .filter(U::Day.lt(days.end))
             .group_by(grp)
             .order_by(grp, Order::Asc);
-        let rows = match group_by {
+        let rows: Vec<UsageRow> = match group_by {
             UsageGroup::Day => q
                 .into_model::<UsageByDay>()
                 .all(&self.db)
@@ -1836,7 +1842,7 @@ impl Store for SeaOrmStore {
         // Groups whose turns were all re-counted to nothing are left out.
         Ok(rows
             .into_iter()
-            .filter(|r: &UsageRow| r.requests > 0)
+            .filter(|r| r.requests > 0)
             .collect())
     }
 }
