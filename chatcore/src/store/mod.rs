@@ -905,3 +905,62 @@ pub trait Store: Send + Sync + 'static {
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn usage_days_cover_the_days_a_range_touches() {
+        let days = |a, b| UsageDays::covering(t(a), t(b)).map(|r| (r.start, r.end));
+        // Midnights are exact.
+        assert_eq!(
+            days("2026-01-10T00:00:00Z", "2026-01-12T00:00:00Z"),
+            Some((d("2026-01-10"), d("2026-01-12")))
+        );
+        // Anything else widens to whole days.
+        assert_eq!(
+            days("2026-01-10T13:00:00Z", "2026-01-11T00:00:00.000001Z"),
+            Some((d("2026-01-10"), d("2026-01-12")))
+        );
+        // In UTC, whatever the offset given.
+        assert_eq!(
+            days("2026-01-10T01:00:00+02:00", "2026-01-10T03:00:00+02:00"),
+            Some((d("2026-01-09"), d("2026-01-11")))
+        );
+        assert_eq!(
+            days("2026-01-10T01:00:00+02:00", "2026-01-10T02:00:00+02:00"),
+            Some((d("2026-01-09"), d("2026-01-10")))
+        );
+        // An hour inside one day is that day.
+        assert_eq!(
+            days("2026-01-10T05:00:00Z", "2026-01-10T06:00:00Z"),
+            Some((d("2026-01-10"), d("2026-01-11")))
+        );
+        // Empty or reversed ranges are refused.
+        assert_eq!(days("2026-01-10T05:00:00Z", "2026-01-10T05:00:00Z"), None);
+        assert_eq!(days("2026-01-11T00:00:00Z", "2026-01-10T00:00:00Z"), None);
+        let r = UsageDays::covering(t("2026-01-10T13:00:00Z"), t("2026-01-11T13:00:00Z")).unwrap();
+        assert_eq!(
+            (r.since(), r.until()),
+            (t("2026-01-10T00:00:00Z"), t("2026-01-12T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn usage_days_last_n_end_with_today() {
+        let r = UsageDays::last(30, t("2026-01-31T15:00:00Z")).unwrap();
+        assert_eq!((r.start, r.end), (d("2026-01-02"), d("2026-02-01")));
+        let r = UsageDays::last(1, t("2026-02-01T00:00:00Z")).unwrap();
+        assert_eq!((r.start, r.end), (d("2026-01-31"), d("2026-02-01")));
+        assert_eq!(UsageDays::last(0, t("2026-02-01T00:00:00Z")), None);
+        assert_eq!(UsageDays::new(d("2026-01-02"), d("2026-01-02")), None);
+    }
+}

@@ -1840,9 +1840,6 @@ impl Store for SeaOrmStore {
                 .collect(),
         };
         // Groups whose turns were all re-counted to nothing are left out.
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.requests > 0)
-            .collect())
+        Ok(rows.into_iter().filter(|r| r.requests > 0).collect())
     }
 }
