@@ -434,3 +434,127 @@ async fn usage_at_a_million_messages_postgres() {
     let _ = store.close().await;
     SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
 }
+
+/// The write side: 64 tasks finish 4,000 pending turns of one bot and key
+/// at once, the case where every turn adds to the same usage row. Prints
+/// the turns finished per second and the latency of `finish_message`.
+async fn finish_under_contention(s: Arc<dyn Store>, label: &str) {
+    const TURNS: usize = 4_000;
+    const TASKS: usize = 64;
+    let (t, templates) = seed(&*s, 1).await;
+    let first = s.get_message(t, templates[1]).await.unwrap();
+    let c = first.conversation_id;
+    let key = first.api_key_id;
+    // Pending turns, written 16 at a time.
+    let mut pending = vec![];
+    let mut setup = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        setup.spawn(async move {
+            let mut ids = vec![];
+            for _ in 0..TURNS / 16 {
+                let (_, _, a) = s
+                    .begin_turn(
+                        t,
+                        NewTurn {
+                            conversation: TurnConversation::Existing(c),
+                            user_content: "q".into(),
+                            api_key_id: key,
+                            provider: None,
+                            model: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                ids.push(a.id);
+            }
+            ids
+        });
+    }
+    while let Some(ids) = setup.join_next().await {
+        pending.extend(ids.unwrap());
+    }
+    let mut run = tokio::task::JoinSet::new();
+    let t0 = Instant::now();
+    for ids in pending.chunks(TURNS / TASKS).map(<[MessageId]>::to_vec) {
+        let s = s.clone();
+        run.spawn(async move {
+            let mut lat = vec![];
+            for id in ids {
+                let t1 = Instant::now();
+                s.finish_message(
+                    t,
+                    id,
+                    MessageCompletion {
+                        content: "an answer".into(),
+                        status: Some(MessageStatus::Complete),
+                        usage: Some(TokenUsage {
+                            prompt_tokens: 20,
+                            completion_tokens: 12,
+                            total_tokens: 32,
+                            estimated: false,
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                lat.push(t1.elapsed());
+            }
+            lat
+        });
+    }
+    let mut lat = vec![];
+    while let Some(l) = run.join_next().await {
+        lat.extend(l.unwrap());
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    lat.sort();
+    let ms =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "{label}: {TASKS} tasks finishing {TURNS} turns of one bot and key: {:.0} turns/s, finish_message p50 {:.2} ms, p99 {:.2} ms",
+        lat.len() as f64 / secs,
+        ms(0.5),
+        ms(0.99)
+    );
+    let days = UsageDays::last(1, now()).unwrap();
+    let rows = s.usage(t, days, UsageGroup::ApiKey).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.requests).sum::<u64>(),
+        TURNS as u64 + 1,
+        "every turn counted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a write benchmark; run explicitly"]
+async fn finish_under_contention_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+    let store = SeaOrmStore::open(&url, StoreOptions::default())
+        .await
+        .unwrap();
+    finish_under_contention(Arc::new(store.clone()), "sqlite").await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a write benchmark; run explicitly"]
+async fn finish_under_contention_postgres() {
+    // The server's pool size (16), not the tests' (4).
+    let url = pg::url();
+    let schema = pg::fresh_schema_name();
+    let store = SeaOrmStore::open(
+        &url,
+        StoreOptions {
+            schema: Some(schema.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    finish_under_contention(Arc::new(store.clone()), "postgres").await;
+    store.close().await.unwrap();
+    SeaOrmStore::drop_schema(&url, &schema).await.unwrap();
+}
