@@ -9,6 +9,9 @@
 //! LOAD_SECS=10 LOAD_DB=postgres://postgres@127.0.0.1:5432/test cargo bench -p chatcore-benches --bench load
 //! ```
 //!
+//! `LOAD_LOG=warn` (a tracing filter) prints the server's logs; the first
+//! failed request, if any, is printed with its status and body.
+//!
 //! Phases: 64 concurrent complete requests (req/s, p50, p99), 1 concurrent
 //! (latency added by the server at p50), 32 concurrent streams (time to
 //! first token), then peak resident memory of the process.
@@ -90,6 +93,8 @@ async fn start_mock() -> String {
     format!("http://{addr}/v1")
 }
 
+static FIRST_ERROR_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 struct Stats {
     n: usize,
     errors: usize,
@@ -149,7 +154,21 @@ async fn load(
                             t.elapsed()
                         });
                     }
-                    _ => errors += 1,
+                    other => {
+                        errors += 1;
+                        // Say once why requests fail: an error count alone
+                        // does not tell a bug from an overload.
+                        if !FIRST_ERROR_SHOWN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            match other {
+                                Ok(r) => {
+                                    let status = r.status();
+                                    let body = r.text().await.unwrap_or_default();
+                                    eprintln!("first failed request: {status} {body}");
+                                }
+                                Err(e) => eprintln!("first failed request: {e}"),
+                            }
+                        }
+                    }
                 }
             }
             (lat, errors)
@@ -196,6 +215,14 @@ fn main() {
 }
 
 async fn bench() {
+    // LOAD_LOG=warn (an env filter) shows the server's logs, e.g. why
+    // requests fail.
+    if let Ok(filter) = std::env::var("LOAD_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: f64 = std::env::var("LOAD_SECS")
         .ok()

@@ -83,6 +83,23 @@ impl Query {
         }
     }
 
+    /// Takes an RFC 3339 time or a UTC day (`YYYY-MM-DD`, its midnight).
+    pub fn time_or_day(&mut self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        match self.take(name)? {
+            None => Ok(None),
+            Some(v) => match chrono::NaiveDate::parse_from_str(&v, "%Y-%m-%d") {
+                Ok(d) => Ok(Some(d.and_time(chrono::NaiveTime::MIN).and_utc())),
+                Err(_) => DateTime::parse_from_rfc3339(&v)
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(|_| {
+                        bad(format!(
+                            "{name}: must be a day (2026-01-31) or an RFC 3339 time (2026-01-31T00:00:00Z)"
+                        ))
+                    }),
+            },
+        }
+    }
+
     /// Takes `limit` and `cursor`.
     pub fn page(&mut self) -> Result<PageRequest, ApiError> {
         let limit = self.parsed::<u64>("limit", "a whole number from 1 to 200")?;
@@ -386,8 +403,10 @@ pub async fn handle(
             Ok(ok(&admin.audit_logs(&c, filter, page).await?))
         }
         (&Method::GET, "/v1/usage") => {
-            let since = q.time("since")?;
-            let until = q.time("until")?;
+            // Usage is kept per UTC day: a time is widened to its day (see
+            // `AdminService::usage`), and a bare day is accepted.
+            let since = q.time_or_day("since")?;
+            let until = q.time_or_day("until")?;
             let group_by = match q.take("group_by")?.as_deref() {
                 None | Some("bot") => UsageGroup::Bot,
                 Some("key") => UsageGroup::ApiKey,

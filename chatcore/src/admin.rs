@@ -363,13 +363,13 @@ impl From<Message> for MessageView {
     }
 }
 
-/// Usage over a time range.
+/// Usage over whole UTC days.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
-    /// Start of the range (inclusive).
+    /// Start of the range counted (inclusive): a midnight, UTC.
     pub since: DateTime<Utc>,
-    /// End of the range (exclusive).
+    /// End of the range counted (exclusive): a midnight, UTC.
     pub until: DateTime<Utc>,
     /// `bot`, `key` or `day`.
     #[cfg_attr(feature = "openapi", schema(schema_with = openapi::usage_group))]
@@ -378,7 +378,8 @@ pub struct UsageReport {
     pub data: Vec<UsageEntry>,
 }
 
-/// Turns and tokens of one group.
+/// Turns (assistant answers with an outcome: complete, incomplete, error or
+/// cancelled) and tokens of one group.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageEntry {
@@ -1552,8 +1553,15 @@ impl AdminService {
         ))
     }
 
-    /// Turns and tokens over `[since, until)` (default: the last 30 days),
-    /// grouped by bot, key or UTC day.
+    /// Turns and tokens per bot, key or UTC day over whole UTC days.
+    ///
+    /// Usage is kept per UTC day, so the range is widened to the days it
+    /// touches: `since` is rounded down to its day's midnight (UTC), `until`
+    /// up to the next midnight unless it is one; the report gives the range
+    /// actually counted. Without `until`, the range ends with today; without
+    /// `since`, it starts 30 days before its end (the last 30 days, today
+    /// included, by default). A turn counts on the day it started, once it
+    /// has an outcome; deleting its conversation does not uncount it.
     pub async fn usage(
         &self,
         c: &AdminCaller,
@@ -1561,13 +1569,19 @@ impl AdminService {
         until: Option<DateTime<Utc>>,
         group_by: UsageGroup,
     ) -> AdminResult<UsageReport> {
+        time_range(since, until)?;
         let until = until.unwrap_or_else(now);
-        let since = since.unwrap_or(until - chrono::Duration::days(30));
-        time_range(Some(since), Some(until))?;
-        let rows = self.store.usage(c.tenant, since, until, group_by).await?;
+        let days = match since {
+            Some(since) => UsageDays::covering(since, until),
+            None => UsageDays::last(30, until),
+        }
+        .ok_or_else(|| {
+            ChatError::InvalidRequest("since: must be before until (default: now)".into())
+        })?;
+        let rows = self.store.usage(c.tenant, days, group_by).await?;
         Ok(UsageReport {
-            since,
-            until,
+            since: days.since(),
+            until: days.until(),
             group_by: match group_by {
                 UsageGroup::Bot => "bot",
                 UsageGroup::ApiKey => "key",

@@ -1,8 +1,12 @@
-//! The `consolidated_init` migration on both backends: every table and
-//! index is created, `down` removes them all, and `up` works again.
+//! The migrations on both backends: every table and index is created,
+//! `down` removes them all, and `up` works again; the `usage_daily`
+//! migration rebuilds the usage rollup from the messages already stored.
 
-use chatcore::store::{SeaOrmStore, Store};
+use chatcore::domain::*;
+use chatcore::store::*;
 use chatcore::testkit::pg;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 const TABLES: &[&str] = &[
     "ai_providers_master",
@@ -17,6 +21,7 @@ const TABLES: &[&str] = &[
     "scopes",
     "tenant_ai_providers",
     "tenants",
+    "usage_daily",
 ];
 
 const INDEXES: &[&str] = &[
@@ -82,6 +87,182 @@ async fn postgres_up_down_up() {
     let (store, schema) = pg::fresh_store().await;
     assert_eq!(store.backend_name(), "postgres");
     check_up_down_up(&store).await;
+    store.close().await.unwrap();
+    SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
+}
+
+/// Turns with every kind of outcome, on one tenant: what the backfill must
+/// find again. Returns the tenant.
+async fn some_turns(s: &dyn Store) -> TenantId {
+    let t = s
+        .create_tenant(NewTenant {
+            name: "backfill".into(),
+            slug: format!("backfill-{}", uuid::Uuid::now_v7().simple()),
+            rate_limit_rpm: None,
+            rate_limit_tpm: None,
+            features: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    let p = s
+        .create_provider_config(
+            t.id,
+            NewProviderConfig {
+                provider: "mock".into(),
+                name: "m".into(),
+                api_key: None,
+                base_url: None,
+                default_model: None,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let g = chatcore::auth::generate_key();
+    let key = s
+        .create_api_key(
+            t.id,
+            NewApiKey {
+                name: "k".into(),
+                prefix: g.prefix,
+                secret_hash: g.hash,
+                permissions: vec![Permission::Chat],
+                bot_ids: vec![],
+                rate_limit_rpm: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut bots = vec![];
+    for slug in ["b1", "b2"] {
+        let b = s
+            .create_bot(
+                t.id,
+                NewBot {
+                    name: slug.into(),
+                    slug: slug.into(),
+                    system_prompt: String::new(),
+                    provider_id: p.id,
+                    model: None,
+                    fallback_provider_id: None,
+                    temperature: None,
+                    max_tokens: None,
+                    context_tokens: 4000,
+                    is_public: false,
+                    dataset_ids: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        bots.push(b.id);
+    }
+    let outcomes = [
+        (MessageStatus::Complete, Some((10, 5))),
+        (MessageStatus::Error, None),
+        (MessageStatus::Cancelled, Some((7, 1))),
+        (MessageStatus::Pending, Some((100, 100))),
+    ];
+    for (i, (status, tokens)) in outcomes.into_iter().enumerate() {
+        let (_, _, a) = s
+            .begin_turn(
+                t.id,
+                NewTurn {
+                    conversation: TurnConversation::New(NewConversation {
+                        bot_id: bots[i % 2],
+                        end_user_id: None,
+                        title: None,
+                        channel: Channel::Api,
+                    }),
+                    user_content: "q".into(),
+                    api_key_id: (i % 2 == 0).then_some(key.id),
+                    provider: None,
+                    model: None,
+                },
+            )
+            .await
+            .unwrap();
+        s.finish_message(
+            t.id,
+            a.id,
+            MessageCompletion {
+                content: "a".into(),
+                status: Some(status),
+                usage: tokens.map(|(p, c)| TokenUsage {
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    total_tokens: p + c,
+                    estimated: false,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    t.id
+}
+
+/// Reverting and reapplying the `usage_daily` migration gives the same
+/// usage as the store kept while writing.
+async fn check_backfill(store: &SeaOrmStore, raw: &DatabaseConnection) {
+    let t = some_turns(store).await;
+    let days = UsageDays::covering(now() - chrono::Duration::days(1), now()).unwrap();
+    let groups = [UsageGroup::Bot, UsageGroup::ApiKey, UsageGroup::Day];
+    let mut kept = vec![];
+    for g in groups {
+        kept.push(store.usage(t, days, g).await.unwrap());
+    }
+    let total: u64 = kept[0].iter().map(|r| r.total_tokens).sum();
+    assert_eq!(
+        (kept[0].iter().map(|r| r.requests).sum::<u64>(), total),
+        (3, 23),
+        "pending turns are not counted: {kept:?}"
+    );
+    // The last two migrations: rag_search, then usage_daily.
+    Migrator::down(raw, Some(2)).await.unwrap();
+    assert!(
+        !store
+            .schema_objects()
+            .await
+            .unwrap()
+            .tables
+            .contains(&"usage_daily".to_string())
+    );
+    Migrator::up(raw, None).await.unwrap();
+    for (g, kept) in groups.into_iter().zip(kept) {
+        assert_eq!(store.usage(t, days, g).await.unwrap(), kept, "{g:?}");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_backfill_rebuilds_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
+    let store = SeaOrmStore::open(&url, StoreOptions::default())
+        .await
+        .unwrap();
+    let raw = Database::connect(&url).await.unwrap();
+    check_backfill(&store, &raw).await;
+    raw.close().await.unwrap();
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_backfill_rebuilds_usage() {
+    if pg::skip_requested() {
+        eprintln!("CHATCORE_TEST_SKIP_POSTGRES=1: skipping postgres_backfill_rebuilds_usage");
+        return;
+    }
+    let (store, schema) = pg::fresh_store().await;
+    let mut opts = ConnectOptions::new(pg::url());
+    // `public` holds the pgvector extension.
+    opts.set_schema_search_path(format!("{schema},public"))
+        .max_connections(1)
+        .sqlx_logging(false);
+    let raw = Database::connect(opts).await.unwrap();
+    check_backfill(&store, &raw).await;
+    raw.close().await.unwrap();
     store.close().await.unwrap();
     SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! chatcore's schema. `consolidated_init` creates the twelve tables of the
-//! data model and seeds the provider catalog; `rag_search` adds full-text
+//! data model and seeds the provider catalog; `usage_daily` adds the daily
+//! usage rollup; `rag_search` adds full-text
 //! search over chunks (SQLite FTS5, PostgreSQL tsvector) and, where pgvector
 //! is available, the vector column with its HNSW indexes. The same code
 //! migrates SQLite and PostgreSQL.
@@ -7,6 +8,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_consolidated_init;
+mod m20260126_000002_usage_daily;
 pub mod m20260126_000003_rag_search;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
@@ -17,6 +19,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20260101_000001_consolidated_init::Migration),
+            Box::new(m20260126_000002_usage_daily::Migration),
             Box::new(m20260126_000003_rag_search::Migration),
         ]
     }

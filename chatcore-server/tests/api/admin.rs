@@ -1176,11 +1176,23 @@ async fn usage_counts_turns_and_tokens_per_bot_key_and_day() {
     let t = app.tenant("use", "mock", "echo", None).await;
     let k = t.key.expose_secret();
     let mut total = 0;
+    let mut conversations = vec![];
     for m in ["one", "two two", "three three three"] {
         let (s, v) = chat(&app, k, &t.bot.slug, m, None).await;
         assert_eq!(s, 200);
         total += v["usage"]["total_tokens"].as_u64().unwrap();
+        conversations.push(v["conversation_id"].as_str().unwrap().to_string());
     }
+    // Deleting a conversation erases its messages, not its usage.
+    let (s, _) = app
+        .call(
+            DELETE,
+            &format!("/v1/conversations/{}", conversations[0]),
+            Some(k),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
     app.call(
         POST,
         "/v1/chat/public",
@@ -1203,6 +1215,11 @@ async fn usage_counts_turns_and_tokens_per_bot_key_and_day() {
     assert!(d.iter().any(|r| r["group"].is_null() && r["requests"] == 1));
     let (_, v) = app.call(GET, "/v1/usage", Some(k), None).await;
     assert_eq!(v["group_by"], "bot");
+    // The last 30 UTC days, today included, at midnights.
+    let tomorrow = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
+        .format("%Y-%m-%dT00:00:00Z")
+        .to_string();
+    assert_eq!(v["until"], tomorrow.as_str(), "{v}");
     assert_eq!(v["data"][0]["group"], t.bot.id.to_string());
     assert_eq!(v["data"][0]["requests"], 4);
     let (_, v) = app.call(GET, "/v1/usage?group_by=day", Some(k), None).await;
@@ -1217,6 +1234,45 @@ async fn usage_counts_turns_and_tokens_per_bot_key_and_day() {
         )
         .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 0);
+    // Times are widened to whole UTC days; bare days are accepted.
+    let (s, v) = app
+        .call(
+            GET,
+            "/v1/usage?since=2026-01-10T13:00:00Z&until=2026-01-12T00:00:01%2B01:00",
+            Some(k),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["since"].as_str(), v["until"].as_str()),
+        (Some("2026-01-10T00:00:00Z"), Some("2026-01-12T00:00:00Z"))
+    );
+    let today = chrono::Utc::now().date_naive();
+    let (s, v) = app
+        .call(
+            GET,
+            &format!(
+                "/v1/usage?group_by=day&since={today}&until={}",
+                today + chrono::Days::new(1)
+            ),
+            Some(k),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"][0]["requests"], 4, "{v}");
+    for bad in [
+        "since=2026-01-02&until=2026-01-01",
+        "since=2026-01-02&until=2026-01-02",
+        "since=yesterday",
+    ] {
+        let (s, v) = app
+            .call(GET, &format!("/v1/usage?{bad}"), Some(k), None)
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(message(&v).contains("since"), "{v}");
+    }
     let (s, v) = app
         .call(GET, "/v1/usage?group_by=hour", Some(k), None)
         .await;

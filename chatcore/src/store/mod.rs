@@ -11,7 +11,7 @@
 mod sea;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use secrecy::SecretString;
 
 use crate::domain::*;
@@ -522,7 +522,7 @@ pub enum Changed {
     Deleted,
 }
 
-/// How [`Store::usage`] groups messages.
+/// How [`Store::usage`] groups chat turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageGroup {
     /// By bot id.
@@ -533,13 +533,13 @@ pub enum UsageGroup {
     Day,
 }
 
-/// One group of [`Store::usage`]: assistant messages (one per chat turn)
-/// and their tokens.
+/// One group of [`Store::usage`]: chat turns (assistant messages with an
+/// outcome) and their tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
     /// The bot id, key id or day; None for turns without an API key.
     pub group: Option<String>,
-    /// Chat turns (assistant messages).
+    /// Chat turns.
     pub requests: u64,
     /// Prompt tokens.
     pub prompt_tokens: u64,
@@ -560,6 +560,64 @@ pub struct PoolStats {
     pub idle: u32,
     /// The most the pool opens.
     pub max: u32,
+}
+
+/// A half-open range of UTC days, `[start, end)`: what [`Store::usage`]
+/// reads. Usage is kept per UTC day, so a range of times is answered by the
+/// days it touches (see [`UsageDays::covering`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDays {
+    /// First day counted.
+    pub start: NaiveDate,
+    /// First day not counted.
+    pub end: NaiveDate,
+}
+
+impl UsageDays {
+    /// The days from `start` to `end`, `end` excluded; `None` unless
+    /// `start < end`.
+    pub fn new(start: NaiveDate, end: NaiveDate) -> Option<Self> {
+        (start < end).then_some(Self { start, end })
+    }
+
+    /// The UTC days that the times `[since, until)` touch: `since` is
+    /// rounded down to the start of its day and `until` up to the next
+    /// midnight (unless it is one). A range given at midnights is exact.
+    /// `None` unless `since < until`.
+    pub fn covering(since: DateTime<Utc>, until: DateTime<Utc>) -> Option<Self> {
+        if since >= until {
+            return None;
+        }
+        Self::new(since.date_naive(), Self::end_day(until)?)
+    }
+
+    /// The `n` whole days that end where a range ending at `until` ends
+    /// (see [`UsageDays::covering`]): with `until` now, the last `n` days,
+    /// today included.
+    pub fn last(n: u64, until: DateTime<Utc>) -> Option<Self> {
+        let end = Self::end_day(until)?;
+        Self::new(end.checked_sub_days(chrono::Days::new(n))?, end)
+    }
+
+    /// The first day that starts at or after `t`.
+    fn end_day(t: DateTime<Utc>) -> Option<NaiveDate> {
+        let d = t.date_naive();
+        if t.time() == NaiveTime::MIN {
+            Some(d)
+        } else {
+            d.succ_opt()
+        }
+    }
+
+    /// The start of the first day, as a time.
+    pub fn since(&self) -> DateTime<Utc> {
+        self.start.and_time(NaiveTime::MIN).and_utc()
+    }
+
+    /// The start of the first day not counted, as a time.
+    pub fn until(&self) -> DateTime<Utc> {
+        self.end.and_time(NaiveTime::MIN).and_utc()
+    }
 }
 
 /// Everything chatcore persists.
@@ -715,10 +773,13 @@ pub trait Store: Send + Sync + 'static {
         filter: ConversationFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Conversation>>;
-    /// Deletes a conversation and its messages.
+    /// Deletes a conversation and its messages. Their usage stays counted
+    /// in [`Store::usage`]: accounting survives the content.
     async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()>;
 
-    /// Appends a message (and bumps the conversation's `updated_at`).
+    /// Appends a message (and bumps the conversation's `updated_at`). An
+    /// assistant message appended with an outcome (any status but
+    /// `pending`) counts as a turn in [`Store::usage`] at once.
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message>;
     /// Starts a chat turn: creates or continues the conversation, stores the
     /// user's message (`complete`) and a `pending` assistant message.
@@ -766,6 +827,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Writes the outcome of a message (end of a stream, failure, cancel).
+    ///
+    /// Usage accounting ([`Store::usage`]) is updated in the same
+    /// transaction: the first outcome of an assistant message counts one
+    /// turn with its tokens; a later one only corrects the tokens.
     async fn finish_message(
         &self,
         tenant: TenantId,
@@ -947,14 +1012,20 @@ pub trait Store: Send + Sync + 'static {
     /// and its resource type and id to the row changed.
     async fn apply(&self, change: Change, audit: AuditRecord) -> StoreResult<Changed>;
 
-    /// Chat turns and tokens of a tenant's assistant messages created in
-    /// `[since, until)`, grouped by bot, key or UTC day, ordered by group.
-    /// Computed by the database.
+    /// A tenant's chat turns and tokens on the UTC days `days`, grouped by
+    /// bot, key or day, ordered by group (turns without a key first).
+    ///
+    /// A turn is an assistant message with an outcome (any status but
+    /// `pending`: complete, incomplete, error or cancelled), counted on the
+    /// UTC day its message was created, with the tokens recorded on it.
+    /// Deleting its conversation, bot or API key does not remove it from
+    /// the count. Stores keep a daily rollup, written in the transaction
+    /// that records each outcome, so this reads a few rows per day rather
+    /// than every message.
     async fn usage(
         &self,
         tenant: TenantId,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
+        days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>>;
 }
@@ -993,4 +1064,63 @@ async fn default_chunks<S: Store + ?Sized>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn usage_days_cover_the_days_a_range_touches() {
+        let days = |a, b| UsageDays::covering(t(a), t(b)).map(|r| (r.start, r.end));
+        // Midnights are exact.
+        assert_eq!(
+            days("2026-01-10T00:00:00Z", "2026-01-12T00:00:00Z"),
+            Some((d("2026-01-10"), d("2026-01-12")))
+        );
+        // Anything else widens to whole days.
+        assert_eq!(
+            days("2026-01-10T13:00:00Z", "2026-01-11T00:00:00.000001Z"),
+            Some((d("2026-01-10"), d("2026-01-12")))
+        );
+        // In UTC, whatever the offset given.
+        assert_eq!(
+            days("2026-01-10T01:00:00+02:00", "2026-01-10T03:00:00+02:00"),
+            Some((d("2026-01-09"), d("2026-01-11")))
+        );
+        assert_eq!(
+            days("2026-01-10T01:00:00+02:00", "2026-01-10T02:00:00+02:00"),
+            Some((d("2026-01-09"), d("2026-01-10")))
+        );
+        // An hour inside one day is that day.
+        assert_eq!(
+            days("2026-01-10T05:00:00Z", "2026-01-10T06:00:00Z"),
+            Some((d("2026-01-10"), d("2026-01-11")))
+        );
+        // Empty or reversed ranges are refused.
+        assert_eq!(days("2026-01-10T05:00:00Z", "2026-01-10T05:00:00Z"), None);
+        assert_eq!(days("2026-01-11T00:00:00Z", "2026-01-10T00:00:00Z"), None);
+        let r = UsageDays::covering(t("2026-01-10T13:00:00Z"), t("2026-01-11T13:00:00Z")).unwrap();
+        assert_eq!(
+            (r.since(), r.until()),
+            (t("2026-01-10T00:00:00Z"), t("2026-01-12T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn usage_days_last_n_end_with_today() {
+        let r = UsageDays::last(30, t("2026-01-31T15:00:00Z")).unwrap();
+        assert_eq!((r.start, r.end), (d("2026-01-02"), d("2026-02-01")));
+        let r = UsageDays::last(1, t("2026-02-01T00:00:00Z")).unwrap();
+        assert_eq!((r.start, r.end), (d("2026-01-31"), d("2026-02-01")));
+        assert_eq!(UsageDays::last(0, t("2026-02-01T00:00:00Z")), None);
+        assert_eq!(UsageDays::new(d("2026-01-02"), d("2026-01-02")), None);
+    }
 }

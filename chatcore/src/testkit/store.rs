@@ -88,7 +88,11 @@ macro_rules! store_conformance_tests {
             tenant_isolation,
             apply_writes_the_change_and_its_audit_record_together,
             apply_is_tenant_scoped,
-            usage_groups_by_bot_key_and_day
+            usage_groups_by_bot_key_and_day,
+            usage_counts_each_outcome_once,
+            usage_survives_deleting_what_it_counts,
+            usage_is_tenant_scoped,
+            usage_matches_the_messages
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -2352,6 +2356,80 @@ pub async fn apply_is_tenant_scoped(s: &dyn Store) {
     assert!(s.get_bot(a.id, bt.id).await.is_ok());
 }
 
+/// The UTC days around now: yesterday (a case may start just after
+/// midnight) to tomorrow (or end just after it).
+fn usage_days_around_now() -> UsageDays {
+    UsageDays::covering(now() - Duration::days(1), now() + Duration::days(1)).unwrap()
+}
+
+fn usage_totals(rows: &[UsageRow]) -> (u64, u64, u64, u64) {
+    rows.iter().fold((0, 0, 0, 0), |a, r| {
+        (
+            a.0 + r.requests,
+            a.1 + r.prompt_tokens,
+            a.2 + r.completion_tokens,
+            a.3 + r.total_tokens,
+        )
+    })
+}
+
+fn tokens(prompt: i32, completion: i32) -> Option<TokenUsage> {
+    Some(TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        estimated: false,
+    })
+}
+
+/// One chat turn the way the engine stores it: `begin_turn`, then the
+/// assistant message's outcome. Returns the conversation and the message.
+async fn usage_turn(
+    s: &dyn Store,
+    t: TenantId,
+    conversation: TurnConversation,
+    key: Option<ApiKeyId>,
+    status: MessageStatus,
+    usage: Option<TokenUsage>,
+) -> (Conversation, Message) {
+    let (c, _, a) = s
+        .begin_turn(
+            t,
+            NewTurn {
+                conversation,
+                user_content: "q".into(),
+                api_key_id: key,
+                provider: Some("mock".into()),
+                model: Some("echo".into()),
+            },
+        )
+        .await
+        .expect("begin turn");
+    let m = s
+        .finish_message(
+            t,
+            a.id,
+            MessageCompletion {
+                content: "a".into(),
+                status: Some(status),
+                usage,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("finish");
+    (c, m)
+}
+
+fn new_conv(bot: BotId) -> TurnConversation {
+    TurnConversation::New(NewConversation {
+        bot_id: bot,
+        end_user_id: None,
+        title: None,
+        channel: Channel::Api,
+    })
+}
+
 /// `usage`: assistant turns and tokens per bot, key and UTC day, within
 /// the time range and the tenant.
 pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
@@ -2424,9 +2502,8 @@ pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
     .await
     .unwrap();
 
-    let since = start - Duration::hours(1);
-    let until = now() + Duration::hours(1);
-    let by_bot = s.usage(t.id, since, until, UsageGroup::Bot).await.unwrap();
+    let days = UsageDays::covering(start - Duration::hours(1), now() + Duration::hours(1)).unwrap();
+    let by_bot = s.usage(t.id, days, UsageGroup::Bot).await.unwrap();
     let find = |rows: &[UsageRow], g: Option<String>| {
         rows.iter()
             .find(|r| r.group == g)
@@ -2446,20 +2523,20 @@ pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
     );
     let r2 = find(&by_bot, Some(b2.id.to_string()));
     assert_eq!((r2.requests, r2.total_tokens), (1, 6));
+    let mut sorted = by_bot.clone();
+    sorted.sort_by(|a, b| a.group.cmp(&b.group));
+    assert_eq!(by_bot, sorted, "ordered by group");
 
-    let by_key = s
-        .usage(t.id, since, until, UsageGroup::ApiKey)
-        .await
-        .unwrap();
+    let by_key = s.usage(t.id, days, UsageGroup::ApiKey).await.unwrap();
     assert_eq!(by_key.len(), 2);
     assert_eq!(find(&by_key, Some(k.id.to_string())).prompt_tokens, 15);
     assert_eq!(find(&by_key, None).prompt_tokens, 20);
+    assert_eq!(by_key[0].group, None, "turns without a key come first");
 
-    let by_day = s.usage(t.id, since, until, UsageGroup::Day).await.unwrap();
+    let by_day = s.usage(t.id, days, UsageGroup::Day).await.unwrap();
     let today = start.format("%Y-%m-%d").to_string();
     let tomorrow_maybe = now().format("%Y-%m-%d").to_string();
-    let total: u64 = by_day.iter().map(|r| r.requests).sum();
-    assert_eq!(total, 3);
+    assert_eq!(usage_totals(&by_day), (3, 35, 3, 38));
     assert!(
         by_day
             .iter()
@@ -2467,17 +2544,505 @@ pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
         "{by_day:?}"
     );
 
-    // The range is half-open and filters.
-    let none = s
-        .usage(t.id, until, until + Duration::hours(1), UsageGroup::Bot)
-        .await
-        .unwrap();
-    assert!(none.is_empty());
+    // Days are half-open and filter: the days before and after count nothing.
+    let after = UsageDays::new(days.end, days.end + Duration::days(3)).unwrap();
     assert!(
-        s.usage(other.id, since, until, UsageGroup::Bot)
+        s.usage(t.id, after, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let before = UsageDays::new(days.start - Duration::days(3), days.start).unwrap();
+    assert!(
+        s.usage(t.id, before, UsageGroup::Day)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.usage(other.id, days, UsageGroup::Bot)
             .await
             .unwrap()
             .len()
             == 1
     );
+}
+
+/// A turn counts once it has an outcome, whatever it is (complete, error,
+/// cancelled, incomplete), and only once: a pending turn is not counted
+/// yet, and a second outcome corrects the tokens without counting again.
+pub async fn usage_counts_each_outcome_once(s: &dyn Store) {
+    let t = tenant(s, "once").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "once").await;
+    let days = usage_days_around_now();
+    let total = |rows: Vec<UsageRow>| usage_totals(&rows);
+    let usage = || async { total(s.usage(t.id, days, UsageGroup::Bot).await.unwrap()) };
+
+    let (c, _, pending) = s
+        .begin_turn(
+            t.id,
+            NewTurn {
+                conversation: new_conv(b.id),
+                user_content: "q".into(),
+                api_key_id: None,
+                provider: None,
+                model: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(usage().await, (0, 0, 0, 0), "a pending turn is not counted");
+    // An outcome without a status leaves the message pending: still nothing.
+    s.finish_message(
+        t.id,
+        pending.id,
+        MessageCompletion {
+            content: "partial".into(),
+            usage: tokens(3, 1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(usage().await, (0, 0, 0, 0));
+    let done = |status, usage| MessageCompletion {
+        content: "a".into(),
+        status: Some(status),
+        usage,
+        ..Default::default()
+    };
+    s.finish_message(
+        t.id,
+        pending.id,
+        done(MessageStatus::Complete, tokens(10, 5)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(usage().await, (1, 10, 5, 15));
+    // A second outcome of the same message replaces its tokens.
+    s.finish_message(
+        t.id,
+        pending.id,
+        done(MessageStatus::Complete, tokens(12, 6)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(usage().await, (1, 12, 6, 18));
+    // Failed and cancelled turns are turns too, with what was recorded.
+    usage_turn(
+        s,
+        t.id,
+        TurnConversation::Existing(c.id),
+        None,
+        MessageStatus::Error,
+        None,
+    )
+    .await;
+    usage_turn(
+        s,
+        t.id,
+        TurnConversation::Existing(c.id),
+        None,
+        MessageStatus::Cancelled,
+        tokens(4, 2),
+    )
+    .await;
+    usage_turn(
+        s,
+        t.id,
+        new_conv(b.id),
+        None,
+        MessageStatus::Incomplete,
+        tokens(1, 1),
+    )
+    .await;
+    assert_eq!(usage().await, (4, 17, 9, 26));
+    // An assistant message appended with an outcome counts at once; a user
+    // message never does.
+    s.append_message(
+        t.id,
+        NewMessage {
+            role: Role::Assistant,
+            ..user_msg(c.id, "imported answer")
+        },
+    )
+    .await
+    .unwrap();
+    s.append_message(t.id, user_msg(c.id, "another question"))
+        .await
+        .unwrap();
+    assert_eq!(usage().await, (5, 17, 9, 26));
+    // A message of another tenant is not found and counts nothing.
+    let x = tenant(s, "once-x").await;
+    assert!(matches!(
+        s.finish_message(
+            x.id,
+            pending.id,
+            done(MessageStatus::Complete, tokens(99, 99))
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(usage().await, (5, 17, 9, 26));
+    assert!(
+        s.usage(x.id, days, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Usage is accounting: deleting a conversation erases its messages but
+/// not the turns and tokens they counted, and neither does deleting the
+/// bot or revoking the key.
+pub async fn usage_survives_deleting_what_it_counts(s: &dyn Store) {
+    let t = tenant(s, "keep").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "keep").await;
+    let (_, nk) = new_key("keep");
+    let k = s.create_api_key(t.id, nk).await.unwrap();
+    let days = usage_days_around_now();
+    let (c1, _) = usage_turn(
+        s,
+        t.id,
+        new_conv(b.id),
+        Some(k.id),
+        MessageStatus::Complete,
+        tokens(10, 5),
+    )
+    .await;
+    let (c2, _) = usage_turn(
+        s,
+        t.id,
+        new_conv(b.id),
+        None,
+        MessageStatus::Complete,
+        tokens(20, 10),
+    )
+    .await;
+    let by_key = s.usage(t.id, days, UsageGroup::ApiKey).await.unwrap();
+    assert_eq!(usage_totals(&by_key), (2, 30, 15, 45));
+
+    s.delete_conversation(t.id, c1.id).await.unwrap();
+    let audit = || {
+        AuditRecord::new(
+            Some(t.id),
+            Actor {
+                kind: ActorKind::Operator,
+                id: None,
+            },
+            "deleted",
+        )
+    };
+    s.apply(Change::DeleteConversation(t.id, c2.id), audit())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.get_conversation(t.id, c1.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        s.list_messages(t.id, c2.id, PageRequest::first(10))
+            .await
+            .unwrap()
+            .data
+            .is_empty(),
+        "the messages are gone"
+    );
+    assert_eq!(
+        s.usage(t.id, days, UsageGroup::ApiKey).await.unwrap(),
+        by_key,
+        "their usage is not"
+    );
+
+    s.revoke_api_key(t.id, k.id).await.unwrap();
+    s.apply(Change::DeleteBot(t.id, b.id), audit())
+        .await
+        .unwrap();
+    let by_bot = s.usage(t.id, days, UsageGroup::Bot).await.unwrap();
+    assert_eq!(by_bot.len(), 1);
+    assert_eq!(by_bot[0].group, Some(b.id.to_string()));
+    assert_eq!(usage_totals(&by_bot), (2, 30, 15, 45));
+    assert_eq!(
+        s.usage(t.id, days, UsageGroup::ApiKey).await.unwrap(),
+        by_key
+    );
+}
+
+/// Two tenants with the same traffic shape: each sees only its own usage,
+/// and writing through another tenant's id counts nothing.
+pub async fn usage_is_tenant_scoped(s: &dyn Store) {
+    let days = usage_days_around_now();
+    let mut setups = vec![];
+    for (name, n) in [("iso-a", 3), ("iso-b", 1)] {
+        let t = tenant(s, name).await;
+        let p = provider(s, t.id).await;
+        let b = bot(s, t.id, p.id, "same-slug").await;
+        let (_, nk) = new_key(name);
+        let k = s.create_api_key(t.id, nk).await.unwrap();
+        let mut last = None;
+        for i in 0..n {
+            last = Some(
+                usage_turn(
+                    s,
+                    t.id,
+                    new_conv(b.id),
+                    (i % 2 == 0).then_some(k.id),
+                    MessageStatus::Complete,
+                    tokens(100, i),
+                )
+                .await,
+            );
+        }
+        setups.push((t, b, k, last.unwrap()));
+    }
+    let (a, ab, ak, (ac, am)) = &setups[0];
+    let (b, bb, bk, _) = &setups[1];
+    for g in [UsageGroup::Bot, UsageGroup::ApiKey, UsageGroup::Day] {
+        let ra = s.usage(a.id, days, g).await.unwrap();
+        let rb = s.usage(b.id, days, g).await.unwrap();
+        assert_eq!(usage_totals(&ra), (3, 300, 3, 303), "{g:?}");
+        assert_eq!(usage_totals(&rb), (1, 100, 0, 100), "{g:?}");
+        for r in &rb {
+            assert_ne!(r.group, Some(ab.id.to_string()));
+            assert_ne!(r.group, Some(ak.id.to_string()));
+        }
+        for r in &ra {
+            assert_ne!(r.group, Some(bb.id.to_string()));
+            assert_ne!(r.group, Some(bk.id.to_string()));
+        }
+    }
+    // B writing into A's conversation or message: not found, nothing counted.
+    assert!(matches!(
+        s.append_message(
+            b.id,
+            NewMessage {
+                role: Role::Assistant,
+                ..user_msg(ac.id, "x")
+            }
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.finish_message(
+            b.id,
+            am.id,
+            MessageCompletion {
+                status: Some(MessageStatus::Error),
+                usage: tokens(1000, 1000),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        usage_totals(&s.usage(a.id, days, UsageGroup::Bot).await.unwrap()),
+        (3, 300, 3, 303)
+    );
+    assert_eq!(
+        usage_totals(&s.usage(b.id, days, UsageGroup::Bot).await.unwrap()),
+        (1, 100, 0, 100)
+    );
+}
+
+/// For a varied, reproducible set of turns (bots, keys, outcomes, pending
+/// turns, corrected outcomes, appended answers, shared conversations),
+/// every grouping of `usage` equals the same aggregate computed from the
+/// stored messages: assistant messages with an outcome, by bot, key and
+/// UTC day of creation.
+pub async fn usage_matches_the_messages(s: &dyn Store) {
+    use std::collections::BTreeMap;
+    let t = tenant(s, "match").await;
+    let p = provider(s, t.id).await;
+    let mut bots = vec![];
+    for i in 0..3 {
+        bots.push(bot(s, t.id, p.id, &format!("match{i}")).await.id);
+    }
+    let mut keys = vec![None];
+    for i in 0..2 {
+        let (_, nk) = new_key(&format!("match{i}"));
+        keys.push(Some(s.create_api_key(t.id, nk).await.unwrap().id));
+    }
+    // A small linear congruential generator: the same "random" turns on
+    // every backend and every run.
+    let mut seed: u64 = 0x5eed_cafe;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let statuses = [
+        MessageStatus::Complete,
+        MessageStatus::Complete,
+        MessageStatus::Error,
+        MessageStatus::Cancelled,
+        MessageStatus::Incomplete,
+    ];
+    let mut conversations: Vec<(ConversationId, BotId)> = vec![];
+    let other = tenant(s, "match-other").await;
+    let op = provider(s, other.id).await;
+    let ob = bot(s, other.id, op.id, "match0").await;
+    for _ in 0..60 {
+        let bot = bots[next(3) as usize];
+        let key = keys[next(3) as usize];
+        // Continue one of this bot's conversations now and then.
+        let existing = conversations
+            .iter()
+            .filter(|(_, b)| *b == bot)
+            .map(|(c, _)| *c)
+            .nth(next(4) as usize);
+        let conversation = match existing {
+            Some(c) => TurnConversation::Existing(c),
+            None => new_conv(bot),
+        };
+        let usage = (next(4) > 0)
+            .then(|| tokens(next(500) as i32, next(200) as i32))
+            .flatten();
+        match next(10) {
+            // Left pending: the turn is still running.
+            0 => {
+                let (c, _, _) = s
+                    .begin_turn(
+                        t.id,
+                        NewTurn {
+                            conversation,
+                            user_content: "q".into(),
+                            api_key_id: key,
+                            provider: None,
+                            model: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                conversations.push((c.id, bot));
+            }
+            // An answer appended with its outcome.
+            1 => {
+                let c = match conversation {
+                    TurnConversation::Existing(c) => c,
+                    TurnConversation::New(_) => conversation_id_for(s, t.id, bot).await,
+                };
+                s.append_message(
+                    t.id,
+                    NewMessage {
+                        role: Role::Assistant,
+                        api_key_id: key,
+                        ..user_msg(c, "appended")
+                    },
+                )
+                .await
+                .unwrap();
+                conversations.push((c, bot));
+            }
+            // An outcome, then a corrected one.
+            2 => {
+                let (c, m) =
+                    usage_turn(s, t.id, conversation, key, MessageStatus::Incomplete, usage).await;
+                s.finish_message(
+                    t.id,
+                    m.id,
+                    MessageCompletion {
+                        content: "more".into(),
+                        status: Some(MessageStatus::Complete),
+                        usage: tokens(next(900) as i32, next(300) as i32),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                conversations.push((c.id, bot));
+            }
+            _ => {
+                let status = statuses[next(statuses.len() as u64) as usize];
+                let (c, _) = usage_turn(s, t.id, conversation, key, status, usage).await;
+                conversations.push((c.id, bot));
+            }
+        }
+        // Noise in another tenant, which is never counted.
+        if next(5) == 0 {
+            usage_turn(
+                s,
+                other.id,
+                new_conv(ob.id),
+                None,
+                MessageStatus::Complete,
+                tokens(7, 7),
+            )
+            .await;
+        }
+    }
+
+    // The same aggregate from the stored messages.
+    type Sums = (u64, u64, u64, u64);
+    let mut by_bot: BTreeMap<Option<String>, Sums> = BTreeMap::new();
+    let mut by_key: BTreeMap<Option<String>, Sums> = BTreeMap::new();
+    let mut by_day: BTreeMap<Option<String>, Sums> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut first = now();
+    for (c, bot) in &conversations {
+        if !seen.insert(*c) {
+            continue;
+        }
+        let (msgs, _) = collect_pages(50, |pg| s.list_messages(t.id, *c, pg)).await;
+        for m in msgs {
+            first = first.min(m.created_at);
+            if m.role != Role::Assistant || m.status == MessageStatus::Pending {
+                continue;
+            }
+            let u = m.usage.unwrap_or(TokenUsage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                total_tokens: 0,
+                estimated: false,
+            });
+            for (map, g) in [
+                (&mut by_bot, Some(bot.to_string())),
+                (&mut by_key, m.api_key_id.map(|k| k.to_string())),
+                (
+                    &mut by_day,
+                    Some(m.created_at.format("%Y-%m-%d").to_string()),
+                ),
+            ] {
+                let e = map.entry(g).or_default();
+                e.0 += 1;
+                e.1 += u.prompt_tokens as u64;
+                e.2 += u.completion_tokens as u64;
+                e.3 += u.total_tokens as u64;
+            }
+        }
+    }
+    let days = UsageDays::covering(first - Duration::days(1), now() + Duration::days(1)).unwrap();
+    for (g, expected) in [
+        (UsageGroup::Bot, by_bot),
+        (UsageGroup::ApiKey, by_key),
+        (UsageGroup::Day, by_day),
+    ] {
+        let rows = s.usage(t.id, days, g).await.unwrap();
+        let got: Vec<(Option<String>, Sums)> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.group,
+                    (
+                        r.requests,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        r.total_tokens,
+                    ),
+                )
+            })
+            .collect();
+        // BTreeMap orders None first, then ids/days as text: the store's order.
+        let expected: Vec<_> = expected.into_iter().collect();
+        assert_eq!(got, expected, "{g:?}");
+    }
+}
+
+/// A fresh conversation of `bot` (for turns that append their answer).
+async fn conversation_id_for(s: &dyn Store, t: TenantId, bot: BotId) -> ConversationId {
+    conversation(s, t, bot, None).await.id
 }

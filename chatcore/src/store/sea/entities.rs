@@ -274,3 +274,28 @@ pub mod audit_log {
     }
     no_relations!();
 }
+
+/// The daily usage rollup (migration `usage_daily`): one row per tenant,
+/// UTC day, bot, API key (nil UUID for none) and write slot.
+pub mod usage_daily {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_daily")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: Date,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bot_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub api_key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub slot: i16,
+        pub requests: i64,
+        pub prompt_tokens: i64,
+        pub completion_tokens: i64,
+        pub total_tokens: i64,
+    }
+    no_relations!();
+}

@@ -185,14 +185,14 @@ struct UsageAgg {
 
 #[derive(Debug, sea_orm::FromQueryResult)]
 struct UsageByUuid {
-    grp: Option<Uuid>,
+    grp: Uuid,
     #[sea_orm(nested)]
     agg: UsageAgg,
 }
 
 #[derive(Debug, sea_orm::FromQueryResult)]
 struct UsageByDay {
-    grp: Option<String>,
+    grp: chrono::NaiveDate,
     #[sea_orm(nested)]
     agg: UsageAgg,
 }
@@ -206,6 +206,47 @@ impl UsageAgg {
             prompt_tokens: n(self.prompt_tokens),
             completion_tokens: n(self.completion_tokens),
             total_tokens: n(self.total_tokens),
+        }
+    }
+}
+
+/// Rows of `usage_daily` that one tenant/day/bot/key is spread over on
+/// PostgreSQL (see the `usage_daily` migration): each connection adds to
+/// its own, so concurrent turns do not queue on one row lock.
+const USAGE_SLOTS: i32 = 64;
+
+/// What a message adds to the usage rollup: an assistant message with an
+/// outcome (any status but `pending`) is one turn with its tokens; anything
+/// else adds nothing. Written as the difference between a message's
+/// contribution after and before a change.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct UsageDelta {
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+}
+
+impl UsageDelta {
+    fn of(m: &e::message::Model) -> Self {
+        if m.role != Role::Assistant.as_str() || m.status == MessageStatus::Pending.as_str() {
+            return Self::default();
+        }
+        let n = |v: Option<i32>| i64::from(v.unwrap_or(0));
+        Self {
+            requests: 1,
+            prompt_tokens: n(m.prompt_tokens),
+            completion_tokens: n(m.completion_tokens),
+            total_tokens: n(m.total_tokens),
+        }
+    }
+
+    fn minus(self, o: Self) -> Self {
+        Self {
+            requests: self.requests - o.requests,
+            prompt_tokens: self.prompt_tokens - o.prompt_tokens,
+            completion_tokens: self.completion_tokens - o.completion_tokens,
+            total_tokens: self.total_tokens - o.total_tokens,
         }
     }
 }
@@ -453,6 +494,72 @@ impl SeaOrmStore {
                 .map_err(db_err)?,
             "bot",
         )
+    }
+
+    /// Adds `d` to the usage rollup row of message `m` (its tenant, UTC day
+    /// of creation, bot and key), creating the row if needed. Called last in
+    /// the transaction that changed `m`, so that on PostgreSQL the row lock
+    /// is held only until the commit that follows.
+    async fn add_usage<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        m: &e::message::Model,
+        d: UsageDelta,
+    ) -> StoreResult<()> {
+        use e::usage_daily::{Column as U, Entity as UsageDaily};
+        use sea_orm::sea_query::{Alias, ExprTrait, OnConflict, Query};
+        if d == UsageDelta::default() {
+            return Ok(());
+        }
+        let slot = match self.backend {
+            DbBackend::Postgres => {
+                Expr::cust(format!("(pg_backend_pid() % {USAGE_SLOTS})::smallint"))
+            }
+            _ => Expr::val(0i16),
+        };
+        let add = |c: U| {
+            (
+                c,
+                Expr::col((UsageDaily, c)).add(Expr::col((Alias::new("excluded"), c))),
+            )
+        };
+        let stmt = Query::insert()
+            .into_table(UsageDaily)
+            .columns([
+                U::TenantId,
+                U::Day,
+                U::BotId,
+                U::ApiKeyId,
+                U::Slot,
+                U::Requests,
+                U::PromptTokens,
+                U::CompletionTokens,
+                U::TotalTokens,
+            ])
+            .values_panic([
+                Expr::val(m.tenant_id),
+                Expr::val(m.created_at.date_naive()),
+                Expr::val(m.bot_id),
+                Expr::val(m.api_key_id.unwrap_or(Uuid::nil())),
+                slot,
+                Expr::val(d.requests),
+                Expr::val(d.prompt_tokens),
+                Expr::val(d.completion_tokens),
+                Expr::val(d.total_tokens),
+            ])
+            .on_conflict(
+                OnConflict::columns([U::TenantId, U::Day, U::BotId, U::ApiKeyId, U::Slot])
+                    .values([
+                        add(U::Requests),
+                        add(U::PromptTokens),
+                        add(U::CompletionTokens),
+                        add(U::TotalTokens),
+                    ])
+                    .to_owned(),
+            )
+            .to_owned();
+        db.execute(&stmt).await.map_err(db_err)?;
+        Ok(())
     }
 }
 
@@ -1217,6 +1324,7 @@ impl Store for SeaOrmStore {
             .exec(&txn)
             .await
             .map_err(db_err)?;
+        self.add_usage(&txn, &m, UsageDelta::of(&m)).await?;
         txn.commit().await.map_err(db_err)?;
         convert::message(m)
     }
@@ -1227,12 +1335,20 @@ impl Store for SeaOrmStore {
         id: MessageId,
         done: MessageCompletion,
     ) -> StoreResult<Message> {
+        // The outcome and its usage are written together: either both are
+        // stored or neither. The message is locked (on PostgreSQL; SQLite's
+        // write transaction already excludes other writers) so that two
+        // outcomes of one message cannot both count it.
+        let txn = self.write_txn().await?;
         let m = e::message::Entity::find_by_id(id.0)
             .filter(e::message::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
+            .lock_exclusive()
+            .one(&txn)
             .await
             .map_err(db_err)?;
-        let mut a = found(m, "message")?.into_active_model();
+        let before = found(m, "message")?;
+        let counted = UsageDelta::of(&before);
+        let mut a = before.into_active_model();
         a.content = Set(done.content);
         if let Some(s) = done.status {
             a.status = Set(s.as_str().into());
@@ -1254,7 +1370,11 @@ impl Store for SeaOrmStore {
         a.finish_reason = Set(done.finish_reason);
         a.error = Set(done.error);
         a.source_chunk_ids = Set(convert::ids_json(&done.source_chunk_ids));
-        convert::message(a.update(&self.wdb).await.map_err(db_err)?)
+        let m = a.update(&txn).await.map_err(db_err)?;
+        self.add_usage(&txn, &m, UsageDelta::of(&m).minus(counted))
+            .await?;
+        txn.commit().await.map_err(db_err)?;
+        convert::message(m)
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
@@ -1765,58 +1885,53 @@ impl Store for SeaOrmStore {
     async fn usage(
         &self,
         tenant: TenantId,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
+        days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>> {
-        use e::message::Column as M;
-        use sea_orm::sea_query::{Alias, Func, SimpleExpr};
-        let sum = |c: M| -> SimpleExpr {
-            Func::coalesce([SimpleExpr::from(Func::sum(Expr::col(c))), Expr::val(0i64)]).into()
+        use e::usage_daily::Column as U;
+        use sea_orm::sea_query::{Alias, Func};
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
+        let sum =
+            |c: U| -> Expr { Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into() };
+        let grp = match group_by {
+            UsageGroup::Bot => U::BotId,
+            UsageGroup::ApiKey => U::ApiKeyId,
+            UsageGroup::Day => U::Day,
         };
-        // Grouping by a UTC day needs each backend's own date function;
-        // everything else is portable sea-query. SQLite stores timestamps as
-        // RFC 3339 text in UTC, whose first 10 characters are the day.
-        let grp: SimpleExpr = match group_by {
-            UsageGroup::Bot => Expr::col(M::BotId),
-            UsageGroup::ApiKey => Expr::col(M::ApiKeyId),
-            UsageGroup::Day => match self.backend {
-                DbBackend::Postgres => {
-                    Expr::cust("to_char(\"created_at\" AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
-                }
-                _ => Expr::cust("substr(\"created_at\", 1, 10)"),
-            },
-        };
-        let q = e::message::Entity::find()
+        // A range scan of the primary key (tenant_id, day, ...): a few rows
+        // per bot, key and day, however many messages they count.
+        let q = e::usage_daily::Entity::find()
             .select_only()
-            .expr_as(grp.clone(), "grp")
-            .expr_as(Func::count(Expr::col(M::Id)), "requests")
-            .expr_as(sum(M::PromptTokens), "prompt_tokens")
-            .expr_as(sum(M::CompletionTokens), "completion_tokens")
-            .expr_as(sum(M::TotalTokens), "total_tokens")
-            .filter(M::TenantId.eq(tenant.0))
-            .filter(M::CreatedAt.gte(since))
-            .filter(M::CreatedAt.lt(until))
-            .filter(M::Role.eq(Role::Assistant.as_str()))
+            .column_as(grp, "grp")
+            .expr_as(sum(U::Requests), "requests")
+            .expr_as(sum(U::PromptTokens), "prompt_tokens")
+            .expr_as(sum(U::CompletionTokens), "completion_tokens")
+            .expr_as(sum(U::TotalTokens), "total_tokens")
+            .filter(U::TenantId.eq(tenant.0))
+            .filter(U::Day.gte(days.start))
+            .filter(U::Day.lt(days.end))
             .group_by(grp)
-            .order_by(Expr::col(Alias::new("grp")), Order::Asc);
-        match group_by {
-            UsageGroup::Day => Ok(q
+            .order_by(grp, Order::Asc);
+        let rows: Vec<UsageRow> = match group_by {
+            UsageGroup::Day => q
                 .into_model::<UsageByDay>()
                 .all(&self.db)
                 .await
                 .map_err(db_err)?
                 .into_iter()
-                .map(|r| r.agg.row(r.grp))
-                .collect()),
-            _ => Ok(q
+                .map(|r| r.agg.row(Some(r.grp.format("%Y-%m-%d").to_string())))
+                .collect(),
+            _ => q
                 .into_model::<UsageByUuid>()
                 .all(&self.db)
                 .await
                 .map_err(db_err)?
                 .into_iter()
-                .map(|r| r.agg.row(r.grp.map(|u| u.to_string())))
-                .collect()),
-        }
+                // The nil UUID stands for "no API key" (public chat).
+                .map(|r| r.agg.row((!r.grp.is_nil()).then(|| r.grp.to_string())))
+                .collect(),
+        };
+        // Groups whose turns were all re-counted to nothing are left out.
+        Ok(rows.into_iter().filter(|r| r.requests > 0).collect())
     }
 }
