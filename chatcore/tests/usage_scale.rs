@@ -275,7 +275,8 @@ async fn measure(
 /// Reverts and reapplies the `usage_daily` migration: the rollup is
 /// rebuilt from the messages by its backfill. Returns how long `up` took.
 async fn rebuild_rollup(raw: &DatabaseConnection) -> Duration {
-    Migrator::down(raw, Some(1)).await.unwrap();
+    // The last two migrations: rag_search, then usage_daily.
+    Migrator::down(raw, Some(2)).await.unwrap();
     let t0 = Instant::now();
     Migrator::up(raw, None).await.unwrap();
     t0.elapsed()
@@ -424,7 +425,7 @@ async fn usage_at_a_million_messages_postgres() {
     let (store, schema) = pg::fresh_store().await;
     let s: Arc<dyn Store> = Arc::new(store.clone());
     let mut opts = ConnectOptions::new(pg::url());
-    opts.set_schema_search_path(schema.clone())
+    opts.set_schema_search_path(format!("{schema},public"))
         .max_connections(1)
         .sqlx_logging(false);
     let raw = Database::connect(opts).await.unwrap();
