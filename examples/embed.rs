@@ -140,6 +140,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bot.slug
     );
     assert_eq!(history.data.len(), 6, "three turns, two messages each");
-    chat.shutdown().await;
+    chat.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }

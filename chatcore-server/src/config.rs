@@ -45,6 +45,13 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// `OPENAI_API_KEY`: used for the demo tenant on first start.
     pub openai_api_key: Option<SecretString>,
+    /// This instance's name among the instances sharing the database
+    /// (`CHATCORE_INSTANCE_NAME`; `serve` defaults to host name and listen
+    /// address): stable across restarts, so that a restarted instance
+    /// closes the turns its previous run left pending at once. Without a
+    /// name an instance is anonymous and its orphans are found by their
+    /// stale heartbeat.
+    pub instance_name: Option<String>,
 }
 
 /// A configuration error, said in words a deployer can act on.
@@ -83,6 +90,7 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     max_upload_bytes: Option<usize>,
+    instance_name: Option<String>,
 }
 
 impl Config {
@@ -161,6 +169,7 @@ impl Config {
                 300,
             )?,
             openai_api_key: env("OPENAI_API_KEY").map(secret),
+            instance_name: pick("CHATCORE_INSTANCE_NAME", fc.instance_name),
         })
     }
 
@@ -169,8 +178,19 @@ impl Config {
         chatcore::store::StoreOptions {
             schema: self.database_schema.clone(),
             vector_cache_bytes: (self.vector_cache_mb as usize).saturating_mul(1024 * 1024),
+            instance_name: self.instance_name.clone(),
             ..Default::default()
         }
+    }
+
+    /// The instance name the server uses when none is configured: host
+    /// name and listen address, unique among live processes and the same
+    /// after a restart.
+    pub fn default_instance_name(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{host}:{}", self.listen)
     }
 
     /// The SQLite database file, if the database is a SQLite file.

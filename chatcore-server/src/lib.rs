@@ -133,7 +133,7 @@ impl App {
             .map_err(|e| StartError::Rag(e.to_string()))?;
         let retriever: Arc<dyn chatcore::engine::ContextRetriever> = rag.clone();
         chat.set_retriever(&retriever);
-        Ok(Arc::new(Self {
+        let app = Arc::new(Self {
             rag,
             admin: AdminService::for_chat(chat.clone()),
             chat,
@@ -141,7 +141,9 @@ impl App {
             config,
             metrics: metrics::Metrics::default(),
             audit_task: std::sync::Mutex::new(Some(audit_task)),
-        }))
+        });
+        app.start_recovery().await;
+        Ok(app)
     }
 
     /// First start on an empty database: creates the demo tenant and its
@@ -155,9 +157,36 @@ impl App {
         .await?)
     }
 
-    /// Waits for open streams, flushes pending writes (the audit log).
+    /// Closes turns left pending by instances that died, now and then
+    /// every minute while the app lives.
+    pub async fn start_recovery(self: &Arc<Self>) {
+        let recover = |chat: Arc<ChatService>| async move {
+            match chat.recover_orphaned_turns().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(turns = n, "closed turns left pending by a lost instance"),
+                Err(e) => tracing::error!(error = %e, "could not close orphaned turns"),
+            }
+        };
+        recover(self.chat.clone()).await;
+        let chat = Arc::downgrade(&self.chat);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(chat) = chat.upgrade() else { break };
+                recover(chat).await;
+            }
+        });
+    }
+
+    /// Lets open streams finish within the grace period (then ends them
+    /// with an `unavailable` event, stored as cancelled), and flushes
+    /// pending writes (the audit log, the store's queue).
     pub async fn shutdown(&self) {
-        self.chat.shutdown().await;
+        self.chat
+            .shutdown(Duration::from_secs(self.config.shutdown_grace_secs))
+            .await;
         let task = self.audit_task.lock().expect("lock poisoned").take();
         drop(task); // the writer ends with the service; its queue is flushed above
     }
@@ -204,19 +233,19 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         grace_secs = grace.as_secs(),
         "shutting down: draining open connections"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // The engine ends the streams still open when the grace is over (each
+    // with an `unavailable` event); their connections then finish.
+    let connections = async {
+        tokio::join!(app.shutdown(), graceful.shutdown());
+    };
+    if tokio::time::timeout(grace + Duration::from_secs(5), connections)
         .await
         .is_err()
     {
         tracing::warn!("grace period over: closing the remaining connections");
-    }
-    // Streams cut by the deadline record themselves as cancelled; give them
-    // a moment, then flush the audit log whatever happens.
-    if tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some streamed turns did not finish recording in time");
         app.chat.audit().flush().await;
+        if let Err(e) = app.store.flush().await {
+            tracing::error!(error = %e, "could not flush the store's writes at shutdown");
+        }
     }
 }

@@ -142,6 +142,10 @@ async fn main() -> ExitCode {
         },
         Command::Serve => {
             let listen = config.listen;
+            let mut config = config;
+            if config.instance_name.is_none() {
+                config.instance_name = Some(config.default_instance_name());
+            }
             let app = match App::build(config).await {
                 Ok(a) => a,
                 Err(e) => {

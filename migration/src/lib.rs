@@ -2,7 +2,8 @@
 //! data model and seeds the provider catalog; `usage_daily` adds the daily
 //! usage rollup; `rag_search` adds full-text
 //! search over chunks (SQLite FTS5, PostgreSQL tsvector) and, where pgvector
-//! is available, the vector column with its HNSW indexes. The same code
+//! is available, the vector column with its HNSW indexes; `turn_owner`
+//! records which server instance owns a turn being answered. The same code
 //! migrates SQLite and PostgreSQL.
 
 pub use sea_orm_migration::prelude::*;
@@ -10,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20260101_000001_consolidated_init;
 mod m20260126_000002_usage_daily;
 pub mod m20260126_000003_rag_search;
+mod m20260401_000004_turn_owner;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -21,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_consolidated_init::Migration),
             Box::new(m20260126_000002_usage_daily::Migration),
             Box::new(m20260126_000003_rag_search::Migration),
+            Box::new(m20260401_000004_turn_owner::Migration),
         ]
     }
 }

@@ -35,7 +35,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::cache::TtlCache;
 use crate::crypto::Keyring;
 use crate::domain::*;
-use crate::provider::tokens::count_tokens;
+use crate::provider::tokens::{count_message_tokens, count_tokens};
 use crate::provider::{
     ChatEvent, ChatRequest, ChatStream, FallbackEntry, FallbackProvider, Provider, ProviderError,
     ProviderRegistry, ProviderSpec, Usage, await_first_token,
@@ -277,7 +277,8 @@ struct Turn {
     assistant: MessageId,
     request: ChatRequest,
     sources: Vec<Source>,
-    prompt_tokens: usize,
+    /// The prompt's token estimate, charged to the TPM limit before the call.
+    prompt_estimate: u32,
     started: Instant,
     request_id: Option<String>,
 }
@@ -303,6 +304,8 @@ pub struct ChatService {
     providers: ProviderCache,
     touched: TtlCache<ApiKeyId, ()>,
     tasks: TaskTracker,
+    /// Cancelled when the shutdown grace is over: open streams end.
+    stop_streams: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -338,6 +341,7 @@ impl ChatService {
             providers: Mutex::new(HashMap::new()),
             touched: TtlCache::new(Duration::from_secs(60), 100_000),
             tasks: TaskTracker::new(),
+            stop_streams: tokio_util::sync::CancellationToken::new(),
             settings,
         }
     }
@@ -427,10 +431,24 @@ impl ChatService {
     }
 
     /// Waits for open streams to end, then flushes the audit log.
-    pub async fn shutdown(&self) {
+    ///
+    /// Streams still open when `grace` is over are ended: each gets an
+    /// `error` event (`unavailable`) and is stored as `cancelled`. Then the
+    /// audit log and the store's queued writes are flushed.
+    pub async fn shutdown(&self, grace: Duration) {
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                open_streams = self.tasks.len(),
+                "shutdown grace over: ending the open streams"
+            );
+            self.stop_streams.cancel();
+            self.tasks.wait().await;
+        }
         self.audit.flush().await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "could not flush the store's writes at shutdown");
+        }
     }
 
     /// How many streamed turns are running.
@@ -540,7 +558,7 @@ impl ChatService {
         }
     }
 
-    // ---- the turn ----
+    // ---- the turn, stage by stage ----
 
     /// Checks and consumes one limit; a rejection is audited.
     async fn limit(
@@ -570,124 +588,39 @@ impl ChatService {
         n.filter(|n| *n > 0).map(|n| Quota::per_minute(n as u32))
     }
 
-    async fn prepare(&self, caller: Caller, input: ChatInput) -> Result<Turn, ChatError> {
-        let started = Instant::now();
-        let message = input.message.trim();
-        if message.is_empty() {
-            return Err(ChatError::InvalidRequest(
-                "message: must not be empty".into(),
-            ));
-        }
-        if message.chars().count() > self.settings.max_message_chars {
-            return Err(ChatError::InvalidRequest(format!(
-                "message: longer than {} characters",
-                self.settings.max_message_chars
-            )));
-        }
-        if input.bot.trim().is_empty() {
-            return Err(ChatError::InvalidRequest(
-                "bot_id: must not be empty".into(),
-            ));
-        }
-        if let Some(u) = &input.user_id
-            && (u.is_empty() || u.len() > 256)
-        {
-            return Err(ChatError::InvalidRequest(
-                "user_id: must be 1 to 256 characters".into(),
-            ));
-        }
-        let conversation_id = match &input.conversation_id {
-            Some(c) => Some(c.parse::<ConversationId>().map_err(|_| {
-                ChatError::InvalidRequest("conversation_id: not a valid id".into())
-            })?),
-            None => None,
-        };
-
-        let entry = self.resolve(&caller, input.bot.trim()).await?;
-        let (bot, tenant) = (&entry.bot, &entry.tenant);
-        let feature_off = |f: &str| tenant.features.get(f).and_then(|v| v.as_bool()) == Some(false);
-        if feature_off("chat") {
-            return Err(ChatError::FeatureDisabled(
-                "chat is disabled for this tenant".into(),
-            ));
-        }
-        let api_key_id = match &caller {
-            Caller::Public { origin, .. } => {
-                if tenant.status != TenantStatus::Active || bot.status != BotStatus::Active {
-                    // A public visitor learns nothing about why.
-                    return Err(ChatError::NotFound("bot"));
-                }
-                if feature_off("public_chat") {
-                    return Err(ChatError::FeatureDisabled(
-                        "public chat is disabled for this tenant".into(),
-                    ));
-                }
-                if !entry.guard.origin_allowed(origin.as_deref()) {
-                    return Err(ChatError::Forbidden(
-                        "origin not allowed for this bot".into(),
-                    ));
-                }
-                None
-            }
-            Caller::Key { principal, .. } => {
-                let key = &principal.key;
-                if !key.allows(Permission::Chat) {
-                    return Err(ChatError::Forbidden(
-                        "this API key lacks the chat permission".into(),
-                    ));
-                }
-                if (!key.bot_ids.is_empty() && !key.bot_ids.contains(&bot.id))
-                    || !entry.guard.key_allowed(key.id)
-                {
-                    return Err(ChatError::Forbidden(
-                        "this API key may not use this bot".into(),
-                    ));
-                }
-                if bot.status != BotStatus::Active {
-                    return Err(ChatError::Forbidden("bot is disabled".into()));
-                }
-                Some(key.id)
-            }
-        };
-        entry
-            .guard
-            .check_message(message)
-            .map_err(|v| ChatError::GuardrailBlocked(v.to_string()))?;
-
-        // Limits: nothing is stored for a refused request.
-        let who = Who {
-            caller: &caller,
-            tenant: tenant.id,
-            request_id: input.request_id.as_deref(),
-        };
+    /// Stage `limit`: the tenant's, the key's or the visitor's and bot's
+    /// requests per minute. Nothing is stored for a refused request.
+    async fn check_limits(&self, who: &Who<'_>, entry: &BotEntry) -> Result<(), ChatError> {
+        let tenant = &entry.tenant;
         self.limit(
-            &who,
+            who,
             format!("t:{}:rpm", tenant.id),
             Self::quota(tenant.rate_limit_rpm),
             1,
             "tenant",
         )
         .await?;
-        match &caller {
+        match who.caller {
             Caller::Key { principal, .. } => {
                 let k = &principal.key;
                 self.limit(
-                    &who,
+                    who,
                     format!("k:{}:rpm", k.id),
                     Self::quota(k.rate_limit_rpm),
                     1,
                     "api_key",
                 )
-                .await?;
+                .await
             }
             Caller::Public { ip, .. } => {
+                let bot = &entry.bot;
                 let visitor_rpm = entry
                     .guard
                     .visitor_rpm
                     .unwrap_or(self.settings.public_visitor_rpm);
                 let visitor = ip.as_deref().unwrap_or("unknown");
                 self.limit(
-                    &who,
+                    who,
                     format!("v:{}:{visitor}", bot.id),
                     Some(Quota::per_minute(visitor_rpm)),
                     1,
@@ -695,94 +628,119 @@ impl ChatService {
                 )
                 .await?;
                 self.limit(
-                    &who,
+                    who,
                     format!("b:{}:rpm", bot.id),
                     Some(Quota::per_minute(self.settings.public_bot_rpm)),
                     1,
                     "bot",
                 )
-                .await?;
+                .await
             }
         }
+    }
 
-        // The conversation.
+    /// Stage `conversation`: the conversation to continue (it must be this
+    /// bot's, this end user's, and public only if the caller is) and its
+    /// recent history; a new conversation reads nothing.
+    async fn conversation(
+        &self,
+        entry: &BotEntry,
+        channel: Channel,
+        input: &Validated<'_>,
+    ) -> Result<(Option<Conversation>, Vec<Message>), ChatError> {
+        let Some(id) = input.conversation_id else {
+            return Ok((None, Vec::new()));
+        };
+        let tenant = entry.tenant.id;
+        let c = self.store.get_conversation(tenant, id).await?;
+        let same_user = input.user_id.is_none() || c.end_user_id.as_deref() == input.user_id;
+        let public_ok = channel == Channel::Api || c.channel == Channel::Public;
+        if c.bot_id != entry.bot.id || !same_user || !public_ok {
+            return Err(ChatError::NotFound("conversation"));
+        }
+        let history = self
+            .store
+            .recent_messages(tenant, c.id, self.settings.history_limit)
+            .await?;
+        Ok((Some(c), history))
+    }
+
+    /// Stage `retrieve`: context from the bot's datasets, if it has any.
+    async fn retrieve(&self, entry: &BotEntry, message: &str) -> Result<Vec<Source>, ChatError> {
+        if entry.bot.dataset_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.retriever.get().and_then(|w| w.upgrade()) {
+            Some(r) => {
+                r.retrieve(
+                    entry.tenant.id,
+                    &entry.bot.dataset_ids,
+                    message,
+                    self.settings.rag_top_k,
+                )
+                .await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Everything before the provider is called: validate, resolve,
+    /// authorize, limit, conversation, retrieve, prompt, then the user's
+    /// message stored (with the conversation and the pending answer).
+    async fn prepare(&self, caller: Caller, input: ChatInput) -> Result<Turn, ChatError> {
+        let started = Instant::now();
+        let valid = validate(&self.settings, &input)?;
+        let entry = self.resolve(&caller, valid.bot).await?;
+        let api_key_id = authorize(&entry, &caller, valid.message)?;
+        let who = Who {
+            caller: &caller,
+            tenant: entry.tenant.id,
+            request_id: input.request_id.as_deref(),
+        };
+        self.check_limits(&who, &entry).await?;
         let channel = match caller {
             Caller::Public { .. } => Channel::Public,
             Caller::Key { .. } => Channel::Api,
         };
-        let existing = match conversation_id {
-            Some(id) => {
-                let c = self.store.get_conversation(tenant.id, id).await?;
-                let same_user = input.user_id.is_none() || c.end_user_id == input.user_id;
-                let public_ok = channel == Channel::Api || c.channel == Channel::Public;
-                if c.bot_id != bot.id || !same_user || !public_ok {
-                    return Err(ChatError::NotFound("conversation"));
-                }
-                Some(c)
-            }
-            None => None,
-        };
-        let history = match &existing {
-            Some(c) => {
-                self.store
-                    .recent_messages(tenant.id, c.id, self.settings.history_limit)
-                    .await?
-            }
-            None => Vec::new(),
-        };
-
-        let retriever = self.retriever.get().and_then(|w| w.upgrade());
-        let sources = match (&retriever, bot.dataset_ids.is_empty()) {
-            (Some(r), false) => {
-                r.retrieve(
-                    tenant.id,
-                    &bot.dataset_ids,
-                    message,
-                    self.settings.rag_top_k,
-                )
-                .await?
-            }
-            _ => Vec::new(),
-        };
+        let (existing, history) = self.conversation(&entry, channel, &valid).await?;
+        let sources = self.retrieve(&entry, valid.message).await?;
+        let bot = &entry.bot;
         let prompt = build_prompt(
             &entry.model_hint,
             &bot.system_prompt,
             sources,
             &history,
-            message,
+            valid.message,
             bot.context_tokens.max(1) as usize,
         );
-
-        // Tokens per minute: the prompt is known now; the completion is
-        // charged when it is.
+        // Tokens per minute: the prompt's estimate now; the rest is
+        // settled with the provider's usage when the turn ends.
         self.limit(
             &who,
-            format!("t:{}:tpm", tenant.id),
-            Self::quota(tenant.rate_limit_tpm),
+            format!("t:{}:tpm", entry.tenant.id),
+            Self::quota(entry.tenant.rate_limit_tpm),
             prompt.tokens as u32,
             "tenant_tokens",
         )
         .await?;
 
-        // The user's words are stored before the provider is called, with
-        // the conversation and the (pending) assistant message, in one
-        // transaction.
+        // The user's words are stored before the provider is called.
         let conversation = match existing {
             Some(c) => TurnConversation::Existing(c.id),
             None => TurnConversation::New(NewConversation {
                 bot_id: bot.id,
                 end_user_id: input.user_id.clone(),
-                title: Some(message.chars().take(80).collect()),
+                title: Some(valid.message.chars().take(80).collect()),
                 channel,
             }),
         };
         let (conversation, _user, assistant) = self
             .store
             .begin_turn(
-                tenant.id,
+                entry.tenant.id,
                 NewTurn {
                     conversation,
-                    user_content: message.to_string(),
+                    user_content: valid.message.to_string(),
                     api_key_id,
                     provider: Some(entry.provider.kind().to_string()),
                     model: bot.model.clone(),
@@ -804,7 +762,7 @@ impl ChatService {
             assistant: assistant.id,
             request,
             sources: prompt.sources,
-            prompt_tokens: prompt.tokens,
+            prompt_estimate: prompt.tokens as u32,
             started,
         })
     }
@@ -826,9 +784,10 @@ impl ChatService {
         }
     }
 
+    /// Usage counted by us: the prompt as sent and `completion`.
     fn estimate(&self, turn: &Turn, completion: &str) -> Usage {
+        let prompt = count_message_tokens(&turn.entry.model_hint, &turn.request.messages);
         let completion_tokens = count_tokens(&turn.entry.model_hint, completion);
-        let prompt = turn.prompt_tokens as u32;
         Usage {
             prompt_tokens: prompt,
             completion_tokens,
@@ -852,111 +811,231 @@ impl ChatService {
         self.audit.record(r).await;
     }
 
-    async fn charge_tokens(&self, turn: &Turn, completion_tokens: u32) {
+    /// Settles the tenant's tokens per minute: the turn was charged its
+    /// prompt estimate before the call; the rest of its real usage is
+    /// charged now.
+    async fn settle_tokens(&self, turn: &Turn, usage: &Usage) {
+        let rest = usage.total_tokens.saturating_sub(turn.prompt_estimate);
+        if rest == 0 {
+            return;
+        }
         if let Some(q) = Self::quota(turn.entry.tenant.rate_limit_tpm)
             && let Err(e) = self
                 .limiter
-                .charge(
-                    &format!("t:{}:tpm", turn.entry.tenant.id),
-                    q,
-                    completion_tokens,
-                )
+                .charge(&format!("t:{}:tpm", turn.entry.tenant.id), q, rest)
                 .await
         {
             tracing::warn!(error = %e, "could not charge tokens to the tenant's limit");
         }
     }
 
-    /// Records a provider failure on the assistant message and the audit log.
-    async fn fail(&self, turn: &Turn, msg: MessageId, partial: String, e: &ChatError) {
-        let status = if partial.is_empty() {
-            MessageStatus::Error
-        } else {
-            MessageStatus::Incomplete
+    /// Every way a turn ends: the outcome stored on the assistant message
+    /// (with its usage, estimated where the provider gave none), the
+    /// tenant's tokens settled, the audit record queued. `Err` when the
+    /// outcome could not be stored.
+    async fn finish(&self, turn: &Turn, outcome: Outcome) -> Result<Finished, ChatError> {
+        let elapsed = turn.started.elapsed();
+        let (status, text, reported, ttft, provider, model, finish_reason, error, action) =
+            match outcome {
+                Outcome::Complete {
+                    content,
+                    usage,
+                    provider,
+                    model,
+                    finish_reason,
+                    ttft,
+                } => (
+                    MessageStatus::Complete,
+                    content,
+                    Some(usage),
+                    Some(ttft.unwrap_or(elapsed)),
+                    Some(provider),
+                    Some(model),
+                    Some(finish_reason),
+                    None,
+                    "chat.completed",
+                ),
+                Outcome::Failed {
+                    partial,
+                    error,
+                    ttft,
+                } => (
+                    if partial.is_empty() {
+                        MessageStatus::Error
+                    } else {
+                        MessageStatus::Incomplete
+                    },
+                    partial,
+                    None,
+                    ttft,
+                    None,
+                    None,
+                    None,
+                    Some(error),
+                    "chat.failed",
+                ),
+                Outcome::Cancelled {
+                    partial,
+                    ttft,
+                    reason,
+                } => (
+                    MessageStatus::Cancelled,
+                    partial,
+                    None,
+                    ttft,
+                    None,
+                    None,
+                    Some(reason.to_string()),
+                    None,
+                    "chat.cancelled",
+                ),
+            };
+        // A turn that produced text is never recorded at zero tokens.
+        let usage = match reported {
+            Some(u) if u.total_tokens > 0 || text.is_empty() => Some(u),
+            _ if text.is_empty() => None,
+            _ => Some(self.estimate(turn, &text)),
         };
-        let usage = (!partial.is_empty()).then(|| self.estimate(turn, &partial));
         let done = MessageCompletion {
-            content: partial,
+            content: text,
             status: Some(status),
             usage: usage.map(to_domain_usage),
-            response_time_ms: Some(ms(turn.started.elapsed())),
-            error: Some(e.code().to_string()),
-            ..Default::default()
+            response_time_ms: Some(ms(elapsed)),
+            time_to_first_token_ms: ttft.map(ms),
+            provider: provider.clone(),
+            model: model.clone(),
+            finish_reason: finish_reason.clone(),
+            error: error.as_ref().map(|e| e.code().to_string()),
+            source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
         };
-        if let Err(se) = self
+        let tenant = turn.entry.tenant.id;
+        let stored = self
             .store
-            .finish_message(turn.entry.tenant.id, msg, done)
-            .await
-        {
-            tracing::error!(error = %se, "could not record a failed assistant message");
+            .finish_message(tenant, turn.assistant, done)
+            .await;
+        let usage = usage.unwrap_or_default();
+        self.settle_tokens(turn, &usage).await;
+        let mut meta = serde_json::json!({"bot_id": turn.entry.bot.id});
+        if let Some(e) = &error {
+            meta["code"] = e.code().into();
         }
-        self.audit_turn(
-            turn,
-            msg,
-            "chat.failed",
-            serde_json::json!({"code": e.code(), "bot_id": turn.entry.bot.id}),
-        )
-        .await;
+        if status == MessageStatus::Complete {
+            meta["total_tokens"] = usage.total_tokens.into();
+            meta["provider"] = provider.clone().into();
+        }
+        self.audit_turn(turn, turn.assistant, action, meta).await;
+        let message = stored.map_err(|e| {
+            tracing::error!(error = %e, message = %turn.assistant, "could not store a turn's outcome");
+            ChatError::from(e)
+        })?;
+        Ok(Finished {
+            message,
+            usage,
+            elapsed,
+            ttft: ttft.unwrap_or(elapsed),
+        })
+    }
+
+    /// Closes turns left `pending` by instances that are gone (a process
+    /// that died mid-answer): each becomes `incomplete` with the text it had
+    /// streamed, estimated tokens, and its place in usage. Returns how many
+    /// were closed. The server runs it at start and then periodically.
+    pub async fn recover_orphaned_turns(&self) -> Result<usize, ChatError> {
+        let mut closed = 0;
+        loop {
+            let orphans = self.store.orphaned_turns(500).await?;
+            if orphans.is_empty() {
+                return Ok(closed);
+            }
+            let n = orphans.len();
+            for o in orphans {
+                let m = &o.message;
+                let model = m.model.as_deref().unwrap_or("gpt-4o-mini");
+                let prompt_tokens = o
+                    .prompt
+                    .as_deref()
+                    .map(|p| count_tokens(model, p))
+                    .unwrap_or(0);
+                let completion_tokens = count_tokens(model, &m.content);
+                let done = MessageCompletion {
+                    content: m.content.clone(),
+                    status: Some(MessageStatus::Incomplete),
+                    usage: Some(to_domain_usage(Usage {
+                        prompt_tokens,
+                        completion_tokens,
+                        total_tokens: prompt_tokens + completion_tokens,
+                        estimated: true,
+                    })),
+                    provider: m.provider.clone(),
+                    model: m.model.clone(),
+                    finish_reason: Some("instance_lost".into()),
+                    error: Some("unavailable".into()),
+                    ..Default::default()
+                };
+                self.store.finish_message(m.tenant_id, m.id, done).await?;
+                let mut r = AuditRecord::new(
+                    Some(m.tenant_id),
+                    Actor {
+                        kind: ActorKind::Operator,
+                        id: Some("recovery".into()),
+                    },
+                    "chat.recovered",
+                )
+                .resource("message", m.id);
+                r.metadata = serde_json::json!({"conversation_id": m.conversation_id});
+                self.audit.record(r).await;
+                closed += 1;
+            }
+            if n < 500 {
+                return Ok(closed);
+            }
+        }
     }
 
     /// One complete (not streamed) turn.
     pub async fn chat(&self, caller: Caller, input: ChatInput) -> Result<ChatReply, ChatError> {
         let turn = self.prepare(caller, input).await?;
-        let msg = turn.assistant;
-        let result = turn.entry.provider.complete(&turn.request).await;
-        let resp = match result {
+        let resp = match turn.entry.provider.complete(&turn.request).await {
             Ok(r) => r,
             Err(e) => {
-                let e = ChatError::Provider(e);
-                self.fail(&turn, msg, String::new(), &e).await;
-                return Err(e);
+                self.finish(
+                    &turn,
+                    Outcome::Failed {
+                        partial: String::new(),
+                        error: ChatError::Provider(e.clone()),
+                        ttft: None,
+                    },
+                )
+                .await?;
+                return Err(ChatError::Provider(e));
             }
         };
-        let elapsed = turn.started.elapsed();
-        let usage = if resp.usage.total_tokens == 0 && !resp.content.is_empty() {
-            self.estimate(&turn, &resp.content)
-        } else {
-            resp.usage
-        };
-        let tenant = turn.entry.tenant.id;
-        self.store
-            .finish_message(
-                tenant,
-                msg,
-                MessageCompletion {
+        let finish_reason = resp.finish_reason.as_str().to_string();
+        let done = self
+            .finish(
+                &turn,
+                Outcome::Complete {
                     content: resp.content.clone(),
-                    status: Some(MessageStatus::Complete),
-                    usage: Some(to_domain_usage(usage)),
-                    response_time_ms: Some(ms(elapsed)),
-                    time_to_first_token_ms: Some(ms(elapsed)),
-                    provider: Some(resp.provider.clone()),
-                    model: Some(resp.model.clone()),
-                    finish_reason: Some(resp.finish_reason.as_str().to_string()),
-                    error: None,
-                    source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
+                    usage: resp.usage,
+                    provider: resp.provider.clone(),
+                    model: resp.model.clone(),
+                    finish_reason: finish_reason.clone(),
+                    ttft: None,
                 },
             )
             .await?;
-        self.charge_tokens(&turn, usage.completion_tokens).await;
-        self.audit_turn(
-            &turn,
-            msg,
-            "chat.completed",
-            serde_json::json!({"bot_id": turn.entry.bot.id, "total_tokens": usage.total_tokens, "provider": resp.provider}),
-        )
-        .await;
         Ok(ChatReply {
             conversation_id: turn.conversation.id,
-            message_id: msg,
+            message_id: turn.assistant,
             bot_id: turn.entry.bot.id,
             content: resp.content,
             provider: resp.provider,
             model: resp.model,
-            finish_reason: resp.finish_reason.as_str().to_string(),
-            usage: usage.into(),
-            response_time_ms: elapsed.as_millis() as u64,
+            finish_reason,
+            usage: done.usage.into(),
+            response_time_ms: done.elapsed.as_millis() as u64,
             sources: turn.sources,
-            tenant_id: tenant,
+            tenant_id: turn.entry.tenant.id,
         })
     }
 
@@ -972,7 +1051,6 @@ impl ChatService {
         input: ChatInput,
     ) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
         let turn = self.prepare(caller, input).await?;
-        let msg = turn.assistant;
         let opened = match turn.entry.provider.stream(&turn.request).await {
             Ok(s) => await_first_token(s).await,
             Err(e) => Err(e),
@@ -980,179 +1058,329 @@ impl ChatService {
         let stream = match opened {
             Ok(s) => s,
             Err(e) => {
-                let e = ChatError::Provider(e);
-                self.fail(&turn, msg, String::new(), &e).await;
-                return Err(e);
+                let public = ChatError::Provider(e.clone());
+                self.finish(
+                    &turn,
+                    Outcome::Failed {
+                        partial: String::new(),
+                        error: ChatError::Provider(e),
+                        ttft: None,
+                    },
+                )
+                .await?;
+                return Err(public);
             }
         };
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(TurnEvent::Start {
             conversation_id: turn.conversation.id,
-            message_id: msg,
+            message_id: turn.assistant,
         });
         let this = self.clone();
         self.tasks
-            .spawn(async move { this.drive(turn, msg, stream, tx).await });
+            .spawn(async move { this.drive(turn, stream, tx).await });
         Ok(rx)
     }
 
-    async fn drive(
-        &self,
-        turn: Turn,
-        msg: MessageId,
-        mut stream: ChatStream,
-        tx: mpsc::Sender<TurnEvent>,
-    ) {
+    /// Reads the provider's stream to the client until it ends, the client
+    /// goes away, or the shutdown grace is over; then finishes the turn.
+    async fn drive(&self, turn: Turn, mut stream: ChatStream, tx: mpsc::Sender<TurnEvent>) {
         let mut text = String::new();
         let mut first_token: Option<Duration> = None;
-        let tenant = turn.entry.tenant.id;
-        loop {
+        let mut saved = Instant::now();
+        let (outcome, error_event) = loop {
             let next = tokio::select! {
                 biased;
-                _ = tx.closed() => None,
-                ev = stream.next() => Some(ev),
+                _ = tx.closed() => Step::ClientGone,
+                _ = self.stop_streams.cancelled() => Step::Shutdown,
+                ev = stream.next() => Step::Event(ev),
             };
             match next {
                 // The client went away: stop the upstream call (dropping the
                 // stream closes its connection) and keep what was generated.
-                None => {
-                    drop(stream);
-                    let usage = self.estimate(&turn, &text);
-                    let done = MessageCompletion {
-                        content: text,
-                        status: Some(MessageStatus::Cancelled),
-                        usage: Some(to_domain_usage(usage)),
-                        response_time_ms: Some(ms(turn.started.elapsed())),
-                        time_to_first_token_ms: first_token.map(ms),
-                        finish_reason: Some("client_disconnected".into()),
-                        source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
-                        ..Default::default()
-                    };
-                    if let Err(e) = self.store.finish_message(tenant, msg, done).await {
-                        tracing::error!(error = %e, "could not store a cancelled message");
-                    }
-                    self.charge_tokens(&turn, usage.completion_tokens).await;
-                    self.audit_turn(
-                        &turn,
-                        msg,
-                        "chat.cancelled",
-                        serde_json::json!({"bot_id": turn.entry.bot.id}),
-                    )
-                    .await;
-                    return;
+                Step::ClientGone => {
+                    break (
+                        Outcome::Cancelled {
+                            partial: std::mem::take(&mut text),
+                            ttft: first_token,
+                            reason: "client_disconnected",
+                        },
+                        None,
+                    );
                 }
-                Some(Some(Ok(ChatEvent::Delta(d)))) => {
+                Step::Shutdown => {
+                    break (
+                        Outcome::Cancelled {
+                            partial: std::mem::take(&mut text),
+                            ttft: first_token,
+                            reason: "shutdown",
+                        },
+                        Some(TurnEvent::Error {
+                            code: "unavailable",
+                            message: "the server is shutting down".into(),
+                        }),
+                    );
+                }
+                Step::Event(Some(Ok(ChatEvent::Delta(d)))) => {
                     if d.is_empty() {
                         continue;
                     }
                     first_token.get_or_insert_with(|| turn.started.elapsed());
                     text.push_str(&d);
-                    if tx.send(TurnEvent::Delta(d)).await.is_err() {
-                        // Closed while sending: handled as a disconnect on the next turn of the loop.
-                        continue;
+                    // What the user has seen reaches the database with the
+                    // writer's batches, about once a second.
+                    if saved.elapsed() >= PARTIAL_EVERY {
+                        saved = Instant::now();
+                        self.store
+                            .record_partial(turn.entry.tenant.id, turn.assistant, text.clone());
                     }
+                    // A send to a closed channel is seen as a disconnect on
+                    // the next turn of the loop.
+                    let _ = tx.send(TurnEvent::Delta(d)).await;
                 }
-                Some(Some(Ok(ChatEvent::Done(end)))) => {
-                    let elapsed = turn.started.elapsed();
-                    let ttft = first_token.unwrap_or(elapsed);
-                    let usage = if end.usage.total_tokens == 0 && !text.is_empty() {
-                        self.estimate(&turn, &text)
-                    } else {
-                        end.usage
-                    };
-                    let stored = self
-                        .store
-                        .finish_message(
-                            tenant,
-                            msg,
-                            MessageCompletion {
-                                content: text,
-                                status: Some(MessageStatus::Complete),
-                                usage: Some(to_domain_usage(usage)),
-                                response_time_ms: Some(ms(elapsed)),
-                                time_to_first_token_ms: Some(ms(ttft)),
-                                provider: Some(end.provider.clone()),
-                                model: Some(end.model.clone()),
-                                finish_reason: Some(end.finish_reason.as_str().to_string()),
-                                error: None,
-                                source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
-                            },
-                        )
-                        .await;
-                    if let Err(e) = stored {
-                        tracing::error!(error = %e, "could not store a streamed answer");
-                        let _ = tx
-                            .send(TurnEvent::Error {
-                                code: "internal",
-                                message: "the answer could not be stored".into(),
-                            })
-                            .await;
-                        return;
-                    }
-                    self.charge_tokens(&turn, usage.completion_tokens).await;
-                    self.audit_turn(
-                        &turn,
-                        msg,
-                        "chat.completed",
-                        serde_json::json!({"bot_id": turn.entry.bot.id, "total_tokens": usage.total_tokens, "provider": end.provider, "stream": true}),
-                    )
-                    .await;
-                    let _ = tx
-                        .send(TurnEvent::Done(Box::new(StreamDone {
-                            usage: usage.into(),
-                            finish_reason: end.finish_reason.as_str().to_string(),
-                            response_time_ms: elapsed.as_millis() as u64,
-                            time_to_first_token_ms: ttft.as_millis() as u64,
+                Step::Event(Some(Ok(ChatEvent::Done(end)))) => {
+                    break (
+                        Outcome::Complete {
+                            content: std::mem::take(&mut text),
+                            usage: end.usage,
                             provider: end.provider,
                             model: end.model,
-                            sources: turn.sources.clone(),
-                            tenant_id: tenant,
-                        })))
-                        .await;
-                    // Read the stream to its end ([DONE], connection close)
-                    // so that its connection returns to the provider's pool.
-                    let drain = async { while stream.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-                    return;
+                            finish_reason: end.finish_reason.as_str().to_string(),
+                            ttft: first_token,
+                        },
+                        None,
+                    );
                 }
-                Some(Some(Err(e))) => {
+                Step::Event(Some(Err(e))) => {
                     let partial = match &e {
                         ProviderError::StreamInterrupted { partial, .. }
                             if partial.len() > text.len() =>
                         {
                             partial.clone()
                         }
-                        _ => text.clone(),
+                        _ => std::mem::take(&mut text),
                     };
                     let err = ChatError::Provider(e);
-                    self.fail(&turn, msg, partial, &err).await;
-                    let _ = tx
-                        .send(TurnEvent::Error {
-                            code: err.code(),
-                            message: err.public_message(),
-                        })
-                        .await;
-                    return;
+                    let event = TurnEvent::Error {
+                        code: err.code(),
+                        message: err.public_message(),
+                    };
+                    break (
+                        Outcome::Failed {
+                            partial,
+                            error: err,
+                            ttft: first_token,
+                        },
+                        Some(event),
+                    );
                 }
                 // Ended without a final event: keep the text, say so.
-                Some(None) => {
+                Step::Event(None) => {
                     let err = ChatError::Provider(ProviderError::StreamInterrupted {
                         provider: turn.entry.provider.kind().to_string(),
                         partial: text.clone(),
                         cause: None,
                     });
-                    self.fail(&turn, msg, text.clone(), &err).await;
-                    let _ = tx
-                        .send(TurnEvent::Error {
-                            code: err.code(),
-                            message: err.public_message(),
-                        })
-                        .await;
-                    return;
+                    let event = TurnEvent::Error {
+                        code: err.code(),
+                        message: err.public_message(),
+                    };
+                    break (
+                        Outcome::Failed {
+                            partial: std::mem::take(&mut text),
+                            error: err,
+                            ttft: first_token,
+                        },
+                        Some(event),
+                    );
                 }
             }
+        };
+        let complete = matches!(outcome, Outcome::Complete { .. });
+        // A stream that did not complete is dropped now: that stops the
+        // upstream call.
+        let rest = complete.then_some(stream);
+        let finished = self.finish(&turn, outcome).await;
+        let event = match (finished, error_event) {
+            (Ok(done), None) if complete => Some(TurnEvent::Done(Box::new(StreamDone {
+                usage: done.usage.into(),
+                finish_reason: done.message.finish_reason.clone().unwrap_or_default(),
+                response_time_ms: done.elapsed.as_millis() as u64,
+                time_to_first_token_ms: done.ttft.as_millis() as u64,
+                provider: done.message.provider.clone().unwrap_or_default(),
+                model: done.message.model.clone().unwrap_or_default(),
+                sources: turn.sources.clone(),
+                tenant_id: turn.entry.tenant.id,
+            }))),
+            (Err(e), None) if complete => Some(TurnEvent::Error {
+                code: e.code(),
+                message: e.public_message(),
+            }),
+            (_, event) => event,
+        };
+        if let Some(ev) = event {
+            let _ = tx.send(ev).await;
+        }
+        if let Some(mut stream) = rest {
+            // Read the stream to its end ([DONE], connection close) so that
+            // its connection returns to the provider's pool.
+            let drain = async { while stream.next().await.is_some() {} };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
         }
     }
+}
+
+/// How often a stream's text so far is handed to the store.
+const PARTIAL_EVERY: Duration = Duration::from_secs(1);
+
+/// What the stream loop saw next.
+enum Step {
+    ClientGone,
+    Shutdown,
+    Event(Option<Result<ChatEvent, ProviderError>>),
+}
+
+/// How a turn ended, for [`ChatService::finish`].
+enum Outcome {
+    /// The provider answered in full.
+    Complete {
+        content: String,
+        usage: Usage,
+        provider: String,
+        model: String,
+        finish_reason: String,
+        /// Time to the first token of a stream.
+        ttft: Option<Duration>,
+    },
+    /// The provider failed, before or after some text.
+    Failed {
+        partial: String,
+        error: ChatError,
+        ttft: Option<Duration>,
+    },
+    /// The client went away, or the server's shutdown grace ended.
+    Cancelled {
+        partial: String,
+        ttft: Option<Duration>,
+        reason: &'static str,
+    },
+}
+
+/// A finished turn as stored.
+struct Finished {
+    message: Message,
+    usage: Usage,
+    elapsed: Duration,
+    ttft: Duration,
+}
+
+/// A turn's input, checked (stage `validate`).
+#[derive(Debug)]
+struct Validated<'a> {
+    bot: &'a str,
+    message: &'a str,
+    conversation_id: Option<ConversationId>,
+    user_id: Option<&'a str>,
+}
+
+/// Stage `validate`: the input's own rules, before anything is read.
+fn validate<'a>(settings: &ChatSettings, input: &'a ChatInput) -> Result<Validated<'a>, ChatError> {
+    let message = input.message.trim();
+    if message.is_empty() {
+        return Err(ChatError::InvalidRequest(
+            "message: must not be empty".into(),
+        ));
+    }
+    if message.chars().count() > settings.max_message_chars {
+        return Err(ChatError::InvalidRequest(format!(
+            "message: longer than {} characters",
+            settings.max_message_chars
+        )));
+    }
+    let bot = input.bot.trim();
+    if bot.is_empty() {
+        return Err(ChatError::InvalidRequest(
+            "bot_id: must not be empty".into(),
+        ));
+    }
+    if let Some(u) = &input.user_id
+        && (u.is_empty() || u.len() > 256)
+    {
+        return Err(ChatError::InvalidRequest(
+            "user_id: must be 1 to 256 characters".into(),
+        ));
+    }
+    let conversation_id = match &input.conversation_id {
+        Some(c) => Some(c.parse::<ConversationId>().map_err(|_| {
+            ChatError::InvalidRequest("conversation_id: not a valid id".into())
+        })?),
+        None => None,
+    };
+    Ok(Validated {
+        bot,
+        message,
+        conversation_id,
+        user_id: input.user_id.as_deref(),
+    })
+}
+
+/// Stage `authorize`: may this caller use this bot now, and does the
+/// message pass its guardrails. Returns the key to record on the turn.
+fn authorize(
+    entry: &BotEntry,
+    caller: &Caller,
+    message: &str,
+) -> Result<Option<ApiKeyId>, ChatError> {
+    let (bot, tenant) = (&entry.bot, &entry.tenant);
+    let feature_off = |f: &str| tenant.features.get(f).and_then(|v| v.as_bool()) == Some(false);
+    if feature_off("chat") {
+        return Err(ChatError::FeatureDisabled(
+            "chat is disabled for this tenant".into(),
+        ));
+    }
+    let key = match caller {
+        Caller::Public { origin, .. } => {
+            if tenant.status != TenantStatus::Active || bot.status != BotStatus::Active {
+                // A public visitor learns nothing about why.
+                return Err(ChatError::NotFound("bot"));
+            }
+            if feature_off("public_chat") {
+                return Err(ChatError::FeatureDisabled(
+                    "public chat is disabled for this tenant".into(),
+                ));
+            }
+            if !entry.guard.origin_allowed(origin.as_deref()) {
+                return Err(ChatError::Forbidden(
+                    "origin not allowed for this bot".into(),
+                ));
+            }
+            None
+        }
+        Caller::Key { principal, .. } => {
+            let key = &principal.key;
+            if !key.allows(Permission::Chat) {
+                return Err(ChatError::Forbidden(
+                    "this API key lacks the chat permission".into(),
+                ));
+            }
+            if (!key.bot_ids.is_empty() && !key.bot_ids.contains(&bot.id))
+                || !entry.guard.key_allowed(key.id)
+            {
+                return Err(ChatError::Forbidden(
+                    "this API key may not use this bot".into(),
+                ));
+            }
+            if bot.status != BotStatus::Active {
+                return Err(ChatError::Forbidden("bot is disabled".into()));
+            }
+            Some(key.id)
+        }
+    };
+    entry
+        .guard
+        .check_message(message)
+        .map_err(|v| ChatError::GuardrailBlocked(v.to_string()))?;
+    Ok(key)
 }
 
 fn ms(d: Duration) -> i32 {

@@ -58,12 +58,92 @@ const PER_MESSAGE: usize = 4;
 pub struct Prompt {
     /// The messages to send.
     pub messages: Vec<ChatMessage>,
-    /// Estimated prompt tokens.
+    /// Prompt tokens: counted with tiktoken when `counted`, else an
+    /// estimate (a quarter of the bytes) for limits that settle later with
+    /// the provider's usage.
     pub tokens: usize,
+    /// Whether `tokens` was counted exactly.
+    pub counted: bool,
     /// How many history messages were included.
     pub history_used: usize,
     /// The sources included, in order.
     pub sources: Vec<Source>,
+}
+
+/// Measures a prompt against its budget, counting tokens only when it must.
+///
+/// A BPE token covers at least one byte, so a text's byte length bounds its
+/// token count from above. While the bounds of everything taken so far fit
+/// the budget, nothing is counted: most turns (a short conversation, a
+/// budget of thousands of tokens) never call tiktoken, which costs tens to
+/// hundreds of microseconds per text. The first text whose bound does not
+/// fit switches the meter to exact counts (cached per text) for everything
+/// taken so far and from then on.
+struct Meter<'a> {
+    model: &'a str,
+    budget: usize,
+    /// Texts taken, with their per-message overhead.
+    taken: Vec<(&'a str, usize)>,
+    /// Upper bound, or exact count once `exact`.
+    used: usize,
+    exact: bool,
+}
+
+impl<'a> Meter<'a> {
+    fn new(model: &'a str, budget: usize) -> Self {
+        Self {
+            model,
+            budget,
+            taken: Vec::new(),
+            used: 0,
+            exact: false,
+        }
+    }
+
+    fn exact_count(&self, text: &str, overhead: usize) -> usize {
+        cached_count(self.model, text) + overhead
+    }
+
+    /// Switches to exact counts of everything taken so far.
+    fn count_exactly(&mut self) {
+        if !self.exact {
+            self.exact = true;
+            self.used = self
+                .taken
+                .iter()
+                .map(|(t, o)| self.exact_count(t, *o))
+                .sum();
+        }
+    }
+
+    /// Takes `text` if it fits the budget (always when `force`).
+    fn take(&mut self, text: &'a str, overhead: usize, force: bool) -> bool {
+        if !self.exact {
+            let bound = text.len() + overhead;
+            if force || self.used + bound <= self.budget {
+                self.used += bound;
+                self.taken.push((text, overhead));
+                return true;
+            }
+            self.count_exactly();
+        }
+        let n = self.exact_count(text, overhead);
+        if force || self.used + n <= self.budget {
+            self.used += n;
+            self.taken.push((text, overhead));
+            return true;
+        }
+        false
+    }
+
+    /// Tokens of what was taken: exact, or estimated from the bytes.
+    fn tokens(&self) -> usize {
+        if self.exact {
+            self.used
+        } else {
+            self.taken.iter().map(|(t, o)| t.len().div_ceil(4) + o).sum()
+        }
+    }
 }
 
 /// Builds the prompt within `budget` tokens. The system prompt and the new
@@ -78,15 +158,20 @@ pub fn build_prompt(
     message: &str,
     budget: usize,
 ) -> Prompt {
-    let count = |s: &str| cached_count(model, s) + PER_MESSAGE;
-    let mut used = count(message) + if system.is_empty() { 0 } else { count(system) };
+    let mut meter = Meter::new(model, budget);
+    meter.take(message, PER_MESSAGE, true);
+    if !system.is_empty() {
+        meter.take(system, PER_MESSAGE, true);
+    }
     let mut context_text = String::new();
     let mut kept_sources = Vec::new();
     if !sources.is_empty() {
-        let allowance = budget.saturating_sub(used) / 2;
+        // The context's allowance depends on what the rest takes: count.
+        meter.count_exactly();
+        let allowance = budget.saturating_sub(meter.used) / 2;
         let header =
             "Answer from the following sources when they are relevant. Cite them by number.\n";
-        let mut ctx_used = count(header);
+        let mut ctx_used = cached_count(model, header) + PER_MESSAGE;
         for (i, s) in sources.into_iter().enumerate() {
             let block = format!("\n[{}] {}\n{}\n", i + 1, s.title, s.text);
             let t = cached_count(model, &block);
@@ -99,7 +184,7 @@ pub fn build_prompt(
         }
         if !kept_sources.is_empty() {
             context_text.insert_str(0, header);
-            used += ctx_used;
+            meter.used += ctx_used;
         }
     }
     let usable = |m: &&Message| {
@@ -119,11 +204,9 @@ pub fn build_prompt(
     };
     let mut picked: Vec<&Message> = Vec::new();
     for m in history.iter().rev().filter(usable) {
-        let t = count(&m.content);
-        if used + t > budget {
+        if !meter.take(&m.content, PER_MESSAGE, false) {
             break;
         }
-        used += t;
         picked.push(m);
     }
     picked.reverse();
@@ -147,7 +230,8 @@ pub fn build_prompt(
     messages.push(ChatMessage::user(message));
     Prompt {
         messages,
-        tokens: used,
+        tokens: meter.tokens(),
+        counted: meter.exact,
         history_used: picked.len(),
         sources: kept_sources,
     }

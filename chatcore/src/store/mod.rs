@@ -19,7 +19,7 @@ use crate::domain::*;
 pub use sea::{SchemaObjects, SeaOrmStore, StoreOptions};
 
 /// Errors of a store. No database driver type crosses this boundary.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The row does not exist (or belongs to another tenant).
     #[error("{0} not found")]
@@ -293,6 +293,15 @@ pub struct NewTurn {
     pub provider: Option<String>,
     /// Model asked.
     pub model: Option<String>,
+}
+
+/// An assistant message left `pending` by an instance that is gone.
+#[derive(Debug, Clone)]
+pub struct OrphanedTurn {
+    /// The assistant message, with the text streamed until the crash.
+    pub message: Message,
+    /// The user message it answers, if it is still there.
+    pub prompt: Option<String>,
 }
 
 /// The outcome of an assistant message, written when it ends.
@@ -837,6 +846,29 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         done: MessageCompletion,
     ) -> StoreResult<Message>;
+    /// Writes the text streamed so far onto a pending assistant message,
+    /// with the store's next batch of writes: nothing waits for it, and a
+    /// message that has an outcome already is left alone. After a crash the
+    /// stored text is what the user saw, up to the time since the last
+    /// call. A store that cannot do this cheaply may ignore it (the
+    /// default): a crash then loses the partial text, never the message.
+    fn record_partial(&self, tenant: TenantId, id: MessageId, content: String) {
+        let _ = (tenant, id, content);
+    }
+    /// Assistant messages still `pending` whose instance is gone (it
+    /// stopped heartbeating, or an instance of the same name started
+    /// again), oldest first, at most `limit`, each with the user message
+    /// that asked for it. The engine closes them as `incomplete`. A store
+    /// with no notion of instances finds none (the default).
+    async fn orphaned_turns(&self, limit: u64) -> StoreResult<Vec<OrphanedTurn>> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+    /// Waits until every write queued before the call is committed (a
+    /// store that writes synchronously has nothing to wait for).
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// One message.
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message>;
     /// The last `limit` messages of a conversation, oldest first.

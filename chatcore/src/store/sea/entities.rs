@@ -170,6 +170,23 @@ pub mod message {
         pub source_chunk_ids: Json,
         pub api_key_id: Option<Uuid>,
         pub created_at: DateTimeUtc,
+        /// The store instance that created it (migration `turn_owner`).
+        pub instance_id: Option<Uuid>,
+    }
+    no_relations!();
+}
+
+/// Running store instances and their heartbeats (migration `turn_owner`).
+pub mod instance {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "instances")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub name: String,
+        pub started_at: DateTimeUtc,
+        pub heartbeat_at: DateTimeUtc,
     }
     no_relations!();
 }

@@ -6,6 +6,7 @@
 mod convert;
 mod entities;
 mod search;
+mod writer;
 
 use std::time::Duration;
 
@@ -37,6 +38,12 @@ pub struct SeaOrmStore {
     backend: DbBackend,
     /// Vector search state: pgvector or the in-memory scan and its cache.
     vectors: std::sync::Arc<search::VectorState>,
+    /// The group-commit writer of chat turns and audit records.
+    writer: writer::Writer,
+    /// This store's identity in `instances` (owner of its pending turns).
+    instance: writer::InstanceInfo,
+    /// After how long without a heartbeat another instance is dead.
+    instance_stale_after: Duration,
 }
 
 impl std::fmt::Debug for SeaOrmStore {
@@ -62,6 +69,16 @@ pub struct StoreOptions {
     /// PostgreSQL without pgvector), in bytes: 100,000 chunks of 384
     /// dimensions take about 157 MB.
     pub vector_cache_bytes: usize,
+    /// This instance's name in the `instances` table: stable across
+    /// restarts of one deployment slot (the server uses host and listen
+    /// address), unique among live instances. A store that starts under a
+    /// name takes the pending turns of earlier instances of that name as
+    /// orphaned at once; `None` gives a unique name, so orphans of earlier
+    /// runs are found only when their heartbeat is stale.
+    pub instance_name: Option<String>,
+    /// After how long without a heartbeat another instance counts as dead
+    /// (its pending turns as orphaned). Heartbeats come every 10 s.
+    pub instance_stale_after: Duration,
 }
 
 impl Default for StoreOptions {
@@ -71,6 +88,8 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(5),
             schema: None,
             vector_cache_bytes: 512 * 1024 * 1024,
+            instance_name: None,
+            instance_stale_after: Duration::from_secs(60),
         }
     }
 }
@@ -315,11 +334,23 @@ impl SeaOrmStore {
         } else {
             db.clone()
         };
+        let id = Uuid::now_v7();
+        let instance = writer::InstanceInfo {
+            id,
+            name: opts
+                .instance_name
+                .clone()
+                .unwrap_or_else(|| format!("anonymous-{id}")),
+            started_at: now(),
+        };
         let store = Self {
+            writer: writer::Writer::spawn(wdb.clone(), instance.clone()),
             db,
             wdb,
             backend,
             vectors: std::sync::Arc::new(search::VectorState::new(opts.vector_cache_bytes)),
+            instance,
+            instance_stale_after: opts.instance_stale_after,
         };
         store.prepare_vector_search(false).await?;
         Ok(store)
@@ -337,10 +368,78 @@ impl SeaOrmStore {
         Self::open("sqlite::memory:", StoreOptions::default()).await
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations, then registers this instance (its
+    /// heartbeat goes on every 10 s while the store lives).
     pub async fn migrate(&self) -> StoreResult<()> {
         Migrator::up(&self.wdb, None).await.map_err(db_err)?;
-        self.prepare_vector_search(true).await
+        self.prepare_vector_search(true).await?;
+        self.writer.submit(writer::Op::Heartbeat).await?;
+        self.writer.keep_alive();
+        Ok(())
+    }
+
+    /// Waits until every write queued so far is committed.
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.writer.submit(writer::Op::Flush).await.map(|_| ())
+    }
+
+    /// Pending assistant messages whose instance is gone (see
+    /// [`Store::orphaned_turns`]): no live instance owns them, where live
+    /// means this one, or another of a different name with a fresh
+    /// heartbeat. Reads the partial index over pending messages.
+    async fn find_orphaned_turns(&self, limit: u64) -> StoreResult<Vec<OrphanedTurn>> {
+        let ph = |i: usize| match self.backend {
+            DbBackend::Postgres => format!("${i}"),
+            _ => "?".to_string(),
+        };
+        let sql = format!(
+            "SELECT m.* FROM messages m WHERE m.status = 'pending' AND m.role = 'assistant' \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = m.instance_id \
+             AND (i.id = {} OR (i.name <> {} AND i.heartbeat_at >= {}))) \
+             ORDER BY m.id LIMIT {}",
+            ph(1),
+            ph(2),
+            ph(3),
+            limit.clamp(1, 10_000)
+        );
+        let stale = now()
+            - chrono::Duration::from_std(self.instance_stale_after)
+                .unwrap_or(chrono::Duration::seconds(60));
+        let rows = e::message::Entity::find()
+            .from_raw_sql(sea_orm::Statement::from_sql_and_values(
+                self.backend,
+                sql,
+                [
+                    self.instance.id.into(),
+                    self.instance.name.clone().into(),
+                    stale.into(),
+                ],
+            ))
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for m in rows {
+            let prompt = e::message::Entity::find()
+                .filter(e::message::Column::ConversationId.eq(m.conversation_id))
+                .filter(e::message::Column::Role.eq(Role::User.as_str()))
+                .filter(e::message::Column::Id.lt(m.id))
+                .order_by_desc(e::message::Column::Id)
+                .one(&self.db)
+                .await
+                .map_err(db_err)?
+                .map(|u| u.content);
+            out.push(OrphanedTurn {
+                message: convert::message(m)?,
+                prompt,
+            });
+        }
+        Ok(out)
+    }
+
+    /// This store's instance id (the owner recorded on its pending turns).
+    pub fn instance_id(&self) -> Uuid {
+        self.instance.id
     }
 
     /// Reverts every migration (drops every table).
@@ -389,8 +488,10 @@ impl SeaOrmStore {
         }
     }
 
-    /// Closes the pool (and, for SQLite, checkpoints the WAL).
+    /// Closes the pool (and, for SQLite, checkpoints the WAL), after the
+    /// writes queued so far are committed.
     pub async fn close(self) -> StoreResult<()> {
+        self.flush().await?;
         if self.backend == DbBackend::Sqlite {
             let _ = self.wdb.close().await;
         }
@@ -1314,6 +1415,7 @@ impl Store for SeaOrmStore {
             source_chunk_ids: Set(serde_json::json!([])),
             api_key_id: Set(new.api_key_id.map(|k| k.0)),
             created_at: Set(t),
+            instance_id: Set(None),
         }
         .insert(&txn)
         .await
@@ -1329,52 +1431,64 @@ impl Store for SeaOrmStore {
         convert::message(m)
     }
 
+    async fn begin_turn(
+        &self,
+        tenant: TenantId,
+        turn: NewTurn,
+    ) -> StoreResult<(Conversation, Message, Message)> {
+        let conversation = match &turn.conversation {
+            TurnConversation::New(_) => ConversationId::new(),
+            TurnConversation::Existing(id) => *id,
+        };
+        // Ids are taken here, in order: the user's message sorts before
+        // the answer.
+        let (user, assistant) = (MessageId::new(), MessageId::new());
+        let op = writer::Op::Begin {
+            tenant,
+            turn,
+            conversation,
+            user,
+            assistant,
+            at: now(),
+        };
+        match self.writer.submit(op).await? {
+            writer::Output::Turn(t) => Ok(*t),
+            _ => Err(StoreError::Internal("the writer answered out of turn".into())),
+        }
+    }
+
     async fn finish_message(
         &self,
         tenant: TenantId,
         id: MessageId,
         done: MessageCompletion,
     ) -> StoreResult<Message> {
-        // The outcome and its usage are written together: either both are
-        // stored or neither. The message is locked (on PostgreSQL; SQLite's
-        // write transaction already excludes other writers) so that two
-        // outcomes of one message cannot both count it.
-        let txn = self.write_txn().await?;
-        let m = e::message::Entity::find_by_id(id.0)
-            .filter(e::message::Column::TenantId.eq(tenant.0))
-            .lock_exclusive()
-            .one(&txn)
-            .await
-            .map_err(db_err)?;
-        let before = found(m, "message")?;
-        let counted = UsageDelta::of(&before);
-        let mut a = before.into_active_model();
-        a.content = Set(done.content);
-        if let Some(s) = done.status {
-            a.status = Set(s.as_str().into());
+        // The outcome and its usage are written together, in the writer's
+        // batch (see `writer`): either both are stored or neither.
+        match self
+            .writer
+            .submit(writer::Op::Finish { tenant, id, done })
+            .await?
+        {
+            writer::Output::Message(m) => Ok(*m),
+            _ => Err(StoreError::Internal("the writer answered out of turn".into())),
         }
-        if let Some(u) = done.usage {
-            a.prompt_tokens = Set(Some(u.prompt_tokens));
-            a.completion_tokens = Set(Some(u.completion_tokens));
-            a.total_tokens = Set(Some(u.total_tokens));
-            a.tokens_estimated = Set(u.estimated);
-        }
-        a.response_time_ms = Set(done.response_time_ms);
-        a.time_to_first_token_ms = Set(done.time_to_first_token_ms);
-        if done.provider.is_some() {
-            a.provider = Set(done.provider);
-        }
-        if done.model.is_some() {
-            a.model = Set(done.model);
-        }
-        a.finish_reason = Set(done.finish_reason);
-        a.error = Set(done.error);
-        a.source_chunk_ids = Set(convert::ids_json(&done.source_chunk_ids));
-        let m = a.update(&txn).await.map_err(db_err)?;
-        self.add_usage(&txn, &m, UsageDelta::of(&m).minus(counted))
-            .await?;
-        txn.commit().await.map_err(db_err)?;
-        convert::message(m)
+    }
+
+    fn record_partial(&self, tenant: TenantId, id: MessageId, content: String) {
+        self.writer.submit_detached(writer::Op::Progress {
+            tenant,
+            id,
+            content,
+        });
+    }
+
+    async fn orphaned_turns(&self, limit: u64) -> StoreResult<Vec<OrphanedTurn>> {
+        self.find_orphaned_turns(limit).await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        SeaOrmStore::flush(self).await
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
@@ -1760,15 +1874,11 @@ impl Store for SeaOrmStore {
         if records.is_empty() {
             return Ok(());
         }
-        let rows: Vec<e::audit_log::ActiveModel> = records.into_iter().map(audit_row).collect();
-        let txn = self.write_txn().await?;
-        for batch in rows.chunks(500) {
-            e::audit_log::Entity::insert_many(batch.to_vec())
-                .exec_without_returning(&txn)
-                .await
-                .map_err(|e| write_err(e, "audit record"))?;
-        }
-        txn.commit().await.map_err(db_err)
+        // With the chat turns' writes: one transaction for both.
+        self.writer
+            .submit(writer::Op::Audit(records))
+            .await
+            .map(|_| ())
     }
 
     async fn list_audit(
