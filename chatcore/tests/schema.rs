@@ -22,6 +22,7 @@ const TABLES: &[&str] = &[
     "tenant_ai_providers",
     "tenants",
     "usage_daily",
+    "instances",
 ];
 
 const INDEXES: &[&str] = &[
@@ -39,6 +40,7 @@ const INDEXES: &[&str] = &[
     "ix_chunks_dataset",
     "ix_documents_status",
     "ix_scopes_bot",
+    "idx_messages_pending",
 ];
 
 async fn check_up_down_up(store: &SeaOrmStore) {
@@ -219,8 +221,8 @@ async fn check_backfill(store: &SeaOrmStore, raw: &DatabaseConnection) {
         (3, 23),
         "pending turns are not counted: {kept:?}"
     );
-    // The last two migrations: rag_search, then usage_daily.
-    Migrator::down(raw, Some(2)).await.unwrap();
+    // The last three migrations: turn_owner, rag_search, then usage_daily.
+    Migrator::down(raw, Some(3)).await.unwrap();
     assert!(
         !store
             .schema_objects()

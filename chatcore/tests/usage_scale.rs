@@ -275,8 +275,8 @@ async fn measure(
 /// Reverts and reapplies the `usage_daily` migration: the rollup is
 /// rebuilt from the messages by its backfill. Returns how long `up` took.
 async fn rebuild_rollup(raw: &DatabaseConnection) -> Duration {
-    // The last two migrations: rag_search, then usage_daily.
-    Migrator::down(raw, Some(2)).await.unwrap();
+    // The last three migrations: turn_owner, rag_search, then usage_daily.
+    Migrator::down(raw, Some(3)).await.unwrap();
     let t0 = Instant::now();
     Migrator::up(raw, None).await.unwrap();
     t0.elapsed()

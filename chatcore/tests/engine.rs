@@ -1,0 +1,850 @@
+//! The chat turn in the library itself: each stage (validate, resolve,
+//! authorize, limit, conversation, prompt) and each way a turn ends
+//! (complete, failed, failed after partial text, cancelled by the client,
+//! ended by the shutdown grace, orphaned by a dead instance), on a real
+//! store (SQLite) and the offline mock provider. No HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatcore::audit::{AuditConfig, AuditWriter};
+use chatcore::auth::{Principal, generate_key};
+use chatcore::crypto::Keyring;
+use chatcore::domain::*;
+use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, ChatSettings, TurnEvent};
+use chatcore::provider::ProviderRegistry;
+use chatcore::ratelimit::LocalRateLimiter;
+use chatcore::store::*;
+
+struct Fx {
+    store: Arc<SeaOrmStore>,
+    chat: Arc<ChatService>,
+    tenant: Tenant,
+    bot: Bot,
+    provider: ProviderConfig,
+    key: Arc<Principal>,
+}
+
+async fn tenant(store: &dyn Store, slug: &str, rpm: Option<i32>) -> Tenant {
+    store
+        .create_tenant(NewTenant {
+            name: slug.into(),
+            slug: slug.into(),
+            rate_limit_rpm: rpm,
+            rate_limit_tpm: None,
+            features: serde_json::json!({}),
+        })
+        .await
+        .unwrap()
+}
+
+async fn bot(store: &dyn Store, t: TenantId, p: ProviderConfigId, slug: &str, model: &str) -> Bot {
+    store
+        .create_bot(
+            t,
+            NewBot {
+                name: slug.into(),
+                slug: slug.into(),
+                system_prompt: "Be brief.".into(),
+                provider_id: p,
+                model: Some(model.into()),
+                fallback_provider_id: None,
+                temperature: None,
+                max_tokens: None,
+                context_tokens: 2000,
+                is_public: slug.starts_with("public"),
+                dataset_ids: vec![],
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn key(
+    store: &dyn Store,
+    chat: &ChatService,
+    t: TenantId,
+    permissions: Vec<Permission>,
+    bot_ids: Vec<BotId>,
+    rpm: Option<i32>,
+) -> Arc<Principal> {
+    let k = generate_key();
+    store
+        .create_api_key(
+            t,
+            NewApiKey {
+                name: "k".into(),
+                prefix: k.prefix.clone(),
+                secret_hash: k.hash,
+                permissions,
+                bot_ids,
+                rate_limit_rpm: rpm,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    chat.authenticate(Some(&k.secret), None, None).await.unwrap()
+}
+
+fn service(store: Arc<SeaOrmStore>, settings: ChatSettings) -> Arc<ChatService> {
+    let dyn_store: Arc<dyn Store> = store;
+    let (audit, _task) = AuditWriter::spawn(dyn_store.clone(), AuditConfig::default());
+    Arc::new(ChatService::new(
+        dyn_store,
+        Arc::new(ProviderRegistry::with_builtins()),
+        Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap(),
+        Arc::new(LocalRateLimiter::new()),
+        audit,
+        settings,
+    ))
+}
+
+async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
+    let store = Arc::new(store);
+    let settings = ChatSettings {
+        cache_ttl: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let chat = service(store.clone(), settings);
+    let tenant = tenant(&*store, "acme", rpm).await;
+    let provider = store
+        .create_provider_config(
+            tenant.id,
+            NewProviderConfig {
+                provider: "mock".into(),
+                name: "mock".into(),
+                api_key: None,
+                base_url: None,
+                default_model: Some("echo".into()),
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let bot = bot(&*store, tenant.id, provider.id, "echo", "echo").await;
+    let key = key(
+        &*store,
+        &chat,
+        tenant.id,
+        vec![Permission::Chat],
+        vec![],
+        None,
+    )
+    .await;
+    Fx {
+        store,
+        chat,
+        tenant,
+        bot,
+        provider,
+        key,
+    }
+}
+
+async fn fixture() -> Fx {
+    fixture_on(SeaOrmStore::in_memory().await.unwrap(), None).await
+}
+
+fn as_key(p: &Arc<Principal>) -> Caller {
+    Caller::Key {
+        principal: p.clone(),
+        ip: None,
+    }
+}
+
+fn input(bot: &str, message: &str) -> ChatInput {
+    ChatInput {
+        bot: bot.into(),
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+impl Fx {
+    async fn messages(&self, c: ConversationId) -> Vec<Message> {
+        self.store
+            .list_messages(self.tenant.id, c, PageRequest::first(100))
+            .await
+            .unwrap()
+            .data
+    }
+    async fn conversations(&self) -> usize {
+        self.store
+            .list_conversations(
+                self.tenant.id,
+                ConversationFilter::default(),
+                PageRequest::first(100),
+            )
+            .await
+            .unwrap()
+            .data
+            .len()
+    }
+    async fn turns_counted(&self) -> (u64, u64) {
+        let days = UsageDays::last(1, now()).unwrap();
+        let rows = self
+            .store
+            .usage(self.tenant.id, days, UsageGroup::Bot)
+            .await
+            .unwrap();
+        (
+            rows.iter().map(|r| r.requests).sum(),
+            rows.iter().map(|r| r.total_tokens).sum(),
+        )
+    }
+    async fn bot_with_model(&self, slug: &str, model: &str) -> Bot {
+        bot(&*self.store, self.tenant.id, self.provider.id, slug, model).await
+    }
+}
+
+// ---- validate ----
+
+#[tokio::test]
+async fn validate_refuses_bad_input_before_anything_is_read_or_stored() {
+    let fx = fixture().await;
+    let long = "x".repeat(ChatSettings::default().max_message_chars + 1);
+    let cases = [
+        (input("echo", "   "), "message"),
+        (input("echo", &long), "message"),
+        (input(" ", "hi"), "bot_id"),
+        (
+            ChatInput {
+                conversation_id: Some("not-an-id".into()),
+                ..input("echo", "hi")
+            },
+            "conversation_id",
+        ),
+        (
+            ChatInput {
+                user_id: Some("u".repeat(257)),
+                ..input("echo", "hi")
+            },
+            "user_id",
+        ),
+        (
+            ChatInput {
+                user_id: Some(String::new()),
+                ..input("echo", "hi")
+            },
+            "user_id",
+        ),
+    ];
+    for (i, field) in cases {
+        match fx.chat.chat(as_key(&fx.key), i).await {
+            Err(ChatError::InvalidRequest(m)) => assert!(m.starts_with(field), "{m}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(fx.conversations().await, 0);
+    // The longest message accepted is accepted.
+    let max = "y".repeat(ChatSettings::default().max_message_chars);
+    fx.chat
+        .chat(as_key(&fx.key), input("echo", &max))
+        .await
+        .unwrap();
+}
+
+// ---- resolve ----
+
+#[tokio::test]
+async fn resolve_finds_bots_by_id_and_slug_in_the_callers_tenant_only() {
+    let fx = fixture().await;
+    let by_slug = fx
+        .chat
+        .chat(as_key(&fx.key), input("echo", "a"))
+        .await
+        .unwrap();
+    let by_id = fx
+        .chat
+        .chat(as_key(&fx.key), input(&fx.bot.id.to_string(), "b"))
+        .await
+        .unwrap();
+    assert_eq!(by_slug.bot_id, fx.bot.id);
+    assert_eq!(by_id.bot_id, fx.bot.id);
+    assert!(matches!(
+        fx.chat.chat(as_key(&fx.key), input("nope", "a")).await,
+        Err(ChatError::NotFound("bot"))
+    ));
+    // Another tenant's bot, by slug and by id, is not found.
+    let other = tenant(&*fx.store, "other", None).await;
+    let p = fx
+        .store
+        .create_provider_config(
+            other.id,
+            NewProviderConfig {
+                provider: "mock".into(),
+                name: "m".into(),
+                api_key: None,
+                base_url: None,
+                default_model: None,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let theirs = bot(&*fx.store, other.id, p.id, "theirs", "echo").await;
+    for r in ["theirs".to_string(), theirs.id.to_string()] {
+        assert!(matches!(
+            fx.chat.chat(as_key(&fx.key), input(&r, "a")).await,
+            Err(ChatError::NotFound("bot"))
+        ));
+    }
+}
+
+// ---- authorize ----
+
+#[tokio::test]
+async fn authorize_checks_permission_bot_restriction_status_features_and_guardrails() {
+    let fx = fixture().await;
+    let read = key(
+        &*fx.store,
+        &fx.chat,
+        fx.tenant.id,
+        vec![Permission::Read],
+        vec![],
+        None,
+    )
+    .await;
+    assert!(matches!(
+        fx.chat.chat(as_key(&read), input("echo", "hi")).await,
+        Err(ChatError::Forbidden(m)) if m.contains("chat permission")
+    ));
+    let other_bot = fx.bot_with_model("other", "echo").await;
+    let restricted = key(
+        &*fx.store,
+        &fx.chat,
+        fx.tenant.id,
+        vec![Permission::Chat],
+        vec![other_bot.id],
+        None,
+    )
+    .await;
+    assert!(matches!(
+        fx.chat.chat(as_key(&restricted), input("echo", "hi")).await,
+        Err(ChatError::Forbidden(m)) if m.contains("may not use")
+    ));
+    fx.chat
+        .chat(as_key(&restricted), input("other", "hi"))
+        .await
+        .unwrap();
+
+    // A private bot is not found by public visitors.
+    let public = Caller::Public {
+        ip: Some("1.2.3.4".into()),
+        origin: None,
+    };
+    assert!(matches!(
+        fx.chat.chat(public.clone(), input("echo", "hi")).await,
+        Err(ChatError::NotFound("bot"))
+    ));
+    fx.bot_with_model("public-bot", "echo").await;
+    fx.chat
+        .chat(public.clone(), input("public-bot", "hi"))
+        .await
+        .unwrap();
+
+    // Guardrails: a blocked term refuses the message, nothing is stored.
+    fx.store
+        .create_scope(
+            fx.tenant.id,
+            NewScope {
+                bot_id: fx.bot.id,
+                kind: "blocked_terms".into(),
+                config: serde_json::json!(["forbidden"]),
+            },
+        )
+        .await
+        .unwrap();
+    let before = fx.conversations().await;
+    tokio::time::sleep(Duration::from_millis(5)).await; // the 1 ms bot cache
+    assert!(matches!(
+        fx.chat
+            .chat(as_key(&fx.key), input("echo", "a Forbidden word"))
+            .await,
+        Err(ChatError::GuardrailBlocked(_))
+    ));
+    assert_eq!(fx.conversations().await, before);
+
+    // Features: chat switched off for the tenant.
+    fx.store
+        .update_tenant(
+            fx.tenant.id,
+            TenantPatch {
+                features: Some(serde_json::json!({"chat": false})),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    fx.chat.invalidate_tenant(fx.tenant.id);
+    let key2 = key(
+        &*fx.store,
+        &fx.chat,
+        fx.tenant.id,
+        vec![Permission::Chat],
+        vec![],
+        None,
+    )
+    .await;
+    assert!(matches!(
+        fx.chat.chat(as_key(&key2), input("echo", "hi")).await,
+        Err(ChatError::FeatureDisabled(_))
+    ));
+}
+
+// ---- limit ----
+
+#[tokio::test]
+async fn limits_refuse_over_quota_and_store_nothing_for_a_refusal() {
+    let fx = fixture_on(SeaOrmStore::in_memory().await.unwrap(), Some(2)).await;
+    for _ in 0..2 {
+        fx.chat
+            .chat(as_key(&fx.key), input("echo", "hi"))
+            .await
+            .unwrap();
+    }
+    match fx.chat.chat(as_key(&fx.key), input("echo", "hi")).await {
+        Err(ChatError::RateLimited { scope, retry_after }) => {
+            assert_eq!(scope, "tenant");
+            assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(60));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.conversations().await, 2, "nothing stored for the refusal");
+    assert_eq!(fx.turns_counted().await.0, 2);
+
+    // A key's own limit.
+    let fx = fixture().await;
+    let slow = key(
+        &*fx.store,
+        &fx.chat,
+        fx.tenant.id,
+        vec![Permission::Chat],
+        vec![],
+        Some(1),
+    )
+    .await;
+    fx.chat
+        .chat(as_key(&slow), input("echo", "hi"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        fx.chat.chat(as_key(&slow), input("echo", "hi")).await,
+        Err(ChatError::RateLimited {
+            scope: "api_key",
+            ..
+        })
+    ));
+    // ... which does not hold back the tenant's other keys.
+    fx.chat
+        .chat(as_key(&fx.key), input("echo", "hi"))
+        .await
+        .unwrap();
+}
+
+// ---- conversation ----
+
+#[tokio::test]
+async fn a_continued_conversation_must_be_the_bots_and_the_users() {
+    let fx = fixture().await;
+    let first = fx
+        .chat
+        .chat(
+            as_key(&fx.key),
+            ChatInput {
+                user_id: Some("u1".into()),
+                ..input("echo", "one")
+            },
+        )
+        .await
+        .unwrap();
+    let cont = |user: Option<&str>, bot: &str| ChatInput {
+        conversation_id: Some(first.conversation_id.to_string()),
+        user_id: user.map(str::to_string),
+        ..input(bot, "two")
+    };
+    let second = fx
+        .chat
+        .chat(as_key(&fx.key), cont(Some("u1"), "echo"))
+        .await
+        .unwrap();
+    assert_eq!(second.conversation_id, first.conversation_id);
+    let msgs = fx.messages(first.conversation_id).await;
+    let roles: Vec<_> = msgs.iter().map(|m| (m.role, m.content.as_str())).collect();
+    assert_eq!(
+        roles,
+        [
+            (Role::User, "one"),
+            (Role::Assistant, "one"),
+            (Role::User, "two"),
+            (Role::Assistant, "two"),
+        ]
+    );
+    assert!(matches!(
+        fx.chat.chat(as_key(&fx.key), cont(Some("u2"), "echo")).await,
+        Err(ChatError::NotFound("conversation"))
+    ));
+    fx.bot_with_model("other", "echo").await;
+    assert!(matches!(
+        fx.chat.chat(as_key(&fx.key), cont(None, "other")).await,
+        Err(ChatError::NotFound("conversation"))
+    ));
+    // A conversation of the API channel cannot be continued publicly.
+    fx.bot_with_model("public-x", "echo").await;
+    let api_conv = fx
+        .chat
+        .chat(as_key(&fx.key), input("public-x", "k"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        fx.chat
+            .chat(
+                Caller::Public {
+                    ip: None,
+                    origin: None
+                },
+                ChatInput {
+                    conversation_id: Some(api_conv.conversation_id.to_string()),
+                    ..input("public-x", "v")
+                },
+            )
+            .await,
+        Err(ChatError::NotFound("conversation"))
+    ));
+}
+
+// ---- outcomes ----
+
+#[tokio::test]
+async fn a_complete_turn_is_stored_with_tokens_timings_and_usage() {
+    let fx = fixture().await;
+    let r = fx
+        .chat
+        .chat(as_key(&fx.key), input("echo", "hello there"))
+        .await
+        .unwrap();
+    assert_eq!(r.content, "hello there");
+    let msgs = fx.messages(r.conversation_id).await;
+    assert_eq!(msgs.len(), 2);
+    let a = &msgs[1];
+    assert_eq!(a.id, r.message_id);
+    assert_eq!(a.status, MessageStatus::Complete);
+    assert_eq!(a.content, "hello there");
+    let u = a.usage.unwrap();
+    assert!(u.prompt_tokens > 0 && u.completion_tokens > 0);
+    assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+    assert_eq!(r.usage.total_tokens as i32, u.total_tokens);
+    assert_eq!(a.api_key_id, Some(fx.key.key.id));
+    assert!(a.response_time_ms.is_some());
+    assert_eq!(a.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        fx.turns_counted().await,
+        (1, u.total_tokens as u64),
+        "counted once, with its tokens"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_failure_keeps_the_users_message_and_records_the_error() {
+    let fx = fixture().await;
+    fx.bot_with_model("broken", "error-500").await;
+    let e = fx
+        .chat
+        .chat(as_key(&fx.key), input("broken", "are you there?"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "provider_error");
+    let convs = fx
+        .store
+        .list_conversations(
+            fx.tenant.id,
+            ConversationFilter::default(),
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .data;
+    let msgs = fx.messages(convs[0].id).await;
+    assert_eq!(msgs[0].content, "are you there?");
+    assert_eq!(msgs[1].status, MessageStatus::Error);
+    assert_eq!(msgs[1].error.as_deref(), Some("provider_error"));
+    assert_eq!(msgs[1].usage, None, "no text, no tokens");
+    assert_eq!(fx.turns_counted().await.0, 1, "a failed turn is a turn");
+}
+
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<TurnEvent>) -> Vec<TurnEvent> {
+    let mut v = Vec::new();
+    while let Some(e) = rx.recv().await {
+        v.push(e);
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_streamed_turn_sends_start_deltas_done_and_stores_what_was_sent() {
+    let fx = fixture().await;
+    let rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("echo", "stream me please"))
+        .await
+        .unwrap();
+    let events = collect(rx).await;
+    let TurnEvent::Start {
+        conversation_id,
+        message_id,
+    } = &events[0]
+    else {
+        panic!("{:?}", events[0])
+    };
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::Delta(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, "stream me please");
+    let TurnEvent::Done(done) = events.last().unwrap() else {
+        panic!("{:?}", events.last())
+    };
+    let msgs = fx.messages(*conversation_id).await;
+    assert_eq!(msgs[1].id, *message_id);
+    assert_eq!(msgs[1].content, text);
+    assert_eq!(msgs[1].status, MessageStatus::Complete);
+    assert_eq!(
+        msgs[1].usage.unwrap().total_tokens,
+        done.usage.total_tokens as i32
+    );
+    assert!(done.time_to_first_token_ms <= done.response_time_ms);
+}
+
+#[tokio::test]
+async fn a_stream_that_fails_midway_keeps_the_partial_text_with_estimated_tokens() {
+    let fx = fixture().await;
+    fx.bot_with_model("flaky", "stream-then-error").await;
+    let rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("flaky", "go"))
+        .await
+        .unwrap();
+    let events = collect(rx).await;
+    let TurnEvent::Start {
+        conversation_id, ..
+    } = &events[0]
+    else {
+        panic!()
+    };
+    let sent: String = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::Delta(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(matches!(
+        events.last().unwrap(),
+        TurnEvent::Error { code, .. } if *code == "provider_error"
+    ));
+    let m = &fx.messages(*conversation_id).await[1];
+    assert_eq!(m.status, MessageStatus::Incomplete);
+    assert_eq!(m.content, sent);
+    let u = m.usage.unwrap();
+    assert!(u.estimated && u.completion_tokens > 0 && u.prompt_tokens > 0);
+    assert_eq!(fx.turns_counted().await, (1, u.total_tokens as u64));
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_stream_and_keeps_what_it_saw() {
+    let fx = fixture().await;
+    fx.bot_with_model("slowpoke", "slow").await;
+    let mut rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("slowpoke", "go"))
+        .await
+        .unwrap();
+    let Some(TurnEvent::Start {
+        conversation_id, ..
+    }) = rx.recv().await
+    else {
+        panic!()
+    };
+    let Some(TurnEvent::Delta(first)) = rx.recv().await else {
+        panic!()
+    };
+    drop(rx);
+    // The engine notices, stores, and ends the task.
+    for _ in 0..200 {
+        if fx.chat.open_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fx.chat.open_streams(), 0);
+    let m = &fx.messages(conversation_id).await[1];
+    assert_eq!(m.status, MessageStatus::Cancelled);
+    assert!(m.content.starts_with(&first), "{:?}", m.content);
+    assert_eq!(m.finish_reason.as_deref(), Some("client_disconnected"));
+    assert!(m.usage.unwrap().estimated);
+}
+
+#[tokio::test]
+async fn the_end_of_the_shutdown_grace_ends_open_streams_as_cancelled() {
+    let fx = fixture().await;
+    fx.bot_with_model("slowpoke", "slow").await;
+    let mut rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("slowpoke", "go"))
+        .await
+        .unwrap();
+    let Some(TurnEvent::Start {
+        conversation_id, ..
+    }) = rx.recv().await
+    else {
+        panic!()
+    };
+    let chat = fx.chat.clone();
+    let shutdown = tokio::spawn(async move { chat.shutdown(Duration::from_millis(120)).await });
+    let rest = collect(rx).await;
+    shutdown.await.unwrap();
+    assert!(
+        matches!(rest.last(), Some(TurnEvent::Error { code, .. }) if *code == "unavailable"),
+        "{rest:?}"
+    );
+    assert!(!rest.iter().any(|e| matches!(e, TurnEvent::Done(_))));
+    let m = &fx.messages(conversation_id).await[1];
+    assert_eq!(m.status, MessageStatus::Cancelled);
+    assert_eq!(m.finish_reason.as_deref(), Some("shutdown"));
+    // Streams that finish within the grace are not touched.
+    let fx = fixture().await;
+    let rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("echo", "quick"))
+        .await
+        .unwrap();
+    fx.chat.shutdown(Duration::from_secs(5)).await;
+    assert!(matches!(
+        collect(rx).await.last(),
+        Some(TurnEvent::Done(_))
+    ));
+}
+
+// ---- turns left pending by a dead instance ----
+
+#[tokio::test]
+async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+    let named = |name: &str| StoreOptions {
+        instance_name: Some(name.into()),
+        ..Default::default()
+    };
+    // The first run of instance "web-1" starts a turn, streams some text,
+    // and dies without an outcome.
+    let first = SeaOrmStore::open(&url, named("web-1")).await.unwrap();
+    let fx = fixture_on(first.clone(), None).await;
+    let (conv, _u, pending) = first
+        .begin_turn(
+            fx.tenant.id,
+            NewTurn {
+                conversation: TurnConversation::New(NewConversation {
+                    bot_id: fx.bot.id,
+                    end_user_id: None,
+                    title: None,
+                    channel: Channel::Api,
+                }),
+                user_content: "tell me a story".into(),
+                api_key_id: None,
+                provider: Some("mock".into()),
+                model: Some("echo".into()),
+            },
+        )
+        .await
+        .unwrap();
+    first.record_partial(fx.tenant.id, pending.id, "Once upon a time".into());
+    first.flush().await.unwrap();
+    // A live instance of another name has a pending turn too.
+    let live = SeaOrmStore::open(&url, named("web-2")).await.unwrap();
+    let (_c, _u, live_turn) = live
+        .begin_turn(
+            fx.tenant.id,
+            NewTurn {
+                conversation: TurnConversation::Existing(conv.id),
+                user_content: "and another".into(),
+                api_key_id: None,
+                provider: None,
+                model: None,
+            },
+        )
+        .await
+        .unwrap();
+    // Restarted: "web-1" again.
+    let second = SeaOrmStore::open(&url, named("web-1")).await.unwrap();
+    let orphans = second.orphaned_turns(100).await.unwrap();
+    assert_eq!(orphans.len(), 1, "only the dead instance's turn");
+    assert_eq!(orphans[0].message.id, pending.id);
+    assert_eq!(orphans[0].prompt.as_deref(), Some("tell me a story"));
+    let chat = service(Arc::new(second.clone()), ChatSettings::default());
+    assert_eq!(chat.recover_orphaned_turns().await.unwrap(), 1);
+    assert_eq!(chat.recover_orphaned_turns().await.unwrap(), 0, "once");
+    let m = second.get_message(fx.tenant.id, pending.id).await.unwrap();
+    assert_eq!(m.status, MessageStatus::Incomplete);
+    assert_eq!(m.content, "Once upon a time");
+    let u = m.usage.unwrap();
+    assert!(u.estimated && u.prompt_tokens > 0 && u.completion_tokens > 0);
+    let still = second
+        .get_message(fx.tenant.id, live_turn.id)
+        .await
+        .unwrap();
+    assert_eq!(still.status, MessageStatus::Pending, "a live instance's turn");
+    let days = UsageDays::last(1, now()).unwrap();
+    let usage = second
+        .usage(fx.tenant.id, days, UsageGroup::Bot)
+        .await
+        .unwrap();
+    assert_eq!(usage.iter().map(|r| r.requests).sum::<u64>(), 1);
+    assert_eq!(
+        usage.iter().map(|r| r.total_tokens).sum::<u64>(),
+        u.total_tokens as u64
+    );
+}
+
+#[tokio::test]
+async fn streamed_text_reaches_the_store_while_the_stream_runs() {
+    let fx = fixture().await;
+    fx.bot_with_model("slowpoke", "slow").await;
+    let mut rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("slowpoke", "go"))
+        .await
+        .unwrap();
+    let Some(TurnEvent::Start {
+        conversation_id,
+        message_id,
+    }) = rx.recv().await
+    else {
+        panic!()
+    };
+    let mut seen = String::new();
+    let mut stored = String::new();
+    // The canned reply streams for a few seconds at the mock's pace; the
+    // text so far is written about once a second.
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TurnEvent::Delta(d) => seen.push_str(&d),
+            TurnEvent::Done(_) => break,
+            other => panic!("{other:?}"),
+        }
+        fx.store.flush().await.unwrap();
+        let m = fx.store.get_message(fx.tenant.id, message_id).await.unwrap();
+        if m.status == MessageStatus::Pending && !m.content.is_empty() {
+            stored = m.content;
+            break;
+        }
+    }
+    assert!(!stored.is_empty(), "partial text was stored before the end");
+    assert!(seen.starts_with(&stored), "{stored:?} / {seen:?}");
+    drop(rx);
+    let _ = conversation_id;
+}
