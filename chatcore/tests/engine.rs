@@ -814,9 +814,11 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
 async fn streamed_text_reaches_the_store_while_the_stream_runs() {
     let fx = fixture().await;
     fx.bot_with_model("slowpoke", "slow").await;
+    // The mock quotes the message: 40 words stream for about two seconds.
+    let long = "word ".repeat(40);
     let mut rx = fx
         .chat
-        .chat_stream(as_key(&fx.key), input("slowpoke", "go"))
+        .chat_stream(as_key(&fx.key), input("slowpoke", &long))
         .await
         .unwrap();
     let Some(TurnEvent::Start {
