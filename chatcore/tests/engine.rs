@@ -84,7 +84,9 @@ async fn key(
         )
         .await
         .unwrap();
-    chat.authenticate(Some(&k.secret), None, None).await.unwrap()
+    chat.authenticate(Some(&k.secret), None, None)
+        .await
+        .unwrap()
 }
 
 fn service(store: Arc<SeaOrmStore>, settings: ChatSettings) -> Arc<ChatService> {
@@ -411,7 +413,11 @@ async fn limits_refuse_over_quota_and_store_nothing_for_a_refusal() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(fx.conversations().await, 2, "nothing stored for the refusal");
+    assert_eq!(
+        fx.conversations().await,
+        2,
+        "nothing stored for the refusal"
+    );
     assert_eq!(fx.turns_counted().await.0, 2);
 
     // A key's own limit.
@@ -482,7 +488,9 @@ async fn a_continued_conversation_must_be_the_bots_and_the_users() {
         ]
     );
     assert!(matches!(
-        fx.chat.chat(as_key(&fx.key), cont(Some("u2"), "echo")).await,
+        fx.chat
+            .chat(as_key(&fx.key), cont(Some("u2"), "echo"))
+            .await,
         Err(ChatError::NotFound("conversation"))
     ));
     fx.bot_with_model("other", "echo").await;
@@ -724,10 +732,7 @@ async fn the_end_of_the_shutdown_grace_ends_open_streams_as_cancelled() {
         .await
         .unwrap();
     fx.chat.shutdown(Duration::from_secs(5)).await;
-    assert!(matches!(
-        collect(rx).await.last(),
-        Some(TurnEvent::Done(_))
-    ));
+    assert!(matches!(collect(rx).await.last(), Some(TurnEvent::Done(_))));
 }
 
 // ---- turns left pending by a dead instance ----
@@ -797,7 +802,11 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
         .get_message(fx.tenant.id, live_turn.id)
         .await
         .unwrap();
-    assert_eq!(still.status, MessageStatus::Pending, "a live instance's turn");
+    assert_eq!(
+        still.status,
+        MessageStatus::Pending,
+        "a live instance's turn"
+    );
     let days = UsageDays::last(1, now()).unwrap();
     let usage = second
         .usage(fx.tenant.id, days, UsageGroup::Bot)
@@ -813,8 +822,8 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
 #[tokio::test]
 async fn streamed_text_reaches_the_store_while_the_stream_runs() {
     let fx = fixture().await;
-    fx.bot_with_model("slowpoke", "slow").await;
-    // The mock quotes the message: 40 words stream for about two seconds.
+    fx.bot_with_model("slowpoke", "slow-echo").await;
+    // The mock echoes the message: 40 words stream for about two seconds.
     let long = "word ".repeat(40);
     let mut rx = fx
         .chat
@@ -839,7 +848,11 @@ async fn streamed_text_reaches_the_store_while_the_stream_runs() {
             other => panic!("{other:?}"),
         }
         fx.store.flush().await.unwrap();
-        let m = fx.store.get_message(fx.tenant.id, message_id).await.unwrap();
+        let m = fx
+            .store
+            .get_message(fx.tenant.id, message_id)
+            .await
+            .unwrap();
         if m.status == MessageStatus::Pending && !m.content.is_empty() {
             stored = m.content;
             break;

@@ -44,7 +44,12 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(Instances::Table)
-                .col(ColumnDef::new(Instances::Id).uuid().not_null().primary_key())
+                .col(
+                    ColumnDef::new(Instances::Id)
+                        .uuid()
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new(Instances::Name).string().not_null())
                 .col(
                     ColumnDef::new(Instances::StartedAt)

@@ -42,7 +42,7 @@ impl Write for Capture {
     }
 }
 
-fn init() {
+pub fn init() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
@@ -63,7 +63,7 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<()>>,
     /// The PostgreSQL schema of this app, dropped by `stop()`.
-    pg_schema: Option<String>,
+    pub pg_schema: Option<String>,
 }
 
 /// A tenant with a provider, a bot and an admin+chat key.

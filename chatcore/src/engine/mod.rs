@@ -41,7 +41,9 @@ use crate::provider::{
     ProviderRegistry, ProviderSpec, Usage, await_first_token,
 };
 use crate::ratelimit::{Decision, Quota, RateLimiter};
-use crate::store::{MessageCompletion, NewConversation, NewTurn, Store, TurnConversation};
+use crate::store::{
+    MessageCompletion, NewConversation, NewTurn, Store, StoreError, TurnConversation,
+};
 
 /// Retrieves context for a bot's datasets (the RAG seam).
 #[async_trait]
@@ -437,7 +439,10 @@ impl ChatService {
     /// audit log and the store's queued writes are flushed.
     pub async fn shutdown(&self, grace: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 open_streams = self.tasks.len(),
                 "shutdown grace over: ending the open streams"
@@ -911,8 +916,13 @@ impl ChatService {
         let tenant = turn.entry.tenant.id;
         let stored = self
             .store
-            .finish_message(tenant, turn.assistant, done)
+            .finish_message(tenant, turn.assistant, done.clone())
             .await;
+        if let Err(StoreError::Unavailable(_)) = &stored {
+            // The writer retried once already; the turn must not stay
+            // pending while this instance lives: keep trying a while.
+            self.close_later(tenant, turn.assistant, done);
+        }
         let usage = usage.unwrap_or_default();
         self.settle_tokens(turn, &usage).await;
         let mut meta = serde_json::json!({"bot_id": turn.entry.bot.id});
@@ -934,6 +944,30 @@ impl ChatService {
             elapsed,
             ttft: ttft.unwrap_or(elapsed),
         })
+    }
+
+    /// Stores a turn's outcome in the background once the database is
+    /// back (tried for about a minute; after that the orphan sweep of the
+    /// next instance start closes it).
+    fn close_later(&self, tenant: TenantId, id: MessageId, done: MessageCompletion) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(250);
+            for _ in 0..8 {
+                tokio::time::sleep(wait).await;
+                match store.finish_message(tenant, id, done.clone()).await {
+                    Ok(_) => return,
+                    Err(StoreError::Unavailable(_)) => {
+                        wait = (wait * 2).min(Duration::from_secs(15))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, message = %id, "could not close a turn");
+                        return;
+                    }
+                }
+            }
+            tracing::error!(message = %id, "a turn stays pending: the database did not come back");
+        });
     }
 
     /// Closes turns left `pending` by instances that are gone (a process
@@ -1131,8 +1165,11 @@ impl ChatService {
                     // writer's batches, about once a second.
                     if saved.elapsed() >= PARTIAL_EVERY {
                         saved = Instant::now();
-                        self.store
-                            .record_partial(turn.entry.tenant.id, turn.assistant, text.clone());
+                        self.store.record_partial(
+                            turn.entry.tenant.id,
+                            turn.assistant,
+                            text.clone(),
+                        );
                     }
                     // A send to a closed channel is seen as a disconnect on
                     // the next turn of the loop.
@@ -1311,9 +1348,10 @@ fn validate<'a>(settings: &ChatSettings, input: &'a ChatInput) -> Result<Validat
         ));
     }
     let conversation_id = match &input.conversation_id {
-        Some(c) => Some(c.parse::<ConversationId>().map_err(|_| {
-            ChatError::InvalidRequest("conversation_id: not a valid id".into())
-        })?),
+        Some(c) => Some(
+            c.parse::<ConversationId>()
+                .map_err(|_| ChatError::InvalidRequest("conversation_id: not a valid id".into()))?,
+        ),
         None => None,
     };
     Ok(Validated {

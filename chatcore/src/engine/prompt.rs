@@ -141,7 +141,10 @@ impl<'a> Meter<'a> {
         if self.exact {
             self.used
         } else {
-            self.taken.iter().map(|(t, o)| t.len().div_ceil(4) + o).sum()
+            self.taken
+                .iter()
+                .map(|(t, o)| t.len().div_ceil(4) + o)
+                .sum()
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `echo` | replies with the last user message |
 //! | `slow` | the canned reply, each delta delayed by `delay_ms` (default 50 ms, `tokio::time`) |
+//! | `slow-echo` | the last user message, word by word, each delayed like `slow` (streams as long as the message) |
 //! | `error-500` | [`ProviderError::Unavailable`] with status 500 |
 //! | `stream-then-error` | three deltas, then [`ProviderError::StreamInterrupted`] |
 //! | `rate-limited` | [`ProviderError::RateLimited`], retry after 1 s |
@@ -143,7 +144,7 @@ impl MockProvider {
 /// The reply of the mock to `request` under `model` (without faults).
 pub fn mock_reply(model: &str, request: &ChatRequest) -> String {
     let last = request.last_user_message().unwrap_or_default();
-    if model == "echo" {
+    if model == "echo" || model == "slow-echo" {
         return last.to_owned();
     }
     const OPENINGS: [&str; 4] = [
@@ -235,7 +236,7 @@ impl Provider for MockProvider {
         if let Some(e) = self.err(&model, "") {
             return Err(e);
         }
-        if model == "slow" {
+        if model == "slow" || model == "slow-echo" {
             let pieces = content.split_inclusive(' ').count() as u32;
             tokio::time::sleep(self.delay * pieces).await;
         }
@@ -282,7 +283,7 @@ impl Provider for MockProvider {
             model: model.clone(),
         });
         let events = pieces.into_iter().map(ChatEvent::Delta).chain([end]);
-        let delay = if model == "slow" {
+        let delay = if model == "slow" || model == "slow-echo" {
             self.delay
         } else {
             Duration::ZERO

@@ -92,7 +92,8 @@ macro_rules! store_conformance_tests {
             usage_counts_each_outcome_once,
             usage_survives_deleting_what_it_counts,
             usage_is_tenant_scoped,
-            usage_matches_the_messages
+            usage_matches_the_messages,
+            concurrent_turns_each_get_their_own_answer
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -3045,4 +3046,147 @@ pub async fn usage_matches_the_messages(s: &dyn Store) {
 /// A fresh conversation of `bot` (for turns that append their answer).
 async fn conversation_id_for(s: &dyn Store, t: TenantId, bot: BotId) -> ConversationId {
     conversation(s, t, bot, None).await.id
+}
+
+/// Many turns written at once (as concurrent requests do, and as a
+/// batching store groups them): every caller gets its own answer, a write
+/// that concerns another tenant's rows fails alone with `NotFound` and
+/// never its neighbours, streamed text reaches pending messages only, and
+/// usage counts each turn once.
+pub async fn concurrent_turns_each_get_their_own_answer(s: &dyn Store) {
+    use futures::FutureExt;
+    use futures::future::join_all;
+    let t = tenant(s, "busy").await;
+    let x = tenant(s, "intruder").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "busy").await;
+    let existing = conversation(s, t.id, b.id, None).await;
+    let n = 60usize;
+    let begins = join_all((0..n).map(|i| {
+        let conversation = match i % 3 {
+            0 => TurnConversation::Existing(existing.id),
+            _ => new_conv(b.id),
+        };
+        // Every tenth start names the conversation under another tenant.
+        let owner = if i % 10 == 9 { x.id } else { t.id };
+        let conversation = if i % 10 == 9 {
+            TurnConversation::Existing(existing.id)
+        } else {
+            conversation
+        };
+        async move {
+            s.begin_turn(
+                owner,
+                NewTurn {
+                    conversation,
+                    user_content: format!("question {i}"),
+                    api_key_id: None,
+                    provider: Some("mock".into()),
+                    model: Some("echo".into()),
+                },
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut started = Vec::new();
+    for (i, r) in begins.into_iter().enumerate() {
+        if i % 10 == 9 {
+            assert!(
+                matches!(r, Err(StoreError::NotFound("conversation"))),
+                "start {i}: {r:?}"
+            );
+        } else {
+            let (c, u, a) = r.unwrap_or_else(|e| panic!("start {i}: {e}"));
+            assert_eq!(u.content, format!("question {i}"));
+            assert_eq!(u.conversation_id, c.id);
+            assert_eq!(a.status, MessageStatus::Pending);
+            assert!(u.id < a.id, "the question sorts before the answer");
+            if i % 3 == 0 {
+                assert_eq!(c.id, existing.id);
+            }
+            started.push((i, c, a));
+        }
+    }
+    // Streamed text of half of them, then all outcomes at once, mixed with
+    // outcomes for another tenant's view of the same messages.
+    for (i, _, a) in started.iter().filter(|(i, _, _)| i % 2 == 0) {
+        s.record_partial(t.id, a.id, format!("partial {i}"));
+    }
+    let finishes = join_all(started.iter().flat_map(|(i, _, a)| {
+        let ok = async move {
+            s.finish_message(
+                t.id,
+                a.id,
+                MessageCompletion {
+                    content: format!("answer {i}"),
+                    status: Some(MessageStatus::Complete),
+                    usage: tokens(2, 3),
+                    ..Default::default()
+                },
+            )
+            .await
+        };
+        let foreign = async move {
+            s.finish_message(
+                x.id,
+                a.id,
+                MessageCompletion {
+                    content: "hijacked".into(),
+                    status: Some(MessageStatus::Error),
+                    ..Default::default()
+                },
+            )
+            .await
+        };
+        [ok.boxed(), foreign.boxed()]
+    }))
+    .await;
+    for (k, r) in finishes.into_iter().enumerate() {
+        let (i, _, a) = &started[k / 2];
+        if k % 2 == 0 {
+            let m = r.unwrap_or_else(|e| panic!("finish {i}: {e}"));
+            assert_eq!(
+                (m.id, m.content.as_str()),
+                (a.id, format!("answer {i}").as_str())
+            );
+        } else {
+            assert!(matches!(r, Err(StoreError::NotFound("message"))), "{r:?}");
+        }
+    }
+    // Streamed text arriving after the outcome does not overwrite it.
+    for (_, _, a) in &started {
+        s.record_partial(t.id, a.id, "late".into());
+    }
+    s.flush().await.unwrap();
+    for (i, c, a) in &started {
+        let m = s.get_message(t.id, a.id).await.unwrap();
+        assert_eq!(m.content, format!("answer {i}"));
+        assert_eq!(m.status, MessageStatus::Complete);
+        assert_eq!(m.conversation_id, c.id);
+    }
+    let rows = s
+        .usage(t.id, usage_days_around_now(), UsageGroup::Bot)
+        .await
+        .unwrap();
+    let k = started.len() as u64;
+    assert_eq!(usage_totals(&rows), (k, 2 * k, 3 * k, 5 * k));
+    assert!(
+        s.usage(x.id, usage_days_around_now(), UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let history = s
+        .list_messages(t.id, existing.id, PageRequest::first(200))
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(
+        history.len(),
+        2 * started
+            .iter()
+            .filter(|(_, c, _)| c.id == existing.id)
+            .count()
+    );
 }

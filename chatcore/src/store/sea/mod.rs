@@ -104,12 +104,32 @@ pub struct SchemaObjects {
 }
 
 fn db_err(e: DbErr) -> StoreError {
+    let text = e.to_string();
     match e {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(text),
         // SQLite's busy timeout ran out: overloaded, not broken.
-        _ if e.to_string().contains("database is locked") => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Internal(e.to_string()),
+        _ if text.contains("database is locked") => StoreError::Unavailable(text),
+        // The connection went away mid-statement (a restarted or
+        // terminated PostgreSQL backend, a network cut): the database is
+        // unavailable, the request is not at fault.
+        _ if connection_lost(&text) => StoreError::Unavailable(text),
+        _ => StoreError::Internal(text),
     }
+}
+
+/// Whether a driver error says the connection itself was lost.
+fn connection_lost(text: &str) -> bool {
+    const SIGNS: [&str; 7] = [
+        "error communicating with database",
+        "terminating connection",
+        "57P01",
+        "server closed the connection",
+        "connection reset",
+        "broken pipe",
+        "pool timed out",
+    ];
+    let t = text.to_ascii_lowercase();
+    SIGNS.iter().any(|s| t.contains(&s.to_ascii_lowercase()))
 }
 
 /// Maps a constraint violation to a typed error naming the resource.
@@ -1453,7 +1473,9 @@ impl Store for SeaOrmStore {
         };
         match self.writer.submit(op).await? {
             writer::Output::Turn(t) => Ok(*t),
-            _ => Err(StoreError::Internal("the writer answered out of turn".into())),
+            _ => Err(StoreError::Internal(
+                "the writer answered out of turn".into(),
+            )),
         }
     }
 
@@ -1471,7 +1493,9 @@ impl Store for SeaOrmStore {
             .await?
         {
             writer::Output::Message(m) => Ok(*m),
-            _ => Err(StoreError::Internal("the writer answered out of turn".into())),
+            _ => Err(StoreError::Internal(
+                "the writer answered out of turn".into(),
+            )),
         }
     }
 

@@ -51,9 +51,7 @@ use uuid::Uuid;
 
 use super::{USAGE_SLOTS, UsageDelta, audit_row, convert, db_err, e};
 use crate::domain::*;
-use crate::store::{
-    MessageCompletion, NewTurn, StoreError, StoreResult, TurnConversation,
-};
+use crate::store::{MessageCompletion, NewTurn, StoreError, StoreResult, TurnConversation};
 
 /// Most jobs in one transaction (a job is one caller's write; a turn start
 /// is three rows). Keeps statements well under SQLite's and PostgreSQL's
@@ -367,7 +365,11 @@ impl Task {
                     tokens_estimated: false,
                     response_time_ms: None,
                     time_to_first_token_ms: None,
-                    provider: if assistant { turn.provider.clone() } else { None },
+                    provider: if assistant {
+                        turn.provider.clone()
+                    } else {
+                        None
+                    },
                     model: if assistant { turn.model.clone() } else { None },
                     finish_reason: None,
                     status: status.as_str().into(),
@@ -390,21 +392,21 @@ impl Task {
                 String::new(),
                 MessageStatus::Pending,
             );
-            out[i] = Some(
-                (|| {
-                    Ok(Output::Turn(Box::new((
-                        convert::conversation(conv)?,
-                        convert::message(u.clone())?,
-                        convert::message(a.clone())?,
-                    ))))
-                })(),
-            );
+            out[i] = Some((|| {
+                Ok(Output::Turn(Box::new((
+                    convert::conversation(conv)?,
+                    convert::message(u.clone())?,
+                    convert::message(a.clone())?,
+                ))))
+            })());
             messages.push(u);
             messages.push(a);
         }
         insert_rows::<e::conversation::Entity, _>(
             db,
-            new_convs.into_iter().map(e::conversation::ActiveModel::from),
+            new_convs
+                .into_iter()
+                .map(e::conversation::ActiveModel::from),
         )
         .await?;
         insert_rows::<e::message::Entity, _>(
@@ -456,8 +458,10 @@ impl Task {
                 rows.insert(m.id, m);
             }
         }
-        let before: HashMap<Uuid, UsageDelta> =
-            rows.iter().map(|(id, m)| (*id, UsageDelta::of(m))).collect();
+        let before: HashMap<Uuid, UsageDelta> = rows
+            .iter()
+            .map(|(id, m)| (*id, UsageDelta::of(m)))
+            .collect();
         let mut changed: Vec<Uuid> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             match op {
@@ -467,7 +471,8 @@ impl Task {
                         continue;
                     };
                     apply_completion(m, done);
-                    out[i] = Some(convert::message(m.clone()).map(|m| Output::Message(Box::new(m))));
+                    out[i] =
+                        Some(convert::message(m.clone()).map(|m| Output::Message(Box::new(m))));
                     changed.push(id.0);
                 }
                 Op::Progress {
@@ -486,8 +491,10 @@ impl Task {
             }
         }
         let changed = dedup(changed);
-        let models: Vec<e::message::Model> =
-            changed.iter().filter_map(|id| rows.get(id).cloned()).collect();
+        let models: Vec<e::message::Model> = changed
+            .iter()
+            .filter_map(|id| rows.get(id).cloned())
+            .collect();
         upsert_messages(db, &models).await?;
         Ok(models
             .into_iter()
