@@ -38,6 +38,10 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check the database: schema version, foreign keys and orphaned rows,
+    /// turns left pending by lost instances, usage against the messages.
+    /// Prints each problem and exits non-zero if there is any.
+    Check,
     /// Print the OpenAPI 3.1 document of the HTTP API (JSON) and exit.
     Openapi,
     /// Manage tenants directly in the database (no server needed).
@@ -130,6 +134,7 @@ async fn main() -> ExitCode {
         Command::Openapi => ExitCode::SUCCESS,
         Command::Tenant(c) => cli_result(tenant_command(config, c).await),
         Command::Key(c) => cli_result(key_command(config, c).await),
+        Command::Check => check_command(&config).await,
         Command::Migrate => match App::build(config).await {
             Ok(_) => {
                 println!("database migrated");
@@ -219,6 +224,36 @@ fn cli_result(r: Result<(), String>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check`: read-only consistency checks of the configured database.
+async fn check_command(config: &Config) -> ExitCode {
+    let store = match SeaOrmStore::connect(&config.database_url, config.store_options()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match store.check().await {
+        Ok(problems) if problems.is_empty() => {
+            println!(
+                "ok: schema up to date, foreign keys hold, no orphaned rows or pending turns, usage agrees with the messages"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            println!("{} problem(s) found", problems.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: the check could not run: {e}");
             ExitCode::FAILURE
         }
     }

@@ -135,3 +135,27 @@ fn the_openapi_command_prints_the_document_the_server_serves() {
     assert_eq!(printed["openapi"], "3.1.0");
     assert_eq!(&printed, chatcore_server::openapi::document());
 }
+
+#[tokio::test]
+async fn check_exits_non_zero_and_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_chatcore-server"))
+            .arg("check")
+            .env("CHATCORE_DATABASE_URL", &db)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    // A database the migrations never ran on.
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("migration(s) not applied"), "{stdout}");
+    run(&db, &["migrate"]);
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("ok:"), "{stdout}");
+}

@@ -3,6 +3,7 @@
 //! SeaORM entities and `DbErr` stay in this module; the trait speaks domain
 //! types and [`StoreError`] only.
 
+mod check;
 mod convert;
 mod entities;
 mod search;
