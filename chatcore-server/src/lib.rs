@@ -113,11 +113,9 @@ impl App {
             )),
             None => Arc::new(LocalRateLimiter::new()),
         };
-        // Load the token encoders now rather than on the first request.
-        tokio::task::spawn_blocking(|| {
-            chatcore::provider::tokens::count_tokens("gpt-4o-mini", "warm up");
-            chatcore::provider::tokens::count_tokens("gpt-4", "warm up");
-        });
+        // The token encoders (tens of MiB each) load on first use: a turn
+        // counts tokens only near its budget or when a provider reports no
+        // usage, so most processes never need one.
         let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
         let chat = ChatService::new(
             store.clone(),
