@@ -228,6 +228,12 @@ fn warn_if_stale(server: &Path) {
     }
 }
 
+/// The last commit that changed what the server is built from (not this
+/// benchmark): what the numbers are of.
+fn server_commit() -> String {
+    sh("git log -1 --format=%h -- chatcore chatcore-server migration Cargo.toml")
+}
+
 fn sh(cmd: &str) -> String {
     Command::new("sh")
         .args(["-c", cmd])
@@ -429,6 +435,9 @@ struct Phase {
     rss_hold: [u64; 2],
     /// CPU seconds of the server and of the mock.
     cpu: [f64; 2],
+    /// PostgreSQL only: write transactions (transaction ids assigned) and
+    /// WAL bytes during the phase, all of the cluster.
+    pg: Option<(i64, i64)>,
 }
 
 impl Phase {
@@ -440,6 +449,9 @@ impl Phase {
     }
     fn lat_ms(&self, key: &str, p: &str) -> Option<f64> {
         self.out[key][p].as_f64().map(|us| us / 1000.0)
+    }
+    fn stream_errors(&self) -> u64 {
+        self.out["stream_error_events"].as_u64().unwrap_or(0)
     }
     /// Answers that were not 2xx, transport errors, timeouts, and streams
     /// that failed or ended early after a 2xx.
@@ -471,6 +483,24 @@ struct Loader<'a> {
     ticks: f64,
     server_pid: u32,
     mock_pid: u32,
+    /// The PostgreSQL database, to read its transaction and WAL counters.
+    pg: Option<String>,
+}
+
+/// PostgreSQL's next transaction id (without taking one) and WAL position,
+/// read with `psql`: exact at once, unlike the statistics views, which
+/// backends flush up to seconds late.
+fn pg_counters(url: &str) -> Option<(i64, i64)> {
+    let o = Command::new("psql")
+        .args([url, "-XtAc"])
+        .arg("SELECT pg_snapshot_xmax(pg_current_snapshot())::text || ' ' || pg_current_wal_lsn()::text")
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&o.stdout);
+    let (xid, lsn) = s.trim().split_once(' ')?;
+    let (hi, lo) = lsn.split_once('/')?;
+    let lsn = (i64::from_str_radix(hi, 16).ok()? << 32) + i64::from_str_radix(lo, 16).ok()?;
+    Some((xid.parse().ok()?, lsn))
 }
 
 /// What a load run sends, where.
@@ -509,6 +539,7 @@ impl Loader<'_> {
             .iter()
             .map(|p| proc_cpu_ticks(*p).unwrap_or(0))
             .collect();
+        let pg0 = self.pg.as_deref().and_then(pg_counters);
         let sampler = Sampler::start(pids.clone());
         let mut child = cmd.spawn().expect("wire-load starts");
         let stdout = child.stdout.take().expect("piped");
@@ -547,12 +578,17 @@ impl Loader<'_> {
             .map(|(p, c0)| proc_cpu_ticks(*p).unwrap_or(c0).saturating_sub(c0) as f64 / self.ticks)
             .collect();
         let out = last.unwrap_or_else(|| panic!("wire-load ({status}) printed no result"));
+        let pg = match (pg0, self.pg.as_deref().and_then(pg_counters)) {
+            (Some((x0, l0)), Some((x1, l1))) => Some((x1 - x0, l1 - l0)),
+            _ => None,
+        };
         let phase = Phase {
             label: l.label,
             out,
             rss_max: [max[0], max[1]],
             rss_hold: [hold[0], hold[1]],
             cpu: [cpu[0], cpu[1]],
+            pg,
         };
         let (rate, key) = if phase.out["mode"] == "open" {
             (format!("{} open", phase.out["opened"]), "ttft_us")
@@ -898,6 +934,7 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         ticks,
         server_pid,
         mock_pid: mock.proc.pid(),
+        pg: (db == Db::Postgres).then(|| s.pg_url.clone()),
     };
     let chat_url = format!("{server}/v1/chat");
     let mock_url = format!("{}/v1/chat/completions", mock.base);
@@ -927,6 +964,10 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
     };
     // Every 2xx answer of chatcore is a turn that must be stored.
     let mut answered_2xx = 0u64;
+    // Streams answered 2xx that then failed are stored as errors, as are
+    // the provider failures answered 502: the check allows for those.
+    let mut stream_errors = 0u64;
+    let mut failed_answers = 0u64;
     let mut out = Backend {
         db,
         rows: Vec::new(),
@@ -936,9 +977,9 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
 
     // Warm up both paths (connections, caches, the token encoders).
     loader.run(direct("warm-up, direct".into(), 8, false, s.warmup_secs));
-    answered_2xx += loader
-        .run(through("warm-up, chatcore".into(), 8, false, s.warmup_secs))
-        .ok();
+    let w = loader.run(through("warm-up, chatcore".into(), 8, false, s.warmup_secs));
+    answered_2xx += w.ok();
+    failed_answers += w.failures();
 
     for &c in &s.concurrency {
         let d = loader.run(direct(format!("direct, {c} concurrent"), c, false, s.secs));
@@ -949,6 +990,8 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
             s.secs,
         ));
         answered_2xx += t.ok();
+        failed_answers += t.failures();
+        stream_errors += t.stream_errors();
         out.rows.push((
             format!("`POST /v1/chat`, {c} concurrent"),
             Some(d),
@@ -967,6 +1010,8 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         );
         let (p, note) = profile(&loader, s, dir, db, server_pid, load);
         answered_2xx += p.ok();
+        failed_answers += p.failures();
+        stream_errors += p.stream_errors();
         out.notes.push(note);
     }
 
@@ -979,6 +1024,8 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         s.secs,
     ));
     answered_2xx += t.ok();
+    failed_answers += t.failures();
+    stream_errors += t.stream_errors();
     out.rows.push((
         format!("stream, {sc} concurrent: time to first token"),
         Some(d),
@@ -1021,6 +1068,8 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
             extra: vec![],
         });
         answered_2xx += t.ok();
+        failed_answers += t.failures();
+        stream_errors += t.stream_errors();
         out.rows.push((label, Some(d), Some(t), None));
     } else {
         let why = if status == 404 {
@@ -1068,6 +1117,8 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
             ],
         });
         answered_2xx += t.ok();
+        failed_answers += t.failures();
+        stream_errors += t.stream_errors();
         let opened = t.out["opened"].as_u64().unwrap_or(0);
         out.notes.push(format!(
             "{} concurrent open streams ({how}): {} open after {:.1} s (time to first token p50 {:.1} ms, p99 {:.1} ms), {} failed, {} ended before the client closed them; server RSS with all open {:.0} MiB (max during the phase {:.0} MiB), mock {:.0} MiB; server CPU {:.1} s for the phase",
@@ -1134,11 +1185,24 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         .map(|a| a.iter().filter_map(|r| r["requests"].as_i64()).sum())
         .unwrap_or(-1);
     let hwm_end = proc_status_kib(server_pid, "VmHWM:").unwrap_or(0);
+    let error_turns = counts
+        .get(&("assistant".to_string(), "error".to_string()))
+        .copied()
+        .unwrap_or(0);
     let mut problems = Vec::new();
-    if stored != answered_2xx as i64 {
+    // Every 2xx answer is a stored turn; those stored as errors are the
+    // streams that failed after their 2xx, and the failed answers.
+    if stored - error_turns != answered_2xx as i64 - stream_errors as i64 {
         problems.push(format!(
-            "{} turns stored but {} answers were 2xx",
-            stored, answered_2xx
+            "{} turns stored without error but {} answers were 2xx ({} of them streams that then failed)",
+            stored - error_turns,
+            answered_2xx,
+            stream_errors
+        ));
+    }
+    if error_turns > failed_answers as i64 {
+        problems.push(format!(
+            "{error_turns} turns stored as errors but only {failed_answers} answers failed"
         ));
     }
     if pending != 0 {
@@ -1150,10 +1214,11 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         ));
     }
     out.notes.push(format!(
-        "stored turns (assistant messages): {} ({parts}); user messages {}; 2xx answers {}; usage rollup {}: {}",
+        "stored turns (assistant messages): {} ({parts}); user messages {}; 2xx answers {}, failed answers {}; usage rollup {}: {}",
         thousands(stored as f64),
         thousands(users as f64),
         thousands(answered_2xx as f64),
+        thousands(failed_answers as f64),
         thousands(usage_turns as f64),
         if problems.is_empty() { "OK".to_string() } else { format!("MISMATCH: {}", problems.join("; ")) }
     ));
@@ -1208,7 +1273,7 @@ fn profile(
         "perf-{}-{}-{}",
         db.short(),
         sh("date -u +%Y%m%d-%H%M"),
-        sh("git rev-parse --short HEAD")
+        server_commit()
     );
     let data = dir.join(format!("{stem}.data"));
     let secs = s.perf_secs;
@@ -1228,13 +1293,29 @@ fn profile(
     let txt = dir.join(format!("{stem}.txt"));
     let note = match recorded {
         Ok(st) if st.success() => {
-            let report = Command::new("perf")
-                .args(["report", "--no-children", "--stdio", "-i"])
-                .arg(&data)
-                .output();
-            match report {
+            // The flat profile by thread and symbol, then by symbol over all
+            // threads, then the share of each thread.
+            let report = |sort: Option<&str>| {
+                let mut c = Command::new("perf");
+                c.args(["report", "--no-children", "--stdio", "-i"])
+                    .arg(&data);
+                if let Some(k) = sort {
+                    c.args(["--sort", k]);
+                }
+                c.stderr(Stdio::null()).output()
+            };
+            match report(None) {
                 Ok(o) => {
-                    let _ = std::fs::write(&txt, &o.stdout);
+                    let mut text = o.stdout;
+                    for sort in ["sym", "comm"] {
+                        if let Ok(more) = report(Some(sort)) {
+                            text.extend_from_slice(
+                                format!("\n\n# ===== perf report --no-children --stdio --sort {sort}\n\n").as_bytes(),
+                            );
+                            text.extend_from_slice(&more.stdout);
+                        }
+                    }
+                    let _ = std::fs::write(&txt, &text);
                     format!(
                         "perf profile of the server at 64 concurrent ({:.0} turns/s under perf): {}",
                         phase.rps(),
@@ -1275,12 +1356,15 @@ fn table(b: &Backend, s: &Settings, head: &str) -> String {
     let _ = writeln!(t, "### {}: {head}\n", b.db.name());
     let _ = writeln!(
         t,
-        "| scenario | direct: req/s | p50 ms | p99 ms | chatcore: turns/s | p50 ms | p99 ms | added p50 ms | failed | server CPU ms/turn | server RSS max MiB |"
+        "| scenario | direct: req/s | p50 ms | p99 ms | chatcore: turns/s | p50 ms | p99 ms | added p50 ms | failed | server CPU ms/turn | server RSS max MiB | PG write txns/turn | PG WAL KiB/turn |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        t,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (label, d, c, note) in &b.rows {
         if let Some(n) = note {
-            let _ = writeln!(t, "| {label} | {n} | | | | | | | | | |");
+            let _ = writeln!(t, "| {label} | {n} | | | | | | | | | | | |");
             continue;
         }
         let open = c.as_ref().is_some_and(|c| c.out["mode"] == "open");
@@ -1317,9 +1401,16 @@ fn table(b: &Backend, s: &Settings, head: &str) -> String {
             "-".into()
         };
         let rss = if open { c.rss_hold[0] } else { c.rss_max[0] };
+        let (txns, wal) = match c.pg {
+            Some((x, w)) if c.ok() > 0 => (
+                format!("{:.2}", x as f64 / c.ok() as f64),
+                format!("{:.1}", w as f64 / 1024.0 / c.ok() as f64),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
         let _ = writeln!(
             t,
-            "| {label} | {drps} | {dp50} | {dp99} | {turns} | {} | {} | {added} | {} | {cpu_per} | {:.0} |",
+            "| {label} | {drps} | {dp50} | {dp99} | {turns} | {} | {} | {added} | {} | {cpu_per} | {:.0} | {txns} | {wal} |",
             f3(c.lat_ms(key, "p50")),
             f3(c.lat_ms(key, "p99")),
             c.failures(),
@@ -1379,12 +1470,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let mut mock = Mock::start(s.mock_threads);
     let mut backends = Vec::new();
     for &db in &s.dbs {
+        // A fresh mock for each backend: its memory is measured too.
+        let mut mock = Mock::start(s.mock_threads);
         backends.push(rt.block_on(run_backend(&s, db, &mut mock, ticks)));
     }
-    drop(mock);
     let mut report = String::new();
     for b in &backends {
         report.push_str(&table(b, &s, &head));
