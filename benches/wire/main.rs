@@ -1444,9 +1444,13 @@ fn main() {
     let s = Settings::from_env();
     warn_if_stale(&s.server);
     let ticks = clock_ticks();
-    let commit = sh("git rev-parse --short HEAD");
+    let commit = format!(
+        "{} (benchmark {})",
+        server_commit(),
+        sh("git rev-parse --short HEAD")
+    );
     let dirty =
-        if sh("git status --porcelain --untracked-files=no -- chatcore chatcore-server migration")
+        if sh("git status --porcelain --untracked-files=no -- chatcore chatcore-server migration Cargo.toml")
             .is_empty()
         {
             ""
