@@ -366,10 +366,12 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            if std::thread::panicking() {
+                eprintln!("killing {} (pid {})", self.name, self.child.id());
+            }
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        let _ = self.name;
     }
 }
 
@@ -1351,7 +1353,7 @@ fn f3(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
 }
 
-fn table(b: &Backend, s: &Settings, head: &str) -> String {
+fn table(b: &Backend, head: &str) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "### {}: {head}\n", b.db.name());
     let _ = writeln!(
@@ -1435,7 +1437,6 @@ fn table(b: &Backend, s: &Settings, head: &str) -> String {
     for n in &b.notes {
         let _ = writeln!(t, "- {n}");
     }
-    let _ = s;
     t
 }
 
@@ -1482,7 +1483,7 @@ fn main() {
     }
     let mut report = String::new();
     for b in &backends {
-        report.push_str(&table(b, &s, &head));
+        report.push_str(&table(b, &head));
         report.push('\n');
     }
     println!("\n{report}");
