@@ -239,6 +239,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
             "send the body as application/json",
         ));
     }
+    // Text the database cannot store is refused once, here, for every
+    // body, with the field named (see `chatcore::text`).
+    chatcore::text::check_json_body(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

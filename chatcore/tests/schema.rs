@@ -101,6 +101,7 @@ async fn some_turns(s: &dyn Store) -> TenantId {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -40,6 +40,7 @@ async fn seed(s: &dyn Store, copies: u64) -> (TenantId, Vec<MessageId>) {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -155,6 +155,7 @@ fn tenant() -> Tenant {
         status: TenantStatus::Active,
         rate_limit_rpm: Some(60),
         rate_limit_tpm: None,
+        public_rate_limit_rpm: Some(120),
         features: json!({}),
         created_at: now(),
         updated_at: now(),

@@ -121,6 +121,7 @@ async fn tenant(s: &dyn Store, name: &str) -> Tenant {
         rate_limit_rpm: Some(60),
         rate_limit_tpm: None,
         features: json!({"rag": true}),
+        public_rate_limit_rpm: None,
     })
     .await
     .expect("create tenant")
@@ -289,6 +290,7 @@ pub async fn tenants_crud_and_conflicts(s: &dyn Store) {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: json!({}),
+            public_rate_limit_rpm: None,
         })
         .await;
     assert!(
@@ -2080,6 +2082,7 @@ pub async fn apply_writes_the_change_and_its_audit_record_together(s: &dyn Store
                     rate_limit_rpm: None,
                     rate_limit_tpm: None,
                     features: json!({}),
+                    public_rate_limit_rpm: None,
                 },
                 key,
             ),
