@@ -153,7 +153,12 @@ async fn operator(
     };
     let ip = peer.ip().to_string();
     app.chat
-        .authenticate_operator(bearer(req.headers()).as_ref(), expected, Some(&ip), Some(rid))
+        .authenticate_operator(
+            bearer(req.headers()).as_ref(),
+            expected,
+            Some(&ip),
+            Some(rid),
+        )
         .await?;
     Ok(Operator {
         via: Some("http".into()),

@@ -273,19 +273,33 @@ mod tests {
     fn egress_allow_list_from_env_or_file() {
         let c = Config::load_from(
             None,
-            env(&[("CHATCORE_EGRESS_ALLOW", "127.0.0.1:11434, 10.0.0.0/8, ollama.lan")]),
+            env(&[(
+                "CHATCORE_EGRESS_ALLOW",
+                "127.0.0.1:11434, 10.0.0.0/8, ollama.lan",
+            )]),
         )
         .unwrap();
         assert_eq!(c.egress.rules().len(), 3);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "egress_allow = \"192.168.0.0/16\"\nmetrics_key = \"m-key\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "egress_allow = \"192.168.0.0/16\"\nmetrics_key = \"m-key\"\n",
+        )
+        .unwrap();
         let c = Config::load_from(Some(&f), env(&[])).unwrap();
         assert_eq!(c.egress.rules().len(), 1);
         assert!(c.metrics_key.is_some());
-        let e = Config::load_from(None, env(&[("CHATCORE_EGRESS_ALLOW", "not a rule!")])).unwrap_err();
+        let e =
+            Config::load_from(None, env(&[("CHATCORE_EGRESS_ALLOW", "not a rule!")])).unwrap_err();
         assert!(e.to_string().contains("CHATCORE_EGRESS_ALLOW"), "{e}");
-        assert!(Config::load_from(None, env(&[])).unwrap().egress.rules().is_empty());
+        assert!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .egress
+                .rules()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -93,9 +93,10 @@ fn join(field: &str, path: &str) -> String {
 fn first_nul(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => s.contains('\0').then(String::new),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            first_nul(item).map(|p| join(&format!("[{i}]"), &p))
-        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| first_nul(item).map(|p| join(&format!("[{i}]"), &p))),
         Value::Object(map) => map.iter().find_map(|(k, item)| {
             if k.contains('\0') {
                 // Name the key without its NUL, escaped, so the message
@@ -118,17 +119,17 @@ mod tests {
         assert_eq!(check_text("message", "a\0b").unwrap_err().field, "message");
         assert!(check_text("message", "fine").is_ok());
         let v = json!({"a": {"b": ["x", "y\u{0}"]}});
-        assert_eq!(check_json("metadata", &v).unwrap_err().field, "metadata.a.b[1]");
+        assert_eq!(
+            check_json("metadata", &v).unwrap_err().field,
+            "metadata.a.b[1]"
+        );
         let body = br#"{"bot_id": "x", "message": "hi\u0000there"}"#;
         assert_eq!(check_json_body(body).unwrap_err().field, "message");
         let body = br#"{"config": {"terms": ["ok", "\u0000"]}}"#;
         assert_eq!(check_json_body(body).unwrap_err().field, "config.terms[1]");
         let body = br#"{"k\u0000": 1}"#;
         assert_eq!(check_json_body(body).unwrap_err().field, "k\\u0000");
-        assert_eq!(
-            check_json_body(br#""\u0000""#).unwrap_err().field,
-            "body"
-        );
+        assert_eq!(check_json_body(br#""\u0000""#).unwrap_err().field, "body");
     }
 
     #[test]

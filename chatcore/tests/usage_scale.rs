@@ -276,8 +276,10 @@ async fn measure(
 /// Reverts and reapplies the `usage_daily` migration: the rollup is
 /// rebuilt from the messages by its backfill. Returns how long `up` took.
 async fn rebuild_rollup(raw: &DatabaseConnection) -> Duration {
-    // The last two migrations: rag_search, then usage_daily.
-    Migrator::down(raw, Some(2)).await.unwrap();
+    // Every migration after consolidated_init: usage_daily is the second,
+    // so it goes last (whatever later migrations are added).
+    let after_init = Migrator::migrations().len() as u32 - 1;
+    Migrator::down(raw, Some(after_init)).await.unwrap();
     let t0 = Instant::now();
     Migrator::up(raw, None).await.unwrap();
     t0.elapsed()

@@ -676,13 +676,13 @@ fn request_schemas_match_what_the_types_accept() {
     check_request::<chatcore::admin::CreateTenant>(
         d,
         request(d, "post", "/v1/admin/tenants"),
-        json!({"name": "Acme", "slug": "acme", "rate_limit_rpm": 60, "rate_limit_tpm": 1000, "features": {}}),
+        json!({"name": "Acme", "slug": "acme", "rate_limit_rpm": 60, "rate_limit_tpm": 1000, "public_rate_limit_rpm": 120, "features": {}}),
         "CreateTenant",
     );
     check_request::<chatcore::admin::UpdateTenant>(
         d,
         request(d, "patch", "/v1/admin/tenants/{id}"),
-        json!({"name": "Acme", "slug": "acme", "status": "suspended", "rate_limit_rpm": null, "rate_limit_tpm": 5, "features": {}}),
+        json!({"name": "Acme", "slug": "acme", "status": "suspended", "rate_limit_rpm": null, "rate_limit_tpm": 5, "public_rate_limit_rpm": null, "features": {}}),
         "UpdateTenant",
     );
     check_request::<chatcore::admin::CreateProvider>(

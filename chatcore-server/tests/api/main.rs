@@ -9,3 +9,4 @@ mod fake_openai;
 mod health;
 mod helpers;
 mod rag;
+mod security;

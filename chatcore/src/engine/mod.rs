@@ -455,7 +455,11 @@ impl ChatService {
         match presented {
             Some(k) if crate::auth::secrets_equal(k, expected) => Ok(()),
             other => {
-                let reason = if other.is_some() { "wrong_key" } else { "missing_key" };
+                let reason = if other.is_some() {
+                    "wrong_key"
+                } else {
+                    "missing_key"
+                };
                 self.throttle
                     .failed(ip, Credential::Operator, reason, request_id)
                     .await;

@@ -99,7 +99,8 @@ impl std::str::FromStr for EgressRule {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
             return Err(format!(
@@ -455,7 +456,10 @@ mod tests {
         assert!(p.allows(Some("vllm.lan"), sa("172.16.0.9:9000")));
         assert!(!p.allows(Some("vllm.lan"), sa("172.16.0.9:9001")));
         assert!(p.allows(None, sa("192.168.1.5:443")));
-        assert!(p.allows(None, sa("8.8.8.8:443")), "public is always allowed");
+        assert!(
+            p.allows(None, sa("8.8.8.8:443")),
+            "public is always allowed"
+        );
         for bad in ["", "10.0.0.0/33", "host:port", "a b", "-"] {
             if !bad.is_empty() {
                 assert!(EgressPolicy::parse(bad).is_err(), "{bad:?}");

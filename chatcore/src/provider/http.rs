@@ -100,17 +100,18 @@ impl HttpClient {
                 provider: self.provider.clone(),
             });
         }
-        let resp = match tokio::time::timeout(self.timeouts.first_byte, self.client.execute(req)).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    provider: self.provider.clone(),
-                    kind: TimeoutKind::FirstByte,
-                    after: self.timeouts.first_byte,
-                });
-            }
-            Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
-            Ok(Ok(resp)) => resp,
-        };
+        let resp =
+            match tokio::time::timeout(self.timeouts.first_byte, self.client.execute(req)).await {
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        provider: self.provider.clone(),
+                        kind: TimeoutKind::FirstByte,
+                        after: self.timeouts.first_byte,
+                    });
+                }
+                Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
+                Ok(Ok(resp)) => resp,
+            };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -228,7 +229,10 @@ pub(crate) fn map_transport_error(
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if s.downcast_ref::<EgressDenied>().is_some() {
-            tracing::warn!(provider, "the egress policy refused every address of a provider's host");
+            tracing::warn!(
+                provider,
+                "the egress policy refused every address of a provider's host"
+            );
             return ProviderError::EgressRefused {
                 provider: provider.to_owned(),
             };

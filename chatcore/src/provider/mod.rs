@@ -77,11 +77,11 @@ mod sse;
 pub mod tokens;
 mod types;
 
+pub use egress::{EgressError, EgressPolicy, EgressRule, redact_url};
 pub use error::{
     MAX_ERROR_BODY, ProviderError, TimeoutKind, parse_proto_duration, parse_retry_after,
     parse_retry_after_value, redact,
 };
-pub use egress::{EgressError, EgressPolicy, EgressRule, redact_url};
 pub use fallback::{FallbackEntry, FallbackProvider};
 pub use registry::{ProviderFactory, ProviderRegistry};
 pub use retry::{RetryPolicy, RetryingProvider};

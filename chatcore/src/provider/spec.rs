@@ -86,7 +86,11 @@ impl ProviderSpec {
     /// The configured base URL or `default`, parsed: an `http(s)` URL
     /// without userinfo; its fragment is dropped (paths are appended to it
     /// as segments, and its query string stays the query string).
-    pub fn base_url_or(&self, kind: &str, default: &str) -> Result<reqwest::Url, super::ProviderError> {
+    pub fn base_url_or(
+        &self,
+        kind: &str,
+        default: &str,
+    ) -> Result<reqwest::Url, super::ProviderError> {
         let text = self.base_url.as_deref().unwrap_or(default);
         let mut url = reqwest::Url::parse(text).map_err(|e| super::ProviderError::Config {
             message: format!("{kind}: invalid base URL: {e}"),

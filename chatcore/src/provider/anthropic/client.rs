@@ -29,7 +29,10 @@ pub struct AnthropicProvider {
 impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicProvider")
-            .field("base_url", &crate::provider::redact_url(self.base_url.as_str()))
+            .field(
+                "base_url",
+                &crate::provider::redact_url(self.base_url.as_str()),
+            )
             .field("api_key", &"[REDACTED]")
             .field("default_model", &self.default_model)
             .finish_non_exhaustive()

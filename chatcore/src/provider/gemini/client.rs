@@ -31,7 +31,10 @@ pub struct GeminiProvider {
 impl fmt::Debug for GeminiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GeminiProvider")
-            .field("base_url", &crate::provider::redact_url(self.base_url.as_str()))
+            .field(
+                "base_url",
+                &crate::provider::redact_url(self.base_url.as_str()),
+            )
             .field("api_key", &"[REDACTED]")
             .field("default_model", &self.default_model)
             .finish_non_exhaustive()
@@ -161,7 +164,9 @@ impl Provider for GeminiProvider {
             });
         }
         let body = wire::embed_request(&segment, &request.inputs, request.dimensions);
-        let rb = self.post(&segment, "batchEmbedContents", false)?.json(&body);
+        let rb = self
+            .post(&segment, "batchEmbedContents", false)?
+            .json(&body);
         let resp = self
             .http
             .send(rb, Some(&self.api_key), wire::map_error)

@@ -35,7 +35,10 @@ impl fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiProvider")
             .field("kind", &self.kind)
-            .field("base_url", &crate::provider::redact_url(self.base_url.as_str()))
+            .field(
+                "base_url",
+                &crate::provider::redact_url(self.base_url.as_str()),
+            )
             .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
             .field("default_model", &self.default_model)
             .finish_non_exhaustive()

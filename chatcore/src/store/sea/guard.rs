@@ -55,7 +55,6 @@ impl SeaOrmStore {
         if !replaced.is_empty() {
             e::document::Entity::delete_many()
                 .filter(e::document::Column::TenantId.eq(tenant.0))
-                .filter(e::document::Column::DatasetId.eq(new.dataset_id.0))
                 .filter(e::document::Column::Id.is_in(replaced.iter().map(|d| d.0)))
                 .exec(&txn)
                 .await

@@ -90,9 +90,9 @@ fn db_err(e: DbErr) -> StoreError {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
         // SQLite's busy timeout ran out: overloaded, not broken.
         _ if e.to_string().contains("database is locked") => StoreError::Unavailable(e.to_string()),
-        _ if guard::unstorable_text(&e) => StoreError::InvalidInput(
-            "text: must not contain NUL characters (U+0000)".into(),
-        ),
+        _ if guard::unstorable_text(&e) => {
+            StoreError::InvalidInput("text: must not contain NUL characters (U+0000)".into())
+        }
         _ => StoreError::Internal(e.to_string()),
     }
 }
