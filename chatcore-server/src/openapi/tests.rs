@@ -388,7 +388,15 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
             Guard::Tenant(Access::Write) => "admin",
         };
         assert_eq!(permission, expected, "{m} {p}");
-        assert_eq!(has("401"), permission != "none", "{m} {p}");
+        // `/metrics` is open to loopback, else needs the metrics key.
+        assert_eq!(
+            has("401"),
+            permission != "none" || *p == "/metrics",
+            "{m} {p}"
+        );
+        if permission != "none" {
+            assert!(has("429"), "{m} {p}: failed authentications are throttled");
+        }
         if matches!(permission, "read" | "admin" | "chat") {
             assert!(has("403"), "{m} {p}");
             assert_eq!(o["security"], json!([{"apiKey": []}]), "{m} {p}");
@@ -411,6 +419,7 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
     assert_eq!(perm("post", "/v1/chat/public"), "none");
     assert_eq!(perm("patch", "/v1/admin/tenants/{id}"), "operator");
     assert!(op(doc, "post", "/v1/chat")["responses"]["429"].is_object());
+    assert!(op(doc, "get", "/metrics")["responses"]["403"].is_object());
     assert_eq!(op(doc, "post", "/v1/chat/public")["security"], json!([]));
 }
 
