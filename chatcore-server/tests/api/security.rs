@@ -20,11 +20,17 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Requests an `Internal` saw: path and query.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// One NUL case: method, path, key, body, the field the 400 must name.
+type NulCase<'a> = (Method, String, Option<&'a str>, Option<Value>, &'a str);
+
 /// An "internal service": answers every request with a fixed status,
 /// content type and body, and records the path and query it was asked.
 #[derive(Clone)]
 struct Internal {
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
     addr: SocketAddr,
 }
 
@@ -34,7 +40,7 @@ impl Internal {
     async fn start(status: u16, content_type: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let s = seen.clone();
         tokio::spawn(async move {
             loop {
@@ -447,7 +453,7 @@ async fn nul_everywhere(app: TestApp) {
     let ds = ds["id"].as_str().unwrap().to_string();
     let pid = t.bot.provider_id.to_string();
     let n = "a\u{0}b";
-    let cases: Vec<(Method, String, Option<&str>, Option<Value>, &str)> = vec![
+    let cases: Vec<NulCase> = vec![
         (
             Method::POST,
             "/v1/chat/public".into(),
