@@ -235,6 +235,8 @@ async fn bench() {
 
     let mut config = Config::load_from(None, |k| match k {
         "CHATCORE_LISTEN" => Some("127.0.0.1:0".into()),
+        // The mock upstream is on loopback: the egress policy must allow it.
+        "CHATCORE_EGRESS_ALLOW" => Some("127.0.0.1".into()),
         _ => None,
     })
     .unwrap();
@@ -255,6 +257,7 @@ async fn bench() {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -108,6 +108,7 @@ async fn run(store: Arc<dyn Store>, label: &str, n: usize, pg_schema: Option<&st
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -53,6 +53,7 @@ async fn run() {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -8,7 +8,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use chatcore::admin::{Access, AdminCaller, ConversationQuery, List, Operator, page_request};
-use chatcore::auth::secrets_equal;
 use chatcore::domain::{ActorKind, ApiKeyId, ConversationId, ProviderConfigId, ScopeId, TenantId};
 use chatcore::store::{AuditFilter, PageRequest, UsageGroup};
 use chrono::{DateTime, Utc};
@@ -40,7 +39,8 @@ impl Query {
         Self { pairs }
     }
 
-    /// Takes a string parameter (400 if given twice).
+    /// Takes a string parameter (400 if given twice, or if it holds text
+    /// the database cannot store).
     pub fn take(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         let mut found: Vec<String> = vec![];
         self.pairs.retain(|(k, v)| {
@@ -51,6 +51,9 @@ impl Query {
                 true
             }
         });
+        if let Some(v) = found.first() {
+            chatcore::text::check_text(name, v).map_err(|e| bad(e.to_string()))?;
+        }
         match found.len() {
             0 => Ok(None),
             1 => Ok(found.pop()),
@@ -137,8 +140,9 @@ pub(crate) fn no_content() -> Response<Body> {
 }
 
 /// Checks the operator key: the routes do not exist (404) when no operator
-/// key is configured, and answer 401 to a missing or wrong one.
-fn operator(
+/// key is configured, and answer 401 to a missing or wrong one (throttled
+/// per IP and audited by the library, like tenant keys).
+async fn operator(
     app: &App,
     req: &Request<Incoming>,
     peer: SocketAddr,
@@ -147,18 +151,20 @@ fn operator(
     let Some(expected) = &app.config.operator_key else {
         return Err(ApiError::not_found("route"));
     };
-    match bearer(req.headers()) {
-        Some(k) if secrets_equal(&k, expected) => Ok(Operator {
-            via: Some("http".into()),
-            request_id: Some(rid.to_string()),
-            ip: Some(peer.ip().to_string()),
-        }),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the operator key: Authorization: Bearer <CHATCORE_OPERATOR_KEY>",
-        )),
-    }
+    let ip = peer.ip().to_string();
+    app.chat
+        .authenticate_operator(
+            bearer(req.headers()).as_ref(),
+            expected,
+            Some(&ip),
+            Some(rid),
+        )
+        .await?;
+    Ok(Operator {
+        via: Some("http".into()),
+        request_id: Some(rid.to_string()),
+        ip: Some(ip),
+    })
 }
 
 /// What a tenant management route does, for the permission check: reads
@@ -214,7 +220,7 @@ pub async fn handle(
     let admin = &app.admin;
     let mut q = Query::parse(req.uri());
     if m.pattern.starts_with("/v1/admin/") {
-        let op = operator(app, &req, peer, rid)?;
+        let op = operator(app, &req, peer, rid).await?;
         return match (req.method(), m.pattern) {
             (&Method::POST, "/v1/admin/tenants") => {
                 q.finish()?;

@@ -262,3 +262,55 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reads SSE bytes with a standard parser (the one the providers use).
+    fn parse(bytes: Bytes) -> Vec<(String, String)> {
+        use eventsource_stream::Eventsource;
+        futures::executor::block_on(async move {
+            futures::stream::iter([Ok::<_, std::io::Error>(bytes)])
+                .eventsource()
+                .map(|e| {
+                    let e = e.expect("valid SSE");
+                    (e.event, e.data)
+                })
+                .collect()
+                .await
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever a delta holds (newlines, CR, NUL, any Unicode), it is
+        /// one event that reads back as exactly that text.
+        #[test]
+        fn a_delta_is_one_event_whatever_it_holds(content in "\\PC*|[\\r\\n\\u{0}\\u{2028} a-z:]{0,40}") {
+            let bytes = sse_event("delta", &StreamDelta { content: content.clone() });
+            let events = parse(bytes.clone());
+            prop_assert_eq!(events.len(), 1);
+            prop_assert_eq!(&events[0].0, "delta");
+            let v: serde_json::Value = serde_json::from_str(&events[0].1).unwrap();
+            prop_assert_eq!(v["content"].as_str().unwrap(), content.as_str());
+            let text = std::str::from_utf8(&bytes).unwrap();
+            prop_assert!(text.ends_with("\n\n"));
+            prop_assert_eq!(text.matches('\n').count(), 3, "no line break inside the data");
+            prop_assert!(!text.contains('\r'));
+        }
+
+        /// An error event reads back as the error body.
+        #[test]
+        fn an_error_event_reads_back(message in "\\PC*", rid in "[a-z0-9-]{0,20}") {
+            let bytes = sse_event("error", &ErrorBody::new("provider_error", message.clone(), &rid));
+            let events = parse(bytes);
+            prop_assert_eq!(events.len(), 1);
+            let v: serde_json::Value = serde_json::from_str(&events[0].1).unwrap();
+            prop_assert_eq!(v["error"]["message"].as_str().unwrap(), message.as_str());
+            prop_assert_eq!(v["error"]["request_id"].as_str().unwrap(), rid.as_str());
+        }
+    }
+}

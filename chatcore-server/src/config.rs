@@ -52,6 +52,16 @@ pub struct Config {
     /// name an instance is anonymous and its orphans are found by their
     /// stale heartbeat.
     pub instance_name: Option<String>,
+    /// `CHATCORE_EGRESS_ALLOW`: comma-separated CIDRs, `ip:port`, host
+    /// names or `host:port` that provider calls may reach although they are
+    /// internal (loopback, private, link-local, ...): local model servers.
+    pub egress: chatcore::provider::EgressPolicy,
+    /// `CHATCORE_METRICS_KEY`: bearer for `/metrics` (without it, `/metrics`
+    /// answers only clients on loopback).
+    pub metrics_key: Option<SecretString>,
+    /// `CHATCORE_AUTH_FAILURES_PER_MINUTE`: failed authentications admitted
+    /// per client IP per minute before 429s (default 20; 0 turns it off).
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 /// A configuration error, said in words a deployer can act on.
@@ -91,6 +101,9 @@ struct FileConfig {
     request_timeout_secs: Option<u64>,
     max_upload_bytes: Option<usize>,
     instance_name: Option<String>,
+    egress_allow: Option<String>,
+    metrics_key: Option<String>,
+    auth_failures_per_minute: Option<u32>,
 }
 
 impl Config {
@@ -134,6 +147,22 @@ impl Config {
                 }
             };
         let secret = |s: String| SecretString::from(s);
+        let egress = match pick("CHATCORE_EGRESS_ALLOW", fc.egress_allow) {
+            Some(list) => chatcore::provider::EgressPolicy::parse(&list).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "CHATCORE_EGRESS_ALLOW",
+                    reason,
+                }
+            })?,
+            None => chatcore::provider::EgressPolicy::default(),
+        };
+        let auth_failures_per_minute = match env("CHATCORE_AUTH_FAILURES_PER_MINUTE") {
+            Some(v) => Some(v.parse().map_err(|_| ConfigError::Invalid {
+                key: "CHATCORE_AUTH_FAILURES_PER_MINUTE",
+                reason: format!("{v:?} is not a number"),
+            })?),
+            None => fc.auth_failures_per_minute,
+        };
         Ok(Self {
             database_url: pick("CHATCORE_DATABASE_URL", fc.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
@@ -170,6 +199,9 @@ impl Config {
             )?,
             openai_api_key: env("OPENAI_API_KEY").map(secret),
             instance_name: pick("CHATCORE_INSTANCE_NAME", fc.instance_name),
+            metrics_key: pick("CHATCORE_METRICS_KEY", fc.metrics_key).map(secret),
+            egress,
+            auth_failures_per_minute,
         })
     }
 
@@ -255,6 +287,39 @@ mod tests {
         let c =
             Config::load_from(None, env(&[("CHATCORE_OPERATOR_KEY", "super-secret-op")])).unwrap();
         assert!(!format!("{c:?}").contains("super-secret-op"));
+    }
+
+    #[test]
+    fn egress_allow_list_from_env_or_file() {
+        let c = Config::load_from(
+            None,
+            env(&[(
+                "CHATCORE_EGRESS_ALLOW",
+                "127.0.0.1:11434, 10.0.0.0/8, ollama.lan",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.egress.rules().len(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "egress_allow = \"192.168.0.0/16\"\nmetrics_key = \"m-key\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&f), env(&[])).unwrap();
+        assert_eq!(c.egress.rules().len(), 1);
+        assert!(c.metrics_key.is_some());
+        let e =
+            Config::load_from(None, env(&[("CHATCORE_EGRESS_ALLOW", "not a rule!")])).unwrap_err();
+        assert!(e.to_string().contains("CHATCORE_EGRESS_ALLOW"), "{e}");
+        assert!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .egress
+                .rules()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -239,6 +239,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
             "send the body as application/json",
         ));
     }
+    // Text the database cannot store is refused once, here, for every
+    // body, with the field named (see `chatcore::text`).
+    chatcore::text::check_json_body(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -250,4 +254,84 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         };
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", msg)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ChatBody;
+    use proptest::prelude::*;
+
+    fn json_headers() -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes are a body or a 400, never a panic.
+        #[test]
+        fn arbitrary_bytes_are_parsed_or_refused(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            match parse_json::<ChatBody>(&json_headers(), &body) {
+                Ok(_) => {}
+                Err(e) => {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    prop_assert_eq!(e.code, "invalid_request");
+                }
+            }
+            let _ = parse_json::<serde_json::Value>(&json_headers(), &body);
+        }
+
+        /// A well-formed body is taken as sent, unless a field holds a NUL:
+        /// then it is a 400 naming that field.
+        #[test]
+        fn text_fields_arrive_intact_or_are_named(
+            bot in "\\PC{0,20}|[a\\u{0}]{1,4}",
+            message in "\\PC{0,40}|[b\\u{0}\\n]{1,6}",
+            user in proptest::option::of("\\PC{0,20}|[\\u{0}c]{1,3}"),
+        ) {
+            let mut v = serde_json::json!({"bot_id": bot, "message": message});
+            if let Some(u) = &user {
+                v["user_id"] = serde_json::json!(u);
+            }
+            let body = serde_json::to_vec(&v).unwrap();
+            let nul = |s: &str| s.contains('\0');
+            match parse_json::<ChatBody>(&json_headers(), &body) {
+                Ok(b) => {
+                    prop_assert!(!nul(&bot) && !nul(&message) && !user.as_deref().is_some_and(nul));
+                    prop_assert_eq!(b.bot_id, bot);
+                    prop_assert_eq!(b.message, message);
+                    prop_assert_eq!(b.user_id, user);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    let field = e.message.split(':').next().unwrap().to_string();
+                    let named = match field.as_str() {
+                        "bot_id" => nul(&bot),
+                        "message" => nul(&message),
+                        "user_id" => user.as_deref().is_some_and(nul),
+                        _ => false,
+                    };
+                    prop_assert!(named, "{}", e.message);
+                }
+            }
+        }
+
+        /// Any other content type is a 415, whatever the bytes.
+        #[test]
+        fn other_content_types_are_415(body in proptest::collection::vec(any::<u8>(), 0..64), ct in "[a-z/+-]{0,20}") {
+            prop_assume!(ct != "application/json");
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&ct) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            let e = parse_json::<ChatBody>(&h, &body).unwrap_err();
+            prop_assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+    }
 }

@@ -102,8 +102,12 @@ impl App {
     pub async fn build_with(
         config: Config,
         registry: ProviderRegistry,
-        settings: ChatSettings,
+        mut settings: ChatSettings,
     ) -> Result<Arc<Self>, StartError> {
+        settings.egress = settings.egress.merged(&config.egress);
+        if let Some(n) = config.auth_failures_per_minute {
+            settings.auth_failures_per_minute = n;
+        }
         let keyring = keys::keyring(&config)?;
         let store: Arc<dyn Store> =
             Arc::new(SeaOrmStore::open(&config.database_url, config.store_options()).await?);

@@ -308,6 +308,7 @@ async fn tenant_command(config: Config, c: TenantCommand) -> Result<(), String> 
                         slug,
                         rate_limit_rpm: rpm,
                         rate_limit_tpm: tpm,
+                        public_rate_limit_rpm: None,
                         features: None,
                     },
                 )

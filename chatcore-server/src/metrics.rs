@@ -5,6 +5,10 @@
 //! fixed buckets. Token counters are keyed by tenant and provider in a map
 //! behind a read-mostly `RwLock` (a new pair takes the write lock once).
 //! Database pool gauges are read from the store when scraped.
+//!
+//! Access ([`authorize`]): the metrics name every tenant, so with
+//! `CHATCORE_METRICS_KEY` set a scraper must send it as a bearer; without
+//! it only clients on loopback are answered.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -126,6 +130,42 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Whether the client may read the metrics (see the module docs).
+pub fn authorize(
+    config: &crate::config::Config,
+    headers: &http::HeaderMap,
+    peer: std::net::SocketAddr,
+) -> Result<(), crate::http::ApiError> {
+    match &config.metrics_key {
+        Some(expected) => match crate::chat::bearer(headers) {
+            Some(k) if chatcore::auth::secrets_equal(&k, expected) => Ok(()),
+            _ => Err(crate::http::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the metrics key: Authorization: Bearer <CHATCORE_METRICS_KEY>",
+            )),
+        },
+        None => {
+            let ip = match peer.ip() {
+                std::net::IpAddr::V6(v6) => v6
+                    .to_ipv4_mapped()
+                    .map(std::net::IpAddr::V4)
+                    .unwrap_or(std::net::IpAddr::V6(v6)),
+                v4 => v4,
+            };
+            if ip.is_loopback() {
+                Ok(())
+            } else {
+                Err(crate::http::ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "metrics are served to loopback clients only; set CHATCORE_METRICS_KEY to scrape them from elsewhere",
+                ))
+            }
+        }
+    }
 }
 
 /// Renders every metric.

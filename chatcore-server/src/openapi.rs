@@ -251,6 +251,9 @@ mod ops {
     fn readyz() {}
 
     /// Prometheus metrics (text exposition format)
+    ///
+    /// With `CHATCORE_METRICS_KEY` set, send it as a bearer; without it,
+    /// only clients on loopback are answered.
     #[utoipa::path(get, path = "/metrics", tag = "operations",
         responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
     fn metrics() {}
@@ -557,7 +560,7 @@ const ERRORS: &[(&str, u16, &str)] = &[
     (
         "Conflict",
         409,
-        "`conflict`: a slug that is taken, a row still in use",
+        "`conflict`: a slug that is taken (a public bot's slug is unique across tenants), a row still in use",
     ),
     (
         "PayloadTooLarge",
@@ -572,7 +575,7 @@ const ERRORS: &[(&str, u16, &str)] = &[
     (
         "RateLimited",
         429,
-        "`rate_limited`: a rate limit (the tenant's, the key's, the visitor's, the provider's); see Retry-After",
+        "`rate_limited`: a rate limit (the tenant's, its public budget, the key's, the visitor's, the provider's), or too many failed authentications from this IP; see Retry-After",
     ),
     (
         "Internal",
@@ -626,8 +629,12 @@ fn error_statuses(method: &Method, path: &str, op: &Operation) -> Vec<u16> {
         || (method == Method::POST && path == "/v1/datasets")
         || path == "/v1/datasets/{id}/search";
     let mut s = vec![];
-    if method == Method::OPTIONS || matches!(path, "/healthz" | "/metrics" | "/openapi.json") {
+    if method == Method::OPTIONS || matches!(path, "/healthz" | "/openapi.json") {
         return s;
+    }
+    if path == "/metrics" {
+        // The metrics key when one is set; loopback clients otherwise.
+        return vec![401, 403];
     }
     if has_body || has_params {
         s.push(400);
@@ -647,7 +654,9 @@ fn error_statuses(method: &Method, path: &str, op: &Operation) -> Vec<u16> {
     if has_body {
         s.extend([413, 415]);
     }
-    if is_chat {
+    // Chat has rate limits; every authenticated route answers 429 to an IP
+    // that failed authentication too often.
+    if is_chat || g != Guard::Open {
         s.push(429);
     }
     s.push(500);

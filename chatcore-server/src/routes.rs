@@ -150,9 +150,22 @@ fn request_id(req: &Request<Incoming>) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-/// Handles one request.
+/// Handles one request, in a span carrying its request id: every log line
+/// of the request (a provider failure's redacted detail included) can be
+/// found by the id its caller was given.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    use tracing::Instrument as _;
     let rid = request_id(&req);
+    let span = tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.uri().path());
+    handle_in_span(app, req, peer, rid).instrument(span).await
+}
+
+async fn handle_in_span(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    rid: String,
+) -> Response<Body> {
     let matched = match_route(req.method(), req.uri().path());
     let route_index = matched.as_ref().ok().map(|m| m.index);
     let result = match matched {
@@ -194,7 +207,10 @@ async fn route(
                 Err(ApiError::unavailable("database unreachable"))
             }
         },
-        (&Method::GET, "/metrics") => Ok(crate::metrics::render(app)),
+        (&Method::GET, "/metrics") => {
+            crate::metrics::authorize(&app.config, req.headers(), peer)?;
+            Ok(crate::metrics::render(app))
+        }
         (&Method::GET, "/openapi.json") => {
             Ok(json_response(StatusCode::OK, crate::openapi::document()))
         }

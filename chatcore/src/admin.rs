@@ -195,7 +195,10 @@ impl<T> List<T> {
     }
 }
 
-/// A provider configuration as shown: the key only by its last 4 characters.
+/// A provider configuration as shown: the key only by its last 4 characters
+/// (none at all for a key under 12 characters), the base URL without
+/// userinfo and with its query values replaced by `REDACTED` (an Azure-style
+/// `?sig=` token is a secret too).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderView {
@@ -205,9 +208,11 @@ pub struct ProviderView {
     pub provider: String,
     /// Display name.
     pub name: String,
-    /// The last 4 characters of the API key, if one is set.
+    /// The last 4 characters of the API key, if one is set and is at least
+    /// 12 characters long (null otherwise).
     pub api_key_last4: Option<String>,
-    /// Base URL override.
+    /// Base URL override, redacted (userinfo removed, query values
+    /// replaced by `REDACTED`).
     pub base_url: Option<String>,
     /// Default model override.
     pub default_model: Option<String>,
@@ -225,8 +230,13 @@ impl From<ProviderConfig> for ProviderView {
             id: p.id,
             provider: p.provider,
             name: p.name,
-            api_key_last4: p.api_key.map(|k| k.last4),
-            base_url: p.base_url,
+            // Keys sealed before short keys were hidden kept all of a key of
+            // 4 characters or fewer: never show those.
+            api_key_last4: p
+                .api_key
+                .map(|k| k.last4)
+                .filter(|l| l.chars().count() == 4),
+            base_url: p.base_url.as_deref().map(crate::provider::redact_url),
             default_model: p.default_model,
             enabled: p.enabled,
             created_at: p.created_at,
@@ -421,6 +431,11 @@ pub struct CreateTenant {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit_tpm: Option<i32>,
+    /// Public chat requests per minute across the tenant's public bots
+    /// (default: the server's); counted apart from `rate_limit_rpm`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub public_rate_limit_rpm: Option<i32>,
     /// Feature flags (a JSON object, e.g. `{"public_chat": false}`).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -454,6 +469,10 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "nullable")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit_tpm: Option<Option<i32>>,
+    /// New public chat budget (null: the server's default).
+    #[serde(default, deserialize_with = "nullable")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub public_rate_limit_rpm: Option<Option<i32>>,
     /// New feature flags (a JSON object; replaces the old one).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -688,6 +707,7 @@ mod openapi {
 // ---------------------------------------------------------------- checks
 
 fn text(field: &str, v: &str, max: usize) -> AdminResult<()> {
+    crate::text::check_text(field, v)?;
     let n = v.chars().count();
     if v.trim().is_empty() || n > max {
         return Err(ChatError::InvalidRequest(format!(
@@ -725,6 +745,7 @@ fn temperature(v: Option<f32>) -> AdminResult<()> {
 }
 
 fn features(v: &serde_json::Value) -> AdminResult<()> {
+    crate::text::check_json("features", v)?;
     if !v.is_object() {
         return Err(ChatError::InvalidRequest(
             "features: must be a JSON object".into(),
@@ -733,20 +754,31 @@ fn features(v: &serde_json::Value) -> AdminResult<()> {
     Ok(())
 }
 
-fn base_url(v: &str) -> AdminResult<()> {
-    let ok = (v.starts_with("http://") || v.starts_with("https://"))
-        && v.len() <= 2048
-        && !v.chars().any(char::is_whitespace);
-    if !ok {
-        return Err(ChatError::InvalidRequest(
-            "base_url: must be an http:// or https:// URL".into(),
-        ));
+/// Parses a base URL: `http(s)`, a host, no userinfo, no whitespace, at
+/// most 2048 characters.
+fn base_url(v: &str) -> AdminResult<url::Url> {
+    crate::text::check_text("base_url", v)?;
+    let bad = || ChatError::InvalidRequest("base_url: must be an http:// or https:// URL".into());
+    if v.len() > 2048 || v.chars().any(char::is_whitespace) {
+        return Err(bad());
     }
-    Ok(())
+    let url = url::Url::parse(v).map_err(|_| bad())?;
+    match crate::provider::EgressPolicy::new().check_url(&url) {
+        Ok(()) | Err(crate::provider::EgressError::Refused) => Ok(url),
+        Err(crate::provider::EgressError::Userinfo) => Err(ChatError::InvalidRequest(
+            "base_url: must not contain a user name or password (put the credential in api_key)"
+                .into(),
+        )),
+        Err(crate::provider::EgressError::Scheme) => Err(bad()),
+    }
 }
+
+/// How long a base URL's host may take to resolve when it is configured.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn provider_key(v: &SecretString) -> AdminResult<()> {
     let k = v.expose_secret();
+    crate::text::check_text("api_key", k)?;
     if k.trim().is_empty() || k.len() > 4096 {
         return Err(ChatError::InvalidRequest(
             "api_key: must be 1 to 4096 characters".into(),
@@ -768,6 +800,10 @@ fn referenced(e: StoreError) -> ChatError {
         StoreError::Conflict("bot") => {
             ChatError::Conflict("slug: a bot with this slug exists".into())
         }
+        StoreError::Conflict("public bot") => ChatError::Conflict(
+            "slug: a public bot (of this or another tenant) has this slug; public slugs are unique across tenants, choose another"
+                .into(),
+        ),
         StoreError::Conflict("tenant") => {
             ChatError::Conflict("slug: a tenant with this slug exists".into())
         }
@@ -850,6 +886,20 @@ impl AdminService {
         }
     }
 
+    /// Checks a provider's base URL against the egress policy now: a host
+    /// that resolves to a refused address is a 400 (one that does not
+    /// resolve yet is checked at every call).
+    async fn check_egress(&self, url: &url::Url) -> AdminResult<()> {
+        let policy = match &self.chat {
+            Some(c) => c.settings().egress.clone(),
+            None => crate::provider::EgressPolicy::default(),
+        };
+        policy
+            .check_target(url, RESOLVE_TIMEOUT)
+            .await
+            .map_err(|e| ChatError::InvalidRequest(format!("base_url: {e}")))
+    }
+
     // ---- operator: tenants ----
 
     /// Creates a tenant and its first admin key (returned once).
@@ -868,6 +918,12 @@ impl AdminService {
         };
         range_i32("rate_limit_rpm", input.rate_limit_rpm, 1, 10_000_000)?;
         range_i32("rate_limit_tpm", input.rate_limit_tpm, 1, i32::MAX)?;
+        range_i32(
+            "public_rate_limit_rpm",
+            input.public_rate_limit_rpm,
+            1,
+            10_000_000,
+        )?;
         let feats = input.features.unwrap_or_else(|| serde_json::json!({}));
         features(&feats)?;
         let g = generate_key();
@@ -889,6 +945,7 @@ impl AdminService {
                 rate_limit_rpm: input.rate_limit_rpm,
                 rate_limit_tpm: input.rate_limit_tpm,
                 features: feats,
+                public_rate_limit_rpm: input.public_rate_limit_rpm,
             },
             key,
         );
@@ -939,6 +996,10 @@ impl AdminService {
         if let Some(Some(n)) = input.rate_limit_tpm {
             range_i32("rate_limit_tpm", Some(n), 1, i32::MAX)?;
         }
+        if let Some(n) = input.public_rate_limit_rpm {
+            range_i32("public_rate_limit_rpm", n, 1, 10_000_000)?;
+            fields.push("public_rate_limit_rpm");
+        }
         if let Some(f) = &input.features {
             features(f)?;
             fields.push("features");
@@ -960,6 +1021,7 @@ impl AdminService {
             status: input.status,
             rate_limit_rpm: input.rate_limit_rpm,
             rate_limit_tpm: input.rate_limit_tpm,
+            public_rate_limit_rpm: input.public_rate_limit_rpm,
             features: input.features,
         };
         let r = self
@@ -989,6 +1051,7 @@ impl AdminService {
     ) -> AdminResult<ProviderView> {
         c.require_write()?;
         text("name", &input.name, 200)?;
+        crate::text::check_text("provider", &input.provider)?;
         match self.store.get_catalog_entry(&input.provider).await {
             Ok(_) => {}
             Err(StoreError::NotFound(_)) => {
@@ -1003,7 +1066,7 @@ impl AdminService {
             provider_key(k)?;
         }
         if let Some(u) = &input.base_url {
-            base_url(u)?;
+            self.check_egress(&base_url(u)?).await?;
         }
         if let Some(m) = &input.default_model {
             text("default_model", m, 200)?;
@@ -1069,7 +1132,7 @@ impl AdminService {
         }
         if let Some(u) = &input.base_url {
             if let Some(u) = u {
-                base_url(u)?;
+                self.check_egress(&base_url(u)?).await?;
             }
             fields.push("base_url");
         }
@@ -1128,6 +1191,10 @@ impl AdminService {
     // ---- bots ----
 
     async fn find_bot(&self, t: TenantId, id_or_slug: &str) -> Result<Bot, StoreError> {
+        if crate::text::check_text("bot", id_or_slug).is_err() {
+            // No slug holds a NUL: such a bot does not exist.
+            return Err(StoreError::NotFound("bot"));
+        }
         match id_or_slug.parse::<BotId>() {
             Ok(id) => self.store.get_bot(t, id).await,
             Err(_) => self.store.get_bot_by_slug(t, id_or_slug).await,
@@ -1145,6 +1212,7 @@ impl AdminService {
             }
             None => slugify(&input.name),
         };
+        crate::text::check_opt("system_prompt", input.system_prompt.as_deref())?;
         if let Some(p) = &input.system_prompt
             && p.chars().count() > 100_000
         {
@@ -1217,6 +1285,7 @@ impl AdminService {
             slug("slug", s)?;
             fields.push("slug");
         }
+        crate::text::check_opt("system_prompt", input.system_prompt.as_deref())?;
         if let Some(p) = &input.system_prompt {
             if p.chars().count() > 100_000 {
                 return Err(ChatError::InvalidRequest(
@@ -1395,6 +1464,8 @@ impl AdminService {
     /// Creates a scope after checking its configuration.
     pub async fn create_scope(&self, c: &AdminCaller, input: CreateScope) -> AdminResult<Scope> {
         c.require_write()?;
+        crate::text::check_text("bot_id", &input.bot_id)?;
+        crate::text::check_json("config", &input.config)?;
         if !guard::SCOPE_KINDS.contains(&input.kind.as_str()) {
             return Err(ChatError::InvalidRequest(format!(
                 "kind: must be one of {}",
@@ -1483,6 +1554,8 @@ impl AdminService {
         page: PageRequest,
     ) -> AdminResult<List<Conversation>> {
         time_range(q.since, q.until)?;
+        crate::text::check_opt("bot_id", q.bot.as_deref())?;
+        crate::text::check_opt("user_id", q.user_id.as_deref())?;
         let bot_id = match &q.bot {
             Some(b) => Some(self.find_bot(c.tenant, b).await.map_err(referenced)?.id),
             None => None,
@@ -1547,6 +1620,8 @@ impl AdminService {
         page: PageRequest,
     ) -> AdminResult<List<AuditRecord>> {
         time_range(filter.since, filter.until)?;
+        crate::text::check_opt("action", filter.action.as_deref())?;
+        crate::text::check_opt("actor_id", filter.actor_id.as_deref())?;
         Ok(List::map(
             self.store.list_audit(c.tenant, filter, page).await?,
             |r| r,

@@ -205,6 +205,7 @@ mod tests {
                 rate_limit_rpm: None,
                 rate_limit_tpm: None,
                 features: serde_json::json!({}),
+                public_rate_limit_rpm: None,
             })
             .await
             .unwrap();
@@ -273,6 +274,7 @@ mod tests {
                 rate_limit_rpm: None,
                 rate_limit_tpm: None,
                 features: serde_json::json!({}),
+                public_rate_limit_rpm: None,
             })
             .await
             .unwrap();

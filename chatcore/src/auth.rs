@@ -5,6 +5,11 @@
 //! base64url characters encoding 32 bytes (256 bits) from the operating
 //! system's CSPRNG. Only the SHA-256 of the whole key is stored; a presented
 //! key is checked by hashing it and comparing the hashes in constant time.
+//!
+//! [`throttle`]: failed authentications are throttled per client IP and
+//! audited as one counted record per IP and minute.
+
+pub mod throttle;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

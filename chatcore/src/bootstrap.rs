@@ -42,6 +42,7 @@ pub async fn ensure_demo(
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await?;
     let (provider, model, name, key) = match openai_key {

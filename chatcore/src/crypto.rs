@@ -129,7 +129,7 @@ impl Keyring {
         SealedKey {
             key_id: self.current.clone(),
             ciphertext,
-            last4: last4(secret),
+            last4: shown_last4(secret),
         }
     }
 
@@ -172,7 +172,22 @@ impl Keyring {
     }
 }
 
-/// The last 4 characters of a secret, the only part ever shown.
+/// Shortest secret whose last 4 characters are kept to be shown: of a
+/// shorter one, 4 characters are too large a part.
+pub const MIN_CHARS_TO_SHOW_LAST4: usize = 12;
+
+/// What [`Keyring::seal`] keeps to show of a secret: its last 4 characters,
+/// or nothing (an empty string) when it is shorter than
+/// [`MIN_CHARS_TO_SHOW_LAST4`].
+pub fn shown_last4(secret: &str) -> String {
+    if secret.chars().count() < MIN_CHARS_TO_SHOW_LAST4 {
+        String::new()
+    } else {
+        last4(secret)
+    }
+}
+
+/// The last 4 characters of a secret.
 pub fn last4(secret: &str) -> String {
     let n = secret.chars().count();
     secret.chars().skip(n.saturating_sub(4)).collect()
@@ -255,6 +270,11 @@ mod tests {
     #[test]
     fn last4_handles_short_and_unicode() {
         assert_eq!(last4("ab"), "ab");
+        assert_eq!(shown_last4("short-key"), "", "under 12 characters: nothing");
+        assert_eq!(shown_last4("sk-0123456789"), "6789");
+        let r = ring();
+        let t = TenantId::new();
+        assert_eq!(r.seal(t, &SecretString::from("abcd".to_string())).last4, "");
         assert_eq!(last4("xxxxé☃ab"), "é☃ab");
     }
 }

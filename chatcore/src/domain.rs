@@ -259,6 +259,11 @@ pub struct Tenant {
     pub rate_limit_rpm: Option<i32>,
     /// Tokens per minute across the tenant (None: unlimited).
     pub rate_limit_tpm: Option<i32>,
+    /// Public chat requests per minute across the tenant's public bots
+    /// (None: the server's default). Counted apart from `rate_limit_rpm`,
+    /// the API keys' budget, so visitors cannot use it up.
+    #[serde(default)]
+    pub public_rate_limit_rpm: Option<i32>,
     /// Feature flags (a JSON object).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub features: serde_json::Value,

@@ -21,6 +21,8 @@
 //!   time verification, permissions.
 //! - [`bootstrap`]: the demo tenant and bot created on first start.
 //! - [`cache`]: a small TTL cache for hot lookups (keys, bots).
+//! - [`text`]: what a text value must be to reach the database (no NUL),
+//!   checked once where it enters, with the field named.
 //! - [`crypto`]: encryption at rest of provider API keys (AES-256-GCM with a
 //!   rotating master keyring).
 //! - `testkit` (feature `testkit`): conformance suites that plugin authors run
@@ -41,3 +43,4 @@ pub mod ratelimit;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;

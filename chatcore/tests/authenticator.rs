@@ -23,6 +23,7 @@ async fn setup() -> (
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -149,6 +149,7 @@ async fn setup(store: Arc<dyn Store>) -> Setup {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();
@@ -369,6 +370,7 @@ async fn another_instance_sees_changes_at_once() {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

@@ -43,6 +43,7 @@ async fn sqlite_file_and_wal_hold_no_secret() {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         })
         .await
         .unwrap();

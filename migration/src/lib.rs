@@ -2,15 +2,17 @@
 //! data model and seeds the provider catalog; `usage_daily` adds the daily
 //! usage rollup; `rag_search` adds full-text
 //! search over chunks (SQLite FTS5, PostgreSQL tsvector) and, where pgvector
-//! is available, the vector column with its HNSW indexes; `turn_owner`
-//! records which server instance owns a turn being answered. The same code
-//! migrates SQLite and PostgreSQL.
+//! is available, the vector column with its HNSW indexes; `public_slugs`
+//! makes a public bot's slug unique across tenants and adds the tenants'
+//! public chat budget; `turn_owner` records which server instance owns a
+//! turn being answered. The same code migrates SQLite and PostgreSQL.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_consolidated_init;
 mod m20260126_000002_usage_daily;
 pub mod m20260126_000003_rag_search;
+pub mod m20260301_000001_public_slugs;
 mod m20260401_000004_turn_owner;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
@@ -23,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_consolidated_init::Migration),
             Box::new(m20260126_000002_usage_daily::Migration),
             Box::new(m20260126_000003_rag_search::Migration),
+            Box::new(m20260301_000001_public_slugs::Migration),
             Box::new(m20260401_000004_turn_owner::Migration),
         ]
     }

@@ -155,6 +155,7 @@ fn tenant() -> Tenant {
         status: TenantStatus::Active,
         rate_limit_rpm: Some(60),
         rate_limit_tpm: None,
+        public_rate_limit_rpm: Some(120),
         features: json!({}),
         created_at: now(),
         updated_at: now(),
@@ -387,7 +388,15 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
             Guard::Tenant(Access::Write) => "admin",
         };
         assert_eq!(permission, expected, "{m} {p}");
-        assert_eq!(has("401"), permission != "none", "{m} {p}");
+        // `/metrics` is open to loopback, else needs the metrics key.
+        assert_eq!(
+            has("401"),
+            permission != "none" || *p == "/metrics",
+            "{m} {p}"
+        );
+        if permission != "none" {
+            assert!(has("429"), "{m} {p}: failed authentications are throttled");
+        }
         if matches!(permission, "read" | "admin" | "chat") {
             assert!(has("403"), "{m} {p}");
             assert_eq!(o["security"], json!([{"apiKey": []}]), "{m} {p}");
@@ -410,6 +419,7 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
     assert_eq!(perm("post", "/v1/chat/public"), "none");
     assert_eq!(perm("patch", "/v1/admin/tenants/{id}"), "operator");
     assert!(op(doc, "post", "/v1/chat")["responses"]["429"].is_object());
+    assert!(op(doc, "get", "/metrics")["responses"]["403"].is_object());
     assert_eq!(op(doc, "post", "/v1/chat/public")["security"], json!([]));
 }
 
@@ -675,13 +685,13 @@ fn request_schemas_match_what_the_types_accept() {
     check_request::<chatcore::admin::CreateTenant>(
         d,
         request(d, "post", "/v1/admin/tenants"),
-        json!({"name": "Acme", "slug": "acme", "rate_limit_rpm": 60, "rate_limit_tpm": 1000, "features": {}}),
+        json!({"name": "Acme", "slug": "acme", "rate_limit_rpm": 60, "rate_limit_tpm": 1000, "public_rate_limit_rpm": 120, "features": {}}),
         "CreateTenant",
     );
     check_request::<chatcore::admin::UpdateTenant>(
         d,
         request(d, "patch", "/v1/admin/tenants/{id}"),
-        json!({"name": "Acme", "slug": "acme", "status": "suspended", "rate_limit_rpm": null, "rate_limit_tpm": 5, "features": {}}),
+        json!({"name": "Acme", "slug": "acme", "status": "suspended", "rate_limit_rpm": null, "rate_limit_tpm": 5, "public_rate_limit_rpm": null, "features": {}}),
         "UpdateTenant",
     );
     check_request::<chatcore::admin::CreateProvider>(

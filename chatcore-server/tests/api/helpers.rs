@@ -150,6 +150,7 @@ impl TestApp {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
+            public_rate_limit_rpm: None,
         };
         tweak_tenant(&mut nt);
         let tenant = s.create_tenant(nt).await.unwrap();
@@ -259,6 +260,9 @@ pub fn test_registry() -> ProviderRegistry {
     r
 }
 
+/// The allow list of the test apps (the egress tests use narrower ones).
+pub const TEST_EGRESS_ALLOW: &str = "127.0.0.1";
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -269,6 +273,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         "CHATCORE_DATABASE_URL" => Some("sqlite::memory:".into()),
         "CHATCORE_LISTEN" => Some("127.0.0.1:0".into()),
         "CHATCORE_SHUTDOWN_GRACE_SECS" => Some("10".into()),
+        // The wire-format mock upstreams listen on 127.0.0.1, which the
+        // egress policy refuses unless the allow list names it.
+        "CHATCORE_EGRESS_ALLOW" => Some(TEST_EGRESS_ALLOW.into()),
         _ => None,
     })
     .unwrap();

@@ -10,3 +10,4 @@ mod fake_openai;
 mod health;
 mod helpers;
 mod rag;
+mod security;

@@ -110,12 +110,15 @@ impl ChatError {
         }
     }
 
-    /// A message safe to show to the caller (internal details stay in logs;
-    /// provider errors never carry keys, and their bodies are redacted).
+    /// A message safe to show to the caller. Internal details stay in logs;
+    /// a provider failure says only the provider kind, the kind of failure
+    /// and the upstream status ([`ProviderError::public_message`]): never a
+    /// vendor's body, a URL or an address, whoever the caller is.
     pub fn public_message(&self) -> String {
         match self {
             ChatError::Internal(_) => "internal error".into(),
             ChatError::Unavailable(_) => "service temporarily unavailable".into(),
+            ChatError::Provider(p) => p.public_message(),
             other => other.to_string(),
         }
     }

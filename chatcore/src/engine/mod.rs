@@ -31,6 +31,7 @@ pub use guard::{GuardViolation, Guardrails};
 pub use prompt::{Prompt, Source, build_prompt};
 
 use crate::audit::AuditWriter;
+use crate::auth::throttle::{AuthThrottle, Credential};
 use crate::auth::{Authenticator, Principal};
 use crate::cache::TtlCache;
 use crate::crypto::Keyring;
@@ -78,6 +79,16 @@ pub struct ChatSettings {
     pub retry: crate::provider::RetryPolicy,
     /// Provider timeouts.
     pub timeouts: crate::provider::Timeouts,
+    /// Public chat: requests per minute per tenant, across its public bots,
+    /// unless the tenant's `public_rate_limit_rpm` says otherwise. Public
+    /// traffic has this budget of its own: it never counts against the
+    /// tenant's `rate_limit_rpm`, which is its API keys' budget.
+    pub public_tenant_rpm: u32,
+    /// Failed authentications admitted per client IP per minute before
+    /// 429s (0: no throttle); see [`crate::auth::throttle`].
+    pub auth_failures_per_minute: u32,
+    /// Which addresses provider calls may connect to.
+    pub egress: crate::provider::EgressPolicy,
 }
 
 impl Default for ChatSettings {
@@ -91,6 +102,9 @@ impl Default for ChatSettings {
             rag_top_k: 5,
             retry: crate::provider::RetryPolicy::default(),
             timeouts: crate::provider::Timeouts::default(),
+            public_tenant_rpm: 1200,
+            auth_failures_per_minute: crate::auth::throttle::AuthThrottle::DEFAULT_PER_MINUTE,
+            egress: crate::provider::EgressPolicy::default(),
         }
     }
 }
@@ -147,6 +161,17 @@ pub struct ChatInput {
     pub user_id: Option<String>,
     /// Request id for the audit log.
     pub request_id: Option<String>,
+}
+
+impl ChatInput {
+    /// Refuses text the database cannot store ([`crate::text`]).
+    fn check_text(&self) -> Result<(), crate::text::TextError> {
+        use crate::text::{check_opt, check_text};
+        check_text("bot_id", &self.bot)?;
+        check_text("message", &self.message)?;
+        check_opt("conversation_id", self.conversation_id.as_deref())?;
+        check_opt("user_id", self.user_id.as_deref())
+    }
 }
 
 /// Token counts in replies.
@@ -298,6 +323,7 @@ pub struct ChatService {
     limiter: Arc<dyn RateLimiter>,
     audit: AuditWriter,
     auth: Authenticator,
+    throttle: AuthThrottle,
     settings: ChatSettings,
     /// Weak: the retriever (RAG) holds the service, not the reverse.
     retriever: std::sync::OnceLock<std::sync::Weak<dyn ContextRetriever>>,
@@ -332,6 +358,11 @@ impl ChatService {
         let ttl = settings.cache_ttl;
         Self {
             auth: Authenticator::new(store.clone(), ttl),
+            throttle: AuthThrottle::new(
+                limiter.clone(),
+                audit.clone(),
+                settings.auth_failures_per_minute,
+            ),
             store,
             registry,
             keyring,
@@ -389,34 +420,80 @@ impl ChatService {
         &self.settings
     }
 
-    /// Verifies a presented API key; a failure is audited.
+    /// Verifies a presented API key. A client IP that failed too often is
+    /// refused (429) before the key is even looked at; a failure is
+    /// counted for the IP's throttle and audit record
+    /// ([`crate::auth::throttle`]).
     pub async fn authenticate(
         &self,
         presented: Option<&secrecy::SecretString>,
         ip: Option<&str>,
         request_id: Option<&str>,
     ) -> Result<Arc<Principal>, ChatError> {
+        self.admit(ip, Credential::ApiKey, request_id).await?;
         let result = match presented {
             Some(k) => self.auth.authenticate(k).await.map_err(ChatError::from),
             None => Err(ChatError::Unauthorized(
                 "missing API key: send Authorization: Bearer <key>".into(),
             )),
         };
-        if let Err(e) = &result {
-            let mut r = AuditRecord::new(
-                None,
-                Actor {
-                    kind: ActorKind::PublicVisitor,
-                    id: None,
-                },
-                "auth.failed",
-            );
-            r.ip = ip.map(str::to_string);
-            r.request_id = request_id.map(str::to_string);
-            r.metadata = serde_json::json!({"reason": e.code()});
-            self.audit.record(r).await;
+        if let Err(e) = &result
+            && !matches!(e, ChatError::Unavailable(_))
+        {
+            self.throttle
+                .failed(ip, Credential::ApiKey, e.code(), request_id)
+                .await;
         }
         result
+    }
+
+    /// Checks the operator key (`expected`) like [`ChatService::authenticate`]
+    /// checks tenant keys: throttled per IP, failures audited, compared in
+    /// constant time.
+    pub async fn authenticate_operator(
+        &self,
+        presented: Option<&secrecy::SecretString>,
+        expected: &secrecy::SecretString,
+        ip: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Result<(), ChatError> {
+        self.admit(ip, Credential::Operator, request_id).await?;
+        match presented {
+            Some(k) if crate::auth::secrets_equal(k, expected) => Ok(()),
+            other => {
+                let reason = if other.is_some() {
+                    "wrong_key"
+                } else {
+                    "missing_key"
+                };
+                self.throttle
+                    .failed(ip, Credential::Operator, reason, request_id)
+                    .await;
+                Err(ChatError::Unauthorized(
+                    "send the operator key: Authorization: Bearer <CHATCORE_OPERATOR_KEY>".into(),
+                ))
+            }
+        }
+    }
+
+    async fn admit(
+        &self,
+        ip: Option<&str>,
+        credential: Credential,
+        request_id: Option<&str>,
+    ) -> Result<(), ChatError> {
+        self.throttle
+            .admit(ip, credential, request_id)
+            .await
+            .map_err(|retry_after| ChatError::RateLimited {
+                scope: "auth_failures",
+                retry_after,
+            })
+    }
+
+    /// The failed-authentication throttle.
+    pub fn auth_throttle(&self) -> &AuthThrottle {
+        &self.throttle
     }
 
     /// Forgets cached state of a tenant (after a suspension, a limit change,
@@ -450,6 +527,7 @@ impl ChatService {
             self.stop_streams.cancel();
             self.tasks.wait().await;
         }
+        self.throttle.flush().await;
         self.audit.flush().await;
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "could not flush the store's writes at shutdown");
@@ -495,6 +573,7 @@ impl ChatService {
         spec.default_model = cfg.default_model.clone();
         spec.timeouts = self.settings.timeouts;
         spec.retry = self.settings.retry;
+        spec.egress = self.settings.egress.clone();
         let p = self.registry.build(&spec).map_err(ChatError::Provider)?;
         self.providers
             .lock()
@@ -593,21 +672,21 @@ impl ChatService {
         n.filter(|n| *n > 0).map(|n| Quota::per_minute(n as u32))
     }
 
-    /// Stage `limit`: the tenant's, the key's or the visitor's and bot's
-    /// requests per minute. Nothing is stored for a refused request.
+    /// Stage `limit`: requests per minute of the tenant's keys and the key,
+    /// or of the tenant's public budget, the visitor and the bot. Nothing is stored for a refused request.
     async fn check_limits(&self, who: &Who<'_>, entry: &BotEntry) -> Result<(), ChatError> {
         let tenant = &entry.tenant;
-        self.limit(
-            who,
-            format!("t:{}:rpm", tenant.id),
-            Self::quota(tenant.rate_limit_rpm),
-            1,
-            "tenant",
-        )
-        .await?;
         match who.caller {
             Caller::Key { principal, .. } => {
                 let k = &principal.key;
+                self.limit(
+                    who,
+                    format!("t:{}:rpm", tenant.id),
+                    Self::quota(tenant.rate_limit_rpm),
+                    1,
+                    "tenant",
+                )
+                .await?;
                 self.limit(
                     who,
                     format!("k:{}:rpm", k.id),
@@ -619,6 +698,16 @@ impl ChatService {
             }
             Caller::Public { ip, .. } => {
                 let bot = &entry.bot;
+                // Visitors have the tenant's public budget, not its keys'.
+                self.limit(
+                    who,
+                    format!("t:{}:public_rpm", tenant.id),
+                    Self::quota(tenant.public_rate_limit_rpm)
+                        .or(Self::quota(Some(self.settings.public_tenant_rpm as i32))),
+                    1,
+                    "tenant_public",
+                )
+                .await?;
                 let visitor_rpm = entry
                     .guard
                     .visitor_rpm
@@ -913,6 +1002,11 @@ impl ChatService {
             error: error.as_ref().map(|e| e.code().to_string()),
             source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
         };
+        if let Some(e) = &error {
+            // The detail (redacted) is for the log, tied to the request id;
+            // the caller gets `e.public_message()`.
+            tracing::warn!(request_id = turn.request_id.as_deref().unwrap_or(""), tenant = %turn.entry.tenant.id, error = %e, "chat turn failed at the provider");
+        }
         let tenant = turn.entry.tenant.id;
         let stored = self
             .store
@@ -1322,6 +1416,7 @@ struct Validated<'a> {
 
 /// Stage `validate`: the input's own rules, before anything is read.
 fn validate<'a>(settings: &ChatSettings, input: &'a ChatInput) -> Result<Validated<'a>, ChatError> {
+    input.check_text()?;
     let message = input.message.trim();
     if message.is_empty() {
         return Err(ChatError::InvalidRequest(

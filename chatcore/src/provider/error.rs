@@ -127,6 +127,13 @@ pub enum ProviderError {
         /// What was wrong, with a redacted excerpt.
         message: String,
     },
+    /// The egress policy refused the provider's address (see
+    /// [`super::EgressPolicy`]). Never retried; the message names no address.
+    #[error("{provider}: {}", super::egress::EgressError::Refused)]
+    EgressRefused {
+        /// Provider kind.
+        provider: String,
+    },
     /// Any other failure status, kept for debugging.
     #[error("{provider}: unexpected status {status}: {body}")]
     Unknown {
@@ -188,8 +195,57 @@ impl ProviderError {
             | ProviderError::StreamInterrupted { provider, .. }
             | ProviderError::Unsupported { provider, .. }
             | ProviderError::InvalidResponse { provider, .. }
+            | ProviderError::EgressRefused { provider }
             | ProviderError::Unknown { provider, .. } => Some(provider),
             ProviderError::Config { .. } => None,
+        }
+    }
+
+    /// The upstream HTTP status, when the vendor answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Unavailable { status, .. } => *status,
+            ProviderError::Unknown { status, .. } => Some(*status),
+            ProviderError::StreamInterrupted { cause: Some(c), .. } => c.status(),
+            _ => None,
+        }
+    }
+
+    /// What a caller (a public visitor as much as a key holder) may be
+    /// told: the provider kind, what kind of failure, and the upstream
+    /// status when there was one. Never a vendor's body or message, a URL
+    /// or an address: those go to the log (see `Display`).
+    pub fn public_message(&self) -> String {
+        let status = self
+            .status()
+            .map(|s| format!(" (upstream status {s})"))
+            .unwrap_or_default();
+        let what = match self {
+            ProviderError::Authentication { .. } => "the provider refused the credentials",
+            ProviderError::RateLimited { .. } => "the provider is rate limiting requests",
+            ProviderError::InvalidRequest { .. } => "the provider rejected the request",
+            ProviderError::ContextTooLong { .. } => {
+                "the conversation is too long for the model's context window"
+            }
+            ProviderError::Unavailable { .. } => "the provider is unavailable",
+            ProviderError::Timeout { .. } => "the provider did not answer in time",
+            ProviderError::StreamInterrupted { cause, .. } => match cause {
+                Some(c) if c.is_timeout() => "the provider's stream stalled",
+                _ => "the provider's stream was interrupted",
+            },
+            ProviderError::Unsupported { .. } => "the provider does not support this operation",
+            ProviderError::Config { .. } => {
+                return "the provider configuration is not usable".into();
+            }
+            ProviderError::InvalidResponse { .. } => "the provider's answer could not be read",
+            ProviderError::EgressRefused { provider } => {
+                return format!("{provider}: {}", super::egress::EgressError::Refused);
+            }
+            ProviderError::Unknown { .. } => "the provider failed",
+        };
+        match self.provider() {
+            Some(p) => format!("{p}: {what}{status}"),
+            None => format!("{what}{status}"),
         }
     }
 

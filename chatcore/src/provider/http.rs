@@ -1,17 +1,22 @@
 //! HTTP plumbing shared by the vendor clients: one connection pool per
 //! provider instance, timeouts driven by `tokio::time`, transport errors
 //! mapped to [`ProviderError`], and secrets kept out of every message.
+//!
+//! Every client enforces the provider's [`EgressPolicy`]: names are
+//! resolved through [`PolicyResolver`], IP literals are checked before a
+//! request is sent, redirects are never followed and no proxy is used.
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::egress::{EgressDenied, EgressPolicy, PolicyResolver, redact_url};
 use super::{ProviderError, TimeoutKind, Timeouts, redact};
 
 /// Largest non-streamed response body we read.
@@ -40,15 +45,29 @@ pub(crate) struct HttpClient {
     client: reqwest::Client,
     timeouts: Timeouts,
     provider: String,
+    egress: EgressPolicy,
 }
 
 impl HttpClient {
-    pub(crate) fn new(provider: &str, timeouts: Timeouts) -> Result<Self, ProviderError> {
+    /// A client for calls to `base` (its port decides the `ip:port` rules
+    /// of the policy) under `egress`.
+    pub(crate) fn new(
+        provider: &str,
+        timeouts: Timeouts,
+        egress: &EgressPolicy,
+        base: &Url,
+    ) -> Result<Self, ProviderError> {
         ensure_crypto_provider();
+        let port = base.port_or_known_default().unwrap_or(0);
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("chatcore/", env!("CARGO_PKG_VERSION")))
+            // A public server must not be able to bounce a call inward.
+            .redirect(reqwest::redirect::Policy::none())
+            // The policy is enforced on the connections we open ourselves.
+            .no_proxy()
+            .dns_resolver(Arc::new(PolicyResolver::new(egress.clone(), port)))
             .build()
             .map_err(|e| ProviderError::Config {
                 message: format!("cannot build the HTTP client: {e}"),
@@ -57,6 +76,7 @@ impl HttpClient {
             client,
             timeouts,
             provider: provider.to_owned(),
+            egress: egress.clone(),
         })
     }
 
@@ -72,17 +92,26 @@ impl HttpClient {
         map: StatusMapper,
     ) -> Result<Response, ProviderError> {
         let secret = secret.map(|s| s.expose_secret());
-        let resp = match tokio::time::timeout(self.timeouts.first_byte, rb.send()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    provider: self.provider.clone(),
-                    kind: TimeoutKind::FirstByte,
-                    after: self.timeouts.first_byte,
-                });
-            }
-            Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
-            Ok(Ok(resp)) => resp,
-        };
+        let req = rb.build().map_err(|e| self.map_transport(&e, secret))?;
+        // IP literals skip the resolver: check them here.
+        if self.egress.check_url(req.url()).is_err() {
+            tracing::warn!(provider = %self.provider, url = %redact_url(req.url().as_str()), "the egress policy refused a provider call");
+            return Err(ProviderError::EgressRefused {
+                provider: self.provider.clone(),
+            });
+        }
+        let resp =
+            match tokio::time::timeout(self.timeouts.first_byte, self.client.execute(req)).await {
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        provider: self.provider.clone(),
+                        kind: TimeoutKind::FirstByte,
+                        after: self.timeouts.first_byte,
+                    });
+                }
+                Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
+                Ok(Ok(resp)) => resp,
+            };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -191,11 +220,23 @@ pub(crate) fn map_transport_error(
     timeouts: &Timeouts,
     secret: Option<&str>,
 ) -> ProviderError {
-    // reqwest's message names the URL; ours never carry a key, and
-    // `redact` below would remove one anyway.
+    // reqwest's message names the URL: keep it, with its query values
+    // and any userinfo removed.
     let mut message = e.to_string();
+    if let Some(u) = e.url() {
+        message = message.replace(u.as_str(), &redact_url(u.as_str()));
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        if s.downcast_ref::<EgressDenied>().is_some() {
+            tracing::warn!(
+                provider,
+                "the egress policy refused every address of a provider's host"
+            );
+            return ProviderError::EgressRefused {
+                provider: provider.to_owned(),
+            };
+        }
         message.push_str(": ");
         message.push_str(&s.to_string());
         source = s.source();
@@ -262,13 +303,15 @@ pub(crate) fn map_status_common(
     }
 }
 
-/// Joins a base URL and a path without doubling or dropping the slash.
-pub(crate) fn join_url(base: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        path.trim_start_matches('/')
-    )
+/// `base` with `path`'s segments appended to its path: no doubled or
+/// dropped slash, and a query string in `base` stays the query string.
+pub(crate) fn endpoint(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut segs) = url.path_segments_mut() {
+        segs.pop_if_empty();
+        segs.extend(path.split('/').filter(|s| !s.is_empty()));
+    }
+    url
 }
 
 /// Parses a JSON body into `T`, mapping failures to `InvalidResponse` with

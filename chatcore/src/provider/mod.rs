@@ -15,6 +15,9 @@
 //! - [`tokens`]: offline token counting (tiktoken) to estimate usage when a
 //!   vendor reports none.
 //! - [`ProviderError`]: what went wrong, typed, without secrets.
+//! - [`egress`]: the policy on which addresses provider calls may reach
+//!   (public ones, plus what the operator allows), enforced when the
+//!   connection is opened; no redirects are followed.
 //!
 //! # Adding a provider
 //!
@@ -60,6 +63,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 pub mod anthropic;
+pub mod egress;
 mod error;
 mod fallback;
 pub mod gemini;
@@ -73,6 +77,7 @@ mod sse;
 pub mod tokens;
 mod types;
 
+pub use egress::{EgressError, EgressPolicy, EgressRule, redact_url};
 pub use error::{
     MAX_ERROR_BODY, ProviderError, TimeoutKind, parse_proto_duration, parse_retry_after,
     parse_retry_after_value, redact,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::RetryPolicy;
+use super::{EgressPolicy, RetryPolicy};
 
 /// Catalog key of OpenAI.
 pub const KIND_OPENAI: &str = "openai";
@@ -66,6 +66,10 @@ pub struct ProviderSpec {
     /// Kind-specific options (e.g. the mock's `embedding_dimension`,
     /// `delay_ms`).
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// Which addresses the provider's HTTP client may connect to. The
+    /// default refuses every internal address (loopback, private,
+    /// link-local, ...): a local model server must be allowed explicitly.
+    pub egress: EgressPolicy,
 }
 
 impl ProviderSpec {
@@ -79,13 +83,29 @@ impl ProviderSpec {
             })
     }
 
-    /// The configured base URL or `default`, checked to parse as a URL.
-    pub fn base_url_or(&self, kind: &str, default: &str) -> Result<String, super::ProviderError> {
-        let base_url = self.base_url.clone().unwrap_or_else(|| default.to_owned());
-        reqwest::Url::parse(&base_url).map_err(|e| super::ProviderError::Config {
+    /// The configured base URL or `default`, parsed: an `http(s)` URL
+    /// without userinfo; its fragment is dropped (paths are appended to it
+    /// as segments, and its query string stays the query string).
+    pub fn base_url_or(
+        &self,
+        kind: &str,
+        default: &str,
+    ) -> Result<reqwest::Url, super::ProviderError> {
+        let text = self.base_url.as_deref().unwrap_or(default);
+        let mut url = reqwest::Url::parse(text).map_err(|e| super::ProviderError::Config {
             message: format!("{kind}: invalid base URL: {e}"),
         })?;
-        Ok(base_url)
+        super::egress::EgressPolicy::new()
+            .check_url(&url)
+            .or_else(|e| match e {
+                super::egress::EgressError::Refused => Ok(()),
+                e => Err(e),
+            })
+            .map_err(|e| super::ProviderError::Config {
+                message: format!("{kind}: {e}"),
+            })?;
+        url.set_fragment(None);
+        Ok(url)
     }
 
     /// A spec of this kind with every option at its default.
@@ -99,7 +119,14 @@ impl ProviderSpec {
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
             options: serde_json::Map::new(),
+            egress: EgressPolicy::default(),
         }
+    }
+
+    /// Sets the egress policy (e.g. to allow a local model server).
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// Sets the API key.

@@ -146,6 +146,8 @@ impl RagService {
         dataset: DatasetId,
         up: DocumentUpload,
     ) -> Result<Document, ChatError> {
+        crate::text::check_text("content", &up.content)?;
+        crate::text::check_text("mime_type", &up.mime_type)?;
         let text = normalize(&up.content, &up.mime_type)
             .map_err(|e| ChatError::InvalidRequest(format!("mime_type: {e}")))?;
         self.store_upload(tenant, dataset, up, text).await
@@ -211,6 +213,10 @@ impl RagService {
         up: DocumentUpload,
         text: String,
     ) -> Result<Document, ChatError> {
+        crate::text::check_text("title", &up.title)?;
+        crate::text::check_opt("source", up.source.as_deref())?;
+        crate::text::check_json("metadata", &up.metadata)?;
+        crate::text::check_text("content", &text)?;
         if up.title.trim().is_empty() {
             return Err(ChatError::InvalidRequest("title: must not be empty".into()));
         }
@@ -227,7 +233,9 @@ impl RagService {
         let hash = content_hash(&text);
         self.store().get_dataset(tenant, dataset).await?;
         // Same title, same content: nothing to do. Same title, new content:
-        // replace it (its chunks go with the old row).
+        // replace it (its chunks go with the old row), in one transaction
+        // with the new row: a failed upload leaves the old one untouched.
+        let mut replaced = Vec::new();
         let mut cursor = None;
         loop {
             let page = self
@@ -246,7 +254,7 @@ impl RagService {
                     if d.content_hash == hash && d.status != DocumentStatus::Failed {
                         return Ok(d);
                     }
-                    self.store().delete_document(tenant, d.id).await?;
+                    replaced.push(d.id);
                 }
             }
             match page.next_cursor {
@@ -256,7 +264,7 @@ impl RagService {
         }
         let doc = self
             .store()
-            .create_document(
+            .replace_document(
                 tenant,
                 NewDocument {
                     dataset_id: dataset,
@@ -267,6 +275,7 @@ impl RagService {
                     content: text,
                     content_hash: hash,
                 },
+                &replaced,
             )
             .await?;
         let _ = self.queue.send((tenant, doc.id));
@@ -284,6 +293,8 @@ impl RagService {
         embedding_dim: Option<i32>,
     ) -> Result<Dataset, ChatError> {
         caller.require_write()?;
+        crate::text::check_text("name", &name)?;
+        crate::text::check_opt("embedding_model", embedding_model.as_deref())?;
         if name.trim().is_empty() {
             return Err(ChatError::InvalidRequest("name: must not be empty".into()));
         }
@@ -530,6 +541,7 @@ impl RagService {
         filter: &MetadataFilter,
         mode: SearchMode,
     ) -> Result<Vec<SearchHit>, ChatError> {
+        crate::text::check_text("query", query)?;
         if query.trim().is_empty() {
             return Err(ChatError::InvalidRequest("query: must not be empty".into()));
         }

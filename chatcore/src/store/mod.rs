@@ -86,7 +86,7 @@ pub struct Page<T> {
 }
 
 /// A new tenant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewTenant {
     /// Display name.
     pub name: String,
@@ -98,6 +98,8 @@ pub struct NewTenant {
     pub rate_limit_tpm: Option<i32>,
     /// Feature flags (JSON object).
     pub features: serde_json::Value,
+    /// Public chat requests per minute (None: the server's default).
+    pub public_rate_limit_rpm: Option<i32>,
 }
 
 /// Changes to a tenant; `None` leaves a field as it is.
@@ -113,6 +115,8 @@ pub struct TenantPatch {
     pub rate_limit_rpm: Option<Option<i32>>,
     /// New tokens-per-minute limit (`Some(None)` removes it).
     pub rate_limit_tpm: Option<Option<i32>>,
+    /// New public chat budget (`Some(None)`: the server's default).
+    pub public_rate_limit_rpm: Option<Option<i32>>,
     /// New feature flags.
     pub features: Option<serde_json::Value>,
 }
@@ -929,6 +933,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Deletes a document and its chunks.
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<()>;
+    /// Creates a document in place of `replaced` (documents of the same
+    /// tenant, e.g. an earlier upload with the same title): all or nothing,
+    /// a failure leaves the replaced documents as they were. The default
+    /// creates first and deletes after (a failure to create changes
+    /// nothing); stores with transactions should do both in one.
+    async fn replace_document(
+        &self,
+        tenant: TenantId,
+        new: NewDocument,
+        replaced: &[DocumentId],
+    ) -> StoreResult<Document> {
+        let doc = self.create_document(tenant, new).await?;
+        for id in replaced {
+            match self.delete_document(tenant, *id).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(doc)
+    }
 
     /// Replaces a document's chunks with `chunks` and marks it `ready`, in one
     /// transaction.

@@ -81,6 +81,7 @@ macro_rules! store_conformance_tests {
             begin_turn_stores_the_turn,
             deleting_cascades,
             datasets_documents_chunks,
+            replacing_a_document_is_all_or_nothing,
             chunk_search_by_vector_and_text,
             scopes_crud,
             audit_append_list_filter,
@@ -122,6 +123,7 @@ async fn tenant(s: &dyn Store, name: &str) -> Tenant {
         rate_limit_rpm: Some(60),
         rate_limit_tpm: None,
         features: json!({"rag": true}),
+        public_rate_limit_rpm: None,
     })
     .await
     .expect("create tenant")
@@ -290,6 +292,7 @@ pub async fn tenants_crud_and_conflicts(s: &dyn Store) {
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: json!({}),
+            public_rate_limit_rpm: None,
         })
         .await;
     assert!(
@@ -636,8 +639,10 @@ pub async fn bots_reject_foreign_references(s: &dyn Store) {
     assert!(matches!(r, Err(StoreError::NotFound(_))));
 }
 
-/// Public bots are found by id or slug; private ones are not; the oldest
-/// public bot keeps a slug.
+/// Public bots are found by id, by slug or by `tenant-slug/bot-slug`;
+/// private ones are not; a public slug has one owner across tenants
+/// (`Conflict` for a second public bot with it, created or updated), and
+/// is free again once its owner unpublishes it.
 pub async fn public_bot_lookup(s: &dyn Store) {
     let a = tenant(s, "pa").await;
     let b = tenant(s, "pb").await;
@@ -650,21 +655,56 @@ pub async fn public_bot_lookup(s: &dyn Store) {
     let private = bot(s, a.id, pa.id, &unique("private")).await;
     let mut nb = new_bot(pb.id, &slug);
     nb.is_public = true;
-    let second = s.create_bot(b.id, nb).await.unwrap();
+    assert!(
+        matches!(s.create_bot(b.id, nb).await, Err(StoreError::Conflict(_))),
+        "a second tenant cannot publish a taken slug"
+    );
+    // Privately, the slug is B's to use; publishing it is refused.
+    let second = s.create_bot(b.id, new_bot(pb.id, &slug)).await.unwrap();
+    let publish = BotPatch {
+        is_public: Some(true),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_bot(b.id, second.id, publish.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut renamed = new_bot(pb.id, &unique("other"));
+    renamed.is_public = true;
+    let renamed = s.create_bot(b.id, renamed).await.unwrap();
+    assert!(matches!(
+        s.update_bot(
+            b.id,
+            renamed.id,
+            BotPatch {
+                slug: Some(slug.clone()),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
 
     assert_eq!(
         s.find_public_bot(&first.id.to_string()).await.unwrap().id,
         first.id
     );
+    assert_eq!(s.find_public_bot(&slug).await.unwrap().id, first.id);
     assert_eq!(
-        s.find_public_bot(&second.id.to_string()).await.unwrap().id,
-        second.id
+        s.find_public_bot(&format!("{}/{slug}", a.slug))
+            .await
+            .unwrap()
+            .id,
+        first.id
     );
-    assert_eq!(
-        s.find_public_bot(&slug).await.unwrap().id,
-        first.id,
-        "the first publisher keeps the slug"
-    );
+    assert!(matches!(
+        s.find_public_bot(&format!("{}/{slug}", b.slug)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.find_public_bot(&second.id.to_string()).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(matches!(
         s.find_public_bot(&private.id.to_string()).await,
         Err(StoreError::NotFound(_))
@@ -677,6 +717,24 @@ pub async fn public_bot_lookup(s: &dyn Store) {
         s.find_public_bot("no-such-bot").await,
         Err(StoreError::NotFound(_))
     ));
+    assert!(matches!(
+        s.find_public_bot("no-such-tenant/bot").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A gives the slug up: B may publish it.
+    s.update_bot(
+        a.id,
+        first.id,
+        BotPatch {
+            is_public: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.update_bot(b.id, second.id, publish).await.unwrap();
+    assert_eq!(s.find_public_bot(&slug).await.unwrap().id, second.id);
 }
 
 /// API keys: create, find by prefix and by secret, list, touch, revoke.
@@ -1115,6 +1173,57 @@ pub async fn deleting_cascades(s: &dyn Store) {
     // The other bot's data is untouched.
     s.get_conversation(t.id, c3.id).await.unwrap();
     s.get_message(t.id, m3.id).await.unwrap();
+}
+
+/// [`Store::replace_document`]: the new document takes the old one's place
+/// with its chunks gone, or (on failure) nothing changed at all; it never
+/// reaches another tenant's documents.
+pub async fn replacing_a_document_is_all_or_nothing(s: &dyn Store) {
+    let t = tenant(s, "repl").await;
+    let p = provider(s, t.id).await;
+    let ds = dataset(s, t.id, p.id).await;
+    let old = s
+        .create_document(t.id, new_doc(ds.id, "Handbook"))
+        .await
+        .unwrap();
+    let chunk = |i: i32| NewChunk {
+        ordinal: i,
+        text: format!("old chunk {i}"),
+        token_count: 3,
+        embedding: Some(vec![1.0, 0.0, 0.0, i as f32]),
+    };
+    s.replace_chunks(t.id, old.id, (0..3).map(chunk).collect())
+        .await
+        .unwrap();
+    // The new row cannot be written (its dataset does not exist): the old
+    // document and its chunks stay.
+    let r = s
+        .replace_document(t.id, new_doc(DatasetId::new(), "Handbook"), &[old.id])
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+    assert_eq!(s.get_document(t.id, old.id).await.unwrap().id, old.id);
+    assert_eq!(s.count_chunks(t.id, old.id).await.unwrap(), 3);
+    // Another tenant cannot replace it away.
+    let other = tenant(s, "repl-other").await;
+    let op = provider(s, other.id).await;
+    let ods = dataset(s, other.id, op.id).await;
+    s.replace_document(other.id, new_doc(ods.id, "Handbook"), &[old.id])
+        .await
+        .unwrap();
+    assert_eq!(s.get_document(t.id, old.id).await.unwrap().id, old.id);
+    // Success: the new one, alone.
+    let mut upd = new_doc(ds.id, "Handbook");
+    upd.content = "version two".into();
+    let new = s.replace_document(t.id, upd, &[old.id]).await.unwrap();
+    assert!(matches!(
+        s.get_document(t.id, old.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.count_chunks(t.id, old.id).await.unwrap(), 0);
+    let (docs, _) = collect_pages(10, |pg| s.list_documents(t.id, ds.id, pg)).await;
+    assert_eq!(docs.iter().map(|d| d.id).collect::<Vec<_>>(), vec![new.id]);
+    assert_eq!(docs[0].content, "version two");
+    assert_eq!(docs[0].status, DocumentStatus::Pending);
 }
 
 /// Datasets, documents and chunks: batch insert, embeddings round trip,
@@ -2081,6 +2190,7 @@ pub async fn apply_writes_the_change_and_its_audit_record_together(s: &dyn Store
                     rate_limit_rpm: None,
                     rate_limit_tpm: None,
                     features: json!({}),
+                    public_rate_limit_rpm: None,
                 },
                 key,
             ),

@@ -246,6 +246,7 @@ pub fn provider(server: &TestServer) -> Arc<dyn Provider> {
     let spec = ProviderSpec::new("anthropic")
         .with_api_key(KEY)
         .with_base_url(server.url())
+        .with_egress(local_egress())
         .with_default_model("claude-test")
         .with_timeouts(test_timeouts())
         .with_retry(RetryPolicy::none());
@@ -386,6 +387,7 @@ async fn maps_each_failure_status() {
     let spec = ProviderSpec::new("anthropic")
         .with_api_key("sk-ant-wrong-SECRETWRONG-1")
         .with_base_url(server.url())
+        .with_egress(local_egress())
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("claude-test", "x")).await.unwrap_err();

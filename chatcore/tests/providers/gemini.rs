@@ -297,6 +297,7 @@ pub fn provider(server: &TestServer) -> Arc<dyn Provider> {
     let spec = ProviderSpec::new("google")
         .with_api_key(KEY)
         .with_base_url(server.url())
+        .with_egress(local_egress())
         .with_default_model("gemini-test")
         .with_timeouts(test_timeouts())
         .with_retry(RetryPolicy::none());
@@ -439,6 +440,7 @@ async fn maps_each_failure_status() {
     let spec = ProviderSpec::new("google")
         .with_api_key("AIzaWRONG-SECRETWRONG-123456")
         .with_base_url(server.url())
+        .with_egress(local_egress())
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("gemini-test", "x")).await.unwrap_err();

@@ -7,6 +7,7 @@
 
 mod anthropic;
 mod conformance;
+mod egress;
 mod gemini;
 mod mock;
 mod openai;

@@ -331,6 +331,7 @@ pub fn spec(server: &TestServer) -> ProviderSpec {
     ProviderSpec::new("openai")
         .with_api_key(KEY)
         .with_base_url(format!("{}/v1", server.url()))
+        .with_egress(local_egress())
         .with_default_model("gpt-test")
         .with_timeouts(test_timeouts())
         .with_retry(RetryPolicy::none())
@@ -635,6 +636,7 @@ async fn connection_refused_is_unavailable() {
     let spec = ProviderSpec::new("openai")
         .with_api_key(KEY)
         .with_base_url(format!("http://{addr}/v1"))
+        .with_egress(local_egress())
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let e = p.complete(&ask("gpt-test", "x")).await.unwrap_err();
@@ -652,6 +654,7 @@ async fn compatible_server_without_key_or_usage_gets_estimates() {
     let server = server(false).await;
     let spec = ProviderSpec::new("openai_compatible")
         .with_base_url(format!("{}/v1", server.url()))
+        .with_egress(local_egress())
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     let r = p.complete(&ask("no-usage", "hello world")).await.unwrap();
@@ -688,6 +691,7 @@ async fn conformance_openai_compatible_without_usage() {
     let server = server(false).await;
     let spec = ProviderSpec::new("openai_compatible")
         .with_base_url(format!("{}/v1", server.url()))
+        .with_egress(local_egress())
         .with_retry(RetryPolicy::none());
     let p = ProviderRegistry::with_builtins().build(&spec).unwrap();
     run_provider_conformance_with(
@@ -724,6 +728,7 @@ async fn connect_timeout_is_its_own_kind() {
     let spec = ProviderSpec::new("openai")
         .with_api_key(KEY)
         .with_base_url(format!("http://{addr}/v1"))
+        .with_egress(local_egress())
         .with_timeouts(chatcore::provider::Timeouts {
             connect: Duration::from_millis(300),
             first_byte: Duration::from_secs(10),

@@ -323,6 +323,12 @@ impl TestServer {
     }
 }
 
+/// The egress policy of the tests: the wire-format servers listen on
+/// 127.0.0.1, which the default policy refuses; the allow list names it.
+pub fn local_egress() -> chatcore::provider::EgressPolicy {
+    chatcore::provider::EgressPolicy::parse("127.0.0.1").expect("a valid allow list")
+}
+
 pub fn test_timeouts() -> chatcore::provider::Timeouts {
     chatcore::provider::Timeouts {
         connect: Duration::from_secs(5),

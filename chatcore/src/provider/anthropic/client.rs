@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::wire;
-use crate::provider::http::{HttpClient, join_url, scrub, secret_header, secret_str};
+use crate::provider::http::{HttpClient, endpoint, scrub, secret_header, secret_str};
 use crate::provider::{
     Capabilities, ChatRequest, ChatResponse, ChatStream, EmbedRequest, EmbedResponse,
     KIND_ANTHROPIC, Provider, ProviderError, ProviderSpec, StreamContext, resolve_model, tokens,
@@ -20,7 +20,7 @@ pub const API_VERSION: &str = "2023-06-01";
 
 /// Anthropic (Claude models). One connection pool per instance.
 pub struct AnthropicProvider {
-    base_url: String,
+    base_url: reqwest::Url,
     api_key: SecretString,
     default_model: Option<String>,
     http: HttpClient,
@@ -29,7 +29,10 @@ pub struct AnthropicProvider {
 impl fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicProvider")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &crate::provider::redact_url(self.base_url.as_str()),
+            )
             .field("api_key", &"[REDACTED]")
             .field("default_model", &self.default_model)
             .finish_non_exhaustive()
@@ -41,11 +44,12 @@ impl AnthropicProvider {
     pub fn new(spec: &ProviderSpec) -> Result<Self, ProviderError> {
         let api_key = spec.required_api_key("anthropic")?;
         let base_url = spec.base_url_or("anthropic", DEFAULT_BASE_URL)?;
+        let http = HttpClient::new(KIND_ANTHROPIC, spec.timeouts, &spec.egress, &base_url)?;
         Ok(Self {
             base_url,
             api_key,
             default_model: spec.default_model.clone(),
-            http: HttpClient::new(KIND_ANTHROPIC, spec.timeouts)?,
+            http,
         })
     }
 
@@ -53,7 +57,7 @@ impl AnthropicProvider {
         let rb = self
             .http
             .client()
-            .post(join_url(&self.base_url, "v1/messages"))
+            .post(endpoint(&self.base_url, "v1/messages"))
             .header("x-api-key", secret_header(self.api_key.expose_secret())?)
             .header("anthropic-version", API_VERSION);
         Ok(if stream {

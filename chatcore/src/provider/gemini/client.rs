@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::wire;
-use crate::provider::http::{HttpClient, join_url, scrub, secret_header, secret_str};
+use crate::provider::http::{HttpClient, endpoint, scrub, secret_header, secret_str};
 use crate::provider::{
     Capabilities, ChatRequest, ChatResponse, ChatStream, EmbedRequest, EmbedResponse, KIND_GOOGLE,
     Provider, ProviderError, ProviderSpec, StreamContext, Usage, resolve_model, tokens,
@@ -21,7 +21,7 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "gemini-embedding-001";
 
 /// Google Gemini. One connection pool per instance.
 pub struct GeminiProvider {
-    base_url: String,
+    base_url: reqwest::Url,
     api_key: SecretString,
     default_model: Option<String>,
     embedding_model: String,
@@ -31,7 +31,10 @@ pub struct GeminiProvider {
 impl fmt::Debug for GeminiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GeminiProvider")
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &crate::provider::redact_url(self.base_url.as_str()),
+            )
             .field("api_key", &"[REDACTED]")
             .field("default_model", &self.default_model)
             .finish_non_exhaustive()
@@ -43,6 +46,7 @@ impl GeminiProvider {
     pub fn new(spec: &ProviderSpec) -> Result<Self, ProviderError> {
         let api_key = spec.required_api_key("google")?;
         let base_url = spec.base_url_or("google", DEFAULT_BASE_URL)?;
+        let http = HttpClient::new(KIND_GOOGLE, spec.timeouts, &spec.egress, &base_url)?;
         Ok(Self {
             base_url,
             api_key,
@@ -51,13 +55,21 @@ impl GeminiProvider {
                 .default_embedding_model
                 .clone()
                 .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.to_owned()),
-            http: HttpClient::new(KIND_GOOGLE, spec.timeouts)?,
+            http,
         })
     }
 
-    fn post(&self, model: &str, method: &str) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn post(
+        &self,
+        model: &str,
+        method: &str,
+        sse: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let model = wire::model_path_segment(KIND_GOOGLE, model)?;
-        let url = join_url(&self.base_url, &format!("v1beta/models/{model}:{method}"));
+        let mut url = endpoint(&self.base_url, &format!("v1beta/models/{model}:{method}"));
+        if sse {
+            url.query_pairs_mut().append_pair("alt", "sse");
+        }
         Ok(self.http.client().post(url).header(
             "x-goog-api-key",
             secret_header(self.api_key.expose_secret())?,
@@ -95,7 +107,7 @@ impl Provider for GeminiProvider {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let model = self.model(request)?;
         let rb = self
-            .post(&model, "generateContent")?
+            .post(&model, "generateContent", false)?
             .json(&wire::request(request));
         let resp = self
             .http
@@ -125,7 +137,7 @@ impl Provider for GeminiProvider {
     async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let model = self.model(request)?;
         let rb = self
-            .post(&model, "streamGenerateContent?alt=sse")?
+            .post(&model, "streamGenerateContent", true)?
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json(&wire::request(request));
         let resp = self
@@ -152,7 +164,9 @@ impl Provider for GeminiProvider {
             });
         }
         let body = wire::embed_request(&segment, &request.inputs, request.dimensions);
-        let rb = self.post(&segment, "batchEmbedContents")?.json(&body);
+        let rb = self
+            .post(&segment, "batchEmbedContents", false)?
+            .json(&body);
         let resp = self
             .http
             .send(rb, Some(&self.api_key), wire::map_error)

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::wire::{self, Dialect};
-use crate::provider::http::{HttpClient, join_url, scrub, secret_header, secret_str};
+use crate::provider::http::{HttpClient, endpoint, scrub, secret_header, secret_str};
 use crate::provider::{
     Capabilities, ChatRequest, ChatResponse, ChatStream, EmbedRequest, EmbedResponse, KIND_OPENAI,
     KIND_OPENAI_COMPATIBLE, Provider, ProviderError, ProviderSpec, StreamContext, Usage,
@@ -24,7 +24,7 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 pub struct OpenAiProvider {
     kind: &'static str,
     dialect: Dialect,
-    base_url: String,
+    base_url: reqwest::Url,
     api_key: Option<SecretString>,
     default_model: Option<String>,
     embedding_model: String,
@@ -35,7 +35,10 @@ impl fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiProvider")
             .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
+            .field(
+                "base_url",
+                &crate::provider::redact_url(self.base_url.as_str()),
+            )
             .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
             .field("default_model", &self.default_model)
             .finish_non_exhaustive()
@@ -68,6 +71,7 @@ impl OpenAiProvider {
         default_base: &str,
     ) -> Result<Self, ProviderError> {
         let base_url = spec.base_url_or(kind, default_base)?;
+        let http = HttpClient::new(kind, spec.timeouts, &spec.egress, &base_url)?;
         Ok(Self {
             kind,
             dialect,
@@ -81,12 +85,12 @@ impl OpenAiProvider {
                 .default_embedding_model
                 .clone()
                 .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.to_owned()),
-            http: HttpClient::new(kind, spec.timeouts)?,
+            http,
         })
     }
 
     fn post(&self, path: &str) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let mut rb = self.http.client().post(join_url(&self.base_url, path));
+        let mut rb = self.http.client().post(endpoint(&self.base_url, path));
         if let Some(key) = &self.api_key {
             rb = rb.header(
                 reqwest::header::AUTHORIZATION,

@@ -46,6 +46,7 @@ pub(super) fn tenant(m: e::tenant::Model) -> StoreResult<Tenant> {
         status: parse(&m.status, "tenant status")?,
         rate_limit_rpm: m.rate_limit_rpm,
         rate_limit_tpm: m.rate_limit_tpm,
+        public_rate_limit_rpm: m.public_rate_limit_rpm,
         features: m.features,
         created_at: m.created_at,
         updated_at: m.updated_at,

@@ -23,6 +23,7 @@ pub mod tenant {
         pub rate_limit_tpm: Option<i32>,
         #[sea_orm(column_type = "JsonBinary")]
         pub features: Json,
+        pub public_rate_limit_rpm: Option<i32>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }

@@ -6,6 +6,7 @@
 mod check;
 mod convert;
 mod entities;
+mod guard;
 mod search;
 mod writer;
 
@@ -110,6 +111,9 @@ fn db_err(e: DbErr) -> StoreError {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(text),
         // SQLite's busy timeout ran out: overloaded, not broken.
         _ if text.contains("database is locked") => StoreError::Unavailable(text),
+        _ if guard::unstorable_text(&e) => {
+            StoreError::InvalidInput("text: must not contain NUL characters (U+0000)".into())
+        }
         // The connection went away mid-statement (a restarted or
         // terminated PostgreSQL backend, a network cut): the database is
         // unavailable, the request is not at fault.
@@ -303,6 +307,7 @@ impl SeaOrmStore {
         let is_sqlite = url.starts_with("sqlite:");
         let in_memory = is_sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
         if is_sqlite {
+            guard::restrict_sqlite_files(url)?;
             co.map_sqlx_sqlite_opts(move |o| {
                 let o = o.foreign_keys(true).busy_timeout(Duration::from_secs(5));
                 if in_memory {
@@ -697,6 +702,7 @@ impl SeaOrmStore {
             status: Set(TenantStatus::Active.as_str().into()),
             rate_limit_rpm: Set(new.rate_limit_rpm),
             rate_limit_tpm: Set(new.rate_limit_tpm),
+            public_rate_limit_rpm: Set(new.public_rate_limit_rpm),
             features: Set(new.features),
             created_at: Set(t),
             updated_at: Set(t),
@@ -731,6 +737,9 @@ impl SeaOrmStore {
         }
         if let Some(v) = patch.rate_limit_tpm {
             a.rate_limit_tpm = Set(v);
+        }
+        if let Some(v) = patch.public_rate_limit_rpm {
+            a.public_rate_limit_rpm = Set(v);
         }
         if let Some(v) = patch.features {
             a.features = Set(v);
@@ -839,6 +848,9 @@ impl SeaOrmStore {
             return Err(StoreError::NotFound("fallback provider"));
         }
         Self::check_datasets(db, tenant, &new.dataset_ids).await?;
+        if new.is_public && Self::public_slug_taken(db, &new.slug, None).await? {
+            return Err(StoreError::Conflict("public bot"));
+        }
         let t = now();
         let m = e::bot::ActiveModel {
             id: Set(BotId::new().0),
@@ -917,6 +929,13 @@ impl SeaOrmStore {
             a.status = Set(v.as_str().into());
         }
         a.updated_at = Set(now());
+        // Publishing, or renaming a public bot: the slug must be free.
+        if *a.is_public.as_ref()
+            && (a.is_public.is_set() || a.slug.is_set())
+            && Self::public_slug_taken(db, a.slug.as_ref(), Some(id.0)).await?
+        {
+            return Err(StoreError::Conflict("public bot"));
+        }
         let m = a.update(db).await.map_err(|e| write_err(e, "bot"))?;
         convert::bot(m)
     }
@@ -1227,16 +1246,7 @@ impl Store for SeaOrmStore {
     }
 
     async fn find_public_bot(&self, id_or_slug: &str) -> StoreResult<Bot> {
-        let q = e::bot::Entity::find().filter(e::bot::Column::IsPublic.eq(true));
-        let q = match Uuid::parse_str(id_or_slug) {
-            Ok(id) => q.filter(e::bot::Column::Id.eq(id)),
-            // The first tenant to publish a slug keeps it: a newer public
-            // bot with the same slug elsewhere cannot take its traffic.
-            Err(_) => q
-                .filter(e::bot::Column::Slug.eq(id_or_slug))
-                .order_by_asc(e::bot::Column::Id),
-        };
-        convert::bot(found(q.one(&self.db).await.map_err(db_err)?, "bot")?)
+        self.find_public_bot_in(id_or_slug).await
     }
 
     async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>> {
@@ -1757,6 +1767,15 @@ impl Store for SeaOrmStore {
             return Err(StoreError::NotFound("document"));
         }
         Ok(())
+    }
+
+    async fn replace_document(
+        &self,
+        tenant: TenantId,
+        new: NewDocument,
+        replaced: &[DocumentId],
+    ) -> StoreResult<Document> {
+        self.replace_document_in(tenant, new, replaced).await
     }
 
     async fn replace_chunks(
