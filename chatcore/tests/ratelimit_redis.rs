@@ -98,3 +98,34 @@ async fn a_bad_url_is_an_error_without_the_password() {
         .unwrap_err();
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
+
+/// The failed-authentication throttle on Redis: failures counted by one
+/// instance throttle the IP on another.
+#[tokio::test]
+async fn auth_failures_throttle_an_ip_across_instances() {
+    use chatcore::audit::{AuditConfig, AuditWriter};
+    use chatcore::auth::throttle::{AuthThrottle, Credential};
+    let store = Arc::new(chatcore::store::SeaOrmStore::in_memory().await.unwrap());
+    let (audit, _task) = AuditWriter::spawn(store, AuditConfig::default());
+    let a = AuthThrottle::new(Arc::new(limiter().await), audit.clone(), 3);
+    let b = AuthThrottle::new(Arc::new(limiter().await), audit, 3);
+    let ip = fresh_key();
+    for _ in 0..4 {
+        a.admit(Some(&ip), Credential::ApiKey, None).await.unwrap();
+        a.failed(Some(&ip), Credential::ApiKey, "unauthorized", None)
+            .await;
+    }
+    let wait = b
+        .admit(Some(&ip), Credential::Operator, None)
+        .await
+        .expect_err("the other instance sees the failures");
+    assert!(
+        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(20),
+        "{wait:?}"
+    );
+    assert!(
+        b.admit(Some(&fresh_key()), Credential::ApiKey, None)
+            .await
+            .is_ok()
+    );
+}
