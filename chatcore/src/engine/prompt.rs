@@ -329,4 +329,47 @@ mod tests {
         assert!(p.messages[0].content.contains("[1] Doc 0"));
         assert!(p.tokens <= 400);
     }
+
+    #[test]
+    fn a_prompt_whose_bytes_fit_the_budget_is_not_counted() {
+        let history = vec![
+            msg(Role::User, "first question", MessageStatus::Complete),
+            msg(Role::Assistant, "first answer", MessageStatus::Complete),
+        ];
+        let p = build_prompt("gpt-4o-mini", "sys", vec![], &history, "latest", 1000);
+        assert!(!p.counted);
+        assert_eq!(p.history_used, 2);
+        // The estimate: a quarter of each text's bytes, rounded up, plus
+        // the per-message overhead.
+        let est = |t: &str| t.len().div_ceil(4) + PER_MESSAGE;
+        assert_eq!(
+            p.tokens,
+            est("latest") + est("sys") + est("first answer") + est("first question")
+        );
+    }
+
+    #[test]
+    fn near_the_budget_tokens_are_counted_exactly() {
+        // 30 copies of a two-token word: 150 bytes but about 30 tokens.
+        let long = "hello ".repeat(30);
+        let history = vec![msg(Role::User, &long, MessageStatus::Complete)];
+        let exact = |t: &str| cached_count("gpt-4o-mini", t) + PER_MESSAGE;
+        let needed = exact("q") + exact(&long);
+        // The byte bound (150 + ...) does not fit, the exact count does.
+        let p = build_prompt("gpt-4o-mini", "", vec![], &history, "q", needed);
+        assert!(p.counted);
+        assert_eq!(p.history_used, 1, "counted exactly, it fits");
+        assert_eq!(p.tokens, needed);
+        // One token less and it does not.
+        let p = build_prompt("gpt-4o-mini", "", vec![], &history, "q", needed - 1);
+        assert_eq!(p.history_used, 0);
+        assert_eq!(p.tokens, exact("q"));
+        // The message and the system prompt are kept even over the budget.
+        let p = build_prompt("gpt-4o-mini", "system", vec![], &[], &long, 1);
+        assert_eq!(p.messages.len(), 2);
+        // Nothing was left to decide: not counted, estimated.
+        assert!(!p.counted);
+        let est = |t: &str| t.len().div_ceil(4) + PER_MESSAGE;
+        assert_eq!(p.tokens, est(&long) + est("system"));
+    }
 }
