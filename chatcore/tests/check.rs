@@ -15,6 +15,7 @@ async fn some_turns(s: &dyn Store) -> (TenantId, BotId) {
             slug: format!("check-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
             rate_limit_rpm: None,
             rate_limit_tpm: None,
+            public_rate_limit_rpm: None,
             features: serde_json::json!({}),
         })
         .await

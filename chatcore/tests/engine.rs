@@ -32,6 +32,7 @@ async fn tenant(store: &dyn Store, slug: &str, rpm: Option<i32>) -> Tenant {
             slug: slug.into(),
             rate_limit_rpm: rpm,
             rate_limit_tpm: None,
+            public_rate_limit_rpm: None,
             features: serde_json::json!({}),
         })
         .await
