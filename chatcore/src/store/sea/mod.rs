@@ -1695,36 +1695,8 @@ impl Store for SeaOrmStore {
     }
 
     async fn create_document(&self, tenant: TenantId, new: NewDocument) -> StoreResult<Document> {
-        let txn = self.write_txn().await?;
-        let ds = e::dataset::Entity::find_by_id(new.dataset_id.0)
-            .filter(e::dataset::Column::TenantId.eq(tenant.0))
-            .count(&txn)
-            .await
-            .map_err(db_err)?;
-        if ds == 0 {
-            return Err(StoreError::NotFound("dataset"));
-        }
-        let t = now();
-        let m = e::document::ActiveModel {
-            id: Set(DocumentId::new().0),
-            tenant_id: Set(tenant.0),
-            dataset_id: Set(new.dataset_id.0),
-            title: Set(new.title),
-            source: Set(new.source),
-            mime_type: Set(new.mime_type),
-            metadata: Set(new.metadata),
-            status: Set(DocumentStatus::Pending.as_str().into()),
-            error: Set(None),
-            content_hash: Set(new.content_hash),
-            content: Set(new.content),
-            created_at: Set(t),
-            updated_at: Set(t),
-        }
-        .insert(&txn)
-        .await
-        .map_err(|e| write_err(e, "dataset"))?;
-        txn.commit().await.map_err(db_err)?;
-        convert::document(m)
+        // A replacement of nothing: the same checks and insert.
+        self.replace_document_in(tenant, new, &[]).await
     }
 
     async fn get_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Document> {
