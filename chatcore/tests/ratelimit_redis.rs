@@ -129,3 +129,79 @@ async fn auth_failures_throttle_an_ip_across_instances() {
             .is_ok()
     );
 }
+
+/// A TCP relay to the real Redis that the test can cut: every connection
+/// through it is dropped when `cut` is set, and new ones are refused.
+async fn cuttable_relay() -> (String, Arc<tokio::sync::Notify>) {
+    use tokio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let upstream = url()
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let c = cut.clone();
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = c.notified() => break,
+                accepted = listener.accept() => {
+                    let (mut down, _) = accepted.unwrap();
+                    let upstream = upstream.clone();
+                    conns.spawn(async move {
+                        let mut up = TcpStream::connect(upstream).await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    });
+                }
+            }
+        }
+        // Dropping the listener and the relays closes every connection.
+        conns.abort_all();
+    });
+    (format!("redis://127.0.0.1:{port}"), cut)
+}
+
+/// When Redis fails, the failover limiter keeps limits in this instance:
+/// checks are still refused over the quota and charges still count.
+#[tokio::test]
+async fn failover_keeps_checking_and_charging_when_redis_goes_away() {
+    use chatcore::ratelimit::FailoverRateLimiter;
+    let (relay, cut) = cuttable_relay().await;
+    let l = FailoverRateLimiter::new(RedisRateLimiter::connect(&relay).await.unwrap());
+    let q = Quota {
+        limit: 2,
+        period: Duration::from_secs(3600),
+    };
+    // Through Redis while it answers.
+    let key = fresh_key();
+    assert!(l.check(&key, q, 1).await.unwrap().is_allowed());
+    assert_eq!(
+        limiter().await.check(&key, q, 1).await.unwrap(),
+        Decision::Allowed { remaining: 0 },
+        "the first check was recorded in Redis"
+    );
+    cut.notify_one();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Redis is gone: the instance's own limiter decides.
+    let key = fresh_key();
+    assert!(l.check(&key, q, 1).await.unwrap().is_allowed());
+    assert!(l.check(&key, q, 1).await.unwrap().is_allowed());
+    assert!(
+        !l.check(&key, q, 1).await.unwrap().is_allowed(),
+        "the fallback enforces the quota"
+    );
+    let tokens = Quota {
+        limit: 1000,
+        period: Duration::from_secs(60),
+    };
+    let k2 = fresh_key();
+    l.charge(&k2, tokens, 1500).await.unwrap();
+    assert!(
+        !l.check(&k2, tokens, 1).await.unwrap().is_allowed(),
+        "a charge made while Redis was down counts"
+    );
+}
