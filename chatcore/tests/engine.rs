@@ -661,6 +661,7 @@ async fn a_stream_that_fails_midway_keeps_the_partial_text_with_estimated_tokens
     assert_eq!(m.content, sent);
     let u = m.usage.unwrap();
     assert!(u.estimated && u.completion_tokens > 0 && u.prompt_tokens > 0);
+    assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
     assert_eq!(fx.turns_counted().await, (1, u.total_tokens as u64));
 }
 
@@ -725,6 +726,11 @@ async fn the_end_of_the_shutdown_grace_ends_open_streams_as_cancelled() {
     let m = &fx.messages(conversation_id).await[1];
     assert_eq!(m.status, MessageStatus::Cancelled);
     assert_eq!(m.finish_reason.as_deref(), Some("shutdown"));
+    assert!(
+        m.response_time_ms.unwrap() >= 120,
+        "it lasted the whole grace: {:?}",
+        m.response_time_ms
+    );
     // Streams that finish within the grace are not touched.
     let fx = fixture().await;
     let rx = fx
@@ -799,6 +805,14 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
     assert_eq!(m.content, "Once upon a time");
     let u = m.usage.unwrap();
     assert!(u.estimated && u.prompt_tokens > 0 && u.completion_tokens > 0);
+    assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+    assert_eq!(m.finish_reason.as_deref(), Some("instance_lost"));
+    assert_eq!(m.error.as_deref(), Some("unavailable"));
+    assert_eq!(
+        (m.provider.as_deref(), m.model.as_deref()),
+        (Some("mock"), Some("echo")),
+        "what the turn was started with"
+    );
     let still = second
         .get_message(fx.tenant.id, live_turn.id)
         .await
@@ -863,4 +877,301 @@ async fn streamed_text_reaches_the_store_while_the_stream_runs() {
     assert!(seen.starts_with(&stored), "{stored:?} / {seen:?}");
     drop(rx);
     let _ = conversation_id;
+}
+
+// ---- the service around the turn: authentication, caches, providers ----
+
+#[tokio::test]
+async fn failed_authentications_throttle_their_ip_and_successes_do_not() {
+    let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+    let chat = service(
+        store.clone(),
+        ChatSettings {
+            auth_failures_per_minute: 3,
+            ..Default::default()
+        },
+    );
+    let t = tenant(&*store, "acme", None).await;
+    let k = generate_key();
+    store
+        .create_api_key(
+            t.id,
+            NewApiKey {
+                name: "k".into(),
+                prefix: k.prefix.clone(),
+                secret_hash: k.hash,
+                permissions: vec![Permission::Chat],
+                bot_ids: vec![],
+                rate_limit_rpm: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let wrong = secrecy::SecretString::from(format!("{}x", k.prefix));
+    // Good keys from one address never count against it.
+    for _ in 0..6 {
+        chat.authenticate(Some(&k.secret), Some("10.0.0.1"), None)
+            .await
+            .unwrap();
+    }
+    for _ in 0..4 {
+        let e = chat
+            .authenticate(Some(&wrong), Some("10.0.0.2"), None)
+            .await
+            .unwrap_err();
+        if matches!(e, ChatError::RateLimited { .. }) {
+            break;
+        }
+        assert!(matches!(e, ChatError::Unauthorized(_)), "{e:?}");
+    }
+    assert!(
+        matches!(
+            chat.authenticate(Some(&k.secret), Some("10.0.0.2"), None)
+                .await,
+            Err(ChatError::RateLimited {
+                scope: "auth_failures",
+                ..
+            })
+        ),
+        "the failing address is held back, even with a good key"
+    );
+    chat.authenticate(Some(&k.secret), Some("10.0.0.3"), None)
+        .await
+        .expect("other addresses are not");
+    assert!(matches!(
+        chat.authenticate(None, Some("10.0.0.4"), None).await,
+        Err(ChatError::Unauthorized(_))
+    ));
+
+    // The operator key: compared, and its failures counted the same way.
+    let operator = secrecy::SecretString::from("op-secret-0123456789".to_string());
+    chat.authenticate_operator(Some(&operator), &operator, Some("10.0.0.5"), None)
+        .await
+        .unwrap();
+    let bad = secrecy::SecretString::from("op-secret-0123456780".to_string());
+    assert!(matches!(
+        chat.authenticate_operator(Some(&bad), &operator, Some("10.0.0.5"), None)
+            .await,
+        Err(ChatError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        chat.authenticate_operator(None, &operator, Some("10.0.0.5"), None)
+            .await,
+        Err(ChatError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn invalidating_a_tenant_drops_its_cached_bots_public_and_keyed() {
+    let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+    let chat = service(
+        store.clone(),
+        ChatSettings {
+            cache_ttl: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    let t = tenant(&*store, "acme", None).await;
+    let p = store
+        .create_provider_config(
+            t.id,
+            NewProviderConfig {
+                provider: "mock".into(),
+                name: "mock".into(),
+                api_key: None,
+                base_url: None,
+                default_model: None,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let private = bot(&*store, t.id, p.id, "private", "echo").await;
+    let public = bot(&*store, t.id, p.id, "public-one", "echo").await;
+    let k = key(&*store, &chat, t.id, vec![Permission::Chat], vec![], None).await;
+    let visitor = || Caller::Public {
+        ip: Some("192.0.2.1".into()),
+        origin: None,
+    };
+    chat.chat(as_key(&k), input("private", "a")).await.unwrap();
+    chat.chat(visitor(), input("public-one", "a"))
+        .await
+        .unwrap();
+    for b in [private.id, public.id] {
+        store
+            .update_bot(
+                t.id,
+                b,
+                BotPatch {
+                    model: Some(Some("error-500".into())),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Cached for an hour: the old model still answers...
+    chat.chat(as_key(&k), input("private", "b")).await.unwrap();
+    chat.chat(visitor(), input("public-one", "b"))
+        .await
+        .unwrap();
+    // ... until the tenant is invalidated.
+    chat.invalidate_tenant(t.id);
+    assert_eq!(
+        chat.chat(as_key(&k), input("private", "c"))
+            .await
+            .unwrap_err()
+            .code(),
+        "provider_error"
+    );
+    assert_eq!(
+        chat.chat(visitor(), input("public-one", "c"))
+            .await
+            .unwrap_err()
+            .code(),
+        "provider_error"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_provider_config_is_rebuilt_and_a_disabled_one_refused() {
+    let fx = fixture().await;
+    // A bot without a model of its own takes the provider's default.
+    fx.store
+        .create_bot(
+            fx.tenant.id,
+            NewBot {
+                name: "default".into(),
+                slug: "default".into(),
+                system_prompt: String::new(),
+                provider_id: fx.provider.id,
+                model: None,
+                fallback_provider_id: None,
+                temperature: None,
+                max_tokens: None,
+                context_tokens: 2000,
+                is_public: false,
+                dataset_ids: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let r = fx
+        .chat
+        .chat(as_key(&fx.key), input("default", "hi there"))
+        .await
+        .unwrap();
+    assert_eq!(r.content, "hi there");
+    let patch = |p: ProviderConfigPatch| {
+        fx.store
+            .update_provider_config(fx.tenant.id, fx.provider.id, p)
+    };
+    patch(ProviderConfigPatch {
+        default_model: Some(Some("error-500".into())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await; // the 1 ms bot cache
+    assert_eq!(
+        fx.chat
+            .chat(as_key(&fx.key), input("default", "hi"))
+            .await
+            .unwrap_err()
+            .code(),
+        "provider_error",
+        "the provider was rebuilt with the new default model"
+    );
+    patch(ProviderConfigPatch {
+        enabled: Some(false),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(matches!(
+        fx.chat.chat(as_key(&fx.key), input("echo", "hi")).await,
+        Err(ChatError::Forbidden(m)) if m.contains("disabled")
+    ));
+}
+
+#[tokio::test]
+async fn a_limit_of_zero_is_no_limit() {
+    let fx = fixture_on(SeaOrmStore::in_memory().await.unwrap(), Some(0)).await;
+    for _ in 0..4 {
+        fx.chat
+            .chat(as_key(&fx.key), input("echo", "hi"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tokens_per_minute_are_settled_with_the_real_usage() {
+    let fx = fixture().await;
+    fx.store
+        .update_tenant(
+            fx.tenant.id,
+            TenantPatch {
+                rate_limit_tpm: Some(Some(200)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let k = key(
+        &*fx.store,
+        &fx.chat,
+        fx.tenant.id,
+        vec![Permission::Chat],
+        vec![],
+        None,
+    )
+    .await;
+    // 40 words: the prompt's byte estimate is about 31 tokens; the mock
+    // reports 48 prompt and 40 completion tokens, so each turn costs 88.
+    let message = vec!["w"; 40].join(" ");
+    let mut admitted = 0;
+    for _ in 0..6 {
+        match fx.chat.chat(as_key(&k), input("echo", &message)).await {
+            Ok(r) => {
+                assert_eq!(r.usage.total_tokens, 88);
+                admitted += 1;
+            }
+            Err(ChatError::RateLimited { scope, .. }) => {
+                assert_eq!(scope, "tenant_tokens");
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // Charged only the estimates, six would fit in 200 a minute.
+    assert_eq!(admitted, 2, "88 + 88, then 176 + 31 > 200");
+}
+
+#[tokio::test]
+async fn open_streams_are_counted_while_they_run() {
+    let fx = fixture().await;
+    fx.bot_with_model("slowpoke", "slow").await;
+    let a = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("slowpoke", "one"))
+        .await
+        .unwrap();
+    let b = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("slowpoke", "two"))
+        .await
+        .unwrap();
+    assert_eq!(fx.chat.open_streams(), 2);
+    drop(a);
+    drop(b);
+    for _ in 0..200 {
+        if fx.chat.open_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fx.chat.open_streams(), 0);
 }
