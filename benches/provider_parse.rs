@@ -104,7 +104,7 @@ async fn parse(parser: Parser, chunks: &[Bytes]) -> usize {
     let mut n = 0;
     while let Some(ev) = s.next().await {
         match ev.expect("valid stream") {
-            ChatEvent::Delta(_) | ChatEvent::Done(_) => n += 1,
+            ChatEvent::Delta(_) | ChatEvent::ToolCall(_) | ChatEvent::Done(_) => n += 1,
         }
     }
     n

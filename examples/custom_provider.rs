@@ -65,6 +65,8 @@ impl Provider for Shout {
             chat: true,
             stream: true,
             embeddings: true,
+            tools: false,
+            images: false,
         }
     }
 
@@ -75,6 +77,7 @@ impl Provider for Shout {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         let (content, model, usage) = self.answer(request)?;
         Ok(ChatResponse {
+            tool_calls: Vec::new(),
             content,
             usage,
             finish_reason: FinishReason::Stop,

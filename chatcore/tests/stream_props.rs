@@ -187,6 +187,7 @@ proptest! {
                 match i {
                     Ok(ChatEvent::Delta(d)) => text.push_str(d),
                     Ok(ChatEvent::Done(_)) => done = true,
+                    Ok(ChatEvent::ToolCall(c)) => panic!("{kind}: a tool call from text: {c:?}"),
                     Err(e) => panic!("{kind}: {e}"),
                 }
             }

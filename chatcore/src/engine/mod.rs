@@ -1269,6 +1269,9 @@ impl ChatService {
                     // the next turn of the loop.
                     let _ = tx.send(TurnEvent::Delta(d)).await;
                 }
+                // The engine's turns define no tools, so no call can come;
+                // a provider that sends one anyway is not followed.
+                Step::Event(Some(Ok(ChatEvent::ToolCall(_)))) => continue,
                 Step::Event(Some(Ok(ChatEvent::Done(end)))) => {
                     break (
                         Outcome::Complete {

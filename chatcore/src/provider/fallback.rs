@@ -104,6 +104,8 @@ impl Provider for FallbackProvider {
                 chat: false,
                 stream: false,
                 embeddings: first.embeddings,
+                tools: true,
+                images: true,
             },
             |acc, e| {
                 let c = e.provider.capabilities();
@@ -111,6 +113,9 @@ impl Provider for FallbackProvider {
                     chat: acc.chat || c.chat,
                     stream: acc.stream || c.stream,
                     embeddings: acc.embeddings,
+                    // A request may land on any entry: all must take it.
+                    tools: acc.tools && c.tools,
+                    images: acc.images && c.images,
                 }
             },
         )

@@ -13,6 +13,14 @@
 //! | `hang` | never answers; the first-byte timeout ends the call |
 //! | anything else | a canned reply derived from the input |
 //!
+//! Given tools, every answering model calls them (each, or the one
+//! `tool_choice` names; only the first when `parallel_tool_calls` is false)
+//! with arguments made from their schemas, streamed as OpenAI streams
+//! them; after tool results it answers `The tools said: ...`.
+//!
+//! With a JSON `response_format`, every answering model replies with a
+//! JSON object: made from the schema's properties, or `{"answer": ...}`.
+//!
 //! Usage counts words (plus 3 per message), reported as the vendor's own.
 //! Embeddings hash a bag of words into `embedding_dimension` (default 384)
 //! dimensions and L2-normalise, so texts sharing words are similar.
@@ -24,8 +32,9 @@ use futures::StreamExt;
 
 use super::{
     Capabilities, ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatStream, EmbedRequest,
-    EmbedResponse, FinishReason, KIND_MOCK, Provider, ProviderError, ProviderSpec, StreamEnd,
-    TimeoutKind, Timeouts, Usage, resolve_model, validate_chat_request,
+    EmbedResponse, FinishReason, KIND_MOCK, Provider, ProviderError, ProviderSpec, ResponseFormat,
+    Role, StreamEnd, TimeoutKind, Timeouts, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    resolve_model, validate_chat_request,
 };
 
 /// Default dimension of mock embeddings.
@@ -141,8 +150,90 @@ impl MockProvider {
     }
 }
 
-/// The reply of the mock to `request` under `model` (without faults).
+/// A JSON value shaped by a JSON Schema: each property of an object
+/// schema filled with `text`, a number, `true`, or an empty value.
+fn value_for(schema: &serde_json::Value, text: &str) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") | None if schema.get("properties").is_some() => {
+            let mut out = serde_json::Map::new();
+            if let Some(Value::Object(props)) = schema.get("properties") {
+                for (k, v) in props {
+                    out.insert(k.clone(), value_for(v, text));
+                }
+            }
+            Value::Object(out)
+        }
+        Some("object") => json!({}),
+        Some("string") => match schema.get("enum").and_then(Value::as_array) {
+            Some(e) if !e.is_empty() => e[0].clone(),
+            _ => text.into(),
+        },
+        Some("integer") | Some("number") => 1.into(),
+        Some("boolean") => true.into(),
+        Some("array") => json!([]),
+        _ => Value::Null,
+    }
+}
+
+/// The tool calls of the mock, or none when it answers in
+/// text (no tools, `tool_choice: none`, or tool results to read).
+pub fn mock_tool_calls(request: &ChatRequest) -> Vec<ToolCall> {
+    let after_results = request
+        .messages
+        .last()
+        .is_some_and(|m| m.role == Role::Tool);
+    if request.tools.is_empty() || after_results || request.tool_choice == Some(ToolChoice::None) {
+        return Vec::new();
+    }
+    let last = request.last_user_message().unwrap_or_default();
+    let mut tools: Vec<_> = match &request.tool_choice {
+        Some(ToolChoice::Function(name)) => {
+            request.tools.iter().filter(|t| &t.name == name).collect()
+        }
+        _ => request.tools.iter().collect(),
+    };
+    if request.parallel_tool_calls == Some(false) {
+        tools.truncate(1);
+    }
+    let h = fnv1a(last.bytes());
+    tools
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| ToolCall {
+            id: format!("call_{:012x}{i}", h & 0xffff_ffff_ffff),
+            name: t.name.clone(),
+            arguments: value_for(&t.parameters, last).to_string(),
+        })
+        .collect()
+}
+
+/// The reply of the mock to `request` under `model` (without faults),
+/// shaped by the request's `response_format`.
 pub fn mock_reply(model: &str, request: &ChatRequest) -> String {
+    let text = mock_text(model, request);
+    match &request.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => value_for(schema, &text).to_string(),
+        Some(ResponseFormat::JsonObject) => serde_json::json!({ "answer": text }).to_string(),
+        _ => text,
+    }
+}
+
+fn mock_text(model: &str, request: &ChatRequest) -> String {
+    {
+        let results: Vec<&str> = request
+            .messages
+            .iter()
+            .rev()
+            .take_while(|m| m.role == Role::Tool)
+            .map(|m| m.content.as_str())
+            .collect();
+        if !results.is_empty() {
+            let mut results = results;
+            results.reverse();
+            return format!("The tools said: {}", results.join("; "));
+        }
+    }
     let last = request.last_user_message().unwrap_or_default();
     if model == "echo" || model == "slow-echo" {
         return last.to_owned();
@@ -215,6 +306,8 @@ impl Provider for MockProvider {
             chat: true,
             stream: true,
             embeddings: true,
+            tools: true,
+            images: true,
         }
     }
 
@@ -240,9 +333,22 @@ impl Provider for MockProvider {
             let pieces = content.split_inclusive(' ').count() as u32;
             tokio::time::sleep(self.delay * pieces).await;
         }
+        let tool_calls = mock_tool_calls(request);
+        if !tool_calls.is_empty() {
+            let args: String = tool_calls.iter().map(|c| c.arguments.as_str()).collect();
+            return Ok(ChatResponse {
+                usage: mock_usage(&request.messages, &args),
+                content: String::new(),
+                tool_calls,
+                finish_reason: FinishReason::ToolCalls,
+                provider: KIND_MOCK.to_owned(),
+                model,
+            });
+        }
         Ok(ChatResponse {
             usage: mock_usage(&request.messages, &content),
             content,
+            tool_calls: Vec::new(),
             finish_reason: FinishReason::Stop,
             provider: KIND_MOCK.to_owned(),
             model,
@@ -262,6 +368,42 @@ impl Provider for MockProvider {
                 return Err(self.err(&model, "").unwrap_or_else(|| unreachable!()));
             }
             _ => {}
+        }
+        let calls = if model == "stream-then-error" {
+            Vec::new()
+        } else {
+            mock_tool_calls(request)
+        };
+        if !calls.is_empty() {
+            // As OpenAI streams them: id and name first, then the
+            // arguments in small pieces.
+            let args: String = calls.iter().map(|c| c.arguments.as_str()).collect();
+            let mut events = Vec::new();
+            for (i, c) in calls.into_iter().enumerate() {
+                let index = i as u32;
+                events.push(ChatEvent::ToolCall(ToolCallDelta {
+                    index,
+                    id: Some(c.id),
+                    name: Some(c.name),
+                    arguments: String::new(),
+                }));
+                let chars: Vec<char> = c.arguments.chars().collect();
+                for piece in chars.chunks(8) {
+                    events.push(ChatEvent::ToolCall(ToolCallDelta {
+                        index,
+                        id: None,
+                        name: None,
+                        arguments: piece.iter().collect(),
+                    }));
+                }
+            }
+            events.push(ChatEvent::Done(StreamEnd {
+                usage: mock_usage(&request.messages, &args),
+                finish_reason: FinishReason::ToolCalls,
+                provider: KIND_MOCK.to_owned(),
+                model,
+            }));
+            return Ok(futures::stream::iter(events.into_iter().map(Ok)).boxed());
         }
         let content = mock_reply(&model, request);
         let pieces: Vec<String> = content.split_inclusive(' ').map(str::to_owned).collect();

@@ -92,7 +92,8 @@ pub use spec::{
 pub use sse::StreamContext;
 pub use types::{
     Capabilities, ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatStream, EmbedRequest,
-    EmbedResponse, FinishReason, ParsedCompletion, ParsedEmbeddings, Role, StreamEnd, Usage,
+    EmbedResponse, FinishReason, ImagePart, ParsedCompletion, ParsedEmbeddings, ResponseFormat,
+    Role, StreamEnd, ToolCall, ToolCallBuffer, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
 };
 
 /// An LLM vendor (or anything that answers like one).
@@ -125,9 +126,17 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// stream.
     async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
         let r = self.complete(request).await?;
-        let mut events = Vec::with_capacity(2);
+        let mut events = Vec::with_capacity(2 + r.tool_calls.len());
         if !r.content.is_empty() {
             events.push(Ok(ChatEvent::Delta(r.content)));
+        }
+        for (i, c) in r.tool_calls.into_iter().enumerate() {
+            events.push(Ok(ChatEvent::ToolCall(ToolCallDelta {
+                index: i as u32,
+                id: Some(c.id),
+                name: Some(c.name),
+                arguments: c.arguments,
+            })));
         }
         events.push(Ok(ChatEvent::Done(StreamEnd {
             usage: r.usage,
@@ -165,6 +174,45 @@ pub fn validate_chat_request(provider: &str, request: &ChatRequest) -> Result<()
             provider: provider.to_owned(),
             message: format!("temperature {t} is outside 0..=2"),
         });
+    }
+    let invalid = |message: String| ProviderError::InvalidRequest {
+        provider: provider.to_owned(),
+        message,
+    };
+    for t in &request.tools {
+        let ok_name = !t.name.is_empty()
+            && t.name.len() <= 64
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok_name {
+            return Err(invalid(format!(
+                "tool name {:?} must be 1 to 64 letters, digits, _ or -",
+                t.name
+            )));
+        }
+        if !t.parameters.is_object() {
+            return Err(invalid(format!(
+                "the parameters of tool {} must be a JSON Schema object",
+                t.name
+            )));
+        }
+    }
+    if let Some(ToolChoice::Function(name)) = &request.tool_choice
+        && !request.tools.iter().any(|t| &t.name == name)
+    {
+        return Err(invalid(format!(
+            "tool_choice names {name}, which is not among the tools"
+        )));
+    }
+    if request
+        .messages
+        .iter()
+        .any(|m| m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty))
+    {
+        return Err(invalid(
+            "a tool message needs the tool_call_id it answers".to_owned(),
+        ));
     }
     Ok(())
 }

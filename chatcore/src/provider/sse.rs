@@ -13,7 +13,10 @@ use eventsource_stream::{Event, EventStream, EventStreamError, Eventsource};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
-use super::{ChatEvent, ChatMessage, ChatStream, FinishReason, ProviderError, StreamEnd, Usage};
+use super::{
+    ChatEvent, ChatMessage, ChatStream, FinishReason, ProviderError, StreamEnd, ToolCallDelta,
+    Usage,
+};
 
 /// What a stream decoder needs to know about the call it decodes.
 #[derive(Debug, Clone)]
@@ -48,6 +51,10 @@ impl StreamContext {
 pub(crate) struct Sink {
     pub(crate) ctx: StreamContext,
     text: String,
+    /// Tool names and arguments streamed, for usage estimates.
+    tool_text: String,
+    /// How many tool calls have started.
+    tool_calls: u32,
     out: VecDeque<ChatEvent>,
     done: bool,
 }
@@ -57,6 +64,8 @@ impl Sink {
         Self {
             ctx,
             text: String::new(),
+            tool_text: String::new(),
+            tool_calls: 0,
             out: VecDeque::new(),
             done: false,
         }
@@ -68,6 +77,43 @@ impl Sink {
             self.text.push_str(text);
             self.out.push_back(ChatEvent::Delta(text.to_owned()));
         }
+    }
+
+    /// Starts tool call number [`Sink::tool_calls_started`] with its id
+    /// and name (and perhaps a first piece of its arguments); returns its
+    /// index.
+    pub(crate) fn tool_start(&mut self, id: String, name: String, arguments: &str) -> u32 {
+        let index = self.tool_calls;
+        self.tool_calls += 1;
+        if !self.done {
+            self.tool_text.push_str(&name);
+            self.tool_text.push_str(arguments);
+            self.out.push_back(ChatEvent::ToolCall(ToolCallDelta {
+                index,
+                id: Some(id),
+                name: Some(name),
+                arguments: arguments.to_owned(),
+            }));
+        }
+        index
+    }
+
+    /// Emits a fragment of the arguments of tool call `index`.
+    pub(crate) fn tool_arguments(&mut self, index: u32, fragment: &str) {
+        if !fragment.is_empty() && !self.done {
+            self.tool_text.push_str(fragment);
+            self.out.push_back(ChatEvent::ToolCall(ToolCallDelta {
+                index,
+                id: None,
+                name: None,
+                arguments: fragment.to_owned(),
+            }));
+        }
+    }
+
+    /// How many tool calls have started.
+    pub(crate) fn tool_calls_started(&self) -> u32 {
+        self.tool_calls
     }
 
     /// Emits the final event; usage is estimated when the vendor gave none.
@@ -83,8 +129,10 @@ impl Sink {
         let model = model
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| self.ctx.model.clone());
-        let usage = usage
-            .unwrap_or_else(|| super::tokens::estimate_usage(&model, &self.ctx.prompt, &self.text));
+        let usage = usage.unwrap_or_else(|| {
+            let generated = format!("{}{}", self.text, self.tool_text);
+            super::tokens::estimate_usage(&model, &self.ctx.prompt, &generated)
+        });
         self.out.push_back(ChatEvent::Done(StreamEnd {
             usage,
             finish_reason,

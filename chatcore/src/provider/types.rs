@@ -21,26 +21,43 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// The result of a tool the model called ([`ChatMessage::tool_call_id`]
+    /// names the call).
+    Tool,
 }
 
 impl Role {
-    /// The lowercase name (`system`, `user`, `assistant`).
+    /// The lowercase name (`system`, `user`, `assistant`, `tool`).
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
 /// One message of a chat request.
+///
+/// Its text is `content`; a user message may carry images, an assistant
+/// message the tool calls the model made, and a [`Role::Tool`] message
+/// answers one of those calls by id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Who wrote it.
     pub role: Role,
     /// Its text.
     pub content: String,
+    /// Images given with the text (user messages), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImagePart>,
+    /// Tools the model called in this message (assistant messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a [`Role::Tool`] message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -49,7 +66,32 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
+    }
+
+    /// An assistant message that called tools (with or without text).
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of the tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
+
+    /// This message with an image appended.
+    pub fn with_image(mut self, image: ImagePart) -> Self {
+        self.images.push(image);
+        self
     }
 
     /// A system message.
@@ -66,6 +108,146 @@ impl ChatMessage {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new(Role::Assistant, content)
     }
+}
+
+/// An image given to the model: an `https:` URL or a `data:` URL with
+/// base64 content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePart {
+    /// The URL.
+    pub url: String,
+    /// OpenAI's `detail` (`low`, `high`, `auto`), passed where understood.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ImagePart {
+    /// An image at `url`.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            detail: None,
+        }
+    }
+
+    /// The media type and base64 data of a `data:<type>;base64,<data>`
+    /// URL; `None` for any other URL.
+    pub fn data(&self) -> Option<(&str, &str)> {
+        let rest = self.url.strip_prefix("data:")?;
+        let (meta, data) = rest.split_once(',')?;
+        let media = meta.strip_suffix(";base64")?;
+        (!media.is_empty()).then_some((media, data))
+    }
+}
+
+/// A tool (function) the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolDefinition {
+    /// Its name (`[a-zA-Z0-9_-]{1,64}` for every vendor).
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of its arguments (an object schema).
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides (the default when tools are given).
+    Auto,
+    /// No tool call.
+    None,
+    /// At least one tool call.
+    Required,
+    /// A call of this tool.
+    Function(String),
+}
+
+/// A call of a tool by the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, which its [`Role::Tool`] result names.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Its arguments: a JSON object, as text.
+    pub arguments: String,
+}
+
+/// A piece of a streamed tool call, the way OpenAI streams them: the first
+/// piece of a call carries its id and name, later ones fragments of its
+/// arguments; `index` tells the calls of one answer apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    /// Which call of the answer (0, 1, ... in the order they start).
+    pub index: u32,
+    /// The call's id (first piece only).
+    pub id: Option<String>,
+    /// The tool's name (first piece only).
+    pub name: Option<String>,
+    /// A fragment of the arguments (may be empty).
+    pub arguments: String,
+}
+
+/// Assembles [`ToolCallDelta`]s into [`ToolCall`]s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCallBuffer {
+    calls: Vec<ToolCall>,
+}
+
+impl ToolCallBuffer {
+    /// Adds a piece.
+    pub fn push(&mut self, d: &ToolCallDelta) {
+        let i = d.index as usize;
+        while self.calls.len() <= i {
+            self.calls.push(ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+        }
+        let c = &mut self.calls[i];
+        if let Some(id) = &d.id {
+            c.id.clone_from(id);
+        }
+        if let Some(n) = &d.name {
+            c.name.push_str(n);
+        }
+        c.arguments.push_str(&d.arguments);
+    }
+
+    /// Whether no piece was added.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls, in index order.
+    pub fn finish(self) -> Vec<ToolCall> {
+        self.calls
+    }
+}
+
+/// The shape the answer must take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text (the default).
+    Text,
+    /// A JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// The schema's name.
+        name: String,
+        /// The JSON Schema.
+        schema: serde_json::Value,
+        /// Whether the vendor must follow the schema exactly (OpenAI).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        strict: Option<bool>,
+    },
 }
 
 /// A chat completion request, streamed or not.
@@ -85,6 +267,31 @@ pub struct ChatRequest {
     /// An opaque id of the end user, passed to vendors that accept one
     /// (OpenAI `user`, Anthropic `metadata.user_id`) for abuse monitoring.
     pub end_user_id: Option<String>,
+    /// Nucleus sampling.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Seed for repeatable sampling (OpenAI, Gemini).
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Presence penalty (OpenAI, Gemini).
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty (OpenAI, Gemini).
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    /// Tools the model may call.
+    #[serde(default)]
+    pub tools: Vec<ToolDefinition>,
+    /// Whether and which tool the model must call (`None`: the vendor's
+    /// default, which is `auto` when tools are given).
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one answer.
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    /// The shape of the answer.
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
 }
 
 impl ChatRequest {
@@ -171,18 +378,21 @@ pub enum FinishReason {
     Length,
     /// A safety or content filter ended the answer.
     ContentFilter,
+    /// The model called tools and waits for their results.
+    ToolCalls,
     /// Any other reason, kept verbatim as the vendor sent it.
     Other(String),
 }
 
 impl FinishReason {
-    /// A short name to persist: `stop`, `length`, `content_filter`, or the
-    /// vendor's verbatim reason.
+    /// A short name to persist: `stop`, `length`, `content_filter`,
+    /// `tool_calls`, or the vendor's verbatim reason.
     pub fn as_str(&self) -> &str {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::ContentFilter => "content_filter",
+            FinishReason::ToolCalls => "tool_calls",
             FinishReason::Other(s) => s,
         }
     }
@@ -199,6 +409,8 @@ impl fmt::Display for FinishReason {
 pub struct ChatResponse {
     /// The generated text.
     pub content: String,
+    /// Tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
     /// Token usage.
     pub usage: Usage,
     /// Why generation ended.
@@ -222,12 +434,14 @@ pub struct StreamEnd {
     pub model: String,
 }
 
-/// One event of a streamed chat: text deltas, then exactly one
-/// [`ChatEvent::Done`].
+/// One event of a streamed chat: text deltas and tool-call pieces, then
+/// exactly one [`ChatEvent::Done`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
     /// A piece of generated text (never empty).
     Delta(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
     /// The end of the answer, with usage and finish reason.
     Done(StreamEnd),
 }
@@ -285,6 +499,12 @@ pub struct Capabilities {
     pub stream: bool,
     /// Embeds texts.
     pub embeddings: bool,
+    /// Calls tools ([`ChatRequest::tools`]).
+    #[serde(default)]
+    pub tools: bool,
+    /// Reads images ([`ChatMessage::images`]).
+    #[serde(default)]
+    pub images: bool,
 }
 
 /// A vendor's completion body in our terms, before the provider fills the
@@ -293,6 +513,8 @@ pub struct Capabilities {
 pub struct ParsedCompletion {
     /// The text.
     pub content: String,
+    /// Tool calls, in order.
+    pub tool_calls: Vec<ToolCall>,
     /// Why it ended.
     pub finish_reason: FinishReason,
     /// Usage, if the vendor reported it.

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use crate::provider::{
-    ChatEvent, ChatMessage, ChatRequest, ChatResponse, EmbedRequest, Provider, ProviderError, Usage,
+    ChatEvent, ChatMessage, ChatRequest, ChatResponse, EmbedRequest, FinishReason, Provider,
+    ProviderError, ResponseFormat, ToolCall, ToolCallBuffer, ToolChoice, ToolDefinition, Usage,
 };
 
 /// Settings of a conformance run.
@@ -32,6 +33,9 @@ pub struct ConformanceConfig {
     /// The API key the provider was built with: the suite checks that it
     /// appears in no `Debug` or `Display` output.
     pub secret: Option<String>,
+    /// Also check structured output (`json_schema`): the answer, complete
+    /// and streamed, is a JSON object with the schema's required field.
+    pub structured_output: bool,
 }
 
 /// The outcome of one check.
@@ -200,6 +204,9 @@ pub async fn run_provider_conformance_with(
                     deltas += 1;
                     text.push_str(&t);
                 }
+                ChatEvent::ToolCall(d) => {
+                    return Err(format!("a tool call without tools in the request: {d:?}"));
+                }
                 ChatEvent::Done(e) => end = Some(e),
             }
         }
@@ -351,6 +358,13 @@ pub async fn run_provider_conformance_with(
         outcome,
     });
 
+    if caps.tools {
+        tool_checks(p, &config.model, &mut checks).await;
+    }
+    if config.structured_output {
+        structured_checks(p, &config.model, &mut checks).await;
+    }
+
     // redaction
     let outcome = (|| {
         check_secret(secret, &format!("{provider:?}"), "Debug of the provider")?;
@@ -372,4 +386,207 @@ pub async fn run_provider_conformance_with(
         provider: p.kind().to_owned(),
         checks,
     }
+}
+
+fn weather_request(model: &str) -> ChatRequest {
+    let mut r = ChatRequest::new(vec![
+        ChatMessage::system("You are the subject of a conformance test."),
+        ChatMessage::user("What is the weather in Paris?"),
+    ])
+    .with_model(model)
+    .with_temperature(0.0)
+    .with_max_tokens(128);
+    r.tools = vec![ToolDefinition {
+        name: "get_weather".to_owned(),
+        description: Some("The current weather of a city".to_owned()),
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"]
+        }),
+    }];
+    r.tool_choice = Some(ToolChoice::Function("get_weather".to_owned()));
+    r
+}
+
+fn check_calls(calls: &[ToolCall], what: &str) -> Result<(), String> {
+    ensure!(!calls.is_empty(), "{what}: no tool call");
+    for c in calls {
+        ensure!(!c.id.is_empty(), "{what}: a call without id: {c:?}");
+        ensure!(
+            c.name == "get_weather",
+            "{what}: a call of {:?}, not get_weather",
+            c.name
+        );
+        let args: serde_json::Value = serde_json::from_str(&c.arguments)
+            .map_err(|e| format!("{what}: arguments {:?} are not JSON: {e}", c.arguments))?;
+        ensure!(
+            args.get("city").is_some_and(serde_json::Value::is_string),
+            "{what}: arguments {args} have no string `city`"
+        );
+    }
+    Ok(())
+}
+
+/// Tool calling: a forced call, complete and streamed (pieces by index,
+/// id and name first), then its result sent back.
+async fn tool_checks(p: &dyn Provider, model: &str, checks: &mut Vec<CheckResult>) {
+    let request = weather_request(model);
+    let complete = p.complete(&request).await;
+    let outcome = (|| {
+        let r = complete
+            .as_ref()
+            .map_err(|e| format!("complete with tools failed: {e}"))?;
+        check_calls(&r.tool_calls, "complete")?;
+        ensure!(
+            r.finish_reason == FinishReason::ToolCalls,
+            "finish reason {:?}, not ToolCalls",
+            r.finish_reason
+        );
+        Ok(())
+    })();
+    checks.push(CheckResult {
+        name: "tools: a forced call, with id, name and JSON arguments",
+        outcome,
+    });
+
+    let outcome = async {
+        let mut stream = p
+            .stream(&request)
+            .await
+            .map_err(|e| format!("stream with tools failed: {e}"))?;
+        let mut buffer = ToolCallBuffer::default();
+        let mut started: Vec<u32> = Vec::new();
+        let mut end = None;
+        while let Some(item) = stream.next().await {
+            let ev = item.map_err(|e| format!("stream item failed: {e}"))?;
+            ensure!(end.is_none(), "an event follows the final event: {ev:?}");
+            match ev {
+                ChatEvent::ToolCall(d) => {
+                    if !started.contains(&d.index) {
+                        ensure!(
+                            d.id.is_some() && d.name.is_some(),
+                            "the first piece of call {} has no id or name: {d:?}",
+                            d.index
+                        );
+                        started.push(d.index);
+                    }
+                    buffer.push(&d);
+                }
+                ChatEvent::Delta(_) => {}
+                ChatEvent::Done(e) => end = Some(e),
+            }
+        }
+        let end = end.ok_or("the stream ended without a final event")?;
+        let calls = buffer.finish();
+        check_calls(&calls, "stream")?;
+        ensure!(
+            end.finish_reason == FinishReason::ToolCalls,
+            "stream finish reason {:?}, not ToolCalls",
+            end.finish_reason
+        );
+        if let Ok(c) = &complete {
+            let names = |v: &[ToolCall]| -> Vec<(String, String)> {
+                v.iter()
+                    .map(|c| (c.name.clone(), c.arguments.replace(' ', "")))
+                    .collect()
+            };
+            ensure!(
+                names(&calls) == names(&c.tool_calls),
+                "streamed calls {calls:?} differ from the complete ones {:?}",
+                c.tool_calls
+            );
+        }
+        Ok(())
+    }
+    .await;
+    checks.push(CheckResult {
+        name: "tools: streamed calls by index, id and name first, same as complete",
+        outcome,
+    });
+
+    let outcome = async {
+        let calls = complete
+            .as_ref()
+            .map_err(|_| "no calls to answer".to_owned())?
+            .tool_calls
+            .clone();
+        let mut follow = request.clone();
+        follow.tool_choice = Some(ToolChoice::Auto);
+        follow
+            .messages
+            .push(ChatMessage::assistant_tool_calls("", calls.clone()));
+        for c in &calls {
+            follow.messages.push(ChatMessage::tool_result(
+                c.id.clone(),
+                r#"{"forecast":"sunny"}"#,
+            ));
+        }
+        let r = p
+            .complete(&follow)
+            .await
+            .map_err(|e| format!("complete after tool results failed: {e}"))?;
+        ensure!(
+            !r.content.is_empty(),
+            "no text after the tool results (finish {:?}, calls {:?})",
+            r.finish_reason,
+            r.tool_calls
+        );
+        Ok(())
+    }
+    .await;
+    checks.push(CheckResult {
+        name: "tools: results sent back as tool messages get an answer",
+        outcome,
+    });
+}
+
+/// Structured output: `json_schema`, complete and streamed.
+async fn structured_checks(p: &dyn Provider, model: &str, checks: &mut Vec<CheckResult>) {
+    let mut request = base_request(model);
+    request.response_format = Some(ResponseFormat::JsonSchema {
+        name: "greeting".to_owned(),
+        schema: serde_json::json!({
+            "type": "object",
+            "properties": {"greeting": {"type": "string"}},
+            "required": ["greeting"],
+            "additionalProperties": false
+        }),
+        strict: Some(true),
+    });
+    let parse = |text: &str, what: &str| -> Result<(), String> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("{what}: the answer {text:?} is not JSON: {e}"))?;
+        ensure!(
+            v.get("greeting").is_some_and(serde_json::Value::is_string),
+            "{what}: {v} has no string `greeting`"
+        );
+        Ok(())
+    };
+    let outcome = match p.complete(&request).await {
+        Ok(r) => parse(&r.content, "complete"),
+        Err(e) => Err(format!("complete with json_schema failed: {e}")),
+    };
+    checks.push(CheckResult {
+        name: "structured output: json_schema, complete",
+        outcome,
+    });
+    let outcome = async {
+        let mut s = p
+            .stream(&request)
+            .await
+            .map_err(|e| format!("stream with json_schema failed: {e}"))?;
+        let mut text = String::new();
+        while let Some(item) = s.next().await {
+            if let ChatEvent::Delta(d) = item.map_err(|e| format!("stream item failed: {e}"))? {
+                text.push_str(&d);
+            }
+        }
+        parse(&text, "stream")
+    }
+    .await;
+    checks.push(CheckResult {
+        name: "structured output: json_schema, streamed",
+        outcome,
+    });
 }

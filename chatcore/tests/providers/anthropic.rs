@@ -25,7 +25,105 @@ const FIELDS: &[&str] = &[
     "stream",
     "top_p",
     "top_k",
+    "tools",
+    "tool_choice",
 ];
+
+/// The text of a turn's content: a string, or its text blocks.
+fn content_text(m: &Value) -> String {
+    match &m["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(b) => b
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+fn block_ok(b: &Value, role: &str, open_calls: &[String]) -> bool {
+    match (b["type"].as_str(), role) {
+        (Some("text"), _) => b["text"].is_string(),
+        (Some("image"), "user") => match b["source"]["type"].as_str() {
+            Some("base64") => {
+                b["source"]["media_type"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("image/"))
+                    && b["source"]["data"].is_string()
+            }
+            Some("url") => b["source"]["url"].is_string(),
+            _ => false,
+        },
+        (Some("tool_use"), "assistant") => {
+            b["id"].is_string() && b["name"].is_string() && b["input"].is_object()
+        }
+        (Some("tool_result"), "user") => b["tool_use_id"]
+            .as_str()
+            .is_some_and(|id| open_calls.iter().any(|c| c == id)),
+        _ => false,
+    }
+}
+
+/// Blocks, tool calls answered in the very next turn, tools well formed.
+fn check_tools(body: &Value) -> Result<(), String> {
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let mut open: Vec<String> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m["role"].as_str().unwrap_or_default();
+        if let Some(blocks) = m["content"].as_array() {
+            for b in blocks {
+                if !block_ok(b, role, &open) {
+                    return Err(format!("messages.{i}.content: invalid block {b}"));
+                }
+            }
+            let answered: Vec<&str> = blocks
+                .iter()
+                .filter_map(|b| b["tool_use_id"].as_str())
+                .collect();
+            if let Some(missing) = open.iter().find(|c| !answered.contains(&c.as_str())) {
+                return Err(format!(
+                    "messages.{i}: tool_use ids were found without tool_result blocks immediately after: {missing}"
+                ));
+            }
+            open = blocks
+                .iter()
+                .filter(|b| b["type"] == "tool_use")
+                .filter_map(|b| b["id"].as_str())
+                .map(str::to_owned)
+                .collect();
+        } else if !open.is_empty() {
+            return Err(format!(
+                "messages.{i}: tool_use ids were found without tool_result blocks immediately after"
+            ));
+        }
+    }
+    let names: Vec<&str> = match body.get("tools") {
+        None => Vec::new(),
+        Some(t) => {
+            let Some(t) = t.as_array() else {
+                return Err("tools: Input should be a valid list".into());
+            };
+            for (i, t) in t.iter().enumerate() {
+                if !t["name"].is_string() || !t["input_schema"].is_object() {
+                    return Err(format!("tools.{i}: name and input_schema are required"));
+                }
+            }
+            t.iter().filter_map(|t| t["name"].as_str()).collect()
+        }
+    };
+    if let Some(c) = body.get("tool_choice") {
+        match c["type"].as_str() {
+            Some("auto" | "any" | "none") => {}
+            Some("tool") if c["name"].as_str().is_some_and(|n| names.contains(&n)) => {}
+            _ => return Err(format!("tool_choice: invalid {c}")),
+        }
+        if names.is_empty() {
+            return Err("tool_choice may only be specified while providing tools".into());
+        }
+    }
+    Ok(())
+}
 
 fn error(status: u16, kind: &str, message: &str) -> hyper::Response<Body> {
     json(
@@ -87,6 +185,7 @@ fn check(req: &Recorded, body: &Value) -> Result<(), hyper::Response<Body>> {
     {
         return Err(invalid("system: Input should be a valid string"));
     }
+    check_tools(body).map_err(|m| invalid(&m))?;
     if let Some(t) = obj.get("temperature").and_then(Value::as_f64)
         && !(0.0..=1.0).contains(&t)
     {
@@ -146,9 +245,12 @@ async fn messages(body: Value, state: &ServerState) -> hyper::Response<Body> {
         .iter()
         .rev()
         .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
+        .map(content_text)
         .unwrap_or_default();
-    let mut reply = reply_for(last);
+    if let Some((calls, preamble)) = calls_for(&body, &last) {
+        return tool_reply(&body, calls, preamble);
+    }
+    let mut reply = reply_for(&last);
     let mut stop_reason = "end_turn";
     let max = body["max_tokens"].as_u64().unwrap_or(0);
     if words(&reply) as u64 > max {
@@ -162,7 +264,7 @@ async fn messages(body: Value, state: &ServerState) -> hyper::Response<Body> {
     }
     let input: u32 = msgs
         .iter()
-        .map(|m| words(m["content"].as_str().unwrap_or_default()) + 1)
+        .map(|m| words(&content_text(m)) + 1)
         .sum::<u32>()
         + words(body["system"].as_str().unwrap_or_default());
     let reported = format!("{model}-20250929");
@@ -483,10 +585,189 @@ async fn conformance_anthropic() {
         ConformanceConfig {
             model: "claude-test".into(),
             secret: Some(KEY.into()),
+            structured_output: true,
             ..Default::default()
         },
     )
     .await
     .assert_ok();
     server.assert_no_key_in_urls();
+}
+
+/// The calls to answer with: tools given, not `none`, and the last turn
+/// holds no results.
+fn calls_for(body: &Value, last_user: &str) -> Option<(Vec<FakeCall>, bool)> {
+    let tools: Vec<(String, Value)> = body["tools"]
+        .as_array()?
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default().to_owned(),
+                t["input_schema"].clone(),
+            )
+        })
+        .collect();
+    let choice = &body["tool_choice"];
+    let results_last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|b| b.iter().any(|b| b["type"] == "tool_result"));
+    if tools.is_empty() || choice["type"] == "none" || results_last {
+        return None;
+    }
+    let forced = (choice["type"] == "tool")
+        .then(|| choice["name"].as_str())
+        .flatten();
+    let parallel = choice["disable_parallel_tool_use"] != Value::Bool(true);
+    let preamble = forced.is_none() && choice["type"] != "any";
+    Some((
+        fake_calls(&tools, forced, parallel, last_user, "toolu_"),
+        preamble,
+    ))
+}
+
+fn tool_reply(body: &Value, calls: Vec<FakeCall>, preamble: bool) -> hyper::Response<Body> {
+    let model = format!("{}-20250929", body["model"].as_str().unwrap_or_default());
+    let input: u32 = body["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| words(&content_text(m)) + 1).sum())
+        .unwrap_or(0);
+    let args: String = calls.iter().map(|c| c.args.to_string()).collect();
+    let output = words(&args) + if preamble { words(PREAMBLE) } else { 0 };
+    let mut content: Vec<Value> = Vec::new();
+    if preamble {
+        content.push(json!({"type": "text", "text": PREAMBLE}));
+    }
+    content.extend(
+        calls
+            .iter()
+            .map(|c| json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args})),
+    );
+    if body["stream"] != Value::Bool(true) {
+        return json(
+            200,
+            json!({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": input, "output_tokens": output}
+            }),
+        );
+    }
+    let mut events = vec![sse_event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": input, "output_tokens": 1}}}),
+    )];
+    let mut index = 0;
+    if preamble {
+        events.push(sse_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ));
+        events.push(sse_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": PREAMBLE}}),
+        ));
+        events.push(sse_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        index = 1;
+    }
+    for c in &calls {
+        events.push(sse_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}}}),
+        ));
+        events.push(sse_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+        ));
+        for f in fragments(&c.args.to_string(), 3) {
+            events.push(sse_event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": f}}),
+            ));
+        }
+        events.push(sse_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        index += 1;
+    }
+    events.push(sse_event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": output}}),
+    ));
+    events.push(sse_event("message_stop", json!({"type": "message_stop"})));
+    sse(events, Duration::ZERO, End::Clean)
+}
+
+#[tokio::test]
+async fn tools_round_trip_as_tool_use_and_tool_result_blocks() {
+    let server = server().await;
+    let p = provider(&server);
+    check_two_tool_round_trip(&*p, "claude-test").await;
+    let reqs = server.requests();
+    assert_eq!(
+        reqs[0].json()["tools"][0],
+        json!({"name": "get_weather", "description": "Weather of a city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}})
+    );
+    let last = reqs.last().unwrap().json();
+    let msgs = last["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "both results in one user turn: {msgs:?}");
+    assert_eq!(
+        msgs[1]["content"][0],
+        json!({"type": "text", "text": PREAMBLE})
+    );
+    assert_eq!(msgs[1]["content"][1]["type"], "tool_use");
+    assert_eq!(msgs[1]["content"][1]["input"]["days"], 1);
+    assert_eq!(msgs[2]["role"], "user");
+    assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
+    assert_eq!(
+        msgs[2]["content"][0]["tool_use_id"],
+        msgs[1]["content"][1]["id"]
+    );
+    assert_eq!(
+        msgs[2]["content"][1]["tool_use_id"],
+        msgs[1]["content"][2]["id"]
+    );
+}
+
+#[tokio::test]
+async fn images_are_image_blocks_and_structured_output_is_a_forced_tool() {
+    use chatcore::provider::{ImagePart, ResponseFormat};
+    let server = server().await;
+    let mut req = ChatRequest::new(vec![
+        ChatMessage::user("describe").with_image(ImagePart::url(PNG_DATA_URL)),
+        ChatMessage::assistant("A dot."),
+        ChatMessage::user("again").with_image(ImagePart::url("https://example.com/a.png")),
+    ])
+    .with_model("claude-test");
+    req.response_format = Some(ResponseFormat::JsonSchema {
+        name: "d".into(),
+        schema: json!({"type": "object", "properties": {"description": {"type": "string"}}}),
+        strict: None,
+    });
+    let r = provider(&server).complete(&req).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.content).unwrap(),
+        json!({"description": "again"})
+    );
+    assert!(r.tool_calls.is_empty());
+    assert_eq!(r.finish_reason, FinishReason::Stop);
+    let body = server.requests()[0].json();
+    let png = PNG_DATA_URL.split_once(',').unwrap().1;
+    assert_eq!(
+        body["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}})
+    );
+    assert_eq!(
+        body["messages"][2]["content"][1],
+        json!({"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}})
+    );
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "tool", "name": chatcore::provider::anthropic::wire::JSON_TOOL})
+    );
 }

@@ -32,11 +32,14 @@ impl Provider for Broken {
             chat: true,
             stream: true,
             embeddings: true,
+            tools: false,
+            images: false,
         }
     }
     async fn complete(&self, _r: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         // Accepts requests without messages; total != prompt + completion.
         Ok(ChatResponse {
+            tool_calls: Vec::new(),
             content: "complete text".into(),
             usage: Usage {
                 prompt_tokens: 3,

@@ -36,6 +36,7 @@ fn check_generate(body: &Value) -> Result<(), hyper::Response<Body>> {
         "generationConfig",
         "safetySettings",
         "tools",
+        "toolConfig",
     ];
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(invalid(&format!(
@@ -51,20 +52,62 @@ fn check_generate(body: &Value) -> Result<(), hyper::Response<Body>> {
             "* GenerateContentRequest.contents: contents is not specified",
         ));
     };
+    let declared: Vec<&str> = obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["functionDeclarations"].as_array().into_iter().flatten())
+        .filter_map(|d| d["name"].as_str())
+        .collect();
     for c in contents {
-        match c["role"].as_str() {
-            Some("user" | "model") => {}
+        let role = match c["role"].as_str() {
+            Some(r @ ("user" | "model")) => r,
             r => {
                 return Err(invalid(&format!(
                     "Please use a valid role: user, model. (got {r:?})"
                 )));
             }
-        }
+        };
+        let part_ok = |p: &Value| {
+            p["text"].is_string()
+                || (role == "user"
+                    && p["inlineData"]["mimeType"].is_string()
+                    && p["inlineData"]["data"].is_string())
+                || (role == "user" && p["fileData"]["fileUri"].is_string())
+                || (role == "model"
+                    && p["functionCall"]["name"].is_string()
+                    && p["functionCall"]["args"].is_object())
+                || (role == "user"
+                    && p["functionResponse"]["name"]
+                        .as_str()
+                        .is_some_and(|n| declared.contains(&n))
+                    && p["functionResponse"]["response"].is_object())
+        };
         let parts_ok = c["parts"]
             .as_array()
-            .is_some_and(|p| !p.is_empty() && p.iter().all(|p| p["text"].is_string()));
+            .is_some_and(|p| !p.is_empty() && p.iter().all(part_ok));
         if !parts_ok {
-            return Err(invalid("contents.parts must not be empty"));
+            return Err(invalid(&format!(
+                "contents.parts: invalid parts {}",
+                c["parts"]
+            )));
+        }
+    }
+    if let Some(t) = obj.get("tools") {
+        let ok = t.as_array().is_some_and(|t| {
+            t.iter().all(|t| {
+                t["functionDeclarations"].as_array().is_some_and(|d| {
+                    d.iter().all(|d| {
+                        d["name"].is_string()
+                            && (d["parametersJsonSchema"].is_object()
+                                || d["parameters"].is_object())
+                    })
+                })
+            })
+        });
+        if !ok {
+            return Err(invalid("tools: invalid function declarations"));
         }
     }
     if let Some(cfg) = obj.get("generationConfig") {
@@ -75,6 +118,11 @@ fn check_generate(body: &Value) -> Result<(), hyper::Response<Body>> {
                 "stopSequences",
                 "topP",
                 "topK",
+                "seed",
+                "presencePenalty",
+                "frequencyPenalty",
+                "responseMimeType",
+                "responseJsonSchema",
             ]
             .contains(&k.as_str())
             {
@@ -192,13 +240,31 @@ async fn generate(
         _ => {}
     }
     let contents = body["contents"].as_array().cloned().unwrap_or_default();
+    let text_of = |c: &Value| -> String {
+        c["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["text"].as_str())
+            .collect()
+    };
     let last = contents
         .iter()
         .rev()
-        .find(|c| c["role"] == "user")
-        .and_then(|c| c["parts"][0]["text"].as_str())
+        .find(|c| c["role"] == "user" && !text_of(c).is_empty())
+        .map(text_of)
         .unwrap_or_default();
-    let mut reply = reply_for(last);
+    if let Some((calls, preamble)) = calls_for(&body, &last) {
+        return tool_reply(model, &body, calls, preamble, stream);
+    }
+    let mut reply = reply_for(&last);
+    let cfg = &body["generationConfig"];
+    if cfg["responseMimeType"] == "application/json" {
+        reply = match cfg.get("responseJsonSchema") {
+            Some(schema) => value_for(schema, &reply).to_string(),
+            None => json!({ "answer": reply }).to_string(),
+        };
+    }
     let mut finish = "STOP";
     if let Some(max) = body["generationConfig"]["maxOutputTokens"].as_u64()
         && words(&reply) as u64 > max
@@ -211,10 +277,7 @@ async fn generate(
             .to_owned();
         finish = "MAX_TOKENS";
     }
-    let prompt: u32 = contents
-        .iter()
-        .map(|c| words(c["parts"][0]["text"].as_str().unwrap_or_default()) + 1)
-        .sum::<u32>()
+    let prompt: u32 = contents.iter().map(|c| words(&text_of(c)) + 1).sum::<u32>()
         + words(
             body["systemInstruction"]["parts"][0]["text"]
                 .as_str()
@@ -496,9 +559,164 @@ async fn conformance_gemini() {
             model: "gemini-test".into(),
             embedding_model: Some("embed-test".into()),
             secret: Some(KEY.into()),
+            structured_output: true,
         },
     )
     .await
     .assert_ok();
     server.assert_no_key_in_urls();
+}
+
+/// The calls to answer with: functions declared, mode not NONE, and the
+/// last turn holds no function responses.
+fn calls_for(body: &Value, last_user: &str) -> Option<(Vec<FakeCall>, bool)> {
+    let tools: Vec<(String, Value)> = body["tools"]
+        .as_array()?
+        .iter()
+        .flat_map(|t| {
+            t["functionDeclarations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap_or_default().to_owned(),
+                d.get("parametersJsonSchema")
+                    .or(d.get("parameters"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let cfg = &body["toolConfig"]["functionCallingConfig"];
+    let responses_last = body["contents"]
+        .as_array()
+        .and_then(|c| c.last())
+        .and_then(|c| c["parts"].as_array())
+        .is_some_and(|p| p.iter().any(|p| p.get("functionResponse").is_some()));
+    if tools.is_empty() || cfg["mode"] == "NONE" || responses_last {
+        return None;
+    }
+    let allowed = cfg["allowedFunctionNames"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str);
+    let preamble = cfg["mode"] != "ANY";
+    // Gemini has no parallel switch: it calls what it calls.
+    Some((fake_calls(&tools, allowed, true, last_user, ""), preamble))
+}
+
+fn tool_reply(
+    model: &str,
+    body: &Value,
+    calls: Vec<FakeCall>,
+    preamble: bool,
+    stream: bool,
+) -> hyper::Response<Body> {
+    let version = format!("{model}-001");
+    let prompt: u32 = body["contents"].as_array().map_or(0, |c| c.len() as u32) * 4;
+    let args: String = calls.iter().map(|c| c.args.to_string()).collect();
+    let completion = words(&args) + if preamble { words(PREAMBLE) } else { 0 };
+    let usage = json!({"promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": prompt + completion});
+    // Older API versions send no call ids: the provider makes them.
+    let call_parts: Vec<Value> = calls
+        .iter()
+        .map(|c| json!({"functionCall": {"name": c.name, "args": c.args}}))
+        .collect();
+    if !stream {
+        let mut parts = Vec::new();
+        if preamble {
+            parts.push(json!({"text": PREAMBLE}));
+        }
+        parts.extend(call_parts);
+        return json(
+            200,
+            json!({
+                "candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": usage, "modelVersion": version
+            }),
+        );
+    }
+    let mut chunks = Vec::new();
+    if preamble {
+        chunks.push(chunk(PREAMBLE, None, None, &version));
+    }
+    let n = call_parts.len();
+    for (i, p) in call_parts.into_iter().enumerate() {
+        let mut cand = json!({"content": {"parts": [p], "role": "model"}, "index": 0});
+        let mut v = json!({"modelVersion": version, "responseId": "fake"});
+        if i + 1 == n {
+            cand["finishReason"] = json!("STOP");
+            v["usageMetadata"] = usage.clone();
+        }
+        v["candidates"] = json!([cand]);
+        chunks.push(format!("data: {v}\r\n\r\n"));
+    }
+    sse(chunks, Duration::ZERO, End::Clean)
+}
+
+#[tokio::test]
+async fn tools_round_trip_as_function_calls_and_responses() {
+    let server = server().await;
+    let p = provider(&server);
+    check_two_tool_round_trip(&*p, "gemini-test").await;
+    let reqs = server.requests();
+    assert_eq!(
+        reqs[0].json()["tools"][0]["functionDeclarations"][1],
+        json!({"name": "get_time", "parametersJsonSchema": {"type": "object", "properties": {"zone": {"type": "string"}}}})
+    );
+    let last = reqs.last().unwrap().json();
+    let contents = last["contents"].as_array().unwrap();
+    assert_eq!(
+        contents.len(),
+        3,
+        "both responses in one turn: {contents:?}"
+    );
+    assert_eq!(contents[1]["role"], "model");
+    assert_eq!(
+        contents[1]["parts"][1]["functionCall"]["name"],
+        "get_weather"
+    );
+    let responses = contents[2]["parts"].as_array().unwrap();
+    assert_eq!(
+        responses[0]["functionResponse"]["name"], "get_weather",
+        "the response names the function of its call"
+    );
+    assert_eq!(
+        responses[0]["functionResponse"]["response"],
+        json!({"result": {"forecast": "sunny"}})
+    );
+    assert_eq!(responses[1]["functionResponse"]["name"], "get_time");
+    assert_eq!(
+        responses[1]["functionResponse"]["response"],
+        json!({"result": "12:00"})
+    );
+}
+
+#[tokio::test]
+async fn images_are_inline_data_and_json_schema_is_response_json_schema() {
+    use chatcore::provider::{ImagePart, ResponseFormat};
+    let server = server().await;
+    let mut req = ChatRequest::new(vec![
+        ChatMessage::user("describe").with_image(ImagePart::url(PNG_DATA_URL)),
+    ])
+    .with_model("gemini-test");
+    req.response_format = Some(ResponseFormat::JsonObject);
+    let r = provider(&server).complete(&req).await.unwrap();
+    assert!(
+        serde_json::from_str::<Value>(&r.content)
+            .unwrap()
+            .is_object()
+    );
+    let body = server.requests()[0].json();
+    let png = PNG_DATA_URL.split_once(',').unwrap().1;
+    assert_eq!(
+        body["contents"][0]["parts"][1],
+        json!({"inlineData": {"mimeType": "image/png", "data": png}})
+    );
+    assert_eq!(
+        body["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
 }

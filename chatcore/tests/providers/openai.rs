@@ -25,7 +25,69 @@ const CHAT_FIELDS: &[&str] = &[
     "user",
     "stream",
     "stream_options",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
 ];
+
+/// The text of a message's content: a string, or its text parts.
+fn content_text(m: &Value) -> String {
+    match &m["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+fn message_ok(m: &Value, earlier_calls: &[String]) -> bool {
+    let role = m["role"].as_str();
+    let content_ok = match &m["content"] {
+        Value::String(_) => true,
+        Value::Array(parts) => {
+            role == Some("user")
+                && parts.iter().all(|p| match p["type"].as_str() {
+                    Some("text") => p["text"].is_string(),
+                    Some("image_url") => p["image_url"]["url"]
+                        .as_str()
+                        .is_some_and(|u| u.starts_with("https://") || u.starts_with("data:image/")),
+                    _ => false,
+                })
+        }
+        Value::Null => role == Some("assistant") && m["tool_calls"].is_array(),
+        _ => false,
+    };
+    let calls_ok = m.get("tool_calls").is_none_or(|c| {
+        role == Some("assistant")
+            && c.as_array().is_some_and(|c| {
+                c.iter().all(|c| {
+                    c["id"].is_string()
+                        && c["type"] == "function"
+                        && c["function"]["name"].is_string()
+                        && c["function"]["arguments"].is_string()
+                })
+            })
+    });
+    let tool_ok = role != Some("tool")
+        || m["tool_call_id"]
+            .as_str()
+            .is_some_and(|id| earlier_calls.iter().any(|c| c == id));
+    content_ok
+        && calls_ok
+        && tool_ok
+        && matches!(
+            role,
+            Some("system" | "user" | "assistant" | "developer" | "tool")
+        )
+}
 
 fn error(status: u16, message: &str, kind: &str, code: Value) -> hyper::Response<Body> {
     json(
@@ -55,19 +117,39 @@ fn check_chat(body: &Value) -> Result<(), hyper::Response<Body>> {
     }
     let msgs = obj.get("messages").and_then(Value::as_array);
     let ok = msgs.is_some_and(|m| {
+        let mut calls: Vec<String> = Vec::new();
         !m.is_empty()
             && m.iter().all(|m| {
-                m["content"].is_string()
-                    && matches!(
-                        m["role"].as_str(),
-                        Some("system" | "user" | "assistant" | "developer")
-                    )
+                let ok = message_ok(m, &calls);
+                if let Some(c) = m["tool_calls"].as_array() {
+                    calls.extend(c.iter().filter_map(|c| c["id"].as_str()).map(str::to_owned));
+                }
+                ok
             })
     });
     if !ok {
         return Err(bad_request(
             "Invalid 'messages': expected a non-empty array of {role, content}.",
         ));
+    }
+    if obj.contains_key("parallel_tool_calls") && !obj.contains_key("tools") {
+        return Err(bad_request(
+            "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed when 'tools' are specified.",
+        ));
+    }
+    if let Some(tools) = obj.get("tools") {
+        let ok = tools.as_array().is_some_and(|t| {
+            t.iter().all(|t| {
+                t["type"] == "function"
+                    && t["function"]["name"].is_string()
+                    && t["function"]["parameters"].is_object()
+            })
+        });
+        if !ok {
+            return Err(bad_request(
+                "Invalid 'tools': expected an array of functions.",
+            ));
+        }
     }
     if obj.contains_key("stream_options") && obj.get("stream") != Some(&Value::Bool(true)) {
         return Err(bad_request(
@@ -79,12 +161,30 @@ fn check_chat(body: &Value) -> Result<(), hyper::Response<Body>> {
 
 /// The reply with `stop` and max tokens applied: (text, finish_reason).
 fn generate(body: &Value) -> (String, &'static str) {
-    let last = body["messages"]
+    let last = last_user(body);
+    let after_tools = body["messages"]
         .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default();
-    let mut reply = reply_for(last);
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "tool");
+    let mut reply = if after_tools {
+        let results: Vec<String> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(content_text)
+            .collect();
+        format!("The tools said: {}", results.join("; "))
+    } else {
+        reply_for(&last)
+    };
+    match body["response_format"]["type"].as_str() {
+        Some("json_schema") => {
+            reply = value_for(&body["response_format"]["json_schema"]["schema"], &reply).to_string()
+        }
+        Some("json_object") => reply = json!({ "answer": reply }).to_string(),
+        _ => {}
+    }
     let mut reason = "stop";
     if let Some(stops) = body["stop"].as_array() {
         for s in stops.iter().filter_map(Value::as_str) {
@@ -110,15 +210,102 @@ fn generate(body: &Value) -> (String, &'static str) {
     (reply, reason)
 }
 
+fn last_user(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(content_text)
+        .unwrap_or_default()
+}
+
 fn prompt_tokens(body: &Value) -> u32 {
     body["messages"]
         .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|m| words(m["content"].as_str().unwrap_or_default()) + 1)
-                .sum()
-        })
+        .map(|m| m.iter().map(|m| words(&content_text(m)) + 1).sum())
         .unwrap_or(0)
+}
+
+/// The calls to answer with: tools given, not `none`, and no results yet.
+fn calls_for(body: &Value) -> Option<(Vec<FakeCall>, bool)> {
+    let tools: Vec<(String, Value)> = body["tools"]
+        .as_array()?
+        .iter()
+        .map(|t| {
+            (
+                t["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                t["function"]["parameters"].clone(),
+            )
+        })
+        .collect();
+    let choice = &body["tool_choice"];
+    let last_is_tool = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "tool");
+    if tools.is_empty() || choice == "none" || last_is_tool {
+        return None;
+    }
+    let forced = choice["function"]["name"].as_str();
+    let parallel = body["parallel_tool_calls"] != Value::Bool(false);
+    let preamble = forced.is_none() && choice != "required";
+    Some((
+        fake_calls(&tools, forced, parallel, &last_user(body), "call_"),
+        preamble,
+    ))
+}
+
+fn tool_reply(body: &Value, calls: Vec<FakeCall>, preamble: bool) -> hyper::Response<Body> {
+    let model = format!("{}-2024-08-06", body["model"].as_str().unwrap_or_default());
+    let prompt = prompt_tokens(body);
+    let args: String = calls.iter().map(|c| c.args.to_string()).collect();
+    let completion = words(&args) + if preamble { words(PREAMBLE) } else { 0 };
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+    let wire_calls: Vec<Value> = calls
+        .iter()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.args.to_string()}}))
+        .collect();
+    if body["stream"] != Value::Bool(true) {
+        return json(
+            200,
+            json!({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": if preamble { json!(PREAMBLE) } else { Value::Null }, "tool_calls": wire_calls, "refusal": null}, "logprobs": null, "finish_reason": "tool_calls"}],
+                "usage": usage
+            }),
+        );
+    }
+    let mut chunks = vec![chunk(
+        &model,
+        json!({"role": "assistant", "content": if preamble { json!(PREAMBLE) } else { Value::Null }}),
+        Value::Null,
+        Value::Null,
+    )];
+    for (i, c) in calls.iter().enumerate() {
+        chunks.push(chunk(
+            &model,
+            json!({"tool_calls": [{"index": i, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}]}),
+            Value::Null,
+            Value::Null,
+        ));
+        for f in fragments(&c.args.to_string(), 3) {
+            chunks.push(chunk(
+                &model,
+                json!({"tool_calls": [{"index": i, "function": {"arguments": f}}]}),
+                Value::Null,
+                Value::Null,
+            ));
+        }
+    }
+    chunks.push(chunk(&model, json!({}), json!("tool_calls"), Value::Null));
+    if body["stream_options"]["include_usage"] == Value::Bool(true) {
+        let v = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
+        chunks.push(format!("data: {v}\n\n"));
+    }
+    chunks.push("data: [DONE]\n\n".to_owned());
+    sse(chunks, Duration::ZERO, End::Clean)
 }
 
 fn chunk(model: &str, delta: Value, finish: Value, usage: Value) -> String {
@@ -229,6 +416,9 @@ async fn chat(body: Value, state: &ServerState) -> hyper::Response<Body> {
         }
         Scenario::Hang => return hang().await,
         _ => {}
+    }
+    if let Some((calls, preamble)) = calls_for(&body) {
+        return tool_reply(&body, calls, preamble);
     }
     let (reply, reason) = generate(&body);
     let prompt = prompt_tokens(&body);
@@ -678,6 +868,7 @@ async fn conformance_openai() {
         ConformanceConfig {
             model: "gpt-test".into(),
             secret: Some(KEY.into()),
+            structured_output: true,
             ..Default::default()
         },
     )
@@ -749,4 +940,43 @@ async fn connect_timeout_is_its_own_kind() {
     );
     assert!(e.is_retryable());
     drop(listener);
+}
+
+#[tokio::test]
+async fn tools_round_trip_in_openais_format() {
+    let server = server(true).await;
+    let p = provider(&server);
+    check_two_tool_round_trip(&*p, "gpt-test").await;
+    let reqs = server.requests();
+    let first = reqs[0].json();
+    assert_eq!(
+        first["tools"][1],
+        json!({"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}})
+    );
+    let last = reqs.last().unwrap().json();
+    let msgs = last["messages"].as_array().unwrap();
+    assert_eq!(msgs[2]["role"], "assistant");
+    assert_eq!(msgs[2]["content"], PREAMBLE);
+    assert_eq!(msgs[2]["tool_calls"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (msgs[3]["role"].clone(), msgs[3]["tool_call_id"].clone()),
+        (json!("tool"), msgs[2]["tool_calls"][0]["id"].clone())
+    );
+    assert_eq!(msgs[4]["tool_call_id"], msgs[2]["tool_calls"][1]["id"]);
+}
+
+#[tokio::test]
+async fn images_go_as_image_url_parts() {
+    use chatcore::provider::ImagePart;
+    let server = server(true).await;
+    let req = ChatRequest::new(vec![
+        ChatMessage::user("what is this?").with_image(ImagePart::url(PNG_DATA_URL)),
+    ])
+    .with_model("gpt-test");
+    let r = provider(&server).complete(&req).await.unwrap();
+    assert_eq!(r.content, reply_for("what is this?"));
+    assert_eq!(
+        server.requests()[0].json()["messages"][0]["content"],
+        json!([{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": PNG_DATA_URL}}])
+    );
 }

@@ -66,10 +66,13 @@ impl Provider for Constant {
             chat: true,
             stream: true,
             embeddings: false,
+            tools: false,
+            images: false,
         }
     }
     async fn complete(&self, _request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
         Ok(ChatResponse {
+            tool_calls: Vec::new(),
             content: "constant".into(),
             usage: Usage::reported(1, 1),
             finish_reason: FinishReason::Stop,

@@ -282,6 +282,7 @@ pub async fn drain(
     while let Some(item) = s.next().await {
         match item {
             Ok(ChatEvent::Delta(t)) => text.push_str(&t),
+            Ok(ChatEvent::ToolCall(_)) => {}
             Ok(ChatEvent::Done(end)) => {
                 assert!(
                     s.next().await.is_none(),
@@ -359,4 +360,182 @@ pub fn ticker() -> Ticker {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }))
+}
+
+/// A JSON value shaped by a JSON Schema: object properties filled in,
+/// strings with `text`.
+pub fn value_for(schema: &serde_json::Value, text: &str) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") | None if schema.get("properties").is_some() => {
+            let mut out = serde_json::Map::new();
+            if let Some(Value::Object(props)) = schema.get("properties") {
+                for (k, v) in props {
+                    out.insert(k.clone(), value_for(v, text));
+                }
+            }
+            Value::Object(out)
+        }
+        Some("object") => json!({}),
+        Some("string") => text.into(),
+        Some("integer" | "number") => 1.into(),
+        Some("boolean") => true.into(),
+        Some("array") => json!([]),
+        _ => Value::Null,
+    }
+}
+
+/// A call a fake makes.
+#[derive(Debug, Clone)]
+pub struct FakeCall {
+    pub id: String,
+    pub name: String,
+    pub args: serde_json::Value,
+}
+
+/// The calls a fake answers with: the forced tool, or every tool (the
+/// first only when parallel calls are off), arguments from the schemas.
+pub fn fake_calls(
+    tools: &[(String, serde_json::Value)],
+    forced: Option<&str>,
+    parallel: bool,
+    text: &str,
+    id_prefix: &str,
+) -> Vec<FakeCall> {
+    let mut picked: Vec<&(String, serde_json::Value)> = match forced {
+        Some(name) => tools.iter().filter(|(n, _)| n == name).collect(),
+        None => tools.iter().collect(),
+    };
+    if !parallel {
+        picked.truncate(1);
+    }
+    picked
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, schema))| FakeCall {
+            id: format!("{id_prefix}{i:02}fake{}", words(text)),
+            name: name.clone(),
+            args: value_for(schema, text),
+        })
+        .collect()
+}
+
+/// `s` in pieces of `n` characters, as vendors stream arguments.
+pub fn fragments(s: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    chars.chunks(n).map(|c| c.iter().collect()).collect()
+}
+
+/// The text before the calls when the model chose to call (not forced).
+pub const PREAMBLE: &str = "Let me check.";
+
+/// Two tools, the model free to call them (and to say something first).
+pub fn two_tools_request(model: &str) -> chatcore::provider::ChatRequest {
+    use chatcore::provider::{ChatMessage, ChatRequest, ToolDefinition};
+    let mut r = ChatRequest::new(vec![
+        ChatMessage::system("Use the tools."),
+        ChatMessage::user("Weather and time in Paris"),
+    ])
+    .with_model(model);
+    r.tools = vec![
+        ToolDefinition {
+            name: "get_weather".into(),
+            description: Some("Weather of a city".into()),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}),
+        },
+        ToolDefinition {
+            name: "get_time".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object", "properties": {"zone": {"type": "string"}}}),
+        },
+    ];
+    r
+}
+
+/// A small PNG as a data URL.
+pub const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+/// Collects a stream into (text, assembled tool calls, final event).
+pub async fn drain_tools(
+    mut s: chatcore::provider::ChatStream,
+) -> (
+    String,
+    Vec<chatcore::provider::ToolCall>,
+    chatcore::provider::StreamEnd,
+) {
+    use chatcore::provider::{ChatEvent, ToolCallBuffer};
+    let mut text = String::new();
+    let mut calls = ToolCallBuffer::default();
+    let mut seen: Vec<u32> = Vec::new();
+    while let Some(item) = s.next().await {
+        match item.expect("stream item") {
+            ChatEvent::Delta(t) => text.push_str(&t),
+            ChatEvent::ToolCall(d) => {
+                if !seen.contains(&d.index) {
+                    assert!(
+                        d.id.is_some() && d.name.is_some(),
+                        "first piece without id and name: {d:?}"
+                    );
+                    seen.push(d.index);
+                }
+                calls.push(&d);
+            }
+            ChatEvent::Done(end) => {
+                assert!(
+                    s.next().await.is_none(),
+                    "an event followed the final event"
+                );
+                return (text, calls.finish(), end);
+            }
+        }
+    }
+    panic!("the stream ended without a final event");
+}
+
+/// The checks every vendor's tool round trip must pass: text first, two
+/// calls in order, the same streamed and complete, results answered.
+pub async fn check_two_tool_round_trip(p: &dyn chatcore::provider::Provider, model: &str) {
+    use chatcore::provider::{ChatMessage, FinishReason};
+    let req = two_tools_request(model);
+    let r = p.complete(&req).await.unwrap();
+    assert_eq!(r.content, PREAMBLE);
+    assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+    let names: Vec<&str> = r.tool_calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["get_weather", "get_time"]);
+    assert_ne!(
+        r.tool_calls[0].id, r.tool_calls[1].id,
+        "ids tell calls apart"
+    );
+    let args: serde_json::Value = serde_json::from_str(&r.tool_calls[0].arguments).unwrap();
+    assert_eq!(
+        args,
+        serde_json::json!({"city": "Weather and time in Paris", "days": 1})
+    );
+    let (text, calls, end) = drain_tools(p.stream(&req).await.unwrap()).await;
+    assert_eq!(text, PREAMBLE);
+    assert_eq!(end.finish_reason, FinishReason::ToolCalls);
+    let shape = |v: &[chatcore::provider::ToolCall]| -> Vec<(String, serde_json::Value)> {
+        v.iter()
+            .map(|c| (c.name.clone(), serde_json::from_str(&c.arguments).unwrap()))
+            .collect()
+    };
+    assert_eq!(shape(&calls), shape(&r.tool_calls), "streamed as completed");
+    // The results go back; the answer is text.
+    let mut follow = req.clone();
+    follow.messages.push(ChatMessage::assistant_tool_calls(
+        r.content.clone(),
+        r.tool_calls.clone(),
+    ));
+    follow.messages.push(ChatMessage::tool_result(
+        r.tool_calls[0].id.clone(),
+        r#"{"forecast":"sunny"}"#,
+    ));
+    follow.messages.push(ChatMessage::tool_result(
+        r.tool_calls[1].id.clone(),
+        "12:00",
+    ));
+    let answer = p.complete(&follow).await.unwrap();
+    assert!(answer.tool_calls.is_empty(), "{:?}", answer.tool_calls);
+    assert!(!answer.content.is_empty());
+    assert_ne!(answer.finish_reason, FinishReason::ToolCalls);
 }

@@ -88,6 +88,8 @@ impl Provider for AnthropicProvider {
             chat: true,
             stream: true,
             embeddings: false,
+            tools: true,
+            images: true,
         }
     }
 
@@ -107,8 +109,9 @@ impl Provider for AnthropicProvider {
         let bytes = self.http.read_body(resp, Some(&self.api_key)).await?;
         let parsed = wire::parse_response(KIND_ANTHROPIC, &bytes)
             .map_err(|e| scrub(e, secret_str(Some(&self.api_key))))?;
-        let (content, finish_reason, usage, answered) = (
+        let (content, tool_calls, finish_reason, usage, answered) = (
             parsed.content,
+            parsed.tool_calls,
             parsed.finish_reason,
             parsed.usage,
             parsed.model,
@@ -118,6 +121,7 @@ impl Provider for AnthropicProvider {
             usage.unwrap_or_else(|| tokens::estimate_usage(&model, &request.messages, &content));
         Ok(ChatResponse {
             content,
+            tool_calls,
             usage,
             finish_reason,
             provider: KIND_ANTHROPIC.to_owned(),

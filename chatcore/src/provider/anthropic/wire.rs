@@ -14,9 +14,14 @@ use serde::{Deserialize, Serialize};
 use crate::provider::http::{map_status_common, parse_json};
 use crate::provider::sse::{Sink, SseDecoder, drive};
 use crate::provider::{
-    ChatRequest, ChatStream, FinishReason, ParsedCompletion, ProviderError, Role, StreamContext,
-    Usage, redact,
+    ChatMessage, ChatRequest, ChatStream, FinishReason, ParsedCompletion, ProviderError,
+    ResponseFormat, Role, StreamContext, ToolCall, ToolChoice, Usage, redact,
 };
+
+/// The tool through which structured output is asked of Anthropic: a
+/// forced call whose input schema is the requested schema. Its input is
+/// the answer, unwrapped into text by the parsers.
+pub const JSON_TOOL: &str = "chatcore_json_response";
 
 /// `max_tokens` sent when the request sets none (the API requires it).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -45,6 +50,15 @@ pub struct WireRequest<'a> {
     /// Whether to stream.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Nucleus sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Tool definitions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WireTool<'a>>,
+    /// `{"type": "auto" | "any" | "tool" | "none", ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// A turn.
@@ -52,8 +66,137 @@ pub struct WireRequest<'a> {
 pub struct WireMessage<'a> {
     /// `user` or `assistant`.
     pub role: &'a str,
+    /// Text, or content blocks.
+    pub content: WireContent<'a>,
+}
+
+/// A turn's content: a string, or blocks.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum WireContent<'a> {
+    /// Plain text.
+    Text(&'a str),
+    /// Content blocks.
+    Blocks(Vec<WireBlockOut<'a>>),
+}
+
+/// A content block of a request.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WireBlockOut<'a> {
     /// Text.
-    pub content: &'a str,
+    Text {
+        /// The text.
+        text: &'a str,
+    },
+    /// An image.
+    Image {
+        /// `{"type": "base64", "media_type", "data"}` or `{"type": "url", "url"}`.
+        source: serde_json::Value,
+    },
+    /// A tool call the model made earlier.
+    ToolUse {
+        /// Call id.
+        id: &'a str,
+        /// Tool name.
+        name: &'a str,
+        /// Arguments as a JSON object.
+        input: serde_json::Value,
+    },
+    /// The result of a call.
+    ToolResult {
+        /// The call.
+        tool_use_id: &'a str,
+        /// The result text.
+        content: &'a str,
+    },
+}
+
+/// A tool definition.
+#[derive(Debug, Serialize)]
+pub struct WireTool<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    /// JSON Schema of the input.
+    pub input_schema: std::borrow::Cow<'a, serde_json::Value>,
+}
+
+fn image_source(url: &str, data: Option<(&str, &str)>) -> serde_json::Value {
+    match data {
+        Some((media_type, data)) => {
+            serde_json::json!({"type": "base64", "media_type": media_type, "data": data})
+        }
+        None => serde_json::json!({"type": "url", "url": url}),
+    }
+}
+
+fn blocks(m: &ChatMessage) -> Vec<WireBlockOut<'_>> {
+    let mut out = Vec::new();
+    if m.role == Role::Tool {
+        out.push(WireBlockOut::ToolResult {
+            tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+            content: &m.content,
+        });
+        return out;
+    }
+    if !m.content.is_empty() {
+        out.push(WireBlockOut::Text { text: &m.content });
+    }
+    for i in &m.images {
+        out.push(WireBlockOut::Image {
+            source: image_source(&i.url, i.data()),
+        });
+    }
+    for c in &m.tool_calls {
+        let input = serde_json::from_str::<serde_json::Value>(&c.arguments)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        out.push(WireBlockOut::ToolUse {
+            id: &c.id,
+            name: &c.name,
+            input,
+        });
+    }
+    out
+}
+
+/// The turns: tool results go in a user turn (consecutive results in one),
+/// plain text stays a string.
+fn messages(request: &ChatRequest) -> Vec<WireMessage<'_>> {
+    let mut out: Vec<WireMessage<'_>> = Vec::new();
+    let mut prev_tool = false;
+    for m in request.messages.iter().filter(|m| m.role != Role::System) {
+        let plain = m.images.is_empty() && m.tool_calls.is_empty() && m.role != Role::Tool;
+        let is_tool = m.role == Role::Tool;
+        if is_tool
+            && prev_tool
+            && let Some(WireMessage {
+                content: WireContent::Blocks(b),
+                ..
+            }) = out.last_mut()
+        {
+            b.extend(blocks(m));
+            continue;
+        }
+        prev_tool = is_tool;
+        out.push(WireMessage {
+            role: if m.role == Role::Assistant {
+                "assistant"
+            } else {
+                "user"
+            },
+            content: if plain {
+                WireContent::Text(&m.content)
+            } else {
+                WireContent::Blocks(blocks(m))
+            },
+        });
+    }
+    out
 }
 
 /// Request metadata.
@@ -64,7 +207,49 @@ pub struct WireMetadata<'a> {
 }
 
 /// Builds the request body: system messages are joined into `system`.
+///
+/// Structured output (`json_object`, `json_schema`) is a forced call of
+/// [`JSON_TOOL`], whose input schema is the schema.
 pub fn request<'a>(request: &'a ChatRequest, model: &'a str, stream: bool) -> WireRequest<'a> {
+    use std::borrow::Cow;
+    let mut tools: Vec<WireTool<'a>> = request
+        .tools
+        .iter()
+        .map(|t| WireTool {
+            name: &t.name,
+            description: t.description.as_deref(),
+            input_schema: Cow::Borrowed(&t.parameters),
+        })
+        .collect();
+    let schema = match &request.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => Some(Cow::Borrowed(schema)),
+        Some(ResponseFormat::JsonObject) => Some(Cow::Owned(serde_json::json!({"type": "object"}))),
+        _ => None,
+    };
+    let no_parallel = request.parallel_tool_calls == Some(false);
+    let mut tool_choice = match &request.tool_choice {
+        _ if request.tools.is_empty() => None,
+        Some(ToolChoice::Auto) => Some(serde_json::json!({"type": "auto"})),
+        Some(ToolChoice::None) => Some(serde_json::json!({"type": "none"})),
+        Some(ToolChoice::Required) => Some(serde_json::json!({"type": "any"})),
+        Some(ToolChoice::Function(name)) => Some(serde_json::json!({"type": "tool", "name": name})),
+        None if no_parallel => Some(serde_json::json!({"type": "auto"})),
+        None => None,
+    };
+    if let Some(schema) = schema {
+        tools.push(WireTool {
+            name: JSON_TOOL,
+            description: Some("Give the answer as this tool's input."),
+            input_schema: schema,
+        });
+        tool_choice = Some(serde_json::json!({"type": "tool", "name": JSON_TOOL}));
+    }
+    if no_parallel
+        && let Some(c) = tool_choice.as_mut()
+        && c["type"] != "none"
+    {
+        c["disable_parallel_tool_use"] = true.into();
+    }
     let system: Vec<&str> = request
         .messages
         .iter()
@@ -74,15 +259,7 @@ pub fn request<'a>(request: &'a ChatRequest, model: &'a str, stream: bool) -> Wi
     WireRequest {
         model,
         max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        messages: request
-            .messages
-            .iter()
-            .filter(|m| m.role != Role::System)
-            .map(|m| WireMessage {
-                role: m.role.as_str(),
-                content: &m.content,
-            })
-            .collect(),
+        messages: messages(request),
         system: (!system.is_empty()).then(|| system.join("\n\n")),
         // Anthropic's range is 0..=1; ours (OpenAI's) is 0..=2.
         temperature: request.temperature.map(|t| t.min(1.0)),
@@ -92,6 +269,9 @@ pub fn request<'a>(request: &'a ChatRequest, model: &'a str, stream: bool) -> Wi
             .as_deref()
             .map(|user_id| WireMetadata { user_id }),
         stream,
+        top_p: request.top_p,
+        tools,
+        tool_choice,
     }
 }
 
@@ -153,6 +333,25 @@ pub struct WireBlock {
     /// Text of a `text` block.
     #[serde(default)]
     pub text: Option<String>,
+    /// Id of a `tool_use` block.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Tool name of a `tool_use` block.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Input of a `tool_use` block.
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+}
+
+impl WireBlock {
+    fn is_tool(&self) -> bool {
+        self.kind == "tool_use"
+    }
+
+    fn is_json_answer(&self) -> bool {
+        self.is_tool() && self.name.as_deref() == Some(JSON_TOOL)
+    }
 }
 
 /// Maps a stop reason.
@@ -161,6 +360,7 @@ pub fn finish_reason(s: &str) -> FinishReason {
         "end_turn" | "stop_sequence" => FinishReason::Stop,
         "max_tokens" => FinishReason::Length,
         "refusal" => FinishReason::ContentFilter,
+        "tool_use" => FinishReason::ToolCalls,
         other => FinishReason::Other(other.to_owned()),
     }
 }
@@ -168,22 +368,44 @@ pub fn finish_reason(s: &str) -> FinishReason {
 /// Text, finish reason, usage and model of a response body.
 pub fn parse_response(provider: &str, body: &[u8]) -> Result<ParsedCompletion, ProviderError> {
     let r: WireResponse = parse_json(provider, body, None)?;
-    let text: String = r
-        .content
-        .iter()
-        .filter(|b| b.kind == "text")
-        .filter_map(|b| b.text.as_deref())
-        .collect();
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    let mut json_answer = false;
+    for b in &r.content {
+        if b.kind == "text" {
+            text.push_str(b.text.as_deref().unwrap_or_default());
+        } else if b.is_json_answer() {
+            json_answer = true;
+            let input = b.input.clone().unwrap_or_else(|| serde_json::json!({}));
+            text = input.to_string();
+        } else if b.is_tool() {
+            tool_calls.push(ToolCall {
+                id: b.id.clone().unwrap_or_default(),
+                name: b.name.clone().unwrap_or_default(),
+                arguments: b
+                    .input
+                    .as_ref()
+                    .map_or_else(|| "{}".to_owned(), ToString::to_string),
+            });
+        }
+    }
+    if json_answer {
+        // Only the answer: text the model wrote around the forced call is
+        // not part of it.
+        tool_calls.clear();
+    }
     let usage = match (r.usage.prompt(), r.usage.output_tokens) {
         (Some(p), Some(c)) => Some(Usage::reported(p, c)),
         _ => None,
     };
-    let reason = r
-        .stop_reason
-        .as_deref()
-        .map_or(FinishReason::Stop, finish_reason);
+    let reason = match r.stop_reason.as_deref() {
+        // The forced answer call is the answer, not a call to make.
+        Some("tool_use") if json_answer => FinishReason::Stop,
+        r => r.map_or(FinishReason::Stop, finish_reason),
+    };
     Ok(ParsedCompletion {
         content: text,
+        tool_calls,
         finish_reason: reason,
         usage,
         model: r.model,
@@ -269,6 +491,10 @@ struct WireEvent {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    content_block: Option<WireBlock>,
+    #[serde(default)]
     message: Option<WireResponse>,
     #[serde(default)]
     delta: Option<WireEventDelta>,
@@ -285,7 +511,18 @@ struct WireEventDelta {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
+    partial_json: Option<String>,
+    #[serde(default)]
     stop_reason: Option<String>,
+}
+
+/// What a streamed content block is to us.
+#[derive(Debug, Clone, Copy)]
+enum BlockUse {
+    /// Tool call number `n`, with whether any argument piece came.
+    Tool(u32, bool),
+    /// The structured answer: its input is text.
+    JsonAnswer,
 }
 
 /// SSE decoder of Messages stream events.
@@ -295,6 +532,19 @@ pub(crate) struct AnthropicDecoder {
     prompt_tokens: Option<u32>,
     output_tokens: Option<u32>,
     stop_reason: Option<String>,
+    /// Blocks by their index.
+    blocks: Vec<(u32, BlockUse)>,
+    json_answer: bool,
+}
+
+impl AnthropicDecoder {
+    fn block(&mut self, index: Option<u32>) -> Option<&mut BlockUse> {
+        let i = index?;
+        self.blocks
+            .iter_mut()
+            .find(|(b, _)| *b == i)
+            .map(|(_, u)| u)
+    }
 }
 
 impl SseDecoder for AnthropicDecoder {
@@ -312,12 +562,51 @@ impl SseDecoder for AnthropicDecoder {
                     self.output_tokens = m.usage.output_tokens;
                 }
             }
+            "content_block_start" => {
+                if let (Some(i), Some(b)) = (ev.index, ev.content_block) {
+                    if b.is_json_answer() {
+                        self.json_answer = true;
+                        self.blocks.push((i, BlockUse::JsonAnswer));
+                    } else if b.is_tool() {
+                        let n = sink.tool_start(
+                            b.id.unwrap_or_default(),
+                            b.name.unwrap_or_default(),
+                            "",
+                        );
+                        self.blocks.push((i, BlockUse::Tool(n, false)));
+                    } else if let Some(t) = b.text {
+                        sink.delta(&t);
+                    }
+                }
+            }
             "content_block_delta" => {
-                if let Some(d) = ev.delta
-                    && d.kind.as_deref() == Some("text_delta")
-                    && let Some(t) = d.text
-                {
-                    sink.delta(&t);
+                let Some(d) = ev.delta else { return Ok(()) };
+                match d.kind.as_deref() {
+                    Some("text_delta") => {
+                        if let Some(t) = d.text {
+                            sink.delta(&t);
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let piece = d.partial_json.unwrap_or_default();
+                        match self.block(ev.index) {
+                            Some(BlockUse::JsonAnswer) => sink.delta(&piece),
+                            Some(BlockUse::Tool(n, any)) => {
+                                let n = *n;
+                                *any |= !piece.is_empty();
+                                sink.tool_arguments(n, &piece);
+                            }
+                            None => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                // A call without input streams no piece: its arguments
+                // are the empty object, as OpenAI would send.
+                if let Some(BlockUse::Tool(n, false)) = self.block(ev.index).copied() {
+                    sink.tool_arguments(n, "{}");
                 }
             }
             "message_delta" => {
@@ -341,10 +630,10 @@ impl SseDecoder for AnthropicDecoder {
                     (Some(p), Some(c)) => Some(Usage::reported(p, c)),
                     _ => None,
                 };
-                let reason = self
-                    .stop_reason
-                    .as_deref()
-                    .map_or(FinishReason::Stop, finish_reason);
+                let reason = match self.stop_reason.as_deref() {
+                    Some("tool_use") if self.json_answer => FinishReason::Stop,
+                    r => r.map_or(FinishReason::Stop, finish_reason),
+                };
                 sink.finish(usage, reason, self.model.take());
             }
             "error" => {
@@ -362,8 +651,7 @@ impl SseDecoder for AnthropicDecoder {
                     None,
                 ));
             }
-            // ping, content_block_start, content_block_stop, and event
-            // types added later.
+            // ping, and event types added later.
             _ => {}
         }
         Ok(())

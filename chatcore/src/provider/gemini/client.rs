@@ -97,6 +97,8 @@ impl Provider for GeminiProvider {
             chat: true,
             stream: true,
             embeddings: true,
+            tools: true,
+            images: true,
         }
     }
 
@@ -116,8 +118,9 @@ impl Provider for GeminiProvider {
         let bytes = self.http.read_body(resp, Some(&self.api_key)).await?;
         let parsed = wire::parse_response(KIND_GOOGLE, &bytes)
             .map_err(|e| scrub(e, secret_str(Some(&self.api_key))))?;
-        let (content, finish_reason, usage, answered) = (
+        let (content, tool_calls, finish_reason, usage, answered) = (
             parsed.content,
+            parsed.tool_calls,
             parsed.finish_reason,
             parsed.usage,
             parsed.model,
@@ -127,6 +130,7 @@ impl Provider for GeminiProvider {
             usage.unwrap_or_else(|| tokens::estimate_usage(&model, &request.messages, &content));
         Ok(ChatResponse {
             content,
+            tool_calls,
             usage,
             finish_reason,
             provider: KIND_GOOGLE.to_owned(),

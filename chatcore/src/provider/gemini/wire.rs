@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::provider::http::{map_status_common, parse_json};
 use crate::provider::sse::{Sink, SseDecoder, drive};
 use crate::provider::{
-    ChatRequest, ChatStream, FinishReason, ParsedCompletion, ProviderError, Role, StreamContext,
-    Usage, parse_proto_duration, redact,
+    ChatMessage, ChatRequest, ChatStream, FinishReason, ParsedCompletion, ProviderError,
+    ResponseFormat, Role, StreamContext, ToolCall, ToolChoice, Usage, parse_proto_duration, redact,
 };
 
 /// A `generateContent` request body.
@@ -31,6 +31,12 @@ pub struct WireRequest<'a> {
     /// Sampling settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation_config: Option<WireGenerationConfig<'a>>,
+    /// `[{"functionDeclarations": [...]}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<serde_json::Value>,
+    /// `{"functionCallingConfig": {"mode", "allowedFunctionNames"}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_config: Option<serde_json::Value>,
 }
 
 /// A turn (or the system instruction, without role).
@@ -43,11 +49,89 @@ pub struct WireContent<'a> {
     pub parts: Vec<WirePart<'a>>,
 }
 
-/// A text part of a request.
+/// A part of a request: text, an image, a function call or its result.
 #[derive(Debug, Serialize)]
-pub struct WirePart<'a> {
-    /// Text.
-    pub text: &'a str,
+#[serde(rename_all = "camelCase")]
+pub enum WirePart<'a> {
+    /// `{"inlineData": {"mimeType", "data"}}`.
+    InlineData {
+        /// Media type.
+        #[serde(rename = "mimeType")]
+        mime_type: &'a str,
+        /// Base64 data.
+        data: &'a str,
+    },
+    /// `{"fileData": {"fileUri"}}`.
+    FileData {
+        /// The image URL.
+        #[serde(rename = "fileUri")]
+        file_uri: &'a str,
+    },
+    /// `{"functionCall": {"id", "name", "args"}}`.
+    FunctionCall {
+        /// Call id.
+        id: &'a str,
+        /// Function name.
+        name: &'a str,
+        /// Arguments object.
+        args: serde_json::Value,
+    },
+    /// `{"functionResponse": {"id", "name", "response"}}`.
+    FunctionResponse {
+        /// Call id.
+        id: &'a str,
+        /// Function name (from the call it answers).
+        name: &'a str,
+        /// The result: `{"result": <JSON or text>}`.
+        response: serde_json::Value,
+    },
+    /// `{"text": ...}`.
+    #[serde(untagged)]
+    Text {
+        /// Text.
+        text: &'a str,
+    },
+}
+
+fn parts<'a>(m: &'a ChatMessage, history: &'a [ChatMessage]) -> Vec<WirePart<'a>> {
+    let mut out = Vec::new();
+    if m.role == Role::Tool {
+        let id = m.tool_call_id.as_deref().unwrap_or_default();
+        // Gemini names the function a result answers: find the call.
+        let name = history
+            .iter()
+            .flat_map(|h| &h.tool_calls)
+            .find(|c| c.id == id)
+            .map_or("", |c| c.name.as_str());
+        let result = serde_json::from_str::<serde_json::Value>(&m.content)
+            .unwrap_or_else(|_| m.content.clone().into());
+        out.push(WirePart::FunctionResponse {
+            id,
+            name,
+            response: serde_json::json!({ "result": result }),
+        });
+        return out;
+    }
+    if !m.content.is_empty() || (m.images.is_empty() && m.tool_calls.is_empty()) {
+        out.push(WirePart::Text { text: &m.content });
+    }
+    for i in &m.images {
+        out.push(match i.data() {
+            Some((mime_type, data)) => WirePart::InlineData { mime_type, data },
+            None => WirePart::FileData { file_uri: &i.url },
+        });
+    }
+    for c in &m.tool_calls {
+        out.push(WirePart::FunctionCall {
+            id: &c.id,
+            name: &c.name,
+            args: serde_json::from_str(&c.arguments)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({})),
+        });
+    }
+    out
 }
 
 /// `generationConfig`.
@@ -63,6 +147,24 @@ pub struct WireGenerationConfig<'a> {
     /// Stop sequences.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub stop_sequences: &'a [String],
+    /// Nucleus sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sampling seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Presence penalty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// `application/json` for structured output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_mime_type: Option<&'static str>,
+    /// The JSON Schema the answer follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_json_schema: Option<&'a serde_json::Value>,
 }
 
 /// Builds the request body. Gemini has no end-user field: the id is not
@@ -72,35 +174,93 @@ pub fn request(request: &ChatRequest) -> WireRequest<'_> {
         .messages
         .iter()
         .filter(|m| m.role == Role::System)
-        .map(|m| WirePart { text: &m.content })
+        .map(|m| WirePart::Text { text: &m.content })
         .collect();
-    let contents = request
-        .messages
-        .iter()
-        .filter(|m| m.role != Role::System)
-        .map(|m| WireContent {
-            role: Some(if m.role == Role::Assistant {
-                "model"
-            } else {
-                "user"
-            }),
-            parts: vec![WirePart { text: &m.content }],
-        })
-        .collect();
-    let config =
-        (request.temperature.is_some() || request.max_tokens.is_some() || !request.stop.is_empty())
-            .then_some(WireGenerationConfig {
-                temperature: request.temperature,
-                max_output_tokens: request.max_tokens,
-                stop_sequences: &request.stop,
-            });
+    let mut contents: Vec<WireContent<'_>> = Vec::new();
+    for m in request.messages.iter().filter(|m| m.role != Role::System) {
+        let role = if m.role == Role::Assistant {
+            "model"
+        } else {
+            "user"
+        };
+        let p = parts(m, &request.messages);
+        // Results of parallel calls go back together, in one turn.
+        if m.role == Role::Tool
+            && let Some(last) = contents.last_mut()
+            && last
+                .parts
+                .iter()
+                .all(|p| matches!(p, WirePart::FunctionResponse { .. }))
+        {
+            last.parts.extend(p);
+            continue;
+        }
+        contents.push(WireContent {
+            role: Some(role),
+            parts: p,
+        });
+    }
+    let (mime, schema) = match &request.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => (Some("application/json"), Some(schema)),
+        Some(ResponseFormat::JsonObject) => (Some("application/json"), None),
+        _ => (None, None),
+    };
+    let config = WireGenerationConfig {
+        temperature: request.temperature,
+        max_output_tokens: request.max_tokens,
+        stop_sequences: &request.stop,
+        top_p: request.top_p,
+        seed: request.seed,
+        presence_penalty: request.presence_penalty,
+        frequency_penalty: request.frequency_penalty,
+        response_mime_type: mime,
+        response_json_schema: schema,
+    };
+    let any_config = config.temperature.is_some()
+        || config.max_output_tokens.is_some()
+        || !config.stop_sequences.is_empty()
+        || config.top_p.is_some()
+        || config.seed.is_some()
+        || config.presence_penalty.is_some()
+        || config.frequency_penalty.is_some()
+        || config.response_mime_type.is_some();
+    let tools = if request.tools.is_empty() {
+        Vec::new()
+    } else {
+        let decls: Vec<serde_json::Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut d =
+                    serde_json::json!({"name": t.name, "parametersJsonSchema": t.parameters});
+                if let Some(desc) = &t.description {
+                    d["description"] = desc.clone().into();
+                }
+                d
+            })
+            .collect();
+        vec![serde_json::json!({ "functionDeclarations": decls })]
+    };
+    let tool_config = match &request.tool_choice {
+        _ if request.tools.is_empty() => None,
+        None => None,
+        Some(ToolChoice::Auto) => Some(serde_json::json!({"mode": "AUTO"})),
+        Some(ToolChoice::None) => Some(serde_json::json!({"mode": "NONE"})),
+        Some(ToolChoice::Required) => Some(serde_json::json!({"mode": "ANY"})),
+        Some(ToolChoice::Function(name)) => {
+            Some(serde_json::json!({"mode": "ANY", "allowedFunctionNames": [name]}))
+        }
+    }
+    .map(|c| serde_json::json!({ "functionCallingConfig": c }));
     WireRequest {
         contents,
         system_instruction: (!system.is_empty()).then_some(WireContent {
             role: None,
             parts: system,
         }),
-        generation_config: config,
+        generation_config: any_config.then_some(config),
+        tools,
+        tool_config,
     }
 }
 
@@ -154,6 +314,23 @@ pub struct WireResponsePart {
     /// True for thought summaries, which are not part of the answer.
     #[serde(default)]
     pub thought: Option<bool>,
+    /// A function call.
+    #[serde(default, rename = "functionCall")]
+    pub function_call: Option<WireFunctionCall>,
+}
+
+/// A function call of a candidate.
+#[derive(Debug, Deserialize)]
+pub struct WireFunctionCall {
+    /// Call id (recent API versions; else we make one).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Function name.
+    #[serde(default)]
+    pub name: String,
+    /// Arguments object.
+    #[serde(default)]
+    pub args: Option<serde_json::Value>,
 }
 
 /// `usageMetadata`.
@@ -227,6 +404,34 @@ impl WireResponse {
             .unwrap_or_default()
     }
 
+    /// Function calls of the first candidate; `first` numbers the ids
+    /// made for calls that carry none.
+    pub fn tool_calls(&self, first: usize) -> Vec<ToolCall> {
+        self.candidates
+            .first()
+            .and_then(|c| c.content.as_ref())
+            .map(|c| {
+                c.parts
+                    .iter()
+                    .filter_map(|p| p.function_call.as_ref())
+                    .enumerate()
+                    .map(|(i, f)| ToolCall {
+                        id: f
+                            .id
+                            .clone()
+                            .filter(|id| !id.is_empty())
+                            .unwrap_or_else(|| format!("call_{}", first + i)),
+                        name: f.name.clone(),
+                        arguments: f
+                            .args
+                            .as_ref()
+                            .map_or_else(|| "{}".to_owned(), ToString::to_string),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Finish reason of the first candidate, or of a blocked prompt.
     pub fn finish(&self) -> Option<FinishReason> {
         if let Some(r) = self
@@ -246,9 +451,16 @@ impl WireResponse {
 /// Text, finish reason, usage and model of a response body.
 pub fn parse_response(provider: &str, body: &[u8]) -> Result<ParsedCompletion, ProviderError> {
     let r: WireResponse = parse_json(provider, body, None)?;
-    let finish = r.finish().unwrap_or(FinishReason::Stop);
+    let tool_calls = r.tool_calls(0);
+    // Gemini ends a turn of calls with STOP: in OpenAI's terms it is
+    // `tool_calls`.
+    let finish = match r.finish().unwrap_or(FinishReason::Stop) {
+        FinishReason::Stop if !tool_calls.is_empty() => FinishReason::ToolCalls,
+        f => f,
+    };
     Ok(ParsedCompletion {
         content: r.text(),
+        tool_calls,
         finish_reason: finish,
         usage: r.usage_metadata.map(Usage::from),
         model: r.model_version,
@@ -394,8 +606,15 @@ impl SseDecoder for GeminiDecoder {
             ));
         }
         sink.delta(&chunk.text());
+        // Gemini sends each call whole, in one chunk.
+        for c in chunk.tool_calls(sink.tool_calls_started() as usize) {
+            sink.tool_start(c.id, c.name, &c.arguments);
+        }
         if let Some(f) = chunk.finish() {
-            self.finish = Some(f);
+            self.finish = Some(match f {
+                FinishReason::Stop if sink.tool_calls_started() > 0 => FinishReason::ToolCalls,
+                f => f,
+            });
         }
         if let Some(u) = chunk.usage_metadata {
             self.usage = Some(u.into());
@@ -457,7 +676,7 @@ pub fn embed_request<'a>(
                 model: format!("models/{model}"),
                 content: WireContent {
                     role: None,
-                    parts: vec![WirePart { text: t }],
+                    parts: vec![WirePart::Text { text: t }],
                 },
                 output_dimensionality: dimensions,
             })

@@ -121,6 +121,9 @@ impl Provider for OpenAiProvider {
             chat: true,
             stream: true,
             embeddings: true,
+            tools: true,
+            // Compatible servers often serve text-only models.
+            images: self.kind == KIND_OPENAI,
         }
     }
 
@@ -139,8 +142,9 @@ impl Provider for OpenAiProvider {
         let bytes = self.http.read_body(resp, self.api_key.as_ref()).await?;
         let parsed = wire::parse_chat_response(self.kind, &bytes)
             .map_err(|e| scrub(e, secret_str(self.api_key.as_ref())))?;
-        let (content, finish_reason, usage, answered) = (
+        let (content, tool_calls, finish_reason, usage, answered) = (
             parsed.content,
+            parsed.tool_calls,
             parsed.finish_reason,
             parsed.usage,
             parsed.model,
@@ -150,6 +154,7 @@ impl Provider for OpenAiProvider {
             usage.unwrap_or_else(|| tokens::estimate_usage(&model, &request.messages, &content));
         Ok(ChatResponse {
             content,
+            tool_calls,
             usage,
             finish_reason,
             provider: self.kind.to_owned(),

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::provider::http::map_status_common;
 use crate::provider::sse::{Sink, SseDecoder, drive};
 use crate::provider::{
-    ChatRequest, ChatStream, FinishReason, ParsedCompletion, ParsedEmbeddings, ProviderError,
-    StreamContext, Usage, redact,
+    ChatMessage, ChatRequest, ChatStream, FinishReason, ParsedCompletion, ParsedEmbeddings,
+    ProviderError, ResponseFormat, Role, StreamContext, ToolCall, ToolChoice, Usage, redact,
 };
 
 /// A chat completions request body.
@@ -47,15 +47,195 @@ pub struct WireChatRequest<'a> {
     /// Streaming options (usage in the last chunk).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// Nucleus sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Sampling seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Presence penalty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// Tool definitions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<WireTool<'a>>,
+    /// `"auto"`, `"none"`, `"required"` or `{"type":"function",...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Whether several calls may come in one answer (only with tools).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// `{"type": "json_object"}` or `{"type": "json_schema", ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
 }
 
 /// One message of a request.
 #[derive(Debug, Serialize)]
 pub struct WireMessage<'a> {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: &'a str,
-    /// Text.
-    pub content: &'a str,
+    /// Text, or text and image parts; `null` for an assistant message
+    /// made only of tool calls.
+    pub content: Option<WireContent<'a>>,
+    /// The assistant's tool calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<WireToolCallOut<'a>>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<&'a str>,
+}
+
+/// Message content: a string, or an array of parts.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum WireContent<'a> {
+    /// Plain text.
+    Text(&'a str),
+    /// Text and images.
+    Parts(Vec<WirePart<'a>>),
+}
+
+/// A content part.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WirePart<'a> {
+    /// `{"type": "text", "text": ...}`.
+    Text {
+        /// The text.
+        text: &'a str,
+    },
+    /// `{"type": "image_url", "image_url": {"url", "detail"}}`.
+    ImageUrl {
+        /// The image.
+        image_url: WireImageUrl<'a>,
+    },
+}
+
+/// An image reference.
+#[derive(Debug, Serialize)]
+pub struct WireImageUrl<'a> {
+    /// `https:` or `data:` URL.
+    pub url: &'a str,
+    /// `low`, `high` or `auto`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+}
+
+/// A tool definition: `{"type": "function", "function": {...}}`.
+#[derive(Debug, Serialize)]
+pub struct WireTool<'a> {
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The function.
+    pub function: WireFunctionDef<'a>,
+}
+
+/// A function definition.
+#[derive(Debug, Serialize)]
+pub struct WireFunctionDef<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    /// JSON Schema of the arguments.
+    pub parameters: &'a serde_json::Value,
+}
+
+/// A tool call sent back in an assistant message.
+#[derive(Debug, Serialize)]
+pub struct WireToolCallOut<'a> {
+    /// Call id.
+    pub id: &'a str,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Name and arguments.
+    pub function: WireFunctionCallOut<'a>,
+}
+
+/// Name and arguments of a call.
+#[derive(Debug, Serialize)]
+pub struct WireFunctionCallOut<'a> {
+    /// Tool name.
+    pub name: &'a str,
+    /// Arguments (JSON text).
+    pub arguments: &'a str,
+}
+
+fn wire_message(m: &ChatMessage) -> WireMessage<'_> {
+    let content = if m.images.is_empty() {
+        if m.role == Role::Assistant && m.content.is_empty() && !m.tool_calls.is_empty() {
+            None
+        } else {
+            Some(WireContent::Text(&m.content))
+        }
+    } else {
+        let mut parts = Vec::with_capacity(m.images.len() + 1);
+        if !m.content.is_empty() {
+            parts.push(WirePart::Text { text: &m.content });
+        }
+        parts.extend(m.images.iter().map(|i| WirePart::ImageUrl {
+            image_url: WireImageUrl {
+                url: &i.url,
+                detail: i.detail.as_deref(),
+            },
+        }));
+        Some(WireContent::Parts(parts))
+    };
+    WireMessage {
+        role: m.role.as_str(),
+        content,
+        tool_calls: m
+            .tool_calls
+            .iter()
+            .map(|c| WireToolCallOut {
+                id: &c.id,
+                kind: "function",
+                function: WireFunctionCallOut {
+                    name: &c.name,
+                    arguments: &c.arguments,
+                },
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.as_deref(),
+    }
+}
+
+/// `tool_choice` in OpenAI's terms.
+pub fn tool_choice_value(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::Auto => "auto".into(),
+        ToolChoice::None => "none".into(),
+        ToolChoice::Required => "required".into(),
+        ToolChoice::Function(name) => {
+            serde_json::json!({"type": "function", "function": {"name": name}})
+        }
+    }
+}
+
+/// `response_format` in OpenAI's terms.
+pub fn response_format_value(f: &ResponseFormat) -> serde_json::Value {
+    match f {
+        ResponseFormat::Text => serde_json::json!({"type": "text"}),
+        ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+        ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        } => {
+            let mut js = serde_json::json!({"name": name, "schema": schema});
+            if let Some(s) = strict {
+                js["strict"] = (*s).into();
+            }
+            serde_json::json!({"type": "json_schema", "json_schema": js})
+        }
+    }
 }
 
 /// `stream_options`.
@@ -87,14 +267,7 @@ pub fn chat_request<'a>(
     };
     WireChatRequest {
         model,
-        messages: request
-            .messages
-            .iter()
-            .map(|m| WireMessage {
-                role: m.role.as_str(),
-                content: &m.content,
-            })
-            .collect(),
+        messages: request.messages.iter().map(wire_message).collect(),
         temperature: request.temperature,
         max_tokens,
         max_completion_tokens,
@@ -104,6 +277,27 @@ pub fn chat_request<'a>(
         stream_options: stream.then_some(StreamOptions {
             include_usage: true,
         }),
+        top_p: request.top_p,
+        seed: request.seed,
+        presence_penalty: request.presence_penalty,
+        frequency_penalty: request.frequency_penalty,
+        tools: request
+            .tools
+            .iter()
+            .map(|t| WireTool {
+                kind: "function",
+                function: WireFunctionDef {
+                    name: &t.name,
+                    description: t.description.as_deref(),
+                    parameters: &t.parameters,
+                },
+            })
+            .collect(),
+        tool_choice: request.tool_choice.as_ref().map(tool_choice_value),
+        parallel_tool_calls: request
+            .parallel_tool_calls
+            .filter(|_| !request.tools.is_empty()),
+        response_format: request.response_format.as_ref().map(response_format_value),
     }
 }
 
@@ -173,6 +367,45 @@ pub struct WireAssistantMessage {
     /// A refusal, in place of content.
     #[serde(default)]
     pub refusal: Option<String>,
+    /// Tool calls.
+    #[serde(default)]
+    pub tool_calls: Vec<WireToolCallIn>,
+}
+
+/// A tool call of a completion.
+#[derive(Debug, Deserialize)]
+pub struct WireToolCallIn {
+    /// Call id.
+    #[serde(default)]
+    pub id: String,
+    /// Name and arguments.
+    #[serde(default)]
+    pub function: WireFunctionIn,
+}
+
+/// Name and arguments of a call (whole, or pieces of a stream).
+#[derive(Debug, Default, Deserialize)]
+pub struct WireFunctionIn {
+    /// Tool name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Arguments, JSON text.
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+/// A piece of a streamed tool call.
+#[derive(Debug, Deserialize)]
+pub struct WireToolCallChunk {
+    /// Which call of the answer.
+    #[serde(default)]
+    pub index: u32,
+    /// Call id (first piece).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Name (first piece) and argument fragments.
+    #[serde(default)]
+    pub function: Option<WireFunctionIn>,
 }
 
 /// A chunk of a streamed completion.
@@ -215,6 +448,9 @@ pub struct WireDelta {
     /// Refusal piece.
     #[serde(default)]
     pub refusal: Option<String>,
+    /// Tool call pieces.
+    #[serde(default)]
+    pub tool_calls: Vec<WireToolCallChunk>,
 }
 
 /// An error body: `{"error": {...}}`.
@@ -255,6 +491,7 @@ pub fn finish_reason(s: &str) -> FinishReason {
         "stop" => FinishReason::Stop,
         "length" => FinishReason::Length,
         "content_filter" => FinishReason::ContentFilter,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
         other => FinishReason::Other(other.to_owned()),
     }
 }
@@ -273,16 +510,28 @@ pub fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ParsedCompleti
     let message = choice.message.unwrap_or(WireAssistantMessage {
         content: None,
         refusal: None,
+        tool_calls: Vec::new(),
     });
+    let tool_calls: Vec<ToolCall> = message
+        .tool_calls
+        .into_iter()
+        .map(|c| ToolCall {
+            id: c.id,
+            name: c.function.name.unwrap_or_default(),
+            arguments: c.function.arguments.unwrap_or_default(),
+        })
+        .collect();
     let refused = message.content.is_none() && message.refusal.is_some();
     let content = message.content.or(message.refusal).unwrap_or_default();
     let reason = match choice.finish_reason.as_deref() {
         Some(r) => finish_reason(r),
         None if refused => FinishReason::ContentFilter,
+        None if !tool_calls.is_empty() => FinishReason::ToolCalls,
         None => FinishReason::Stop,
     };
     Ok(ParsedCompletion {
         content,
+        tool_calls,
         finish_reason: reason,
         usage: r.usage.map(Usage::from),
         model: r.model,
@@ -360,6 +609,8 @@ pub(crate) struct OpenAiDecoder {
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     model: Option<String>,
+    /// The vendor's tool call indices, to ours (in the order they start).
+    tools: Vec<(u32, u32)>,
 }
 
 impl SseDecoder for OpenAiDecoder {
@@ -401,6 +652,29 @@ impl SseDecoder for OpenAiDecoder {
                 }
                 if let Some(t) = &d.refusal {
                     sink.delta(t);
+                }
+                for c in &d.tool_calls {
+                    let args = c
+                        .function
+                        .as_ref()
+                        .and_then(|f| f.arguments.as_deref())
+                        .unwrap_or_default();
+                    match self.tools.iter().find(|(v, _)| *v == c.index) {
+                        Some((_, ours)) => sink.tool_arguments(*ours, args),
+                        None => {
+                            let name = c
+                                .function
+                                .as_ref()
+                                .and_then(|f| f.name.clone())
+                                .unwrap_or_default();
+                            let id = c
+                                .id
+                                .clone()
+                                .unwrap_or_else(|| format!("call_{}", sink.tool_calls_started()));
+                            let ours = sink.tool_start(id, name, args);
+                            self.tools.push((c.index, ours));
+                        }
+                    }
                 }
             }
             if let Some(r) = &choice.finish_reason {
@@ -524,6 +798,158 @@ mod tests {
     }
 
     #[test]
+    fn tools_images_and_formats_in_the_request() {
+        use crate::provider::{ImagePart, ToolDefinition};
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        };
+        let mut req = ChatRequest::new(vec![
+            ChatMessage::user("look").with_image(ImagePart::url("https://example.com/a.png")),
+            ChatMessage::assistant_tool_calls("", vec![call]),
+            ChatMessage::tool_result("call_1", "sunny"),
+        ]);
+        req.tools = vec![ToolDefinition {
+            name: "weather".into(),
+            description: Some("Weather of a city".into()),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        }];
+        req.tool_choice = Some(ToolChoice::Function("weather".into()));
+        req.parallel_tool_calls = Some(false);
+        req.response_format = Some(ResponseFormat::JsonSchema {
+            name: "w".into(),
+            schema: serde_json::json!({"type": "object"}),
+            strict: Some(true),
+        });
+        req.seed = Some(7);
+        req.top_p = Some(0.5);
+        let v = serde_json::to_value(chat_request(&req, "gpt-4o", false, Dialect::OpenAi)).unwrap();
+        assert_eq!(
+            v["messages"],
+            serde_json::json!([
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+                ]},
+                {"role": "tool", "content": "sunny", "tool_call_id": "call_1"}
+            ])
+        );
+        assert_eq!(v["tools"][0]["type"], "function");
+        assert_eq!(v["tools"][0]["function"]["name"], "weather");
+        assert_eq!(
+            v["tool_choice"],
+            serde_json::json!({"type": "function", "function": {"name": "weather"}})
+        );
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(
+            v["response_format"],
+            serde_json::json!({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}, "strict": true}})
+        );
+        assert_eq!(
+            (v["seed"].clone(), v["top_p"].clone()),
+            (7.into(), 0.5.into())
+        );
+        // Without tools, no parallel_tool_calls (OpenAI refuses it).
+        req.tools.clear();
+        req.tool_choice = None;
+        let v = serde_json::to_value(chat_request(&req, "gpt-4o", false, Dialect::OpenAi)).unwrap();
+        assert!(v.get("parallel_tool_calls").is_none() && v.get("tools").is_none());
+    }
+
+    #[test]
+    fn parses_recorded_parallel_tool_calls() {
+        let body = br#"{"id":"chatcmpl-abc","object":"chat.completion","created":1699896916,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_abc","type":"function","function":{"name":"get_weather","arguments":"{\"location\":\"Boston, MA\"}"}},{"id":"call_def","type":"function","function":{"name":"get_weather","arguments":"{\"location\":\"Paris\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":82,"completion_tokens":17,"total_tokens":99}}"#;
+        let p = parse_chat_response("openai", body).unwrap();
+        assert_eq!(p.content, "");
+        assert_eq!(p.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            p.tool_calls,
+            vec![
+                ToolCall {
+                    id: "call_abc".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"location":"Boston, MA"}"#.into()
+                },
+                ToolCall {
+                    id: "call_def".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"location":"Paris"}"#.into()
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn parses_recorded_tool_call_stream_after_text() {
+        use crate::provider::ToolCallBuffer;
+        let chunk = |delta: &str, finish: &str| {
+            format!(
+                "data: {{\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
+            )
+        };
+        let mut s = String::new();
+        s.push_str(&chunk(
+            r#"{"role":"assistant","content":"Let me check."}"#,
+            "null",
+        ));
+        s.push_str(&chunk(r#"{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}"#, "null"));
+        for piece in [r#"{\"lo"#, r#"cation\":"#, r#" \"Bos"#, r#"ton\"}"#] {
+            s.push_str(&chunk(
+                &format!(
+                    r#"{{"tool_calls":[{{"index":0,"function":{{"arguments":"{piece}"}}}}]}}"#
+                ),
+                "null",
+            ));
+        }
+        s.push_str(&chunk(r#"{"tool_calls":[{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{}"}}]}"#, "null"));
+        s.push_str(&chunk("{}", r#""tool_calls""#));
+        s.push_str("data: {\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":30,\"total_tokens\":50}}\n\n");
+        s.push_str("data: [DONE]\n\n");
+        let chunks = s
+            .as_bytes()
+            .chunks(5)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let events: Vec<ChatEvent> = collect(chunks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(events[0], ChatEvent::Delta("Let me check.".into()));
+        let mut calls = ToolCallBuffer::default();
+        for e in &events[1..events.len() - 1] {
+            let ChatEvent::ToolCall(d) = e else {
+                panic!("{e:?}")
+            };
+            calls.push(d);
+        }
+        assert_eq!(
+            calls.finish(),
+            vec![
+                ToolCall {
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"location": "Boston"}"#.into()
+                },
+                ToolCall {
+                    id: "call_2".into(),
+                    name: "get_time".into(),
+                    arguments: "{}".into()
+                },
+            ]
+        );
+        let ChatEvent::Done(end) = events.last().unwrap() else {
+            panic!()
+        };
+        assert_eq!(end.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(end.usage, Usage::reported(20, 30));
+    }
+
+    #[test]
     fn parses_recorded_completion() {
         let body = br#"{"id":"chatcmpl-123","object":"chat.completion","created":1677652288,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how may I assist you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
         let p = parse_chat_response("openai", body).unwrap();
@@ -536,9 +962,10 @@ mod tests {
     #[test]
     fn unknown_finish_reason_is_kept() {
         assert_eq!(
-            finish_reason("tool_calls"),
-            FinishReason::Other("tool_calls".into())
+            finish_reason("insufficient_system_resource"),
+            FinishReason::Other("insufficient_system_resource".into())
         );
+        assert_eq!(finish_reason("tool_calls"), FinishReason::ToolCalls);
     }
 
     #[test]
