@@ -27,6 +27,31 @@
 //!   rotating master keyring).
 //! - `testkit` (feature `testkit`): conformance suites that plugin authors run
 //!   on their own `Store` and `Provider` implementations.
+//!
+//! # One turn, end to end
+//!
+//! A `POST /v1/chat` reaches [`engine::ChatService::chat`] (or `chat_stream`)
+//! as a [`engine::Caller`] (a key's [`auth::Principal`], or a public visitor)
+//! and a [`engine::ChatInput`]:
+//!
+//! 1. **validate** the input (lengths, ids, text the database can store);
+//! 2. **resolve** the bot in the caller's tenant (cached: no read when warm)
+//!    with its provider, built once per provider config;
+//! 3. **authorize**: permission, the key's bot list, tenant status and
+//!    features, the bot's guardrails;
+//! 4. **limit**: requests per minute of tenant and key, or the public
+//!    budgets ([`ratelimit`], in process or in Redis);
+//! 5. **conversation**: the one to continue, and its recent history;
+//! 6. **retrieve** context from the bot's datasets ([`rag`]);
+//! 7. **prompt**: system prompt, context and as much history as fits
+//!    ([`engine::prompt`]); the tenant's tokens per minute take its
+//!    estimate;
+//! 8. **begin**: the user's message and a pending answer are stored in one
+//!    group commit ([`store`]'s writer) before the provider is called;
+//! 9. the **provider** answers ([`provider`]: retries, fallback, streams);
+//! 10. **finish**: the outcome (complete, failed, cancelled) with tokens and
+//!     timings is stored, usage rolled up, tokens settled, the action
+//!     audited ([`audit`]), and only then is the reply or `done` sent.
 #![warn(missing_docs)]
 
 pub mod admin;

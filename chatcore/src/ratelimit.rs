@@ -336,6 +336,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn memory_is_pruned_of_expired_keys_past_a_hundred_thousand() {
+        let l = LocalRateLimiter::new();
+        let q = Quota::per_minute(60);
+        for i in 0..100_000 {
+            l.check(&format!("k{i}"), q, 1).await.unwrap();
+        }
+        let len = || l.state.lock().unwrap().len();
+        assert_eq!(len(), 100_000);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        // At the bound itself nothing is pruned...
+        l.check("a", q, 1).await.unwrap();
+        assert_eq!(len(), 100_001);
+        // ... past it, every key whose time has passed goes; live ones stay.
+        l.check("b", q, 1).await.unwrap();
+        assert_eq!(len(), 2);
+        assert_eq!(
+            l.check("a", q, 60).await.unwrap(),
+            Decision::Limited {
+                retry_after: Duration::from_secs(1)
+            },
+            "a live key kept its state"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn costs_and_charges() {
         let l = LocalRateLimiter::new();
         let q = Quota::per_minute(1000); // tokens per minute
