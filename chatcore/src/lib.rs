@@ -15,6 +15,8 @@
 //! - [`store`]: the `Store` trait (every persistence operation, tenant-scoped)
 //!   and `SeaOrmStore`, its SeaORM implementation for SQLite and PostgreSQL.
 //! - [`rag`]: pure RAG parts: normalisation, chunking, cosine top-k, BM25, fusion, filters.
+//! - [`openai_compat`]: OpenAI's chat completions protocol as clients speak
+//!   it (request parsing naming each bad parameter, reply shapes).
 //! - [`ratelimit`]: GCRA rate limits, in process or atomic in Redis.
 //! - [`audit`]: the batched, bounded, off-request-path audit writer.
 //! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
@@ -62,6 +64,7 @@ pub mod cache;
 pub mod crypto;
 pub mod domain;
 pub mod engine;
+pub mod openai_compat;
 pub mod provider;
 pub mod rag;
 pub mod ratelimit;
