@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
@@ -64,6 +64,7 @@ pub struct Limits {
 pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
     let public = OpenApiRouter::new()
         .routes(routes!(chat::chat_public, chat::chat_public_preflight))
+        .layer(RequestBodyLimitLayer::new(limits.body))
         .layer(public_cors())
         .layer(from_fn(preflight_status));
     let uploads = OpenApiRouter::new()
@@ -216,8 +217,8 @@ fn on_response<B>(res: &http::Response<B>, latency: Duration, span: &tracing::Sp
 }
 
 /// Writes the body of every error reply (ours, and axum's or tower-http's
-/// bare ones: 405 keeps its `Allow`) with the request id, and counts the
-/// request.
+/// own, not JSON: 405 keeps its `Allow`, the body limit's 413 becomes
+/// `payload_too_large`) with the request id, and counts the request.
 async fn finish(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
@@ -227,7 +228,8 @@ async fn finish(State(app): State<Arc<App>>, req: Request, next: Next) -> Respon
     let pending = resp.extensions_mut().remove::<PendingError>();
     if pending.is_some()
         || ((status.is_client_error() || status.is_server_error())
-            && !resp.headers().contains_key(header::CONTENT_TYPE))
+            && resp.headers().get(header::CONTENT_TYPE)
+                != Some(&HeaderValue::from_static("application/json")))
     {
         let e = pending.map(|p| p.0).unwrap_or_else(|| ApiError::for_status(status));
         let old = std::mem::take(resp.headers_mut());
@@ -288,10 +290,4 @@ async fn metrics(
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 async fn openapi_json() -> Response {
     json_response(StatusCode::OK, crate::openapi::document())
-}
-
-impl IntoResponse for Status {
-    fn into_response(self) -> Response {
-        json_response(StatusCode::OK, &self)
-    }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod chat;
+mod connection;
 mod cli;
 mod durability;
 mod fake_openai;
