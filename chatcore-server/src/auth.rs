@@ -142,10 +142,7 @@ macro_rules! from_extension {
                 parts.extensions.remove::<$t>().ok_or_else(|| {
                     // A handler asking for a caller its route does not
                     // declare: fail closed.
-                    tracing::error!(
-                        caller = stringify!($t),
-                        "route declares no such caller"
-                    );
+                    tracing::error!(caller = stringify!($t), "route declares no such caller");
                     ApiError::internal()
                 })
             }

@@ -184,10 +184,13 @@ async fn turn(
 
 /// One server-sent event, its data JSON.
 fn sse_event<T: Serialize>(name: &str, data: &T) -> Event {
-    Event::default().event(name).json_data(data).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "failed to serialize a stream event");
-        Event::default().event(name).data("{}")
-    })
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "failed to serialize a stream event");
+            Event::default().event(name).data("{}")
+        })
 }
 
 fn sse_response(

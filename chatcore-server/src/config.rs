@@ -213,8 +213,8 @@ impl Config {
             )?,
             body_timeout_secs: num("CHATCORE_BODY_TIMEOUT_SECS", fc.body_timeout_secs, 30)?,
             idle_timeout_secs: num("CHATCORE_IDLE_TIMEOUT_SECS", fc.idle_timeout_secs, 60)?,
-            max_connections: num("CHATCORE_MAX_CONNECTIONS", fc.max_connections, 25_000)?
-                .max(1) as usize,
+            max_connections: num("CHATCORE_MAX_CONNECTIONS", fc.max_connections, 25_000)?.max(1)
+                as usize,
             log_format,
             database_url: pick("CHATCORE_DATABASE_URL", fc.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),

@@ -7,14 +7,18 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use chatcore::admin::List;
 use chatcore::domain::{Dataset, DatasetId, DocumentId, ProviderConfigId};
-use chatcore::rag::{DocumentUpload, DocumentView, MetadataFilter, RawFormat, SearchHit, SearchMode};
+use chatcore::rag::{
+    DocumentUpload, DocumentView, MetadataFilter, RawFormat, SearchHit, SearchMode,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::App;
 use crate::admin::{NoQuery, PageQuery};
 use crate::auth::TenantCaller;
-use crate::http::{ApiError, Id, Json, Query, created, mime, no_content, ok, parse_json, read_body};
+use crate::http::{
+    ApiError, Id, Json, Query, created, mime, no_content, ok, parse_json, read_body,
+};
 
 type Reply = Result<Response, ApiError>;
 
@@ -104,7 +108,13 @@ pub async fn create_dataset(
 ) -> Reply {
     let ds = app
         .rag
-        .create_dataset(&c, b.name, b.provider_id, b.embedding_model, b.embedding_dim)
+        .create_dataset(
+            &c,
+            b.name,
+            b.provider_id,
+            b.embedding_model,
+            b.embedding_dim,
+        )
         .await?;
     Ok(created(&ds))
 }

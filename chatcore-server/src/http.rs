@@ -92,7 +92,10 @@ impl ApiError {
             401 => ("unauthorized", "authentication required"),
             403 => ("forbidden", "forbidden"),
             404 => ("not_found", "route not found"),
-            405 => ("method_not_allowed", "this path does not answer this method"),
+            405 => (
+                "method_not_allowed",
+                "this path does not answer this method",
+            ),
             408 => ("request_timeout", "the request did not arrive in time"),
             413 => ("payload_too_large", "the request body is too large"),
             415 => ("unsupported_media_type", "unsupported media type"),
@@ -286,8 +289,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     }
     // Text the database cannot store is refused once, here, for every
     // body, with the field named (see `chatcore::text`).
-    chatcore::text::check_json_body(body)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    chatcore::text::check_json_body(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
@@ -383,8 +385,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            chatcore::text::check_text(&k, &v)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            chatcore::text::check_text(&k, &v).map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| Query(q.0))
@@ -445,7 +446,9 @@ impl<T: PathId, S: Send + Sync> FromRequestParts<S> for Id<T> {
             axum::extract::Path::<String>::from_request_parts(parts, state)
                 .await
                 .map_err(|_| ApiError::not_found(T::WHAT))?;
-        raw.parse().map(Id).map_err(|_| ApiError::not_found(T::WHAT))
+        raw.parse()
+            .map(Id)
+            .map_err(|_| ApiError::not_found(T::WHAT))
     }
 }
 

@@ -25,8 +25,8 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
-pub mod conn;
 pub mod config;
+pub mod conn;
 pub mod datasets;
 pub mod http;
 pub mod keys;

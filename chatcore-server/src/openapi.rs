@@ -85,7 +85,10 @@ pub fn declared_guard(method: &Method, path: &str, op: &Operation) -> Guard {
         .security
         .as_ref()
         .map(|s| serde_json::to_value(s).expect("security serializes"));
-    let list = security.as_ref().and_then(Value::as_array).map(Vec::as_slice);
+    let list = security
+        .as_ref()
+        .and_then(Value::as_array)
+        .map(Vec::as_slice);
     Guard::of_security(list)
         .unwrap_or_else(|| panic!("{method} {path}: unknown security {security:?}"))
 }

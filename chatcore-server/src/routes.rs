@@ -23,16 +23,18 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa::OpenApi as _;
 
 use crate::http::{ApiError, PendingError, Rid, json_response};
 use crate::{App, admin, chat, datasets};
@@ -86,7 +88,11 @@ pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
             admin::delete_provider
         ))
         .routes(routes!(admin::create_bot, admin::list_bots))
-        .routes(routes!(admin::get_bot, admin::update_bot, admin::delete_bot))
+        .routes(routes!(
+            admin::get_bot,
+            admin::update_bot,
+            admin::delete_bot
+        ))
         .routes(routes!(admin::create_api_key, admin::list_api_keys))
         .routes(routes!(admin::get_api_key, admin::revoke_api_key))
         .routes(routes!(admin::create_scope, admin::list_scopes))
@@ -117,7 +123,10 @@ fn public_cors() -> CorsLayer {
             parts.method == Method::OPTIONS
         }))
         .allow_methods([Method::POST, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, HeaderName::from_static("x-request-id")])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
         .max_age(Duration::from_secs(600))
 }
 
@@ -146,9 +155,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(from_fn_with_state(app.clone(), finish))
-        .layer(CompressionLayer::new().compress_when(
-            DefaultPredicate::new().and(SizeAbove::new(1024)),
-        ))
+        .layer(
+            CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024))),
+        )
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
@@ -231,7 +241,9 @@ async fn finish(State(app): State<Arc<App>>, req: Request, next: Next) -> Respon
             && resp.headers().get(header::CONTENT_TYPE)
                 != Some(&HeaderValue::from_static("application/json")))
     {
-        let e = pending.map(|p| p.0).unwrap_or_else(|| ApiError::for_status(status));
+        let e = pending
+            .map(|p| p.0)
+            .unwrap_or_else(|| ApiError::for_status(status));
         let old = std::mem::take(resp.headers_mut());
         resp = e.into_response_with_id(&rid);
         for (k, v) in old.iter() {
@@ -243,8 +255,11 @@ async fn finish(State(app): State<Arc<App>>, req: Request, next: Next) -> Respon
             }
         }
     }
-    app.metrics
-        .request(&method, route.as_ref().map(MatchedPath::as_str), resp.status());
+    app.metrics.request(
+        &method,
+        route.as_ref().map(MatchedPath::as_str),
+        resp.status(),
+    );
     resp
 }
 

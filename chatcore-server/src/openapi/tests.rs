@@ -353,40 +353,43 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
     let mut n = 0;
     for (p, item) in doc["paths"].as_object().unwrap() {
         for (m, o) in item.as_object().unwrap() {
-        n += 1;
-        let p = p.as_str();
-        let has = |s: &str| o["responses"].get(s).is_some();
-        let permission = o["x-chatcore-permission"].as_str().unwrap();
-        // Everything under /v1 but public chat needs a key.
-        assert_eq!(
-            permission == "none",
-            !p.starts_with("/v1/") || p == "/v1/chat/public",
-            "{m} {p}"
-        );
-        if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") {
-            assert_eq!(permission, "read", "{m} {p}: every management GET is open to read keys");
-        }
-        // `/metrics` is open to loopback, else needs the metrics key.
-        assert_eq!(
-            has("401"),
-            permission != "none" || p == "/metrics",
-            "{m} {p}"
-        );
-        if permission != "none" {
-            assert!(has("429"), "{m} {p}: failed authentications are throttled");
-        }
-        if matches!(permission, "read" | "admin" | "chat") {
-            assert!(has("403"), "{m} {p}");
-            assert_eq!(o["security"], json!([{"apiKey": []}]), "{m} {p}");
-        }
-        if o.get("requestBody").is_some() {
-            for s in ["400", "413", "415"] {
-                assert!(has(s), "{m} {p} {s}");
+            n += 1;
+            let p = p.as_str();
+            let has = |s: &str| o["responses"].get(s).is_some();
+            let permission = o["x-chatcore-permission"].as_str().unwrap();
+            // Everything under /v1 but public chat needs a key.
+            assert_eq!(
+                permission == "none",
+                !p.starts_with("/v1/") || p == "/v1/chat/public",
+                "{m} {p}"
+            );
+            if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") {
+                assert_eq!(
+                    permission, "read",
+                    "{m} {p}: every management GET is open to read keys"
+                );
             }
-        }
-        if p.contains("{id}") {
-            assert!(has("404"), "{m} {p}");
-        }
+            // `/metrics` is open to loopback, else needs the metrics key.
+            assert_eq!(
+                has("401"),
+                permission != "none" || p == "/metrics",
+                "{m} {p}"
+            );
+            if permission != "none" {
+                assert!(has("429"), "{m} {p}: failed authentications are throttled");
+            }
+            if matches!(permission, "read" | "admin" | "chat") {
+                assert!(has("403"), "{m} {p}");
+                assert_eq!(o["security"], json!([{"apiKey": []}]), "{m} {p}");
+            }
+            if o.get("requestBody").is_some() {
+                for s in ["400", "413", "415"] {
+                    assert!(has(s), "{m} {p} {s}");
+                }
+            }
+            if p.contains("{id}") {
+                assert!(has("404"), "{m} {p}");
+            }
         }
     }
     assert!(n >= 45, "{n} operations");

@@ -4,8 +4,8 @@
 
 mod admin;
 mod chat;
-mod connection;
 mod cli;
+mod connection;
 mod durability;
 mod fake_openai;
 mod health;
