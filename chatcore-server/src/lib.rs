@@ -18,6 +18,20 @@
 //!   from the request and reply types.
 //! - [`chat`]: the chat endpoints.
 //!
+//! What libraries do here, and what stayed written by hand (issue 12):
+//! routing, path/query/body extraction and `HEAD`/405 are axum's (the
+//! `ROUTES` table, the string matches and the hand-written query parser
+//! are gone); the OpenAPI operations come from the handlers through
+//! utoipa-axum (the stub functions that only documented are gone); request
+//! ids, the trace span, compression, CORS preflight, body limit and body
+//! timeout are tower-http layers; SSE framing is axum's `Sse`; the metrics
+//! registry and its text encoding are prometheus-client. Still ours: the
+//! accept loop ([`conn`]: hyper-util's builder with the header-read
+//! timeout, plus the connection cap and the idle timeout, which neither
+//! axum's `serve` nor hyper offers), the request-id acceptance rule, the
+//! guard layer (the permission comes from each operation's declaration),
+//! and the `finish` layer that gives every error our JSON body.
+//!
 //! [`run`] serves an [`App`] on a listener the caller bound, until the
 //! caller's shutdown future completes; then it stops accepting and lets open
 //! connections finish within a grace period.
