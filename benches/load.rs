@@ -249,7 +249,7 @@ async fn bench() {
     )
     .await
     .unwrap();
-    let store = app.store.clone();
+    let store = app.chat.store().clone();
     let tenant = store
         .create_tenant(NewTenant {
             name: "load".into(),

@@ -1,24 +1,22 @@
 //! `POST /v1/chat/public` and `POST /v1/chat`: JSON in, JSON or SSE out.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 use chatcore::domain::{ConversationId, MessageId};
-use chatcore::engine::{Caller, ChatInput, TurnEvent};
+use chatcore::engine::{Caller, ChatInput, ChatReply, TurnEvent};
 use futures::StreamExt;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
-use secrecy::SecretString;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::App;
-use crate::http::{ApiError, Body, ErrorBody, json_response, parse_json, read_body};
+use crate::auth::ChatKey;
+use crate::http::{ApiError, ErrorBody, Json, Peer, Rid, json_response};
 
 /// The chat request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,100 +54,37 @@ pub struct StreamDelta {
     pub content: String,
 }
 
-/// The bearer token of a request, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<SecretString> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| SecretString::from(token.trim().to_string()))
-}
-
-fn origin(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-/// CORS preflight of the public endpoint. The bot (and so its allowed
-/// origins) is only known from the body of the real request, which is
-/// checked there; the preflight lets the browser send it.
-pub fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut r = Response::new(crate::http::full(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    if let Some(o) = headers.get(header::ORIGIN) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type, x-request-id"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    r
-}
-
-/// Handles a chat request; `public` selects the unauthenticated endpoint.
-pub async fn handle(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    request_id: &str,
-    public: bool,
-) -> Result<Response<Body>, ApiError> {
-    let (parts, body) = req.into_parts();
-    let ip = Some(peer.ip().to_string());
-    let caller = if public {
-        Caller::Public {
-            ip: ip.clone(),
-            origin: origin(&parts.headers),
-        }
-    } else {
-        let principal = app
-            .chat
-            .authenticate(
-                bearer(&parts.headers).as_ref(),
-                ip.as_deref(),
-                Some(request_id),
-            )
-            .await?;
-        Caller::Key { principal, ip }
+/// Chat with a public bot
+///
+/// No authentication: the bot must be public, and the `Origin` must be one
+/// of its allowed origins when it names any. With `"stream": true` the
+/// reply is `text/event-stream`: `start` (`StreamStart`), `delta`
+/// (`StreamDelta`) per piece, then `done` (`StreamDone`) or `error`
+/// (`ErrorBody`).
+#[utoipa::path(post, path = "/v1/chat/public", tag = "chat", request_body = ChatBody,
+    responses((status = 200, description = "The answer", content(
+        (ChatReply = "application/json"),
+        (String = "text/event-stream"),
+    ))))]
+pub async fn chat_public(
+    State(app): State<Arc<App>>,
+    Peer(peer): Peer,
+    Rid(rid): Rid,
+    headers: HeaderMap,
+    Json(body): Json<ChatBody>,
+) -> Result<Response, ApiError> {
+    let origin = headers.get(header::ORIGIN).cloned();
+    let caller = Caller::Public {
+        ip: Some(peer.ip().to_string()),
+        origin: origin
+            .as_ref()
+            .and_then(|o| o.to_str().ok())
+            .map(str::to_string),
     };
-    let bytes = read_body(body, app.config.max_body_bytes).await?;
-    let body: ChatBody = parse_json(&parts.headers, &bytes)?;
-    let input = ChatInput {
-        bot: body.bot_id,
-        message: body.message,
-        conversation_id: body.conversation_id,
-        user_id: body.user_id,
-        request_id: Some(request_id.to_string()),
-    };
+    let mut resp = turn(&app, caller, body, rid).await?;
     // The engine has checked the origin against the bot's allowed origins
     // by the time a reply exists; echo it so the browser may read it.
-    let cors_origin = if public {
-        parts.headers.get(header::ORIGIN).cloned()
-    } else {
-        None
-    };
-    let result = turn(app, caller, input, body.stream, request_id).await;
-    if let Err(e) = &result {
-        match e.status.as_u16() {
-            502 | 504 => app.metrics.provider_errors.fetch_add(1, Relaxed),
-            429 => app.metrics.rate_limited.fetch_add(1, Relaxed),
-            _ => 0,
-        };
-    }
-    let mut resp = result?;
-    if let Some(o) = cors_origin {
+    if let Some(o) = origin {
         resp.headers_mut()
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         resp.headers_mut()
@@ -158,76 +93,126 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// CORS preflight of public chat
+///
+/// The bot (and so its allowed origins) is only known from the body of the
+/// real request, which is checked there; the preflight lets the browser
+/// send it. The public routes' CORS layer answers it (see
+/// [`crate::routes`]); this handler is what a plain `OPTIONS` without the
+/// layer would get.
+#[utoipa::path(options, path = "/v1/chat/public", tag = "chat",
+    responses((status = 204, description = "The browser may send the request")))]
+pub async fn chat_public_preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// Chat with a bot of the key's tenant
+///
+/// With `"stream": true` the reply is `text/event-stream`: `start`
+/// (`StreamStart`), `delta` (`StreamDelta`) per piece, then `done`
+/// (`StreamDone`) or `error` (`ErrorBody`).
+#[utoipa::path(post, path = "/v1/chat", tag = "chat", request_body = ChatBody,
+    security(("apiKey" = ["chat"])),
+    responses((status = 200, description = "The answer", content(
+        (ChatReply = "application/json"),
+        (String = "text/event-stream"),
+    ))))]
+pub async fn chat(
+    State(app): State<Arc<App>>,
+    Peer(peer): Peer,
+    Rid(rid): Rid,
+    ChatKey(principal): ChatKey,
+    Json(body): Json<ChatBody>,
+) -> Result<Response, ApiError> {
+    let caller = Caller::Key {
+        principal,
+        ip: Some(peer.ip().to_string()),
+    };
+    turn(&app, caller, body, rid).await
+}
+
 /// Runs the turn, JSON or SSE, recording its metrics (tokens under the
 /// bot's tenant, which the engine reports, for public chat too).
 async fn turn(
     app: &Arc<App>,
     caller: Caller,
-    input: ChatInput,
-    stream: bool,
-    request_id: &str,
-) -> Result<Response<Body>, ApiError> {
-    Ok(if stream {
-        let rx = app
-            .chat
+    body: ChatBody,
+    request_id: String,
+) -> Result<Response, ApiError> {
+    let stream = body.stream;
+    let input = ChatInput {
+        bot: body.bot_id,
+        message: body.message,
+        conversation_id: body.conversation_id,
+        user_id: body.user_id,
+        request_id: Some(request_id.clone()),
+    };
+    let result = if stream {
+        app.chat
             .chat_stream(caller, input)
             .await
-            .map_err(ApiError::from)?;
-        sse_response(rx, app.clone(), request_id.to_string())
+            .map(|rx| sse_response(rx, app.clone(), request_id))
+            .map_err(ApiError::from)
     } else {
         let timeout = Duration::from_secs(app.config.request_timeout_secs);
-        let reply = tokio::time::timeout(timeout, app.chat.chat(caller, input))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "provider_timeout",
-                    "the request took too long",
-                )
-            })?
-            .map_err(ApiError::from)?;
-        app.metrics.chat_latency.observe_ms(reply.response_time_ms);
-        app.metrics.tokens(
-            &reply.tenant_id.to_string(),
-            &reply.provider,
-            reply.usage.total_tokens as u64,
-        );
-        json_response(StatusCode::OK, &reply)
-    })
+        match tokio::time::timeout(timeout, app.chat.chat(caller, input)).await {
+            Err(_) => Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "provider_timeout",
+                "the request took too long",
+            )),
+            Ok(r) => r.map_err(ApiError::from).map(|reply| {
+                app.metrics.chat_latency(reply.response_time_ms);
+                app.metrics.tokens(
+                    &reply.tenant_id.to_string(),
+                    &reply.provider,
+                    reply.usage.total_tokens as u64,
+                );
+                json_response(StatusCode::OK, &reply)
+            }),
+        }
+    };
+    if let Err(e) = &result {
+        match e.status.as_u16() {
+            502 | 504 => app.metrics.provider_error(),
+            429 => app.metrics.rate_limited(),
+            _ => {}
+        }
+    }
+    result
 }
 
-fn sse_event<T: Serialize>(name: &str, data: &T) -> Bytes {
-    let data = serde_json::to_string(data).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "failed to serialize a stream event");
-        "{}".into()
-    });
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+/// One server-sent event, its data JSON.
+fn sse_event<T: Serialize>(name: &str, data: &T) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "failed to serialize a stream event");
+            Event::default().event(name).data("{}")
+        })
 }
 
 fn sse_response(
-    rx: tokio::sync::mpsc::Receiver<TurnEvent>,
+    mut rx: tokio::sync::mpsc::Receiver<TurnEvent>,
     app: Arc<App>,
     request_id: String,
-) -> Response<Body> {
-    let events = tokio_stream_from(rx).map(move |ev| {
+) -> Response {
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |ev| {
         match &ev {
             TurnEvent::Done(d) => {
-                app.metrics.chat_latency.observe_ms(d.response_time_ms);
-                app.metrics
-                    .time_to_first_token
-                    .observe_ms(d.time_to_first_token_ms);
+                app.metrics.chat_latency(d.response_time_ms);
+                app.metrics.time_to_first_token(d.time_to_first_token_ms);
                 app.metrics.tokens(
                     &d.tenant_id.to_string(),
                     &d.provider,
                     d.usage.total_tokens as u64,
                 );
             }
-            TurnEvent::Error { .. } => {
-                app.metrics.provider_errors.fetch_add(1, Relaxed);
-            }
+            TurnEvent::Error { .. } => app.metrics.provider_error(),
             _ => {}
         }
-        let bytes = match ev {
+        let event = match ev {
             TurnEvent::Start {
                 conversation_id,
                 message_id,
@@ -244,29 +229,34 @@ fn sse_response(
                 sse_event("error", &ErrorBody::new(code, message, &request_id))
             }
         };
-        Ok::<_, Infallible>(Frame::data(bytes))
+        Ok::<_, Infallible>(event)
     });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(events)));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut r = Sse::new(events).into_response();
+    r.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
+
+    /// The bytes of one event as the response writes them.
+    fn wire(event: Event) -> Bytes {
+        use http_body_util::BodyExt;
+        futures::executor::block_on(async move {
+            let stream = futures::stream::iter([Ok::<_, Infallible>(event)]);
+            Sse::new(stream)
+                .into_response()
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+        })
+    }
 
     /// Reads SSE bytes with a standard parser (the one the providers use).
     fn parse(bytes: Bytes) -> Vec<(String, String)> {
@@ -290,7 +280,7 @@ mod tests {
         /// one event that reads back as exactly that text.
         #[test]
         fn a_delta_is_one_event_whatever_it_holds(content in "\\PC*|[\\r\\n\\u{0}\\u{2028} a-z:]{0,40}") {
-            let bytes = sse_event("delta", &StreamDelta { content: content.clone() });
+            let bytes = wire(sse_event("delta", &StreamDelta { content: content.clone() }));
             let events = parse(bytes.clone());
             prop_assert_eq!(events.len(), 1);
             prop_assert_eq!(&events[0].0, "delta");
@@ -305,7 +295,7 @@ mod tests {
         /// An error event reads back as the error body.
         #[test]
         fn an_error_event_reads_back(message in "\\PC*", rid in "[a-z0-9-]{0,20}") {
-            let bytes = sse_event("error", &ErrorBody::new("provider_error", message.clone(), &rid));
+            let bytes = wire(sse_event("error", &ErrorBody::new("provider_error", message.clone(), &rid)));
             let events = parse(bytes);
             prop_assert_eq!(events.len(), 1);
             let v: serde_json::Value = serde_json::from_str(&events[0].1).unwrap();

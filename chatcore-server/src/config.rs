@@ -62,6 +62,33 @@ pub struct Config {
     /// `CHATCORE_AUTH_FAILURES_PER_MINUTE`: failed authentications admitted
     /// per client IP per minute before 429s (default 20; 0 turns it off).
     pub auth_failures_per_minute: Option<u32>,
+    /// `CHATCORE_HEADER_READ_TIMEOUT_SECS`: how long a client may take to
+    /// send a request's headers (HTTP/1; also how long a kept-alive
+    /// connection may wait for its next request), default 10.
+    pub header_read_timeout_secs: u64,
+    /// `CHATCORE_BODY_TIMEOUT_SECS`: the longest pause inside a request
+    /// body before a 408, default 30.
+    pub body_timeout_secs: u64,
+    /// `CHATCORE_IDLE_TIMEOUT_SECS`: a connection on which nothing moves
+    /// for this long is closed (after the reply in progress, if any),
+    /// default 60.
+    pub idle_timeout_secs: u64,
+    /// `CHATCORE_MAX_CONNECTIONS`: open connections at most; beyond, new
+    /// ones wait to be accepted (default 25,000).
+    pub max_connections: usize,
+    /// `CHATCORE_LOG_FORMAT`: `text` (default, for people) or `json` (one
+    /// JSON object a line, with the fields of the request's span).
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// A configuration error, said in words a deployer can act on.
@@ -104,6 +131,11 @@ struct FileConfig {
     egress_allow: Option<String>,
     metrics_key: Option<String>,
     auth_failures_per_minute: Option<u32>,
+    header_read_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<u64>,
+    log_format: Option<String>,
 }
 
 impl Config {
@@ -163,7 +195,27 @@ impl Config {
             })?),
             None => fc.auth_failures_per_minute,
         };
+        let log_format = match pick("CHATCORE_LOG_FORMAT", fc.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "CHATCORE_LOG_FORMAT",
+                    reason: format!("{other:?} is not text or json"),
+                });
+            }
+        };
         Ok(Self {
+            header_read_timeout_secs: num(
+                "CHATCORE_HEADER_READ_TIMEOUT_SECS",
+                fc.header_read_timeout_secs,
+                10,
+            )?,
+            body_timeout_secs: num("CHATCORE_BODY_TIMEOUT_SECS", fc.body_timeout_secs, 30)?,
+            idle_timeout_secs: num("CHATCORE_IDLE_TIMEOUT_SECS", fc.idle_timeout_secs, 60)?,
+            max_connections: num("CHATCORE_MAX_CONNECTIONS", fc.max_connections, 25_000)?.max(1)
+                as usize,
+            log_format,
             database_url: pick("CHATCORE_DATABASE_URL", fc.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             database_schema: pick("CHATCORE_DATABASE_SCHEMA", fc.database_schema),

@@ -1,21 +1,26 @@
 //! Datasets, documents and retrieval (`/v1/datasets`, `/v1/documents`):
 //! HTTP in, [`chatcore::rag::RagService`] calls, JSON out.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
+use axum::response::Response;
 use chatcore::admin::List;
-use chatcore::domain::{DatasetId, DocumentId, ProviderConfigId};
-use chatcore::rag::{DocumentUpload, MetadataFilter, SearchHit, SearchMode};
-use http::{Method, Request, Response, header};
-use hyper::body::Incoming;
+use chatcore::domain::{Dataset, DatasetId, DocumentId, ProviderConfigId};
+use chatcore::rag::{
+    DocumentUpload, DocumentView, MetadataFilter, RawFormat, SearchHit, SearchMode,
+};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::App;
-use crate::admin::{Query, created, id, no_content, ok, tenant_admin};
-use crate::http::{ApiError, Body, parse_json, read_body};
-use crate::routes::Matched;
+use crate::admin::{NoQuery, PageQuery};
+use crate::auth::TenantCaller;
+use crate::http::{
+    ApiError, Id, Json, Query, created, mime, no_content, ok, parse_json, read_body,
+};
+
+type Reply = Result<Response, ApiError>;
 
 /// `POST /v1/datasets`.
 #[derive(Deserialize, ToSchema)]
@@ -82,201 +87,195 @@ pub struct SearchResult {
     pub data: Vec<SearchHit>,
 }
 
-/// Handles a dataset or document route.
-pub async fn handle(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    rid: &str,
-    m: Matched,
-) -> Result<Response<Body>, ApiError> {
-    let c = tenant_admin(app, &req, peer, rid, &m).await?;
-    let rag = &app.rag;
-    let store = &app.store;
-    let mut q = Query::parse(req.uri());
-    match (req.method(), m.pattern) {
-        (&Method::POST, "/v1/datasets") => {
-            q.finish()?;
-            let b: CreateDataset = json_body(app, req).await?;
-            Ok(created(
-                &rag.create_dataset(
-                    &c,
-                    b.name,
-                    b.provider_id,
-                    b.embedding_model,
-                    b.embedding_dim,
-                )
-                .await?,
-            ))
-        }
-        (&Method::GET, "/v1/datasets") => {
-            let page = q.page()?;
-            q.finish()?;
-            let p = store
-                .list_datasets(c.tenant, page)
-                .await
-                .map_err(chat_err)?;
-            Ok(ok(&List {
-                data: p.data,
-                next_cursor: p.next_cursor,
-            }))
-        }
-        (&Method::GET, "/v1/datasets/{id}") => {
-            q.finish()?;
-            let d: DatasetId = id(&m, "dataset")?;
-            Ok(ok(&store
-                .get_dataset(c.tenant, d)
-                .await
-                .map_err(chat_err)?))
-        }
-        (&Method::DELETE, "/v1/datasets/{id}") => {
-            q.finish()?;
-            let d: DatasetId = id(&m, "dataset")?;
-            rag.delete_dataset_as(&c, d).await?;
-            Ok(no_content())
-        }
-        (&Method::POST, "/v1/datasets/{id}/documents") => {
-            let d: DatasetId = id(&m, "dataset")?;
-            let title = q.take("title")?;
-            q.finish()?;
-            let (parts, b) = req.into_parts();
-            let bytes = read_body(b, app.config.max_upload_bytes).await?;
-            let ct = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let mime = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            let upload = if mime == "application/json" {
-                let u: UploadDocument = parse_json(&parts.headers, &bytes)?;
-                DocumentUpload {
-                    title: u.title,
-                    content: u.content,
-                    mime_type: u.mime_type.unwrap_or_else(|| "text/plain".into()),
-                    source: u.source,
-                    metadata: u.metadata.unwrap_or_else(|| serde_json::json!({})),
-                }
-            } else if [
-                "text/plain",
-                "text/markdown",
-                "text/x-markdown",
-                "text/html",
-            ]
-            .contains(&mime.as_str())
-            {
-                let content = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    ApiError::new(
-                        http::StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "body: not UTF-8 text",
-                    )
-                })?;
-                DocumentUpload {
-                    title: title.ok_or_else(|| {
-                        ApiError::new(
-                            http::StatusCode::BAD_REQUEST,
-                            "invalid_request",
-                            "title: required as ?title= with a raw upload",
-                        )
-                    })?,
-                    content,
-                    mime_type: mime,
-                    source: None,
-                    metadata: serde_json::json!({}),
-                }
-            } else if mime == "application/pdf" {
-                let title = title.ok_or_else(|| {
-                    ApiError::new(
-                        http::StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "title: required as ?title= with a raw upload",
-                    )
-                })?;
-                return Ok(created(
-                    &rag.upload_pdf_as(&c, d, title, bytes.to_vec()).await?,
-                ));
-            } else {
-                return Err(ApiError::new(
-                    http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send application/json, or a raw text/plain, text/markdown, text/html or application/pdf body",
-                ));
-            };
-            Ok(created(&rag.upload_as(&c, d, upload).await?))
-        }
-        (&Method::GET, "/v1/datasets/{id}/documents") => {
-            let d: DatasetId = id(&m, "dataset")?;
-            let page = q.page()?;
-            q.finish()?;
-            store.get_dataset(c.tenant, d).await.map_err(chat_err)?;
-            let p = store
-                .list_documents(c.tenant, d, page)
-                .await
-                .map_err(chat_err)?;
-            let mut data = Vec::with_capacity(p.data.len());
-            for doc in p.data {
-                data.push(rag.view(doc).await?);
-            }
-            Ok(ok(&List {
-                data,
-                next_cursor: p.next_cursor,
-            }))
-        }
-        (&Method::POST, "/v1/datasets/{id}/search") => {
-            q.finish()?;
-            let d: DatasetId = id(&m, "dataset")?;
-            let s: Search = json_body(app, req).await?;
-            let top_k = s.top_k.unwrap_or(5);
-            if !(1..=100).contains(&top_k) {
-                return Err(ApiError::new(
-                    http::StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "top_k: must be between 1 and 100",
-                ));
-            }
-            store.get_dataset(c.tenant, d).await.map_err(chat_err)?;
-            let hits = rag
-                .search_with(
-                    c.tenant,
-                    &[d],
-                    &s.query,
-                    top_k,
-                    &s.filter.unwrap_or_default(),
-                    s.mode.unwrap_or_default(),
-                )
-                .await?;
-            Ok(ok(&SearchResult { data: hits }))
-        }
-        (&Method::GET, "/v1/documents/{id}") => {
-            q.finish()?;
-            let d: DocumentId = id(&m, "document")?;
-            let doc = store.get_document(c.tenant, d).await.map_err(chat_err)?;
-            Ok(ok(&rag.view(doc).await?))
-        }
-        (&Method::DELETE, "/v1/documents/{id}") => {
-            q.finish()?;
-            let d: DocumentId = id(&m, "document")?;
-            rag.delete_document_as(&c, d).await?;
-            Ok(no_content())
-        }
-        _ => Err(ApiError::not_found("route")),
-    }
+/// The title of a raw (non-JSON) document upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// Title; required with a raw `text/*` or PDF body.
+    pub title: Option<String>,
 }
 
-fn chat_err(e: chatcore::store::StoreError) -> ApiError {
-    ApiError::from(chatcore::engine::ChatError::from(e))
+/// Create a dataset (embedding provider, model, dimension)
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasets", request_body = CreateDataset,
+    security(("apiKey" = ["admin"])),
+    responses((status = 201, description = "The dataset", body = Dataset)))]
+pub async fn create_dataset(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    _: Query<NoQuery>,
+    Json(b): Json<CreateDataset>,
+) -> Reply {
+    let ds = app
+        .rag
+        .create_dataset(
+            &c,
+            b.name,
+            b.provider_id,
+            b.embedding_model,
+            b.embedding_dim,
+        )
+        .await?;
+    Ok(created(&ds))
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(
-    app: &App,
-    req: Request<Incoming>,
-) -> Result<T, ApiError> {
-    let (parts, b) = req.into_parts();
-    let bytes = read_body(b, app.config.max_body_bytes).await?;
-    parse_json(&parts.headers, &bytes)
+/// List datasets
+#[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(PageQuery),
+    security(("apiKey" = ["read"])),
+    responses((status = 200, description = "A page of datasets", body = List<Dataset>)))]
+pub async fn list_datasets(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Reply {
+    Ok(ok(&app.rag.list_datasets_as(&c, q.page()?).await?))
+}
+
+/// Get a dataset
+#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
+    params(("id" = DatasetId, Path, description = "Dataset id")),
+    security(("apiKey" = ["read"])),
+    responses((status = 200, description = "The dataset", body = Dataset)))]
+pub async fn get_dataset(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    _: Query<NoQuery>,
+    Id(id): Id<DatasetId>,
+) -> Reply {
+    Ok(ok(&app.rag.get_dataset_as(&c, id).await?))
+}
+
+/// Delete a dataset with its documents
+#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
+    params(("id" = DatasetId, Path, description = "Dataset id")),
+    security(("apiKey" = ["admin"])),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_dataset(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    _: Query<NoQuery>,
+    Id(id): Id<DatasetId>,
+) -> Reply {
+    app.rag.delete_dataset_as(&c, id).await?;
+    Ok(no_content())
+}
+
+/// Upload a document; it is indexed in the background
+///
+/// JSON, or a raw `text/plain`, `text/markdown`, `text/html` or
+/// `application/pdf` body with `?title=`. The reply's `status` moves from `pending` through `indexing`
+/// to `ready` or `failed` (with `error`).
+#[utoipa::path(post, path = "/v1/datasets/{id}/documents", tag = "datasets",
+    params(("id" = DatasetId, Path, description = "Dataset id"), UploadQuery),
+    request_body(content(
+        (UploadDocument = "application/json"),
+        (String = "text/plain"),
+        (String = "text/markdown"),
+        (String = "text/html"),
+        (String = "application/pdf"),
+    )),
+    security(("apiKey" = ["admin"])),
+    responses((status = 201, description = "The document, pending", body = DocumentView)))]
+pub async fn upload_document(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    Id(d): Id<DatasetId>,
+    Query(q): Query<UploadQuery>,
+    req: Request,
+) -> Reply {
+    let (parts, body) = req.into_parts();
+    let mime = mime(&parts.headers);
+    let view = if mime == "application/json" {
+        let bytes = read_body(body).await?;
+        let u: UploadDocument = parse_json(&parts.headers, &bytes)?;
+        let up = DocumentUpload {
+            title: u.title,
+            content: u.content,
+            mime_type: u.mime_type.unwrap_or_else(|| "text/plain".into()),
+            source: u.source,
+            metadata: u.metadata.unwrap_or_else(|| serde_json::json!({})),
+        };
+        app.rag.upload_as(&c, d, up).await?
+    } else {
+        let format = RawFormat::from_mime(&mime).ok_or_else(|| {
+            ApiError::unsupported_media_type(
+                "send application/json, or a raw text/plain, text/markdown, text/html or application/pdf body",
+            )
+        })?;
+        let bytes = read_body(body).await?;
+        app.rag
+            .upload_raw_as(&c, d, format, q.title, bytes.to_vec())
+            .await?
+    };
+    Ok(created(&view))
+}
+
+/// List a dataset's documents with status and chunk count
+#[utoipa::path(get, path = "/v1/datasets/{id}/documents", tag = "datasets",
+    params(("id" = DatasetId, Path, description = "Dataset id"), PageQuery),
+    security(("apiKey" = ["read"])),
+    responses((status = 200, description = "A page of documents", body = List<DocumentView>)))]
+pub async fn list_documents(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    Id(d): Id<DatasetId>,
+    Query(q): Query<PageQuery>,
+) -> Reply {
+    Ok(ok(&app.rag.list_documents_as(&c, d, q.page()?).await?))
+}
+
+/// Try retrieval: hybrid (vector and full text, fused by RRF) by default,
+/// or one side alone with `mode`
+#[utoipa::path(post, path = "/v1/datasets/{id}/search", tag = "datasets",
+    params(("id" = DatasetId, Path, description = "Dataset id")), request_body = Search,
+    security(("apiKey" = ["read"])),
+    responses((status = 200, description = "The best chunks, best first", body = SearchResult)))]
+pub async fn search_dataset(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    _: Query<NoQuery>,
+    Id(d): Id<DatasetId>,
+    Json(s): Json<Search>,
+) -> Reply {
+    let hits = app
+        .rag
+        .search_as(
+            &c,
+            d,
+            &s.query,
+            s.top_k,
+            &s.filter.unwrap_or_default(),
+            s.mode.unwrap_or_default(),
+        )
+        .await?;
+    Ok(ok(&SearchResult { data: hits }))
+}
+
+/// Get a document (status, failure reason, chunk count)
+#[utoipa::path(get, path = "/v1/documents/{id}", tag = "datasets",
+    params(("id" = DocumentId, Path, description = "Document id")),
+    security(("apiKey" = ["read"])),
+    responses((status = 200, description = "The document", body = DocumentView)))]
+pub async fn get_document(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    _: Query<NoQuery>,
+    Id(id): Id<DocumentId>,
+) -> Reply {
+    Ok(ok(&app.rag.get_document_as(&c, id).await?))
+}
+
+/// Delete a document and its chunks
+#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "datasets",
+    params(("id" = DocumentId, Path, description = "Document id")),
+    security(("apiKey" = ["admin"])),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_document(
+    State(app): State<Arc<App>>,
+    TenantCaller(c): TenantCaller,
+    _: Query<NoQuery>,
+    Id(id): Id<DocumentId>,
+) -> Reply {
+    app.rag.delete_document_as(&c, id).await?;
+    Ok(no_content())
 }

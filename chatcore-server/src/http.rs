@@ -1,19 +1,31 @@
-//! HTTP plumbing: the body type, JSON replies and the error format
-//! `{"error": {"code", "message", "request_id"}}`.
+//! HTTP plumbing: the error format `{"error": {"code", "message",
+//! "request_id"}}`, JSON replies, and the extractors every handler uses
+//! ([`Json`], [`Query`], [`Id`], [`Rid`], [`Peer`]), which reject with
+//! that error format.
+//!
+//! An [`ApiError`] becomes a response carrying the error in its extensions;
+//! [`crate::routes`]'s `finish` layer writes the body with the request's
+//! id. That layer also gives a JSON body to the error replies that come
+//! from axum or tower-http themselves (405 with its `Allow`, 413 of the
+//! body limit), so every error a client sees has the same shape.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr;
 
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::response::IntoResponse;
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::BodyExt;
 use serde::Serialize;
 
 /// The response body type of every route (full or streamed).
-pub type Body = BoxBody<Bytes, Infallible>;
+pub type Body = axum::body::Body;
 
 /// A full body from bytes.
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).boxed()
+    Body::from(b.into())
 }
 
 /// An error answer: status, machine-readable code and a message for people.
@@ -39,6 +51,10 @@ impl ApiError {
             retry_after: None,
         }
     }
+    /// 400 `invalid_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
     /// 404 `not_found`.
     pub fn not_found(what: &str) -> Self {
         Self::new(
@@ -59,6 +75,36 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
+    /// 415 `unsupported_media_type`.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// The error a bare status stands for (a reply of axum's or
+    /// tower-http's own, without our body).
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, message) = match status.as_u16() {
+            400 => ("invalid_request", "the request is not valid"),
+            401 => ("unauthorized", "authentication required"),
+            403 => ("forbidden", "forbidden"),
+            404 => ("not_found", "route not found"),
+            405 => (
+                "method_not_allowed",
+                "this path does not answer this method",
+            ),
+            408 => ("request_timeout", "the request did not arrive in time"),
+            413 => ("payload_too_large", "the request body is too large"),
+            415 => ("unsupported_media_type", "unsupported media type"),
+            429 => ("rate_limited", "too many requests"),
+            503 => ("unavailable", "unavailable"),
+            _ => return Self::internal(),
+        };
+        Self::new(status, code, message)
+    }
 
     /// The body of this error.
     pub fn body(&self, request_id: &str) -> ErrorBody {
@@ -66,7 +112,7 @@ impl ApiError {
     }
 
     /// The JSON response, tagged with the request id.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    pub fn into_response_with_id(self, request_id: &str) -> Response<Body> {
         let mut r = json_response(self.status, &self.body(request_id));
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
@@ -77,8 +123,22 @@ impl ApiError {
     }
 }
 
+/// An error response whose body the `finish` layer writes (it knows the
+/// request id).
+#[derive(Debug, Clone)]
+pub struct PendingError(pub ApiError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response<Body> {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = self.status;
+        r.extensions_mut().insert(PendingError(self));
+        r
+    }
+}
+
 /// Every `code` an error body may carry (DESIGN.md's list, plus
-/// `method_not_allowed` and `conflict`).
+/// `method_not_allowed`, `request_timeout` and `conflict`).
 pub const ERROR_CODES: &[&str] = &[
     "invalid_request",
     "unauthorized",
@@ -87,6 +147,7 @@ pub const ERROR_CODES: &[&str] = &[
     "guardrail_blocked",
     "not_found",
     "method_not_allowed",
+    "request_timeout",
     "conflict",
     "payload_too_large",
     "unsupported_media_type",
@@ -159,6 +220,23 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Bo
     }
 }
 
+/// 200 with a JSON body.
+pub fn ok<T: Serialize>(v: &T) -> Response<Body> {
+    json_response(StatusCode::OK, v)
+}
+
+/// 201 with a JSON body.
+pub fn created<T: Serialize>(v: &T) -> Response<Body> {
+    json_response(StatusCode::CREATED, v)
+}
+
+/// 204.
+pub fn no_content() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
 /// The one mapping from engine errors to HTTP statuses.
 impl From<chatcore::engine::ChatError> for ApiError {
     fn from(e: chatcore::engine::ChatError) -> Self {
@@ -198,53 +276,22 @@ impl From<chatcore::engine::ChatError> for ApiError {
     }
 }
 
-/// Reads a request body up to `limit` bytes: 413 beyond it.
-pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request body is larger than {limit} bytes"),
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "could not read the request body",
-        )),
-    }
-}
-
 /// Parses a JSON body into `T`: 415 unless the content type is JSON, 400
 /// naming the field when it does not fit.
 pub fn parse_json<T: serde::de::DeserializeOwned>(
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<T, ApiError> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != "application/json" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+    if mime(headers) != "application/json" {
+        return Err(ApiError::unsupported_media_type(
             "send the body as application/json",
         ));
     }
     // Text the database cannot store is refused once, here, for every
     // body, with the field named (see `chatcore::text`).
-    chatcore::text::check_json_body(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+    chatcore::text::check_json_body(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = if path.is_empty() || path == "." || path == "?" {
@@ -252,8 +299,197 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         } else {
             format!("{path}: {inner}")
         };
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", msg)
-    })
+        ApiError::bad_request(msg)
+    })?;
+    // One JSON value, then only whitespace.
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// The MIME type of a request (lower case, without parameters).
+pub fn mime(headers: &http::HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn chain_has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<T>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Reads the whole request body (the body limit and the body timeout are
+/// layers): 413 beyond the limit, 408 when it stalls, 400 when it breaks.
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            let e = e.into_inner();
+            if chain_has::<http_body_util::LengthLimitError>(&*e) {
+                Err(ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE))
+            } else if chain_has::<tower_http::timeout::TimeoutError>(&*e) {
+                Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time",
+                ))
+            } else {
+                Err(ApiError::bad_request("could not read the request body"))
+            }
+        }
+    }
+}
+
+/// A JSON request body: 415 unless the content type is JSON, 400 naming
+/// the field when it does not fit (or when bytes follow the value).
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        if mime(&parts.headers) != "application/json" {
+            return Err(ApiError::unsupported_media_type(
+                "send the body as application/json",
+            ));
+        }
+        let bytes = read_body(body).await?;
+        parse_json(&parts.headers, &bytes).map(Json)
+    }
+}
+
+/// Query parameters as a struct (give it `deny_unknown_fields`): a
+/// parameter that is unknown, given twice or malformed is a 400 naming it,
+/// and so is text the database cannot store.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            chatcore::text::check_text(&k, &v).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let msg = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::bad_request(msg.to_string())
+            })
+    }
+}
+
+/// A path id type, with the name its 404 uses.
+pub trait PathId: FromStr {
+    /// What is not found when the id does not parse (`tenant`, ...).
+    const WHAT: &'static str;
+}
+
+macro_rules! path_ids {
+    ($($t:ty => $what:literal),* $(,)?) => {
+        $(impl PathId for $t { const WHAT: &'static str = $what; })*
+    };
+}
+
+path_ids!(
+    chatcore::domain::TenantId => "tenant",
+    chatcore::domain::ProviderConfigId => "provider",
+    chatcore::domain::ApiKeyId => "api key",
+    chatcore::domain::ScopeId => "scope",
+    chatcore::domain::ConversationId => "conversation",
+    chatcore::domain::DatasetId => "dataset",
+    chatcore::domain::DocumentId => "document",
+    BotRef => "bot",
+);
+
+/// A bot as the path names it: its id or its slug.
+#[derive(Debug, Clone)]
+pub struct BotRef(pub String);
+
+impl FromStr for BotRef {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+/// The `{id}` of a route, parsed: an id that does not parse names no row,
+/// so it is the same 404 as a row that does not exist.
+#[derive(Debug)]
+pub struct Id<T>(pub T);
+
+impl<T: PathId, S: Send + Sync> FromRequestParts<S> for Id<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found(T::WHAT))?;
+        raw.parse()
+            .map(Id)
+            .map_err(|_| ApiError::not_found(T::WHAT))
+    }
+}
+
+/// The request id (see [`crate::routes`]).
+#[derive(Debug, Clone)]
+pub struct Rid(pub String);
+
+impl Rid {
+    /// The id of a request's extensions.
+    pub fn of(ext: &http::Extensions) -> String {
+        ext.get::<tower_http::request_id::RequestId>()
+            .and_then(|r| r.header_value().to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Rid {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Rid(Rid::of(&parts.extensions)))
+    }
+}
+
+/// The client's address.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(a)) => Ok(Peer(*a)),
+            None => {
+                tracing::error!("no client address on the request");
+                Err(ApiError::internal())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

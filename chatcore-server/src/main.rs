@@ -9,7 +9,6 @@ use chatcore::admin::{AdminCaller, AdminService, CreateApiKey, CreateTenant, Ope
 use chatcore::store::SeaOrmStore;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use chatcore_server::config::Config;
 use chatcore_server::{App, run};
@@ -115,12 +114,6 @@ enum KeyCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::Openapi)) {
         println!(
@@ -137,6 +130,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    chatcore_server::telemetry::init(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => ExitCode::SUCCESS,
         Command::Tenant(c) => cli_result(tenant_command(config, c).await),

@@ -1,135 +1,225 @@
-//! `GET /metrics`: a small registry in Prometheus text format.
+//! `GET /metrics`: a prometheus-client registry, in the text format.
 //!
-//! The hot path only touches atomics: request counters are a fixed array
-//! per route (from [`crate::routes::ROUTES`]) and status, histograms have
-//! fixed buckets. Token counters are keyed by tenant and provider in a map
-//! behind a read-mostly `RwLock` (a new pair takes the write lock once).
-//! Database pool gauges are read from the store when scraped.
+//! Requests are counted by method, matched route template (`unmatched`
+//! when no route matched) and status; chat latency and time to first
+//! token are histograms; tokens are counted by the bot's tenant and the
+//! provider. Gauges that mirror state (open streams, database pools) are
+//! read when scraped. The registry is the [`App`]'s own, so several apps in
+//! one process (the tests) count apart.
 //!
 //! Access ([`authorize`]): the metrics name every tenant, so with
 //! `CHATCORE_METRICS_KEY` set a scraper must send it as a bearer; without
 //! it only clients on loopback are answered.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::App;
 use crate::http::{Body, full};
-use crate::routes::ROUTES;
 
-const STATUSES: &[u16] = &[
-    200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 502, 503, 504,
-];
 /// Histogram bucket upper bounds, seconds.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A fixed-bucket histogram.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; 14],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
+    status: u16,
 }
 
-impl Histogram {
-    /// Records one observation, in milliseconds.
-    pub fn observe_ms(&self, ms: u64) {
-        let secs = ms as f64 / 1000.0;
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add(ms * 1000, Relaxed);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    tenant: String,
+    provider: String,
+}
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolMaxLabels {
+    pool: String,
 }
 
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Per route (the last row: no route matched), per status (the last
-    /// column: any other status).
-    requests: Vec<Vec<AtomicU64>>,
-    /// Non-streamed and streamed chat turns, request to last token.
-    pub chat_latency: Histogram,
-    /// Streamed chat turns, request to first token.
-    pub time_to_first_token: Histogram,
-    /// Provider failures seen by chat (502/504 answers and stream errors).
-    pub provider_errors: AtomicU64,
-    /// Chat requests refused by a rate limit (429).
-    pub rate_limited: AtomicU64,
-    tokens: RwLock<HashMap<(String, String), AtomicU64>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    chat_latency: Histogram,
+    time_to_first_token: Histogram,
+    provider_errors: Counter,
+    rate_limited: Counter,
+    tokens: Family<TokenLabels, Counter>,
+    open_streams: Gauge,
+    pool_connections: Family<PoolLabels, Gauge>,
+    pool_max: Family<PoolMaxLabels, Gauge>,
+    /// The route templates, as `'static` label values.
+    routes: HashMap<&'static str, &'static str>,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "chatcore_http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        let chat_latency = histogram();
+        registry.register(
+            "chatcore_chat_duration_seconds",
+            "Chat turns, request to last token",
+            chat_latency.clone(),
+        );
+        let time_to_first_token = histogram();
+        registry.register(
+            "chatcore_chat_time_to_first_token_seconds",
+            "Streamed chat turns, request to first token",
+            time_to_first_token.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "chatcore_tokens",
+            "Tokens by tenant and provider",
+            tokens.clone(),
+        );
+        let provider_errors = Counter::default();
+        registry.register(
+            "chatcore_provider_errors",
+            "Provider failures seen by chat",
+            provider_errors.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "chatcore_rate_limited",
+            "Chat requests refused by a rate limit",
+            rate_limited.clone(),
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "chatcore_open_streams",
+            "Streamed chat turns running",
+            open_streams.clone(),
+        );
+        let pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "chatcore_db_pool_connections",
+            "Database pool connections by state (in_use, idle)",
+            pool_connections.clone(),
+        );
+        let pool_max = Family::<PoolMaxLabels, Gauge>::default();
+        registry.register(
+            "chatcore_db_pool_max_connections",
+            "The most connections a database pool opens",
+            pool_max.clone(),
+        );
+        let routes = crate::openapi::document()["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| (k.as_str(), k.as_str()))
+            .collect();
         Self {
-            requests: (0..=ROUTES.len())
-                .map(|_| (0..=STATUSES.len()).map(|_| AtomicU64::new(0)).collect())
-                .collect(),
-            chat_latency: Histogram::default(),
-            time_to_first_token: Histogram::default(),
-            provider_errors: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            tokens: RwLock::new(HashMap::new()),
+            registry,
+            requests,
+            chat_latency,
+            time_to_first_token,
+            provider_errors,
+            rate_limited,
+            tokens,
+            open_streams,
+            pool_connections,
+            pool_max,
+            routes,
         }
     }
 }
 
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 impl Metrics {
-    /// Counts a request by route (None: no route matched) and status.
-    pub fn request(&self, route: Option<usize>, status: StatusCode) {
-        let r = route.unwrap_or(ROUTES.len()).min(ROUTES.len());
-        let s = STATUSES
-            .iter()
-            .position(|s| *s == status.as_u16())
-            .unwrap_or(STATUSES.len());
-        self.requests[r][s].fetch_add(1, Relaxed);
+    /// Counts a request by method, route template (None: no route
+    /// matched) and status.
+    pub fn request(&self, method: &Method, route: Option<&str>, status: StatusCode) {
+        let (method, route) = match route {
+            Some(r) => (
+                method_label(method),
+                match self.routes.get(r) {
+                    Some(r) => Cow::Borrowed(*r),
+                    None => Cow::Owned(r.to_string()),
+                },
+            ),
+            None => ("any", Cow::Borrowed("unmatched")),
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: Cow::Borrowed(method),
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
+    /// A chat turn's duration, request to last token.
+    pub fn chat_latency(&self, ms: u64) {
+        self.chat_latency.observe(ms as f64 / 1000.0);
+    }
+
+    /// A streamed turn's time to first token.
+    pub fn time_to_first_token(&self, ms: u64) {
+        self.time_to_first_token.observe(ms as f64 / 1000.0);
+    }
+
+    /// A provider failure seen by chat (502/504 answers and stream errors).
+    pub fn provider_error(&self) {
+        self.provider_errors.inc();
+    }
+
+    /// A chat request refused by a rate limit (429).
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     /// Counts tokens of a turn by the bot's tenant (public chat included)
     /// and provider.
     pub fn tokens(&self, tenant: &str, provider: &str, n: u64) {
-        let key = (tenant.to_string(), provider.to_string());
-        if let Some(c) = self.tokens.read().expect("metrics lock").get(&key) {
-            c.fetch_add(n, Relaxed);
-            return;
-        }
         self.tokens
-            .write()
-            .expect("metrics lock")
-            .entry(key)
-            .or_default()
-            .fetch_add(n, Relaxed);
+            .get_or_create(&TokenLabels {
+                tenant: tenant.to_string(),
+                provider: provider.to_string(),
+            })
+            .inc_by(n);
     }
-}
-
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Whether the client may read the metrics (see the module docs).
@@ -139,7 +229,7 @@ pub fn authorize(
     peer: std::net::SocketAddr,
 ) -> Result<(), crate::http::ApiError> {
     match &config.metrics_key {
-        Some(expected) => match crate::chat::bearer(headers) {
+        Some(expected) => match crate::auth::bearer(headers) {
             Some(k) if chatcore::auth::secrets_equal(&k, expected) => Ok(()),
             _ => Err(crate::http::ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -168,91 +258,41 @@ pub fn authorize(
     }
 }
 
-/// Renders every metric.
-pub fn render(app: &App) -> Response<Body> {
+/// Renders every metric: OpenMetrics when the scraper asks for it (as
+/// Prometheus does), else the same text as `text/plain`.
+pub fn render(app: &App, headers: &HeaderMap) -> Response<Body> {
     let m = &app.metrics;
+    m.open_streams.set(app.chat.open_streams() as i64);
+    for p in app.chat.store().pool_stats() {
+        for (state, n) in [("in_use", p.in_use), ("idle", p.idle)] {
+            m.pool_connections
+                .get_or_create(&PoolLabels {
+                    pool: p.pool.to_string(),
+                    state,
+                })
+                .set(n as i64);
+        }
+        m.pool_max
+            .get_or_create(&PoolMaxLabels {
+                pool: p.pool.to_string(),
+            })
+            .set(p.max as i64);
+    }
     let mut out = String::new();
-    out.push_str("# HELP chatcore_http_requests_total HTTP requests by route and status.\n# TYPE chatcore_http_requests_total counter\n");
-    for (r, row) in m.requests.iter().enumerate() {
-        let (method, route) = match ROUTES.get(r) {
-            Some((method, path)) => (method.as_str(), *path),
-            None => ("any", "unmatched"),
-        };
-        for (s, c) in row.iter().enumerate() {
-            let n = c.load(Relaxed);
-            if n == 0 {
-                continue;
-            }
-            let status = STATUSES
-                .get(s)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "other".into());
-            let _ = writeln!(
-                out,
-                "chatcore_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &m.registry) {
+        tracing::error!(error = %e, "could not encode the metrics");
     }
-    m.chat_latency.render(
-        &mut out,
-        "chatcore_chat_duration_seconds",
-        "Chat turns, request to last token.",
-    );
-    m.time_to_first_token.render(
-        &mut out,
-        "chatcore_chat_time_to_first_token_seconds",
-        "Streamed chat turns, request to first token.",
-    );
-    out.push_str("# HELP chatcore_tokens_total Tokens by tenant and provider.\n# TYPE chatcore_tokens_total counter\n");
-    for ((tenant, provider), n) in m.tokens.read().expect("metrics lock").iter() {
-        let _ = writeln!(
-            out,
-            "chatcore_tokens_total{{tenant=\"{}\",provider=\"{}\"}} {}",
-            label(tenant),
-            label(provider),
-            n.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP chatcore_provider_errors_total Provider failures seen by chat.\n# TYPE chatcore_provider_errors_total counter\nchatcore_provider_errors_total {}",
-        m.provider_errors.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP chatcore_rate_limited_total Chat requests refused by a rate limit.\n# TYPE chatcore_rate_limited_total counter\nchatcore_rate_limited_total {}",
-        m.rate_limited.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP chatcore_open_streams Streamed chat turns running.\n# TYPE chatcore_open_streams gauge\nchatcore_open_streams {}",
-        app.chat.open_streams()
-    );
-    let pools = app.store.pool_stats();
-    if !pools.is_empty() {
-        out.push_str("# HELP chatcore_db_pool_connections Database pool connections by state (in_use, idle).\n# TYPE chatcore_db_pool_connections gauge\n");
-        for p in &pools {
-            for (state, n) in [("in_use", p.in_use), ("idle", p.idle)] {
-                let _ = writeln!(
-                    out,
-                    "chatcore_db_pool_connections{{pool=\"{}\",state=\"{state}\"}} {n}",
-                    p.pool
-                );
-            }
-        }
-        out.push_str("# HELP chatcore_db_pool_max_connections The most connections a database pool opens.\n# TYPE chatcore_db_pool_max_connections gauge\n");
-        for p in &pools {
-            let _ = writeln!(
-                out,
-                "chatcore_db_pool_max_connections{{pool=\"{}\"}} {}",
-                p.pool, p.max
-            );
-        }
-    }
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let ct = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
     let mut r = Response::new(full(out));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }

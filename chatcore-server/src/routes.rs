@@ -1,67 +1,43 @@
-//! The router: one route table ([`ROUTES`]), which the dispatcher, the
-//! OpenAPI document's test and the metrics labels all use; the request id.
+//! The router: every route declared once, with utoipa-axum's `routes!`
+//! over handlers that carry their `#[utoipa::path]` (path, method,
+//! permission and OpenAPI operation in one place), and the layers every
+//! request goes through.
+//!
+//! Layers, outermost first: the request id (the caller's `x-request-id`
+//! when it is short and plain, else a fresh UUIDv7; echoed on the reply),
+//! the trace span (`request_id`, `method`, `route` as the matched template,
+//! `status`), compression (gzip, bodies over 1 KiB, never SSE), `finish`
+//! (writes every error body with the request id and counts the request by
+//! route template and status), the body timeout, the guard of the route
+//! ([`crate::auth::authorize`]); per route, the body limit
+//! (`CHATCORE_MAX_UPLOAD_BYTES` for document uploads,
+//! `CHATCORE_MAX_BODY_BYTES` elsewhere) and, on the public chat routes,
+//! CORS for the browser's preflight (the engine checks each bot's allowed
+//! origins on the real request).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::Response;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::http::{ApiError, Body, json_response};
-use crate::{App, admin, chat};
-
-/// Every route the server answers: method and path pattern, `{id}` standing
-/// for one path segment.
-pub const ROUTES: &[(Method, &str)] = &[
-    (Method::POST, "/v1/chat/public"),
-    (Method::OPTIONS, "/v1/chat/public"),
-    (Method::POST, "/v1/chat"),
-    (Method::GET, "/healthz"),
-    (Method::GET, "/readyz"),
-    (Method::GET, "/metrics"),
-    (Method::GET, "/openapi.json"),
-    // operator
-    (Method::POST, "/v1/admin/tenants"),
-    (Method::GET, "/v1/admin/tenants"),
-    (Method::GET, "/v1/admin/tenants/{id}"),
-    (Method::PATCH, "/v1/admin/tenants/{id}"),
-    // tenant admin
-    (Method::GET, "/v1/providers/catalog"),
-    (Method::POST, "/v1/providers"),
-    (Method::GET, "/v1/providers"),
-    (Method::GET, "/v1/providers/{id}"),
-    (Method::PATCH, "/v1/providers/{id}"),
-    (Method::DELETE, "/v1/providers/{id}"),
-    (Method::POST, "/v1/bots"),
-    (Method::GET, "/v1/bots"),
-    (Method::GET, "/v1/bots/{id}"),
-    (Method::PATCH, "/v1/bots/{id}"),
-    (Method::DELETE, "/v1/bots/{id}"),
-    (Method::POST, "/v1/api-keys"),
-    (Method::GET, "/v1/api-keys"),
-    (Method::GET, "/v1/api-keys/{id}"),
-    (Method::DELETE, "/v1/api-keys/{id}"),
-    (Method::POST, "/v1/scopes"),
-    (Method::GET, "/v1/scopes"),
-    (Method::GET, "/v1/scopes/{id}"),
-    (Method::DELETE, "/v1/scopes/{id}"),
-    (Method::GET, "/v1/conversations"),
-    (Method::GET, "/v1/conversations/{id}"),
-    (Method::DELETE, "/v1/conversations/{id}"),
-    (Method::GET, "/v1/conversations/{id}/messages"),
-    (Method::GET, "/v1/audit-logs"),
-    (Method::GET, "/v1/usage"),
-    // datasets and documents (RAG)
-    (Method::POST, "/v1/datasets"),
-    (Method::GET, "/v1/datasets"),
-    (Method::GET, "/v1/datasets/{id}"),
-    (Method::DELETE, "/v1/datasets/{id}"),
-    (Method::POST, "/v1/datasets/{id}/documents"),
-    (Method::GET, "/v1/datasets/{id}/documents"),
-    (Method::POST, "/v1/datasets/{id}/search"),
-    (Method::GET, "/v1/documents/{id}"),
-    (Method::DELETE, "/v1/documents/{id}"),
-];
+use crate::http::{ApiError, PendingError, Rid, json_response};
+use crate::{App, admin, chat, datasets};
 
 /// The reply of `/healthz` and `/readyz`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -77,176 +53,256 @@ fn status_schema() -> utoipa::openapi::ObjectBuilder {
         .enum_values(Some(["ok", "ready"]))
 }
 
-/// A matched route: its index in [`ROUTES`] and the `{id}` segment, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Matched {
-    /// Index in [`ROUTES`].
-    pub index: usize,
-    /// The path pattern.
-    pub pattern: &'static str,
-    /// The `{id}` segment.
-    pub id: Option<String>,
+/// Body limits of the routes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Every JSON body.
+    pub body: usize,
+    /// Document uploads.
+    pub upload: usize,
 }
 
-fn segments_match(pattern: &str, path: &str) -> Option<Option<String>> {
-    let mut id = None;
-    let mut p = pattern.split('/');
-    let mut s = path.split('/');
-    loop {
-        match (p.next(), s.next()) {
-            (None, None) => return Some(id),
-            (Some("{id}"), Some(seg)) if !seg.is_empty() => id = Some(seg.to_string()),
-            (Some(a), Some(b)) if a == b => {}
-            _ => return None,
-        }
+/// Every route, with its operation (the document is [`crate::openapi`]'s).
+pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
+    let public = OpenApiRouter::new()
+        .routes(routes!(chat::chat_public, chat::chat_public_preflight))
+        .layer(RequestBodyLimitLayer::new(limits.body))
+        .layer(public_cors())
+        .layer(from_fn(preflight_status));
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(datasets::upload_document, datasets::list_documents))
+        .layer(RequestBodyLimitLayer::new(limits.upload));
+    let rest = OpenApiRouter::new()
+        .routes(routes!(chat::chat))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::get_tenant, admin::update_tenant))
+        .routes(routes!(admin::provider_catalog))
+        .routes(routes!(admin::create_provider, admin::list_providers))
+        .routes(routes!(
+            admin::get_provider,
+            admin::update_provider,
+            admin::delete_provider
+        ))
+        .routes(routes!(admin::create_bot, admin::list_bots))
+        .routes(routes!(
+            admin::get_bot,
+            admin::update_bot,
+            admin::delete_bot
+        ))
+        .routes(routes!(admin::create_api_key, admin::list_api_keys))
+        .routes(routes!(admin::get_api_key, admin::revoke_api_key))
+        .routes(routes!(admin::create_scope, admin::list_scopes))
+        .routes(routes!(admin::get_scope, admin::delete_scope))
+        .routes(routes!(admin::list_conversations))
+        .routes(routes!(admin::get_conversation, admin::delete_conversation))
+        .routes(routes!(admin::list_messages))
+        .routes(routes!(admin::audit_logs))
+        .routes(routes!(admin::usage))
+        .routes(routes!(datasets::create_dataset, datasets::list_datasets))
+        .routes(routes!(datasets::get_dataset, datasets::delete_dataset))
+        .routes(routes!(datasets::search_dataset))
+        .routes(routes!(datasets::get_document, datasets::delete_document))
+        .layer(RequestBodyLimitLayer::new(limits.body));
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .merge(public)
+        .merge(uploads)
+        .merge(rest)
+}
+
+/// CORS of the public chat routes: the preflight is answered for any
+/// origin (the bot, and so its allowed origins, is only known from the
+/// real request's body, which the engine checks); the real reply's
+/// `Access-Control-Allow-Origin` is the handler's, on success only.
+fn public_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|_, parts| {
+            parts.method == Method::OPTIONS
+        }))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The preflight answers 204, as it always has.
+async fn preflight_status(req: Request, next: Next) -> Response {
+    let options = req.method() == Method::OPTIONS;
+    let mut r = next.run(req).await;
+    if options && r.status() == StatusCode::OK {
+        *r.status_mut() = StatusCode::NO_CONTENT;
     }
+    r
 }
 
-/// Finds the route of a request: `Ok` with the route, `Err(true)` when the
-/// path exists with other methods (405), `Err(false)` when it does not (404).
-/// A literal segment wins over `{id}` (`/v1/providers/catalog`).
-pub fn match_route(method: &Method, path: &str) -> Result<Matched, bool> {
-    let mut path_known = false;
-    let mut best: Option<Matched> = None;
-    for (index, (m, pattern)) in ROUTES.iter().enumerate() {
-        let Some(id) = segments_match(pattern, path) else {
-            continue;
-        };
-        path_known = true;
-        if m != method {
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            Some(b) => b.id.is_some() && id.is_none(),
-        };
-        if better {
-            best = Some(Matched { index, pattern, id });
-        }
-    }
-    match best {
-        Some(b) => Ok(b),
-        None => {
-            // `/v1/providers/catalog` with DELETE matches `{id}` routes:
-            // that is a 405 on a literal path only if a literal route exists.
-            Err(path_known)
-        }
-    }
-}
-
-/// The request id: the caller's `x-request-id` when it is short and plain,
-/// else a fresh UUIDv7.
-fn request_id(req: &Request<Incoming>) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-}
-
-/// Handles one request, in a span carrying its request id: every log line
-/// of the request (a provider failure's redacted detail included) can be
-/// found by the id its caller was given.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    use tracing::Instrument as _;
-    let rid = request_id(&req);
-    let span = tracing::info_span!("request", request_id = %rid, method = %req.method(), path = %req.uri().path());
-    handle_in_span(app, req, peer, rid).instrument(span).await
-}
-
-async fn handle_in_span(
-    app: Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    rid: String,
-) -> Response<Body> {
-    let matched = match_route(req.method(), req.uri().path());
-    let route_index = matched.as_ref().ok().map(|m| m.index);
-    let result = match matched {
-        Ok(m) => route(&app, req, peer, &rid, m).await,
-        Err(true) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this path does not answer this method",
-        )),
-        Err(false) => Err(ApiError::not_found("route")),
+/// The server's router over `app`, with every layer.
+pub fn router(app: Arc<App>) -> Router {
+    let limits = Limits {
+        body: app.config.max_body_bytes,
+        upload: app.config.max_upload_bytes,
     };
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(&rid),
+    let (router, _) = declarations(limits).split_for_parts();
+    let body_timeout = Duration::from_secs(app.config.body_timeout_secs.max(1));
+    // Innermost first: each `layer` call wraps what is above it.
+    router
+        .fallback(fallback)
+        .layer(from_fn_with_state(app.clone(), crate::auth::authorize))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(from_fn_with_state(app.clone(), finish))
+        .layer(
+            CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(1024))),
+        )
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_response(on_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeV7))
+        .layer(tower::util::MapRequestLayer::new(drop_unusable_request_id))
+        .with_state(app)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("route")
+}
+
+/// The caller's `x-request-id` is kept when it is 1 to 64 characters of
+/// letters, digits, `-` and `_`; any other is dropped (a fresh id replaces
+/// it), so logs and replies never carry what a caller smuggled in.
+fn drop_unusable_request_id<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let usable = match req.headers().get("x-request-id") {
+        None => return req,
+        Some(v) => {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= 64
+                && b.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        }
     };
-    app.metrics.request(route_index, resp.status());
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        resp.headers_mut().insert("x-request-id", v);
+    if !usable {
+        req.headers_mut().remove("x-request-id");
     }
+    req
+}
+
+#[derive(Clone, Copy)]
+struct MakeV7;
+
+impl MakeRequestId for MakeV7 {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn make_span<B>(req: &http::Request<B>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    tracing::info_span!(
+        "request",
+        request_id = %Rid::of(req.extensions()),
+        method = %req.method(),
+        route,
+        status = tracing::field::Empty,
+    )
+}
+
+fn on_response<B>(res: &http::Response<B>, latency: Duration, span: &tracing::Span) {
+    span.record("status", res.status().as_u16());
+    tracing::debug!(latency_us = latency.as_micros() as u64, "answered");
+}
+
+/// Writes the body of every error reply (ours, and axum's or tower-http's
+/// own, not JSON: 405 keeps its `Allow`, the body limit's 413 becomes
+/// `payload_too_large`) with the request id, and counts the request.
+async fn finish(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let rid = Rid::of(req.extensions());
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let pending = resp.extensions_mut().remove::<PendingError>();
+    if pending.is_some()
+        || ((status.is_client_error() || status.is_server_error())
+            && resp.headers().get(header::CONTENT_TYPE)
+                != Some(&HeaderValue::from_static("application/json")))
+    {
+        let e = pending
+            .map(|p| p.0)
+            .unwrap_or_else(|| ApiError::for_status(status));
+        let old = std::mem::take(resp.headers_mut());
+        resp = e.into_response_with_id(&rid);
+        for (k, v) in old.iter() {
+            if k != header::CONTENT_LENGTH
+                && k != header::CONTENT_TYPE
+                && !resp.headers().contains_key(k)
+            {
+                resp.headers_mut().append(k.clone(), v.clone());
+            }
+        }
+    }
+    app.metrics.request(
+        &method,
+        route.as_ref().map(MatchedPath::as_str),
+        resp.status(),
+    );
     resp
 }
 
-async fn route(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    rid: &str,
-    m: Matched,
-) -> Result<Response<Body>, ApiError> {
-    match (req.method(), m.pattern) {
-        (&Method::POST, "/v1/chat/public") => chat::handle(app, req, peer, rid, true).await,
-        (&Method::OPTIONS, "/v1/chat/public") => Ok(chat::preflight(req.headers())),
-        (&Method::POST, "/v1/chat") => chat::handle(app, req, peer, rid, false).await,
-        (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, &Status { status: "ok" })),
-        (&Method::GET, "/readyz") => match app.store.ping().await {
-            Ok(()) => Ok(json_response(StatusCode::OK, &Status { status: "ready" })),
-            Err(e) => {
-                tracing::warn!(error = %e, "readiness check failed");
-                Err(ApiError::unavailable("database unreachable"))
-            }
-        },
-        (&Method::GET, "/metrics") => {
-            crate::metrics::authorize(&app.config, req.headers(), peer)?;
-            Ok(crate::metrics::render(app))
+// ---------------------------------------------------------------- operations
+
+/// Liveness
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Status)))]
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &Status { status: "ok" })
+}
+
+/// Readiness (the database answers)
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Status)))]
+async fn readyz(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    match app.chat.store().ping().await {
+        Ok(()) => Ok(json_response(StatusCode::OK, &Status { status: "ready" })),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::unavailable("database unreachable"))
         }
-        (&Method::GET, "/openapi.json") => {
-            Ok(json_response(StatusCode::OK, crate::openapi::document()))
-        }
-        _ if m.pattern.starts_with("/v1/datasets") || m.pattern.starts_with("/v1/documents") => {
-            crate::datasets::handle(app, req, peer, rid, m).await
-        }
-        _ => admin::handle(app, req, peer, rid, m).await,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Prometheus metrics (text exposition format)
+///
+/// With `CHATCORE_METRICS_KEY` set, send it as a bearer; without it,
+/// only clients on loopback are answered.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
+async fn metrics(
+    State(app): State<Arc<App>>,
+    crate::http::Peer(peer): crate::http::Peer,
+    headers: http::HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::metrics::authorize(&app.config, &headers, peer)?;
+    Ok(crate::metrics::render(&app, &headers))
+}
 
-    #[test]
-    fn literal_segments_win_and_methods_are_checked() {
-        let m = match_route(&Method::GET, "/v1/providers/catalog").unwrap();
-        assert_eq!(m.pattern, "/v1/providers/catalog");
-        assert_eq!(m.id, None);
-        let m = match_route(&Method::GET, "/v1/providers/abc").unwrap();
-        assert_eq!(m.pattern, "/v1/providers/{id}");
-        assert_eq!(m.id.as_deref(), Some("abc"));
-        let m = match_route(&Method::GET, "/v1/conversations/x/messages").unwrap();
-        assert_eq!(m.pattern, "/v1/conversations/{id}/messages");
-        assert_eq!(match_route(&Method::PUT, "/v1/bots/x"), Err(true));
-        assert_eq!(match_route(&Method::GET, "/v1/nope"), Err(false));
-        assert_eq!(match_route(&Method::GET, "/v1/bots/"), Err(false));
-        assert_eq!(match_route(&Method::GET, "/v1/bots/a/b"), Err(false));
-    }
-
-    #[test]
-    fn every_route_is_unique() {
-        for (i, a) in ROUTES.iter().enumerate() {
-            for b in &ROUTES[i + 1..] {
-                assert!(a != b, "{a:?} twice");
-            }
-        }
-    }
+/// This document
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> Response {
+    json_response(StatusCode::OK, crate::openapi::document())
 }

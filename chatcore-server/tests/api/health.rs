@@ -39,7 +39,7 @@ async fn unknown_routes_get_the_json_error_format_with_the_request_id() {
 #[tokio::test]
 async fn the_database_is_migrated_on_start() {
     let app = spawn_app().await;
-    let catalog = app.app.store.list_catalog().await.unwrap();
+    let catalog = app.store().list_catalog().await.unwrap();
     assert_eq!(catalog.len(), 5);
     app.stop().await;
 }
@@ -175,7 +175,7 @@ async fn pool_gauges_of_a_sqlite_file_show_its_writer_pool_too() {
         text.contains("chatcore_db_pool_max_connections{pool=\"writer\"} 1"),
         "{text}"
     );
-    let stats = app.app.store.pool_stats();
+    let stats = app.store().pool_stats();
     let main = stats.iter().find(|p| p.pool == "main").unwrap();
     assert!(
         main.max >= 1 && main.in_use + main.idle <= main.max,

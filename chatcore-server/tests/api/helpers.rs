@@ -80,7 +80,7 @@ impl TestApp {
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.app.store
+        self.app.chat.store()
     }
 
     /// Stops the server and waits for it to finish draining.
@@ -393,4 +393,22 @@ impl TestApp {
 /// The app with an operator key configured.
 pub async fn spawn_app_with_operator() -> TestApp {
     spawn_app_with(|c| c.operator_key = Some(SecretString::from(OPERATOR_KEY.to_string()))).await
+}
+
+/// Every routed operation (method, path template), from the OpenAPI
+/// document the router is built from.
+pub fn routes() -> Vec<(reqwest::Method, &'static str)> {
+    let mut out = vec![];
+    for (path, item) in chatcore_server::openapi::document()["paths"]
+        .as_object()
+        .unwrap()
+    {
+        for (m, _) in item.as_object().unwrap() {
+            out.push((
+                reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap(),
+                path.as_str(),
+            ));
+        }
+    }
+    out
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod chat;
 mod cli;
+mod connection;
 mod durability;
 mod fake_openai;
 mod health;

@@ -23,7 +23,7 @@ pub use bm25::{bm25_scores, tokenize};
 pub use chunk::{ChunkOptions, TextChunk, chunk, tiktoken_counter};
 pub use filter::MetadataFilter;
 pub use normalize::{content_hash, normalize, pdf_text};
-pub use service::{DocumentUpload, DocumentView, RagService, SearchHit, SearchMode};
+pub use service::{DocumentUpload, DocumentView, RagService, RawFormat, SearchHit, SearchMode};
 pub use vector::{
     cosine_top_k, f32_bytes_to_vec, reciprocal_rank_fusion, top_k_unit_rows, unit_vector,
     vec_to_f32_bytes,

@@ -107,6 +107,38 @@ pub enum SearchMode {
     Text,
 }
 
+/// What a raw (non-JSON) document upload holds, known from its MIME type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    /// UTF-8 text of this MIME type (`text/plain`, `text/markdown`,
+    /// `text/html`).
+    Text(&'static str),
+    /// A PDF, whose text is extracted.
+    Pdf,
+}
+
+impl RawFormat {
+    /// The format of a raw upload's MIME type (parameters such as
+    /// `charset` ignored, case-insensitive), or `None` for a type that is
+    /// not accepted.
+    pub fn from_mime(content_type: &str) -> Option<Self> {
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        Some(match mime.as_str() {
+            "text/plain" => Self::Text("text/plain"),
+            "text/markdown" => Self::Text("text/markdown"),
+            "text/x-markdown" => Self::Text("text/x-markdown"),
+            "text/html" => Self::Text("text/html"),
+            "application/pdf" => Self::Pdf,
+            _ => return None,
+        })
+    }
+}
+
 /// Ingestion and retrieval for a tenant's datasets.
 pub struct RagService {
     chat: Arc<ChatService>,
@@ -189,6 +221,7 @@ impl RagService {
         title: String,
         pdf: Vec<u8>,
     ) -> Result<DocumentView, ChatError> {
+        caller.require_write()?;
         let d = self
             .upload_pdf(
                 caller.tenant,
@@ -426,6 +459,115 @@ impl RagService {
         self.delete_document(caller.tenant, id).await?;
         self.audit(caller, "document.deleted", "document", id).await;
         Ok(())
+    }
+
+    /// A raw (non-JSON) upload of `format` for an admin caller (audited):
+    /// text is taken as UTF-8, a PDF's text is extracted; the title is
+    /// required, since a raw body carries none.
+    pub async fn upload_raw_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        dataset: DatasetId,
+        format: RawFormat,
+        title: Option<String>,
+        body: Vec<u8>,
+    ) -> Result<DocumentView, ChatError> {
+        caller.require_write()?;
+        let title = title.ok_or_else(|| {
+            ChatError::InvalidRequest("title: required as ?title= with a raw upload".into())
+        })?;
+        match format {
+            RawFormat::Pdf => self.upload_pdf_as(caller, dataset, title, body).await,
+            RawFormat::Text(mime) => {
+                let content = String::from_utf8(body)
+                    .map_err(|_| ChatError::InvalidRequest("body: not UTF-8 text".into()))?;
+                let up = DocumentUpload {
+                    title,
+                    content,
+                    mime_type: mime.into(),
+                    source: None,
+                    metadata: serde_json::json!({}),
+                };
+                self.upload_as(caller, dataset, up).await
+            }
+        }
+    }
+
+    /// A page of the caller's datasets.
+    pub async fn list_datasets_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        page: PageRequest,
+    ) -> Result<crate::admin::List<Dataset>, ChatError> {
+        let p = self.store().list_datasets(caller.tenant, page).await?;
+        Ok(crate::admin::List {
+            data: p.data,
+            next_cursor: p.next_cursor,
+        })
+    }
+
+    /// One of the caller's datasets.
+    pub async fn get_dataset_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        id: DatasetId,
+    ) -> Result<Dataset, ChatError> {
+        Ok(self.store().get_dataset(caller.tenant, id).await?)
+    }
+
+    /// A page of a dataset's documents (404 when the dataset is not the
+    /// caller's), each with its chunk count.
+    pub async fn list_documents_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        dataset: DatasetId,
+        page: PageRequest,
+    ) -> Result<crate::admin::List<DocumentView>, ChatError> {
+        self.store().get_dataset(caller.tenant, dataset).await?;
+        let p = self
+            .store()
+            .list_documents(caller.tenant, dataset, page)
+            .await?;
+        let mut data = Vec::with_capacity(p.data.len());
+        for doc in p.data {
+            data.push(self.view(doc).await?);
+        }
+        Ok(crate::admin::List {
+            data,
+            next_cursor: p.next_cursor,
+        })
+    }
+
+    /// One of the caller's documents, with its chunk count.
+    pub async fn get_document_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        id: DocumentId,
+    ) -> Result<DocumentView, ChatError> {
+        let doc = self.store().get_document(caller.tenant, id).await?;
+        self.view(doc).await
+    }
+
+    /// Tries retrieval on one of the caller's datasets (404 when it is not
+    /// theirs): `top_k` 1 to 100 (default 5), hybrid ranking by default.
+    pub async fn search_as(
+        &self,
+        caller: &crate::admin::AdminCaller,
+        dataset: DatasetId,
+        query: &str,
+        top_k: Option<usize>,
+        filter: &MetadataFilter,
+        mode: SearchMode,
+    ) -> Result<Vec<SearchHit>, ChatError> {
+        let top_k = top_k.unwrap_or(5);
+        if !(1..=100).contains(&top_k) {
+            return Err(ChatError::InvalidRequest(
+                "top_k: must be between 1 and 100".into(),
+            ));
+        }
+        self.store().get_dataset(caller.tenant, dataset).await?;
+        self.search_with(caller.tenant, &[dataset], query, top_k, filter, mode)
+            .await
     }
 
     /// Deletes a document and its chunks.
