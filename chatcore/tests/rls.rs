@@ -327,3 +327,48 @@ async fn an_unknown_role_is_a_clear_error() {
     );
     SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
 }
+
+/// What row-level security costs a read: `get_bot` (one indexed row) as
+/// the tables' owner (a statement on the pool) and as the role (a tenancy
+/// transaction: BEGIN, set_config, the read, COMMIT), one at a time and 16
+/// at once. A measurement, not a check:
+/// `cargo test --release -p chatcore --test rls -- --ignored --nocapture read_cost`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn read_cost() {
+    const N: u32 = 4000;
+    for role in [None, Some(DEFAULT_DATABASE_ROLE)] {
+        let (store, schema) = pg::fresh_store_as(role).await;
+        let t = seed_every_table(&store, "cost").await.id;
+        let bot = store.list_bots(t, Default::default()).await.unwrap().data[0].id;
+        for _ in 0..200 {
+            store.get_bot(t, bot).await.unwrap();
+        }
+        let start = std::time::Instant::now();
+        for _ in 0..N {
+            store.get_bot(t, bot).await.unwrap();
+        }
+        let serial = start.elapsed() / N;
+        let start = std::time::Instant::now();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..N / 16 {
+                        s.get_bot(t, bot).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let per_sec = f64::from(N) / start.elapsed().as_secs_f64();
+        println!(
+            "get_bot as {}: {serial:?} per read one at a time, {per_sec:.0} reads/s 16 at once",
+            role.unwrap_or("the owner (no RLS)")
+        );
+        store.close().await.unwrap();
+        SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
+    }
+}

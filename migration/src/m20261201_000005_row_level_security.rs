@@ -156,21 +156,9 @@ impl MigrationTrait for Migration {
             db.execute_unprepared(&format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"))
                 .await?;
         }
-        // The role stays: other databases and schemas may use it.
-        let all = TENANT_TABLES
-            .iter()
-            .map(|(t, _)| *t)
-            .chain(SHARED_TABLES)
-            .chain(READ_ONLY_TABLES)
-            .collect::<Vec<_>>()
-            .join(", ");
-        db.execute_unprepared(&format!(
-            "DO $rls$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN \
-             REVOKE ALL ON {all} FROM {APP_ROLE}; \
-             EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM {APP_ROLE}', current_schema()); \
-             END IF; END $rls$"
-        ))
-        .await?;
+        // The role and its grants stay: other databases and schemas may use
+        // the role, and without the policies the grants only let it do what
+        // the owner does (a store configured with it keeps working).
         Ok(())
     }
 }

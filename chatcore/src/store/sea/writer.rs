@@ -30,6 +30,18 @@
 //! returns (the user's message before the provider is called, the outcome
 //! before the reply).
 //!
+//! Row-level security (PostgreSQL run as `chatcore_app`, see `scope`): a
+//! batch holds the jobs of many tenants, so its transaction opens with one
+//! setting that names every tenant with a job in it
+//! ([`Tenancy::Many`]), and the multi-row statements stay as they are; the
+//! policies then keep the batch off the rows of every other tenant, and
+//! the per-job checks below keep each job to its own tenant's rows. The
+//! alternative, one group of statements per tenant each preceded by its
+//! own setting, would turn a batch of N tenants' turns into N times the
+//! statements and undo what batching buys; a cross-tenant setting for the
+//! writer would leave its statements unguarded. The cost is one statement
+//! per batch.
+//!
 //! A batch that fails is retried once (a dropped connection gets a fresh
 //! one), then split in halves, each tried the same way, so that one bad row
 //! fails only its own caller. Checks that concern one caller (a conversation
