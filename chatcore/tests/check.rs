@@ -195,7 +195,6 @@ async fn damage_and_check(store: &SeaOrmStore, raw: &DatabaseConnection, sqlite:
     assert_eq!(problems.len(), 1, "{problems:?}");
     // Only the last one, named.
     let last = {
-        use migration::{MigrationName, MigratorTrait};
         migration::Migrator::migrations()
             .last()
             .unwrap()
