@@ -24,7 +24,9 @@
 //! phase, its CPU time per turn read from `/proc`.
 //!
 //! Settings (environment):
-//! - `WIRE_DB`: `sqlite` (default), `postgres`, or both comma-separated.
+//! - `WIRE_DB`: `sqlite` (default), `postgres` (the server's default role,
+//!   bound by row-level security), `postgres-owner` (run as the tables'
+//!   owner: no row-level security), or several comma-separated.
 //! - `WIRE_PG_URL`: default `postgres://postgres@127.0.0.1:5432/test`; each
 //!   run uses a fresh schema (`CHATCORE_DATABASE_SCHEMA`), dropped after.
 //! - `WIRE_SECS` (5), `WIRE_WARMUP_SECS` (1), `WIRE_CONCURRENCY` (`1,16,64`),
@@ -78,7 +80,13 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Db {
     Sqlite,
+    /// The server's default on PostgreSQL: connections run as the role that
+    /// row-level security binds.
     Postgres,
+    /// PostgreSQL with `CHATCORE_DATABASE_ROLE=none`: as the tables' owner,
+    /// whom row-level security does not bind (the cost of the wall is the
+    /// difference to `Postgres`).
+    PostgresOwner,
 }
 
 impl Db {
@@ -86,12 +94,14 @@ impl Db {
         match self {
             Db::Sqlite => "SQLite (file, WAL)",
             Db::Postgres => "PostgreSQL",
+            Db::PostgresOwner => "PostgreSQL as owner (no RLS)",
         }
     }
     fn short(self) -> &'static str {
         match self {
             Db::Sqlite => "sqlite",
             Db::Postgres => "postgres",
+            Db::PostgresOwner => "postgres-owner",
         }
     }
 }
@@ -123,6 +133,7 @@ impl Settings {
             .map(|s| match s.trim() {
                 "sqlite" => Db::Sqlite,
                 "postgres" | "postgresql" | "pg" => Db::Postgres,
+                "postgres-owner" | "pg-owner" => Db::PostgresOwner,
                 other => panic!("WIRE_DB: {other:?} is not sqlite or postgres"),
             })
             .collect();
@@ -859,7 +870,9 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
                 format!("sqlite://{}?mode=ro", path.display()),
             )
         }
-        Db::Postgres => (s.pg_url.clone(), Some(schema.clone()), s.pg_url.clone()),
+        Db::Postgres | Db::PostgresOwner => {
+            (s.pg_url.clone(), Some(schema.clone()), s.pg_url.clone())
+        }
     };
     let port = free_port();
     let server = format!("http://127.0.0.1:{port}");
@@ -894,6 +907,9 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         .stderr(log);
     if let Some(sc) = &db_schema {
         cmd.env("CHATCORE_DATABASE_SCHEMA", sc);
+    }
+    if db == Db::PostgresOwner {
+        cmd.env("CHATCORE_DATABASE_ROLE", "none");
     }
     let mut server_proc = Proc {
         name: "chatcore-server",
@@ -936,7 +952,7 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
         ticks,
         server_pid,
         mock_pid: mock.proc.pid(),
-        pg: (db == Db::Postgres).then(|| s.pg_url.clone()),
+        pg: matches!(db, Db::Postgres | Db::PostgresOwner).then(|| s.pg_url.clone()),
     };
     let chat_url = format!("{server}/v1/chat");
     let mock_url = format!("{}/v1/chat/completions", mock.base);

@@ -21,6 +21,11 @@ pub struct Config {
     /// `CHATCORE_DATABASE_SCHEMA`: PostgreSQL schema to use (created if
     /// missing; default: the connection's search path).
     pub database_schema: Option<String>,
+    /// `CHATCORE_DATABASE_ROLE`: the PostgreSQL role the server's
+    /// connections run as, bound by row-level security (default
+    /// `chatcore_app`, created by the migration; `none` or empty: the login
+    /// user's own rights). Migrations run as the login user.
+    pub database_role: Option<String>,
     /// `CHATCORE_VECTOR_CACHE_MB`: memory for datasets' vectors kept for
     /// exact search where pgvector is not used (SQLite).
     pub vector_cache_mb: u64,
@@ -117,6 +122,7 @@ pub enum ConfigError {
 struct FileConfig {
     database_url: Option<String>,
     database_schema: Option<String>,
+    database_role: Option<String>,
     vector_cache_mb: Option<u64>,
     listen: Option<String>,
     master_key: Option<String>,
@@ -219,6 +225,11 @@ impl Config {
             database_url: pick("CHATCORE_DATABASE_URL", fc.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             database_schema: pick("CHATCORE_DATABASE_SCHEMA", fc.database_schema),
+            database_role: match pick("CHATCORE_DATABASE_ROLE", fc.database_role) {
+                None => Some(chatcore::store::DEFAULT_DATABASE_ROLE.to_string()),
+                Some(r) if r.trim().is_empty() || r.trim().eq_ignore_ascii_case("none") => None,
+                Some(r) => Some(r.trim().to_string()),
+            },
             vector_cache_mb: num("CHATCORE_VECTOR_CACHE_MB", fc.vector_cache_mb, 512)?,
             listen,
             master_key: pick("CHATCORE_MASTER_KEY", fc.master_key).map(secret),
@@ -261,6 +272,7 @@ impl Config {
     pub fn store_options(&self) -> chatcore::store::StoreOptions {
         chatcore::store::StoreOptions {
             schema: self.database_schema.clone(),
+            database_role: self.database_role.clone(),
             vector_cache_bytes: (self.vector_cache_mb as usize).saturating_mul(1024 * 1024),
             instance_name: self.instance_name.clone(),
             ..Default::default()

@@ -1,5 +1,6 @@
 //! The store conformance suite on every backend: SQLite in memory, SQLite in
-//! a file (WAL), and PostgreSQL (a fresh schema per test).
+//! a file (WAL), and PostgreSQL (a fresh schema per test), there both as the
+//! role that row-level security binds (the default) and as the tables' owner.
 
 mod sqlite_memory {
     use std::sync::Arc;
@@ -53,6 +54,25 @@ mod postgres {
             ));
         }
         pg::fixture().await
+    }
+
+    chatcore::store_conformance_tests!(fresh);
+}
+
+/// PostgreSQL run as the login user (the tables' owner): row-level security
+/// installed but not binding, the store's statements without tenancy
+/// transactions.
+mod postgres_as_owner {
+    use chatcore::testkit::{pg, store::Fixture};
+
+    async fn fresh() -> Fixture {
+        if pg::skip_requested() {
+            eprintln!("CHATCORE_TEST_SKIP_POSTGRES=1: running on SQLite instead of PostgreSQL");
+            return Fixture::new(std::sync::Arc::new(
+                chatcore::store::SeaOrmStore::in_memory().await.unwrap(),
+            ));
+        }
+        pg::fixture_as(None).await
     }
 
     chatcore::store_conformance_tests!(fresh);

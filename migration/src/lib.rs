@@ -14,6 +14,7 @@ mod m20260126_000002_usage_daily;
 pub mod m20260126_000003_rag_search;
 pub mod m20260301_000001_public_slugs;
 mod m20260401_000004_turn_owner;
+pub mod m20261201_000005_row_level_security;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260126_000003_rag_search::Migration),
             Box::new(m20260301_000001_public_slugs::Migration),
             Box::new(m20260401_000004_turn_owner::Migration),
+            Box::new(m20261201_000005_row_level_security::Migration),
         ]
     }
 }

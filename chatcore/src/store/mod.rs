@@ -16,7 +16,7 @@ use secrecy::SecretString;
 
 use crate::domain::*;
 
-pub use sea::{SchemaObjects, SeaOrmStore, StoreOptions};
+pub use sea::{DEFAULT_DATABASE_ROLE, SchemaObjects, SeaOrmStore, StoreOptions};
 
 /// Errors of a store. No database driver type crosses this boundary.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -36,11 +36,18 @@ pub fn fresh_schema_name() -> String {
 /// A migrated store in a fresh schema; the schema is dropped when the case
 /// passed (a failing case leaves it for inspection).
 pub async fn fresh_store() -> (SeaOrmStore, String) {
+    fresh_store_as(Some(crate::store::DEFAULT_DATABASE_ROLE)).await
+}
+
+/// [`fresh_store`] whose pools run as `role` (`None`: as the login user,
+/// whom row-level security does not bind).
+pub async fn fresh_store_as(role: Option<&str>) -> (SeaOrmStore, String) {
     let url = url();
     let schema = fresh_schema_name();
     let opts = StoreOptions {
         max_connections: 4,
         schema: Some(schema.clone()),
+        database_role: role.map(str::to_string),
         ..Default::default()
     };
     let store = SeaOrmStore::open(&url, opts)
@@ -51,7 +58,12 @@ pub async fn fresh_store() -> (SeaOrmStore, String) {
 
 /// A [`Fixture`] for the store conformance suite.
 pub async fn fixture() -> Fixture {
-    let (store, schema) = fresh_store().await;
+    fixture_as(Some(crate::store::DEFAULT_DATABASE_ROLE)).await
+}
+
+/// [`fixture`] with the pools run as `role` (see [`fresh_store_as`]).
+pub async fn fixture_as(role: Option<&str>) -> Fixture {
+    let (store, schema) = fresh_store_as(role).await;
     let url = url();
     Fixture::with_cleanup(Arc::new(store.clone()), async move {
         let _ = store.close().await;

@@ -3300,3 +3300,55 @@ pub async fn concurrent_turns_each_get_their_own_answer(s: &dyn Store) {
             .count()
     );
 }
+
+/// A tenant with at least one row in every tenant-owned table (provider,
+/// bot, public bot, key, conversation, messages, usage, dataset, document,
+/// chunk, scope, audit record), for tests of the isolation below the store
+/// (PostgreSQL row-level security). Everything is committed when it returns.
+pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
+    let t = tenant(s, name).await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "seeded").await;
+    let mut public = new_bot(p.id, &unique("public"));
+    public.is_public = true;
+    s.create_bot(t.id, public).await.expect("public bot");
+    let (_, nk) = new_key(name);
+    let k = s.create_api_key(t.id, nk).await.expect("api key");
+    usage_turn(
+        s,
+        t.id,
+        new_conv(b.id),
+        Some(k.id),
+        MessageStatus::Complete,
+        tokens(3, 4),
+    )
+    .await;
+    let ds = dataset(s, t.id, p.id).await;
+    let d = s
+        .create_document(t.id, new_doc(ds.id, "seeded"))
+        .await
+        .expect("document");
+    put_chunks(s, t.id, d.id, &[("seeded words", [1.0, 0.0, 0.0, 0.0])]).await;
+    s.create_scope(
+        t.id,
+        NewScope {
+            bot_id: b.id,
+            kind: "blocked_terms".into(),
+            config: json!(["x"]),
+        },
+    )
+    .await
+    .expect("scope");
+    s.append_audit(AuditRecord::new(
+        Some(t.id),
+        Actor {
+            kind: ActorKind::System,
+            id: None,
+        },
+        "seeded",
+    ))
+    .await
+    .expect("audit");
+    s.flush().await.expect("flush");
+    t
+}

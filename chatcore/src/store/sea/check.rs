@@ -6,6 +6,7 @@
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+use super::scope::Tenancy;
 use super::{SeaOrmStore, db_err};
 use crate::store::{Store, StoreResult};
 
@@ -45,7 +46,8 @@ impl SeaOrmStore {
     /// each (empty: all is well).
     pub async fn check(&self) -> StoreResult<Vec<String>> {
         let mut problems = Vec::new();
-        let pending = Migrator::get_pending_migrations(&self.db)
+        // Read-only: the role the store may run as cannot create tables.
+        let pending = Migrator::get_pending_migrations_read_only(&self.db)
             .await
             .map_err(db_err)?;
         if !pending.is_empty() {
@@ -58,9 +60,11 @@ impl SeaOrmStore {
             // The other checks read the current schema.
             return Ok(problems);
         }
+        // Cross-tenant by nature: the counts cover every tenant's rows.
+        let db = self.scoped(Tenancy::All).await?;
+        let db = &db;
         let count = |sql: String| async move {
-            let row = self
-                .db
+            let row = db
                 .query_one_raw(Statement::from_string(self.backend, sql))
                 .await
                 .map_err(db_err)?;

@@ -7,39 +7,57 @@ use super::*;
 
 impl SeaOrmStore {
     /// Whether a public bot other than `except` has `slug` (in any tenant).
+    /// `db` is a transaction of `tenant`'s: on PostgreSQL the check looks
+    /// across tenants (public slugs are one namespace) and then sets the
+    /// tenancy back.
     pub(super) async fn public_slug_taken<C: ConnectionTrait>(
         db: &C,
+        tenant: TenantId,
         slug: &str,
         except: Option<Uuid>,
     ) -> StoreResult<bool> {
+        let pg = db.get_database_backend() == DbBackend::Postgres;
+        if pg {
+            scope::set_tenancy(db, Tenancy::All).await?;
+        }
         let mut q = e::bot::Entity::find()
             .filter(e::bot::Column::IsPublic.eq(true))
             .filter(e::bot::Column::Slug.eq(slug));
         if let Some(id) = except {
             q = q.filter(e::bot::Column::Id.ne(id));
         }
-        Ok(q.count(db).await.map_err(db_err)? > 0)
+        let taken = q.count(db).await.map_err(db_err)? > 0;
+        if pg {
+            scope::set_tenancy(db, Tenancy::One(tenant)).await?;
+        }
+        Ok(taken)
     }
 
     /// A public bot by id, by slug (public slugs are unique across
     /// tenants), or by `tenant-slug/bot-slug`.
     pub(super) async fn find_public_bot_in(&self, id_or_slug: &str) -> StoreResult<Bot> {
-        let q = e::bot::Entity::find().filter(e::bot::Column::IsPublic.eq(true));
-        let q = if let Ok(id) = Uuid::parse_str(id_or_slug) {
-            q.filter(e::bot::Column::Id.eq(id))
-        } else if let Some((tenant, bot)) = id_or_slug.split_once('/') {
-            let t = e::tenant::Entity::find()
-                .filter(e::tenant::Column::Slug.eq(tenant))
-                .one(&self.db)
-                .await
-                .map_err(db_err)?;
-            let t = found(t, "bot")?;
-            q.filter(e::bot::Column::TenantId.eq(t.id))
-                .filter(e::bot::Column::Slug.eq(bot))
-        } else {
-            q.filter(e::bot::Column::Slug.eq(id_or_slug))
-        };
-        convert::bot(found(q.one(&self.db).await.map_err(db_err)?, "bot")?)
+        // Cross-tenant by nature: an anonymous visitor names the bot.
+        let db = self.scoped(Tenancy::All).await?;
+        let out: StoreResult<Bot> = async {
+            let q = e::bot::Entity::find().filter(e::bot::Column::IsPublic.eq(true));
+            let q = if let Ok(id) = Uuid::parse_str(id_or_slug) {
+                q.filter(e::bot::Column::Id.eq(id))
+            } else if let Some((tenant, bot)) = id_or_slug.split_once('/') {
+                let t = e::tenant::Entity::find()
+                    .filter(e::tenant::Column::Slug.eq(tenant))
+                    .one(&db)
+                    .await
+                    .map_err(db_err)?;
+                let t = found(t, "bot")?;
+                q.filter(e::bot::Column::TenantId.eq(t.id))
+                    .filter(e::bot::Column::Slug.eq(bot))
+            } else {
+                q.filter(e::bot::Column::Slug.eq(id_or_slug))
+            };
+            convert::bot(found(q.one(&db).await.map_err(db_err)?, "bot")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     /// [`Store::replace_document`] in one transaction: the replaced
@@ -51,7 +69,7 @@ impl SeaOrmStore {
         new: NewDocument,
         replaced: &[DocumentId],
     ) -> StoreResult<Document> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         if !replaced.is_empty() {
             e::document::Entity::delete_many()
                 .filter(e::document::Column::TenantId.eq(tenant.0))

@@ -7,6 +7,7 @@ mod check;
 mod convert;
 mod entities;
 mod guard;
+mod scope;
 mod search;
 mod writer;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
+use scope::{Tenancy, done};
 use sea_orm::prelude::Expr;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -46,6 +48,13 @@ pub struct SeaOrmStore {
     instance: writer::InstanceInfo,
     /// After how long without a heartbeat another instance is dead.
     instance_stale_after: Duration,
+    /// Whether row-level security binds the pools (PostgreSQL run as
+    /// [`StoreOptions::database_role`]): statements then run in a
+    /// transaction that names their tenant (see `scope`).
+    rls: bool,
+    /// With `rls`: how to connect as the login user (the tables' owner),
+    /// who migrates.
+    owner: Option<ConnectOptions>,
 }
 
 impl std::fmt::Debug for SeaOrmStore {
@@ -81,6 +90,13 @@ pub struct StoreOptions {
     /// After how long without a heartbeat another instance counts as dead
     /// (its pending turns as orphaned). Heartbeats come every 10 s.
     pub instance_stale_after: Duration,
+    /// PostgreSQL: the role every pooled connection runs as (`SET ROLE` at
+    /// connect), so that row-level security binds the store; migrations
+    /// run as the login user on a connection of their own. The default,
+    /// `chatcore_app`, is the role the migration creates; `None` runs as
+    /// the login user (as the tables' owner the policies do not bind it).
+    /// Ignored on SQLite.
+    pub database_role: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -92,9 +108,13 @@ impl Default for StoreOptions {
             vector_cache_bytes: 512 * 1024 * 1024,
             instance_name: None,
             instance_stale_after: Duration::from_secs(60),
+            database_role: Some(DEFAULT_DATABASE_ROLE.into()),
         }
     }
 }
+
+/// The role the `row_level_security` migration creates for the server.
+pub const DEFAULT_DATABASE_ROLE: &str = migration::m20261201_000005_row_level_security::APP_ROLE;
 
 /// Tables and indexes present in a database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +214,26 @@ fn delete_err(e: DbErr, what: &'static str) -> StoreError {
         _ if e.to_string().contains("FOREIGN KEY constraint failed") => StoreError::InUse(what),
         _ => db_err(e),
     }
+}
+
+/// Whether `s` can be written into SQL as a name without quoting issues.
+fn sql_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Applies pending migrations and installs pgvector's column on a
+/// connection of its own made with `opts` (the login user's).
+async fn migrate_as(opts: &ConnectOptions) -> StoreResult<()> {
+    let mut o = opts.clone();
+    o.max_connections(1).min_connections(0);
+    let odb = Database::connect(o).await.map_err(db_err)?;
+    let r = async {
+        Migrator::up(&odb, None).await.map_err(db_err)?;
+        search::install_vectors(&odb).await
+    }
+    .await;
+    let _ = odb.close().await;
+    r
 }
 
 fn parse_cursor(c: &str) -> StoreResult<Uuid> {
@@ -341,11 +381,18 @@ fn found<T>(m: Option<T>, what: &'static str) -> StoreResult<T> {
 impl SeaOrmStore {
     /// Connects to `url` (`sqlite:...` or `postgres://...`) without migrating.
     pub async fn connect(url: &str, opts: StoreOptions) -> StoreResult<Self> {
+        Self::start(url, opts, false).await
+    }
+
+    /// Connects and brings the schema up to date first (as the login user
+    /// when the pools run as [`StoreOptions::database_role`]).
+    async fn start(url: &str, opts: StoreOptions, migrate: bool) -> StoreResult<Self> {
         let url = &loopback_without_tls(url);
         let mut co = ConnectOptions::new(url.to_string());
         co.acquire_timeout(opts.acquire_timeout).sqlx_logging(false);
         let is_sqlite = url.starts_with("sqlite:");
         let in_memory = is_sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        let mut role = None;
         if is_sqlite {
             guard::restrict_sqlite_files(url)?;
             co.map_sqlx_sqlite_opts(move |o| {
@@ -372,10 +419,7 @@ impl SeaOrmStore {
         } else {
             co.max_connections(opts.max_connections.max(1));
             if let Some(schema) = &opts.schema {
-                if !schema
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
+                if !sql_name(schema) {
                     return Err(StoreError::InvalidInput(
                         "schema name must be alphanumeric".into(),
                     ));
@@ -390,8 +434,34 @@ impl SeaOrmStore {
                 // `public` stays on the path: extensions (pgvector) live there.
                 co.set_schema_search_path(format!("{schema},public"));
             }
+            if let Some(r) = opts.database_role.as_deref().filter(|r| !r.is_empty()) {
+                if !sql_name(r) {
+                    return Err(StoreError::InvalidInput(
+                        "database role name must be alphanumeric".into(),
+                    ));
+                }
+                role = Some(r.to_string());
+            }
         }
-        let db = Database::connect(co.clone()).await.map_err(db_err)?;
+        let owner = role.as_ref().map(|_| co.clone());
+        if migrate && let Some(o) = &owner {
+            migrate_as(o).await?;
+        }
+        if let Some(r) = role.clone() {
+            // A startup parameter: every connection the pool opens (and
+            // reopens) is the role from its first statement on.
+            co.map_sqlx_postgres_opts(move |o| o.options([("role", r.as_str())]));
+        }
+        let connected = |e: DbErr| match &role {
+            Some(r) if e.to_string().contains("role") => StoreError::InvalidInput(format!(
+                "cannot run as database role {r}: {e}. The migration creates the role when \
+                 the login user may create roles, and grants it to that user; otherwise grant it \
+                 (GRANT {r} TO <login user>), or run without row-level security \
+                 (database role set to none)"
+            )),
+            _ => db_err(e),
+        };
+        let db = Database::connect(co.clone()).await.map_err(connected)?;
         let backend = db.get_database_backend();
         let wdb = if is_sqlite && !in_memory {
             let mut wo = co;
@@ -409,23 +479,30 @@ impl SeaOrmStore {
                 .unwrap_or_else(|| format!("anonymous-{id}")),
             started_at: now(),
         };
+        let rls = role.is_some();
         let store = Self {
-            writer: writer::Writer::spawn(wdb.clone(), instance.clone()),
+            writer: writer::Writer::spawn(wdb.clone(), instance.clone(), rls),
             db,
             wdb,
             backend,
             vectors: std::sync::Arc::new(search::VectorState::new(opts.vector_cache_bytes)),
             instance,
             instance_stale_after: opts.instance_stale_after,
+            rls,
+            owner,
         };
-        store.prepare_vector_search(false).await?;
+        if migrate && !rls {
+            Migrator::up(&store.wdb, None).await.map_err(db_err)?;
+            search::install_vectors(&store.db).await?;
+        }
+        store.prepare_vector_search().await?;
         Ok(store)
     }
 
     /// Connects and applies pending migrations.
     pub async fn open(url: &str, opts: StoreOptions) -> StoreResult<Self> {
-        let s = Self::connect(url, opts).await?;
-        s.migrate().await?;
+        let s = Self::start(url, opts, true).await?;
+        s.register().await?;
         Ok(s)
     }
 
@@ -434,11 +511,22 @@ impl SeaOrmStore {
         Self::open("sqlite::memory:", StoreOptions::default()).await
     }
 
-    /// Applies pending migrations, then registers this instance (its
-    /// heartbeat goes on every 10 s while the store lives).
+    /// Applies pending migrations (as the login user), then registers this
+    /// instance (its heartbeat goes on every 10 s while the store lives).
     pub async fn migrate(&self) -> StoreResult<()> {
-        Migrator::up(&self.wdb, None).await.map_err(db_err)?;
-        self.prepare_vector_search(true).await?;
+        match &self.owner {
+            Some(o) => migrate_as(o).await?,
+            None => {
+                Migrator::up(&self.wdb, None).await.map_err(db_err)?;
+                search::install_vectors(&self.db).await?;
+            }
+        }
+        self.prepare_vector_search().await?;
+        self.register().await
+    }
+
+    /// Registers this instance; its heartbeat goes on while the store lives.
+    async fn register(&self) -> StoreResult<()> {
         self.writer.submit(writer::Op::Heartbeat).await?;
         self.writer.keep_alive();
         Ok(())
@@ -471,6 +559,9 @@ impl SeaOrmStore {
         let stale = now()
             - chrono::Duration::from_std(self.instance_stale_after)
                 .unwrap_or(chrono::Duration::seconds(60));
+        // Cross-tenant by nature: the turns of every tenant a dead instance
+        // left.
+        let db = self.scoped(Tenancy::All).await?;
         let rows = e::message::Entity::find()
             .from_raw_sql(sea_orm::Statement::from_sql_and_values(
                 self.backend,
@@ -481,7 +572,7 @@ impl SeaOrmStore {
                     stale.into(),
                 ],
             ))
-            .all(&self.db)
+            .all(&db)
             .await
             .map_err(db_err)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -491,7 +582,7 @@ impl SeaOrmStore {
                 .filter(e::message::Column::Role.eq(Role::User.as_str()))
                 .filter(e::message::Column::Id.lt(m.id))
                 .order_by_desc(e::message::Column::Id)
-                .one(&self.db)
+                .one(&db)
                 .await
                 .map_err(db_err)?
                 .map(|u| u.content);
@@ -500,6 +591,7 @@ impl SeaOrmStore {
                 prompt,
             });
         }
+        done(db).await?;
         Ok(out)
     }
 
@@ -508,10 +600,18 @@ impl SeaOrmStore {
         self.instance.id
     }
 
-    /// Reverts every migration (drops every table).
+    /// Reverts every migration (drops every table), as the login user.
     pub async fn migrate_down(&self) -> StoreResult<()> {
-        Migrator::down(&self.wdb, None).await.map_err(db_err)?;
-        self.prepare_vector_search(false).await
+        match &self.owner {
+            Some(o) => {
+                let odb = Database::connect(o.clone()).await.map_err(db_err)?;
+                let r = Migrator::down(&odb, None).await.map_err(db_err);
+                let _ = odb.close().await;
+                r?;
+            }
+            None => Migrator::down(&self.wdb, None).await.map_err(db_err)?,
+        }
+        self.prepare_vector_search().await
     }
 
     /// Names of the tables and indexes in the database (for diagnostics and
@@ -543,6 +643,23 @@ impl SeaOrmStore {
             tables: names(tables_sql).await?,
             indexes: names(indexes_sql).await?,
         })
+    }
+
+    /// PostgreSQL: the role the store's statements run as (`current_user`:
+    /// [`StoreOptions::database_role`] when set); `None` on SQLite.
+    pub async fn current_role(&self) -> StoreResult<Option<String>> {
+        if self.backend != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT current_user::text AS u",
+            ))
+            .await
+            .map_err(db_err)?;
+        Ok(row.and_then(|r| r.try_get::<String>("", "u").ok()))
     }
 
     /// Which database this is.
@@ -585,12 +702,16 @@ impl SeaOrmStore {
     /// BEGIN (IMMEDIATE): a deferred transaction that reads first and then
     /// writes fails with SQLITE_BUSY, without waiting, when another
     /// connection wrote in between.
-    async fn write_txn(&self) -> StoreResult<sea_orm::DatabaseTransaction> {
+    /// Its first statement sets `tenancy` when row-level security binds
+    /// the store.
+    async fn write_txn(&self, tenancy: Tenancy<'_>) -> StoreResult<sea_orm::DatabaseTransaction> {
         let opts = sea_orm::TransactionOptions {
             sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        self.wdb.begin_with_options(opts).await.map_err(db_err)
+        let txn = self.wdb.begin_with_options(opts).await.map_err(db_err)?;
+        self.set_tenancy_in(&txn, tenancy).await?;
+        Ok(txn)
     }
 
     /// Marks a document whose chunks were just written `ready` and commits.
@@ -888,7 +1009,7 @@ impl SeaOrmStore {
             return Err(StoreError::NotFound("fallback provider"));
         }
         Self::check_datasets(db, tenant, &new.dataset_ids).await?;
-        if new.is_public && Self::public_slug_taken(db, &new.slug, None).await? {
+        if new.is_public && Self::public_slug_taken(db, tenant, &new.slug, None).await? {
             return Err(StoreError::Conflict("public bot"));
         }
         let t = now();
@@ -972,7 +1093,7 @@ impl SeaOrmStore {
         // Publishing, or renaming a public bot: the slug must be free.
         if *a.is_public.as_ref()
             && (a.is_public.is_set() || a.slug.is_set())
-            && Self::public_slug_taken(db, a.slug.as_ref(), Some(id.0)).await?
+            && Self::public_slug_taken(db, tenant, a.slug.as_ref(), Some(id.0)).await?
         {
             return Err(StoreError::Conflict("public bot"));
         }
@@ -1143,43 +1264,65 @@ impl Store for SeaOrmStore {
     // ---- tenants ----
 
     async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant> {
-        Self::create_tenant_in(&self.wdb, new).await
+        // Cross-tenant by nature: operator.
+        let db = self.scoped_write(Tenancy::All).await?;
+        let out: StoreResult<Tenant> = async { Self::create_tenant_in(&db, new).await }.await;
+        scope::finish(db, out).await
     }
 
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
-        convert::tenant(found(
-            e::tenant::Entity::find_by_id(id.0)
-                .one(&self.db)
-                .await
-                .map_err(db_err)?,
-            "tenant",
-        )?)
+        let db = self.scoped(Tenancy::One(id)).await?;
+        let out: StoreResult<Tenant> = async {
+            convert::tenant(found(
+                e::tenant::Entity::find_by_id(id.0)
+                    .one(&db)
+                    .await
+                    .map_err(db_err)?,
+                "tenant",
+            )?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn get_tenant_by_slug(&self, slug: &str) -> StoreResult<Tenant> {
-        let m = e::tenant::Entity::find()
-            .filter(e::tenant::Column::Slug.eq(slug))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::tenant(found(m, "tenant")?)
+        // Cross-tenant by nature: operator, and public bots addressed as tenant/bot.
+        let db = self.scoped(Tenancy::All).await?;
+        let out: StoreResult<Tenant> = async {
+            let m = e::tenant::Entity::find()
+                .filter(e::tenant::Column::Slug.eq(slug))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::tenant(found(m, "tenant")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>> {
-        paginate(
-            &self.db,
-            e::tenant::Entity::find(),
-            e::tenant::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::tenant,
-        )
-        .await
+        // Cross-tenant by nature: operator.
+        let db = self.scoped(Tenancy::All).await?;
+        let out: StoreResult<Page<Tenant>> = async {
+            paginate(
+                &db,
+                e::tenant::Entity::find(),
+                e::tenant::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::tenant,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> StoreResult<Tenant> {
-        Self::update_tenant_in(&self.wdb, id, patch).await
+        let db = self.scoped_write(Tenancy::One(id)).await?;
+        let out: StoreResult<Tenant> = async { Self::update_tenant_in(&db, id, patch).await }.await;
+        scope::finish(db, out).await
     }
 
     // ---- catalog ----
@@ -1210,7 +1353,10 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         new: NewProviderConfig,
     ) -> StoreResult<ProviderConfig> {
-        Self::create_provider_config_in(&self.wdb, tenant, new).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<ProviderConfig> =
+            async { Self::create_provider_config_in(&db, tenant, new).await }.await;
+        scope::finish(db, out).await
     }
 
     async fn get_provider_config(
@@ -1218,12 +1364,17 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> StoreResult<ProviderConfig> {
-        let m = e::provider_config::Entity::find_by_id(id.0)
-            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::provider_config(found(m, "provider")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<ProviderConfig> = async {
+            let m = e::provider_config::Entity::find_by_id(id.0)
+                .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::provider_config(found(m, "provider")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_provider_configs(
@@ -1231,18 +1382,23 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<ProviderConfig>> {
-        let q = e::provider_config::Entity::find()
-            .filter(e::provider_config::Column::TenantId.eq(tenant.0));
-        paginate(
-            &self.db,
-            q,
-            e::provider_config::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::provider_config,
-        )
-        .await
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<ProviderConfig>> = async {
+            let q = e::provider_config::Entity::find()
+                .filter(e::provider_config::Column::TenantId.eq(tenant.0));
+            paginate(
+                &db,
+                q,
+                e::provider_config::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::provider_config,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn update_provider_config(
@@ -1251,7 +1407,10 @@ impl Store for SeaOrmStore {
         id: ProviderConfigId,
         patch: ProviderConfigPatch,
     ) -> StoreResult<ProviderConfig> {
-        Self::update_provider_config_in(&self.wdb, tenant, id, patch).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<ProviderConfig> =
+            async { Self::update_provider_config_in(&db, tenant, id, patch).await }.await;
+        scope::finish(db, out).await
     }
 
     async fn delete_provider_config(
@@ -1259,30 +1418,41 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> StoreResult<()> {
-        Self::delete_provider_config_in(&self.wdb, tenant, id).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> =
+            async { Self::delete_provider_config_in(&db, tenant, id).await }.await;
+        scope::finish(db, out).await
     }
 
     // ---- bots ----
 
     async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         let r = Self::create_bot_in(&txn, tenant, new).await?;
         txn.commit().await.map_err(db_err)?;
         Ok(r)
     }
 
     async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot> {
-        convert::bot(Self::find_bot(&self.db, tenant, id).await?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Bot> =
+            async { convert::bot(Self::find_bot(&db, tenant, id).await?) }.await;
+        scope::finish(db, out).await
     }
 
     async fn get_bot_by_slug(&self, tenant: TenantId, slug: &str) -> StoreResult<Bot> {
-        let m = e::bot::Entity::find()
-            .filter(e::bot::Column::TenantId.eq(tenant.0))
-            .filter(e::bot::Column::Slug.eq(slug))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::bot(found(m, "bot")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Bot> = async {
+            let m = e::bot::Entity::find()
+                .filter(e::bot::Column::TenantId.eq(tenant.0))
+                .filter(e::bot::Column::Slug.eq(slug))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::bot(found(m, "bot")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn find_public_bot(&self, id_or_slug: &str) -> StoreResult<Bot> {
@@ -1290,53 +1460,74 @@ impl Store for SeaOrmStore {
     }
 
     async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>> {
-        let q = e::bot::Entity::find().filter(e::bot::Column::TenantId.eq(tenant.0));
-        paginate(
-            &self.db,
-            q,
-            e::bot::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::bot,
-        )
-        .await
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<Bot>> = async {
+            let q = e::bot::Entity::find().filter(e::bot::Column::TenantId.eq(tenant.0));
+            paginate(
+                &db,
+                q,
+                e::bot::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::bot,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         let r = Self::update_bot_in(&txn, tenant, id, patch).await?;
         txn.commit().await.map_err(db_err)?;
         Ok(r)
     }
 
     async fn delete_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<()> {
-        Self::delete_bot_in(&self.wdb, tenant, id).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> = async { Self::delete_bot_in(&db, tenant, id).await }.await;
+        scope::finish(db, out).await
     }
 
     // ---- API keys ----
 
     async fn create_api_key(&self, tenant: TenantId, new: NewApiKey) -> StoreResult<ApiKey> {
-        Self::create_api_key_in(&self.wdb, tenant, new).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<ApiKey> =
+            async { Self::create_api_key_in(&db, tenant, new).await }.await;
+        scope::finish(db, out).await
     }
 
     async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>> {
-        e::api_key::Entity::find()
-            .filter(e::api_key::Column::Prefix.eq(prefix))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(convert::api_key)
-            .transpose()
+        // Cross-tenant by nature: the tenant is not known before the key is.
+        let db = self.scoped(Tenancy::All).await?;
+        let out: StoreResult<Option<ApiKey>> = async {
+            e::api_key::Entity::find()
+                .filter(e::api_key::Column::Prefix.eq(prefix))
+                .one(&db)
+                .await
+                .map_err(db_err)?
+                .map(convert::api_key)
+                .transpose()
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
-        let m = e::api_key::Entity::find_by_id(id.0)
-            .filter(e::api_key::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::api_key(found(m, "api key")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<ApiKey> = async {
+            let m = e::api_key::Entity::find_by_id(id.0)
+                .filter(e::api_key::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::api_key(found(m, "api key")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_api_keys(
@@ -1344,21 +1535,29 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<ApiKey>> {
-        let q = e::api_key::Entity::find().filter(e::api_key::Column::TenantId.eq(tenant.0));
-        paginate(
-            &self.db,
-            q,
-            e::api_key::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::api_key,
-        )
-        .await
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<ApiKey>> = async {
+            let q = e::api_key::Entity::find().filter(e::api_key::Column::TenantId.eq(tenant.0));
+            paginate(
+                &db,
+                q,
+                e::api_key::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::api_key,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
-        Self::revoke_api_key_in(&self.wdb, tenant, id).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<ApiKey> =
+            async { Self::revoke_api_key_in(&db, tenant, id).await }.await;
+        scope::finish(db, out).await
     }
 
     async fn touch_api_key(
@@ -1367,17 +1566,22 @@ impl Store for SeaOrmStore {
         id: ApiKeyId,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let r = e::api_key::Entity::update_many()
-            .col_expr(e::api_key::Column::LastUsedAt, Expr::value(at))
-            .filter(e::api_key::Column::Id.eq(id.0))
-            .filter(e::api_key::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(db_err)?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("api key"));
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> = async {
+            let r = e::api_key::Entity::update_many()
+                .col_expr(e::api_key::Column::LastUsedAt, Expr::value(at))
+                .filter(e::api_key::Column::Id.eq(id.0))
+                .filter(e::api_key::Column::TenantId.eq(tenant.0))
+                .exec(&db)
+                .await
+                .map_err(db_err)?;
+            if r.rows_affected == 0 {
+                return Err(StoreError::NotFound("api key"));
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        scope::finish(db, out).await
     }
 
     // ---- conversations and messages ----
@@ -1387,7 +1591,7 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         new: NewConversation,
     ) -> StoreResult<Conversation> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         Self::find_bot(&txn, tenant, new.bot_id).await?;
         let t = now();
         let m = e::conversation::ActiveModel {
@@ -1412,12 +1616,17 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         id: ConversationId,
     ) -> StoreResult<Conversation> {
-        let m = e::conversation::Entity::find_by_id(id.0)
-            .filter(e::conversation::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::conversation(found(m, "conversation")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Conversation> = async {
+            let m = e::conversation::Entity::find_by_id(id.0)
+                .filter(e::conversation::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::conversation(found(m, "conversation")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_conversations(
@@ -1426,38 +1635,46 @@ impl Store for SeaOrmStore {
         filter: ConversationFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Conversation>> {
-        use e::conversation::Column as C;
-        let mut q = e::conversation::Entity::find().filter(C::TenantId.eq(tenant.0));
-        if let Some(b) = filter.bot_id {
-            q = q.filter(C::BotId.eq(b.0));
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<Conversation>> = async {
+            use e::conversation::Column as C;
+            let mut q = e::conversation::Entity::find().filter(C::TenantId.eq(tenant.0));
+            if let Some(b) = filter.bot_id {
+                q = q.filter(C::BotId.eq(b.0));
+            }
+            if let Some(u) = filter.end_user_id {
+                q = q.filter(C::EndUserId.eq(u));
+            }
+            if let Some(s) = filter.since {
+                q = q.filter(C::CreatedAt.gte(s));
+            }
+            if let Some(u) = filter.until {
+                q = q.filter(C::CreatedAt.lt(u));
+            }
+            paginate(
+                &db,
+                q,
+                C::Id,
+                &page,
+                Order::Desc,
+                |m| m.id,
+                convert::conversation,
+            )
+            .await
         }
-        if let Some(u) = filter.end_user_id {
-            q = q.filter(C::EndUserId.eq(u));
-        }
-        if let Some(s) = filter.since {
-            q = q.filter(C::CreatedAt.gte(s));
-        }
-        if let Some(u) = filter.until {
-            q = q.filter(C::CreatedAt.lt(u));
-        }
-        paginate(
-            &self.db,
-            q,
-            C::Id,
-            &page,
-            Order::Desc,
-            |m| m.id,
-            convert::conversation,
-        )
-        .await
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()> {
-        Self::delete_conversation_in(&self.wdb, tenant, id).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> =
+            async { Self::delete_conversation_in(&db, tenant, id).await }.await;
+        scope::finish(db, out).await
     }
 
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         let conv = e::conversation::Entity::find_by_id(new.conversation_id.0)
             .filter(e::conversation::Column::TenantId.eq(tenant.0))
             .one(&txn)
@@ -1567,12 +1784,17 @@ impl Store for SeaOrmStore {
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
-        let m = e::message::Entity::find_by_id(id.0)
-            .filter(e::message::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::message(found(m, "message")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Message> = async {
+            let m = e::message::Entity::find_by_id(id.0)
+                .filter(e::message::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::message(found(m, "message")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn recent_messages(
@@ -1581,16 +1803,21 @@ impl Store for SeaOrmStore {
         conversation: ConversationId,
         limit: u64,
     ) -> StoreResult<Vec<Message>> {
-        let mut rows = e::message::Entity::find()
-            .filter(e::message::Column::TenantId.eq(tenant.0))
-            .filter(e::message::Column::ConversationId.eq(conversation.0))
-            .order_by_desc(e::message::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?;
-        rows.reverse();
-        rows.into_iter().map(convert::message).collect()
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Vec<Message>> = async {
+            let mut rows = e::message::Entity::find()
+                .filter(e::message::Column::TenantId.eq(tenant.0))
+                .filter(e::message::Column::ConversationId.eq(conversation.0))
+                .order_by_desc(e::message::Column::Id)
+                .limit(limit)
+                .all(&db)
+                .await
+                .map_err(db_err)?;
+            rows.reverse();
+            rows.into_iter().map(convert::message).collect()
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_messages(
@@ -1599,25 +1826,30 @@ impl Store for SeaOrmStore {
         conversation: ConversationId,
         page: PageRequest,
     ) -> StoreResult<Page<Message>> {
-        let q = e::message::Entity::find()
-            .filter(e::message::Column::TenantId.eq(tenant.0))
-            .filter(e::message::Column::ConversationId.eq(conversation.0));
-        paginate(
-            &self.db,
-            q,
-            e::message::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::message,
-        )
-        .await
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<Message>> = async {
+            let q = e::message::Entity::find()
+                .filter(e::message::Column::TenantId.eq(tenant.0))
+                .filter(e::message::Column::ConversationId.eq(conversation.0));
+            paginate(
+                &db,
+                q,
+                e::message::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::message,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     // ---- datasets, documents, chunks ----
 
     async fn create_dataset(&self, tenant: TenantId, new: NewDataset) -> StoreResult<Dataset> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
             return Err(StoreError::NotFound("provider"));
         }
@@ -1638,12 +1870,17 @@ impl Store for SeaOrmStore {
     }
 
     async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<Dataset> {
-        let m = e::dataset::Entity::find_by_id(id.0)
-            .filter(e::dataset::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::dataset(found(m, "dataset")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Dataset> = async {
+            let m = e::dataset::Entity::find_by_id(id.0)
+                .filter(e::dataset::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::dataset(found(m, "dataset")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_datasets(
@@ -1651,21 +1888,26 @@ impl Store for SeaOrmStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<Dataset>> {
-        let q = e::dataset::Entity::find().filter(e::dataset::Column::TenantId.eq(tenant.0));
-        paginate(
-            &self.db,
-            q,
-            e::dataset::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::dataset,
-        )
-        .await
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<Dataset>> = async {
+            let q = e::dataset::Entity::find().filter(e::dataset::Column::TenantId.eq(tenant.0));
+            paginate(
+                &db,
+                q,
+                e::dataset::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::dataset,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<()> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         let r = e::dataset::Entity::delete_many()
             .filter(e::dataset::Column::Id.eq(id.0))
             .filter(e::dataset::Column::TenantId.eq(tenant.0))
@@ -1700,12 +1942,17 @@ impl Store for SeaOrmStore {
     }
 
     async fn get_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Document> {
-        let m = e::document::Entity::find_by_id(id.0)
-            .filter(e::document::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::document(found(m, "document")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Document> = async {
+            let m = e::document::Entity::find_by_id(id.0)
+                .filter(e::document::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::document(found(m, "document")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_documents(
@@ -1714,19 +1961,24 @@ impl Store for SeaOrmStore {
         dataset: DatasetId,
         page: PageRequest,
     ) -> StoreResult<Page<Document>> {
-        let q = e::document::Entity::find()
-            .filter(e::document::Column::TenantId.eq(tenant.0))
-            .filter(e::document::Column::DatasetId.eq(dataset.0));
-        paginate(
-            &self.db,
-            q,
-            e::document::Column::Id,
-            &page,
-            Order::Asc,
-            |m| m.id,
-            convert::document,
-        )
-        .await
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<Document>> = async {
+            let q = e::document::Entity::find()
+                .filter(e::document::Column::TenantId.eq(tenant.0))
+                .filter(e::document::Column::DatasetId.eq(dataset.0));
+            paginate(
+                &db,
+                q,
+                e::document::Column::Id,
+                &page,
+                Order::Asc,
+                |m| m.id,
+                convert::document,
+            )
+            .await
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn documents_in_status(
@@ -1734,16 +1986,22 @@ impl Store for SeaOrmStore {
         status: DocumentStatus,
         limit: u64,
     ) -> StoreResult<Vec<Document>> {
-        e::document::Entity::find()
-            .filter(e::document::Column::Status.eq(status.as_str()))
-            .order_by_asc(e::document::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(convert::document)
-            .collect()
+        // Cross-tenant by nature: the indexing queue of every tenant.
+        let db = self.scoped(Tenancy::All).await?;
+        let out: StoreResult<Vec<Document>> = async {
+            e::document::Entity::find()
+                .filter(e::document::Column::Status.eq(status.as_str()))
+                .order_by_asc(e::document::Column::Id)
+                .limit(limit)
+                .all(&db)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(convert::document)
+                .collect()
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn set_document_status(
@@ -1753,32 +2011,42 @@ impl Store for SeaOrmStore {
         status: DocumentStatus,
         error: Option<String>,
     ) -> StoreResult<()> {
-        let r = e::document::Entity::update_many()
-            .col_expr(e::document::Column::Status, Expr::value(status.as_str()))
-            .col_expr(e::document::Column::Error, Expr::value(error))
-            .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
-            .filter(e::document::Column::Id.eq(id.0))
-            .filter(e::document::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(db_err)?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("document"));
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> = async {
+            let r = e::document::Entity::update_many()
+                .col_expr(e::document::Column::Status, Expr::value(status.as_str()))
+                .col_expr(e::document::Column::Error, Expr::value(error))
+                .col_expr(e::document::Column::UpdatedAt, Expr::value(now()))
+                .filter(e::document::Column::Id.eq(id.0))
+                .filter(e::document::Column::TenantId.eq(tenant.0))
+                .exec(&db)
+                .await
+                .map_err(db_err)?;
+            if r.rows_affected == 0 {
+                return Err(StoreError::NotFound("document"));
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<()> {
-        let r = e::document::Entity::delete_many()
-            .filter(e::document::Column::Id.eq(id.0))
-            .filter(e::document::Column::TenantId.eq(tenant.0))
-            .exec(&self.wdb)
-            .await
-            .map_err(db_err)?;
-        if r.rows_affected == 0 {
-            return Err(StoreError::NotFound("document"));
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> = async {
+            let r = e::document::Entity::delete_many()
+                .filter(e::document::Column::Id.eq(id.0))
+                .filter(e::document::Column::TenantId.eq(tenant.0))
+                .exec(&db)
+                .await
+                .map_err(db_err)?;
+            if r.rows_affected == 0 {
+                return Err(StoreError::NotFound("document"));
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn replace_document(
@@ -1796,7 +2064,7 @@ impl Store for SeaOrmStore {
         document: DocumentId,
         chunks: Vec<NewChunk>,
     ) -> StoreResult<()> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         let doc = e::document::Entity::find_by_id(document.0)
             .filter(e::document::Column::TenantId.eq(tenant.0))
             .one(&txn)
@@ -1838,25 +2106,35 @@ impl Store for SeaOrmStore {
     }
 
     async fn list_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<Vec<Chunk>> {
-        e::chunk::Entity::find()
-            .filter(e::chunk::Column::TenantId.eq(tenant.0))
-            .filter(e::chunk::Column::DocumentId.eq(document.0))
-            .order_by_asc(e::chunk::Column::Ordinal)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(convert::chunk)
-            .collect()
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Vec<Chunk>> = async {
+            e::chunk::Entity::find()
+                .filter(e::chunk::Column::TenantId.eq(tenant.0))
+                .filter(e::chunk::Column::DocumentId.eq(document.0))
+                .order_by_asc(e::chunk::Column::Ordinal)
+                .all(&db)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(convert::chunk)
+                .collect()
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn count_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<u64> {
-        e::chunk::Entity::find()
-            .filter(e::chunk::Column::TenantId.eq(tenant.0))
-            .filter(e::chunk::Column::DocumentId.eq(document.0))
-            .count(&self.db)
-            .await
-            .map_err(db_err)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<u64> = async {
+            e::chunk::Entity::find()
+                .filter(e::chunk::Column::TenantId.eq(tenant.0))
+                .filter(e::chunk::Column::DocumentId.eq(document.0))
+                .count(&db)
+                .await
+                .map_err(db_err)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn search_chunks_by_vector(
@@ -1892,36 +2170,48 @@ impl Store for SeaOrmStore {
     // ---- scopes ----
 
     async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope> {
-        let txn = self.write_txn().await?;
+        let txn = self.write_txn(Tenancy::One(tenant)).await?;
         let r = Self::create_scope_in(&txn, tenant, new).await?;
         txn.commit().await.map_err(db_err)?;
         Ok(r)
     }
 
     async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope> {
-        let m = e::scope::Entity::find_by_id(id.0)
-            .filter(e::scope::Column::TenantId.eq(tenant.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?;
-        convert::scope(found(m, "scope")?)
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Scope> = async {
+            let m = e::scope::Entity::find_by_id(id.0)
+                .filter(e::scope::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::scope(found(m, "scope")?)
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>> {
-        e::scope::Entity::find()
-            .filter(e::scope::Column::TenantId.eq(tenant.0))
-            .filter(e::scope::Column::BotId.eq(bot.0))
-            .order_by_asc(e::scope::Column::Id)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(convert::scope)
-            .collect()
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Vec<Scope>> = async {
+            e::scope::Entity::find()
+                .filter(e::scope::Column::TenantId.eq(tenant.0))
+                .filter(e::scope::Column::BotId.eq(bot.0))
+                .order_by_asc(e::scope::Column::Id)
+                .all(&db)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(convert::scope)
+                .collect()
+        }
+        .await;
+        scope::finish(db, out).await
     }
 
     async fn delete_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<()> {
-        Self::delete_scope_in(&self.wdb, tenant, id).await
+        let db = self.scoped_write(Tenancy::One(tenant)).await?;
+        let out: StoreResult<()> = async { Self::delete_scope_in(&db, tenant, id).await }.await;
+        scope::finish(db, out).await
     }
 
     // ---- audit ----
@@ -1943,39 +2233,39 @@ impl Store for SeaOrmStore {
         filter: AuditFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AuditRecord>> {
-        use e::audit_log::Column as C;
-        let mut q = e::audit_log::Entity::find().filter(C::TenantId.eq(tenant.0));
-        if let Some(a) = filter.action {
-            q = q.filter(C::Action.eq(a));
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Page<AuditRecord>> = async {
+            use e::audit_log::Column as C;
+            let mut q = e::audit_log::Entity::find().filter(C::TenantId.eq(tenant.0));
+            if let Some(a) = filter.action {
+                q = q.filter(C::Action.eq(a));
+            }
+            if let Some(k) = filter.actor_kind {
+                q = q.filter(C::ActorKind.eq(k.as_str()));
+            }
+            if let Some(i) = filter.actor_id {
+                q = q.filter(C::ActorId.eq(i));
+            }
+            if let Some(s) = filter.since {
+                q = q.filter(C::CreatedAt.gte(s));
+            }
+            if let Some(u) = filter.until {
+                q = q.filter(C::CreatedAt.lt(u));
+            }
+            paginate(&db, q, C::Id, &page, Order::Desc, |m| m.id, convert::audit).await
         }
-        if let Some(k) = filter.actor_kind {
-            q = q.filter(C::ActorKind.eq(k.as_str()));
-        }
-        if let Some(i) = filter.actor_id {
-            q = q.filter(C::ActorId.eq(i));
-        }
-        if let Some(s) = filter.since {
-            q = q.filter(C::CreatedAt.gte(s));
-        }
-        if let Some(u) = filter.until {
-            q = q.filter(C::CreatedAt.lt(u));
-        }
-        paginate(
-            &self.db,
-            q,
-            C::Id,
-            &page,
-            Order::Desc,
-            |m| m.id,
-            convert::audit,
-        )
-        .await
+        .await;
+        scope::finish(db, out).await
     }
 
     // ---- management writes and usage ----
 
     async fn apply(&self, change: Change, mut audit: AuditRecord) -> StoreResult<Changed> {
-        let txn = self.write_txn().await?;
+        // A tenant's change sees that tenant's rows; creating a tenant is the
+        // operator's, and there is no tenant yet.
+        let txn = self
+            .write_txn(change.tenant().map_or(Tenancy::All, Tenancy::One))
+            .await?;
         audit.tenant_id = change.tenant();
         let (changed, resource) = match change {
             Change::CreateTenant(new, key) => {
@@ -2054,51 +2344,57 @@ impl Store for SeaOrmStore {
         days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>> {
-        use e::usage_daily::Column as U;
-        use sea_orm::sea_query::{Alias, Func};
-        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
-        let sum =
-            |c: U| -> Expr { Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into() };
-        let grp = match group_by {
-            UsageGroup::Bot => U::BotId,
-            UsageGroup::ApiKey => U::ApiKeyId,
-            UsageGroup::Day => U::Day,
-        };
-        // A range scan of the primary key (tenant_id, day, ...): a few rows
-        // per bot, key and day, however many messages they count.
-        let q = e::usage_daily::Entity::find()
-            .select_only()
-            .column_as(grp, "grp")
-            .expr_as(sum(U::Requests), "requests")
-            .expr_as(sum(U::PromptTokens), "prompt_tokens")
-            .expr_as(sum(U::CompletionTokens), "completion_tokens")
-            .expr_as(sum(U::TotalTokens), "total_tokens")
-            .filter(U::TenantId.eq(tenant.0))
-            .filter(U::Day.gte(days.start))
-            .filter(U::Day.lt(days.end))
-            .group_by(grp)
-            .order_by(grp, Order::Asc);
-        let rows: Vec<UsageRow> = match group_by {
-            UsageGroup::Day => q
-                .into_model::<UsageByDay>()
-                .all(&self.db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(|r| r.agg.row(Some(r.grp.format("%Y-%m-%d").to_string())))
-                .collect(),
-            _ => q
-                .into_model::<UsageByUuid>()
-                .all(&self.db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                // The nil UUID stands for "no API key" (public chat).
-                .map(|r| r.agg.row((!r.grp.is_nil()).then(|| r.grp.to_string())))
-                .collect(),
-        };
-        // Groups whose turns were all re-counted to nothing are left out.
-        Ok(rows.into_iter().filter(|r| r.requests > 0).collect())
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Vec<UsageRow>> = async {
+            use e::usage_daily::Column as U;
+            use sea_orm::sea_query::{Alias, Func};
+            // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
+            let sum = |c: U| -> Expr {
+                Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into()
+            };
+            let grp = match group_by {
+                UsageGroup::Bot => U::BotId,
+                UsageGroup::ApiKey => U::ApiKeyId,
+                UsageGroup::Day => U::Day,
+            };
+            // A range scan of the primary key (tenant_id, day, ...): a few rows
+            // per bot, key and day, however many messages they count.
+            let q = e::usage_daily::Entity::find()
+                .select_only()
+                .column_as(grp, "grp")
+                .expr_as(sum(U::Requests), "requests")
+                .expr_as(sum(U::PromptTokens), "prompt_tokens")
+                .expr_as(sum(U::CompletionTokens), "completion_tokens")
+                .expr_as(sum(U::TotalTokens), "total_tokens")
+                .filter(U::TenantId.eq(tenant.0))
+                .filter(U::Day.gte(days.start))
+                .filter(U::Day.lt(days.end))
+                .group_by(grp)
+                .order_by(grp, Order::Asc);
+            let rows: Vec<UsageRow> = match group_by {
+                UsageGroup::Day => q
+                    .into_model::<UsageByDay>()
+                    .all(&db)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|r| r.agg.row(Some(r.grp.format("%Y-%m-%d").to_string())))
+                    .collect(),
+                _ => q
+                    .into_model::<UsageByUuid>()
+                    .all(&db)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    // The nil UUID stands for "no API key" (public chat).
+                    .map(|r| r.agg.row((!r.grp.is_nil()).then(|| r.grp.to_string())))
+                    .collect(),
+            };
+            // Groups whose turns were all re-counted to nothing are left out.
+            Ok(rows.into_iter().filter(|r| r.requests > 0).collect())
+        }
+        .await;
+        scope::finish(db, out).await
     }
 }
 

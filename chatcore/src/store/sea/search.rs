@@ -18,9 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
+};
 use uuid::Uuid;
 
+use super::scope::{Tenancy, done};
 use super::{SeaOrmStore, db_err};
 use crate::domain::{ChunkId, DatasetId, DocumentId, TenantId};
 use crate::rag::{top_k_unit_rows, unit_vector};
@@ -303,30 +306,80 @@ pub(super) async fn insert_chunks_with_vectors(
     Ok(())
 }
 
+/// PostgreSQL, as the tables' owner: installs pgvector's column and indexes
+/// if the extension is available and they are missing (the server may have
+/// gained the extension after the schema was created), and fills
+/// `embedding_v` for chunks written before.
+pub(super) async fn install_vectors(db: &DatabaseConnection) -> StoreResult<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let txn = db.begin().await.map_err(db_err)?;
+    let has = migration::m20260126_000003_rag_search::install_pgvector(&txn)
+        .await
+        .map_err(db_err)?;
+    txn.commit().await.map_err(db_err)?;
+    if has {
+        backfill_vector_column(db).await?;
+    }
+    Ok(())
+}
+
+/// Copies `embedding` into `embedding_v` where it is missing.
+async fn backfill_vector_column(db: &DatabaseConnection) -> StoreResult<()> {
+    let mut after = Uuid::nil();
+    loop {
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT id, embedding FROM chunks WHERE embedding_v IS NULL \
+                 AND embedding IS NOT NULL AND id > $1 ORDER BY id LIMIT 500",
+                [after.into()],
+            ))
+            .await
+            .map_err(db_err)?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = uuid_of(last, "id")?;
+        let txn = db.begin().await.map_err(db_err)?;
+        for r in &rows {
+            let id = uuid_of(r, "id")?;
+            let bytes: Vec<u8> = r
+                .try_get("", "embedding")
+                .map_err(|e| StoreError::Internal(format!("reading embedding: {e}")))?;
+            let Some(text) = super::convert::embedding_from_bytes(&bytes)
+                .ok()
+                .and_then(|v| pgvector_text(&v))
+            else {
+                continue;
+            };
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE chunks SET embedding_v = $1::vector WHERE id = $2",
+                [text.into(), id.into()],
+            ))
+            .await
+            .map_err(db_err)?;
+        }
+        txn.commit().await.map_err(db_err)?;
+    }
+}
+
 impl SeaOrmStore {
     pub(super) fn pgvector_enabled(&self) -> bool {
         self.vectors.pgvector.load(AtomicOrdering::Relaxed)
     }
 
-    /// PostgreSQL: installs pgvector's column and indexes if the extension is
-    /// available and they are missing (the server may have gained the
-    /// extension after the schema was created), fills `embedding_v` for
-    /// chunks written before, and notes what the searches can use.
-    pub(super) async fn prepare_vector_search(&self, install: bool) -> StoreResult<()> {
+    /// PostgreSQL: notes whether pgvector's column is there (see
+    /// [`install_vectors`]) and what the searches can use.
+    pub(super) async fn prepare_vector_search(&self) -> StoreResult<()> {
         if self.backend != DbBackend::Postgres {
             return Ok(());
         }
-        let txn = self.db.begin().await.map_err(db_err)?;
-        let has = if install {
-            migration::m20260126_000003_rag_search::install_pgvector(&txn)
-                .await
-                .map_err(db_err)?
-        } else {
-            migration::m20260126_000003_rag_search::has_vector_column(&txn)
-                .await
-                .map_err(db_err)?
-        };
-        txn.commit().await.map_err(db_err)?;
+        let has = migration::m20260126_000003_rag_search::has_vector_column(&self.db)
+            .await
+            .map_err(db_err)?;
         self.vectors.pgvector.store(has, AtomicOrdering::Relaxed);
         if !has {
             return Ok(());
@@ -346,52 +399,7 @@ impl SeaOrmStore {
         self.vectors
             .iterative_scan
             .store((major, minor) >= (0, 8), AtomicOrdering::Relaxed);
-        if install {
-            self.backfill_vector_column().await?;
-        }
         Ok(())
-    }
-
-    /// Copies `embedding` into `embedding_v` where it is missing.
-    async fn backfill_vector_column(&self) -> StoreResult<()> {
-        let mut after = Uuid::nil();
-        loop {
-            let rows = self
-                .db
-                .query_all_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT id, embedding FROM chunks WHERE embedding_v IS NULL \
-                     AND embedding IS NOT NULL AND id > $1 ORDER BY id LIMIT 500",
-                    [after.into()],
-                ))
-                .await
-                .map_err(db_err)?;
-            let Some(last) = rows.last() else {
-                return Ok(());
-            };
-            after = uuid_of(last, "id")?;
-            let txn = self.db.begin().await.map_err(db_err)?;
-            for r in &rows {
-                let id = uuid_of(r, "id")?;
-                let bytes: Vec<u8> = r
-                    .try_get("", "embedding")
-                    .map_err(|e| StoreError::Internal(format!("reading embedding: {e}")))?;
-                let Some(text) = super::convert::embedding_from_bytes(&bytes)
-                    .ok()
-                    .and_then(|v| pgvector_text(&v))
-                else {
-                    continue;
-                };
-                txn.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "UPDATE chunks SET embedding_v = $1::vector WHERE id = $2",
-                    [text.into(), id.into()],
-                ))
-                .await
-                .map_err(db_err)?;
-            }
-            txn.commit().await.map_err(db_err)?;
-        }
     }
 
     /// Vector search (see [`crate::store::Store::search_chunks_by_vector`]).
@@ -426,6 +434,7 @@ impl SeaOrmStore {
         let dims = unit.len();
         let q = pgvector_text(unit).expect("a unit vector is finite");
         let txn = self.db.begin().await.map_err(db_err)?;
+        self.set_tenancy_in(&txn, Tenancy::One(tenant)).await?;
         // The index returns `ef_search` candidates before the filters; ask for
         // enough, and (0.8+) let it keep scanning until the filters are met.
         let ef = (search.limit * 2).clamp(40, 1000);
@@ -486,12 +495,13 @@ impl SeaOrmStore {
         .bind(tenant.0)
         .push(" AND dataset_id = ")
         .bind(dataset.0);
-        let row = self
-            .db
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let row = db
             .query_one_raw(sql.statement())
             .await
             .map_err(db_err)?
             .ok_or_else(|| StoreError::Internal("stamp query returned no row".into()))?;
+        done(db).await?;
         let documents: i64 = row
             .try_get("", "n")
             .map_err(|e| StoreError::Internal(format!("reading stamp: {e}")))?;
@@ -527,7 +537,15 @@ impl SeaOrmStore {
         use futures::TryStreamExt;
         use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
         let e = &super::entities::chunk::Column::Embedding;
-        let mut rows = super::entities::chunk::Entity::find()
+        // Streamed: a transaction when the tenancy must be set, else the pool.
+        let txn = if self.rls() {
+            let t = self.db.begin().await.map_err(db_err)?;
+            super::scope::set_tenancy(&t, Tenancy::One(tenant)).await?;
+            Some(t)
+        } else {
+            None
+        };
+        let query = super::entities::chunk::Entity::find()
             .select_only()
             .column(super::entities::chunk::Column::Id)
             .column(super::entities::chunk::Column::DocumentId)
@@ -535,10 +553,18 @@ impl SeaOrmStore {
             .filter(super::entities::chunk::Column::TenantId.eq(tenant.0))
             .filter(super::entities::chunk::Column::DatasetId.eq(dataset.0))
             .filter(e.is_not_null())
-            .into_tuple::<(Uuid, Uuid, Vec<u8>)>()
-            .stream(&self.db)
-            .await
-            .map_err(db_err)?;
+            .into_tuple::<(Uuid, Uuid, Vec<u8>)>();
+        type Rows<'a> = std::pin::Pin<
+            Box<
+                dyn futures::Stream<Item = Result<(Uuid, Uuid, Vec<u8>), sea_orm::DbErr>>
+                    + Send
+                    + 'a,
+            >,
+        >;
+        let mut rows: Rows<'_> = match &txn {
+            Some(t) => Box::pin(query.stream(t).await.map_err(db_err)?),
+            None => Box::pin(query.stream(&self.db).await.map_err(db_err)?),
+        };
         let mut set = VectorSet {
             stamp,
             chunks: Vec::new(),
@@ -554,6 +580,10 @@ impl SeaOrmStore {
             set.chunks.push(ChunkId(id));
             set.documents.push(DocumentId(doc));
             set.data.extend_from_slice(&u);
+        }
+        drop(rows);
+        if let Some(t) = txn {
+            t.commit().await.map_err(db_err)?;
         }
         Ok(set)
     }
@@ -650,12 +680,10 @@ impl SeaOrmStore {
                 }
                 sql.push(&format!(" ORDER BY rank LIMIT {}", search.limit));
             }
-            for r in self
-                .db
-                .query_all_raw(sql.statement())
-                .await
-                .map_err(db_err)?
-            {
+            let db = self.scoped(Tenancy::One(tenant)).await?;
+            let rows = db.query_all_raw(sql.statement()).await.map_err(db_err)?;
+            done(db).await?;
+            for r in rows {
                 let score: f64 = r
                     .try_get("", "score")
                     .map_err(|e| StoreError::Internal(format!("reading score: {e}")))?;
@@ -686,12 +714,10 @@ impl SeaOrmStore {
                 .bind(tenant.0)
                 .push(" AND c.id IN ")
                 .bind_list(batch.iter().map(|c| c.0));
-            for r in self
-                .db
-                .query_all_raw(sql.statement())
-                .await
-                .map_err(db_err)?
-            {
+            let db = self.scoped(Tenancy::One(tenant)).await?;
+            let rows = db.query_all_raw(sql.statement()).await.map_err(db_err)?;
+            done(db).await?;
+            for r in rows {
                 let chunk_id = uuid_of(&r, "chunk_id")?;
                 let text: String = r
                     .try_get("", "text")

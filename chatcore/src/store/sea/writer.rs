@@ -30,6 +30,18 @@
 //! returns (the user's message before the provider is called, the outcome
 //! before the reply).
 //!
+//! Row-level security (PostgreSQL run as `chatcore_app`, see `scope`): a
+//! batch holds the jobs of many tenants, so its transaction opens with one
+//! setting that names every tenant with a job in it
+//! ([`Tenancy::Many`]), and the multi-row statements stay as they are; the
+//! policies then keep the batch off the rows of every other tenant, and
+//! the per-job checks below keep each job to its own tenant's rows. The
+//! alternative, one group of statements per tenant each preceded by its
+//! own setting, would turn a batch of N tenants' turns into N times the
+//! statements and undo what batching buys; a cross-tenant setting for the
+//! writer would leave its statements unguarded. The cost is one statement
+//! per batch.
+//!
 //! A batch that fails is retried once (a dropped connection gets a fresh
 //! one), then split in halves, each tried the same way, so that one bad row
 //! fails only its own caller. Checks that concern one caller (a conversation
@@ -49,6 +61,7 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::scope::{Tenancy, set_tenancy};
 use super::{USAGE_SLOTS, UsageDelta, audit_row, convert, db_err, e};
 use crate::domain::*;
 use crate::store::{MessageCompletion, NewTurn, StoreError, StoreResult, TurnConversation};
@@ -118,13 +131,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `db` (the store's write connection).
-    pub fn spawn(db: DatabaseConnection, instance: InstanceInfo) -> Self {
+    /// Starts the writer task on `db` (the store's write connection);
+    /// `rls`: row-level security binds `db` (see `scope`).
+    pub fn spawn(db: DatabaseConnection, instance: InstanceInfo, rls: bool) -> Self {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
         let task = Task {
             backend: db.get_database_backend(),
             db,
             instance,
+            rls,
         };
         tokio::spawn(task.run(rx));
         Self { tx }
@@ -172,6 +187,7 @@ struct Task {
     db: DatabaseConnection,
     backend: DbBackend,
     instance: InstanceInfo,
+    rls: bool,
 }
 
 impl Task {
@@ -232,6 +248,11 @@ impl Task {
             })
             .await
             .map_err(db_err)?;
+        if self.rls {
+            // One setting for the whole batch: the rows of the tenants that
+            // have a job in it (each job's own tenant is checked below).
+            set_tenancy(&txn, Tenancy::Many(&batch_tenants(ops))).await?;
+        }
         self.write_begins(&txn, ops, &mut out).await?;
         let usage = self.write_outcomes(&txn, ops, &mut out).await?;
         self.write_usage(&txn, usage).await?;
@@ -693,6 +714,23 @@ where
             .map_err(db_err)?;
     }
     Ok(())
+}
+
+/// The tenants that have a job in `ops`.
+fn batch_tenants(ops: &[&Op]) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for op in ops {
+        match op {
+            Op::Begin { tenant, .. } | Op::Finish { tenant, .. } | Op::Progress { tenant, .. } => {
+                ids.push(tenant.0)
+            }
+            Op::Audit(records) => {
+                ids.extend(records.iter().filter_map(|r| r.tenant_id.map(|t| t.0)))
+            }
+            Op::Heartbeat | Op::Flush => {}
+        }
+    }
+    dedup(ids)
 }
 
 fn dedup(mut v: Vec<Uuid>) -> Vec<Uuid> {
