@@ -95,7 +95,10 @@ async fn a_bad_url_is_an_error_without_the_password() {
     assert!(!e.to_string().contains("hunter2"), "{e}");
     // It still says what went wrong: the error's kind.
     let kind = e.to_string();
-    let kind = kind.split("cannot connect to Redis: ").nth(1).unwrap_or_default();
+    let kind = kind
+        .split("cannot connect to Redis: ")
+        .nth(1)
+        .unwrap_or_default();
     assert!(!kind.trim().is_empty(), "{e}");
     // Nor does the limiter's Debug show its connection.
     let l = limiter().await;
