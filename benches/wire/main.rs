@@ -647,11 +647,23 @@ async fn call(
     bearer: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut rb = http.request(method, url).bearer_auth(bearer);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let build = || {
+        let mut rb = http.request(method.clone(), url).bearer_auth(bearer);
+        if let Some(b) = &body {
+            rb = rb.json(b);
+        }
+        rb
+    };
+    // A pooled connection that sat idle through a phase may have been
+    // closed by the server's keep-alive timeout as the request went out:
+    // try once more on a fresh one.
+    let r = match build().send().await {
+        Ok(r) => r,
+        Err(_) => build()
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}")),
+    };
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     (
