@@ -151,8 +151,10 @@ impl MockProvider {
 }
 
 /// A JSON value shaped by a JSON Schema: each property of an object
-/// schema filled with `text`, a number, `true`, or an empty value.
-fn value_for(schema: &serde_json::Value, text: &str) -> serde_json::Value {
+/// schema filled with `text`, a number, `true`, or an empty value (the
+/// mock's tool arguments and structured answers; the vendor fakes of the
+/// tests use it too).
+pub fn value_for(schema: &serde_json::Value, text: &str) -> serde_json::Value {
     use serde_json::{Value, json};
     match schema.get("type").and_then(Value::as_str) {
         Some("object") | None if schema.get("properties").is_some() => {

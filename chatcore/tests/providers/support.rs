@@ -362,28 +362,7 @@ pub fn ticker() -> Ticker {
     }))
 }
 
-/// A JSON value shaped by a JSON Schema: object properties filled in,
-/// strings with `text`.
-pub fn value_for(schema: &serde_json::Value, text: &str) -> serde_json::Value {
-    use serde_json::{Value, json};
-    match schema.get("type").and_then(Value::as_str) {
-        Some("object") | None if schema.get("properties").is_some() => {
-            let mut out = serde_json::Map::new();
-            if let Some(Value::Object(props)) = schema.get("properties") {
-                for (k, v) in props {
-                    out.insert(k.clone(), value_for(v, text));
-                }
-            }
-            Value::Object(out)
-        }
-        Some("object") => json!({}),
-        Some("string") => text.into(),
-        Some("integer" | "number") => 1.into(),
-        Some("boolean") => true.into(),
-        Some("array") => json!([]),
-        _ => Value::Null,
-    }
-}
+pub use chatcore::provider::mock::value_for;
 
 /// A call a fake makes.
 #[derive(Debug, Clone)]
