@@ -126,6 +126,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     done.usage.total_tokens, done.response_time_ms
                 ),
                 TurnEvent::Error { code, message } => println!("\nerror {code}: {message}"),
+                // `chat_stream` offers no tools: no call comes.
+                TurnEvent::ToolCall(_) => {}
             }
         }
     }

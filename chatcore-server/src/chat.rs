@@ -224,6 +224,9 @@ fn sse_response(
                 },
             ),
             TurnEvent::Delta(content) => sse_event("delta", &StreamDelta { content }),
+            // `/v1/chat` offers the model no tools, so no call comes; the
+            // stream keeps its shape if a provider sends one anyway.
+            TurnEvent::ToolCall(_) => Event::default().comment(""),
             TurnEvent::Done(done) => sse_event("done", &*done),
             TurnEvent::Error { code, message } => {
                 sse_event("error", &ErrorBody::new(code, message, &request_id))

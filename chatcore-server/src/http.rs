@@ -39,6 +39,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds to wait, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// The request parameter at fault, when one is (OpenAI's `param`).
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            param: None,
         }
     }
     /// 400 `invalid_request`.
@@ -111,9 +114,33 @@ impl ApiError {
         ErrorBody::new(self.code, self.message.clone(), request_id)
     }
 
+    /// The body of this error in OpenAI's shape (the OpenAI-compatible
+    /// routes): ours, plus `type` and `param`, which the official SDKs read.
+    pub fn openai_body(&self, request_id: &str) -> ErrorBody {
+        let mut b = self.body(request_id);
+        b.error.kind = Some(openai_error_type(self.status));
+        b.error.param = Some(
+            self.param
+                .clone()
+                .map_or(serde_json::Value::Null, serde_json::Value::String),
+        );
+        b
+    }
+
     /// The JSON response, tagged with the request id.
     pub fn into_response_with_id(self, request_id: &str) -> Response<Body> {
-        let mut r = json_response(self.status, &self.body(request_id));
+        let body = self.body(request_id);
+        self.respond(&body)
+    }
+
+    /// The JSON response in OpenAI's shape, tagged with the request id.
+    pub fn into_openai_response(self, request_id: &str) -> Response<Body> {
+        let body = self.openai_body(request_id);
+        self.respond(&body)
+    }
+
+    fn respond(self, body: &ErrorBody) -> Response<Body> {
+        let mut r = json_response(self.status, body);
         if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
@@ -173,6 +200,8 @@ impl ErrorBody {
                 code,
                 message,
                 request_id: request_id.to_string(),
+                kind: None,
+                param: None,
             },
         }
     }
@@ -188,6 +217,28 @@ pub struct ErrorObject {
     pub message: String,
     /// The request's id (also in the `x-request-id` header), for support.
     pub request_id: String,
+    /// OpenAI's error type (`invalid_request_error`,
+    /// `authentication_error`, ...): on the OpenAI-compatible routes only.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// OpenAI's `param`, the request parameter at fault or null: on the
+    /// OpenAI-compatible routes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub param: Option<serde_json::Value>,
+}
+
+/// OpenAI's error `type` for a status, as its API answers them.
+pub fn openai_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        409 => "conflict_error",
+        429 => "rate_limit_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
+    }
 }
 
 fn error_code_schema() -> utoipa::openapi::ObjectBuilder {

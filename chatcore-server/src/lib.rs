@@ -39,6 +39,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod completions;
 pub mod config;
 pub mod conn;
 pub mod datasets;

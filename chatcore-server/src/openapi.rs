@@ -58,6 +58,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     components(schemas(ErrorBody, StreamStart, StreamDelta, StreamDone)),
     tags(
         (name = "chat", description = "Chat with a bot: JSON, or server-sent events."),
+        (name = "openai", description = "OpenAI's chat completions protocol, for OpenAI's SDKs and the clients built on them: bots are models. Errors here also carry OpenAI's `type` and `param`."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
         (name = "operator", description = "Tenants, with the operator key."),
         (name = "providers", description = "A tenant's AI provider configurations."),

@@ -37,7 +37,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::{ApiError, PendingError, Rid, json_response};
-use crate::{App, admin, chat, datasets};
+use crate::{App, admin, chat, completions, datasets};
 
 /// The reply of `/healthz` and `/readyz`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -74,6 +74,9 @@ pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
         .layer(RequestBodyLimitLayer::new(limits.upload));
     let rest = OpenApiRouter::new()
         .routes(routes!(chat::chat))
+        .routes(routes!(completions::chat_completions))
+        .routes(routes!(completions::list_models))
+        .routes(routes!(completions::get_model))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -245,7 +248,14 @@ async fn finish(State(app): State<Arc<App>>, req: Request, next: Next) -> Respon
             .map(|p| p.0)
             .unwrap_or_else(|| ApiError::for_status(status));
         let old = std::mem::take(resp.headers_mut());
-        resp = e.into_response_with_id(&rid);
+        let openai = route
+            .as_ref()
+            .is_some_and(|r| crate::completions::is_openai_route(r.as_str()));
+        resp = if openai {
+            e.into_openai_response(&rid)
+        } else {
+            e.into_response_with_id(&rid)
+        };
         for (k, v) in old.iter() {
             if k != header::CONTENT_LENGTH
                 && k != header::CONTENT_TYPE

@@ -347,6 +347,23 @@ pub struct MessageView {
     pub api_key_id: Option<ApiKeyId>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// The tools the model called (assistant messages of turns with
+    /// tools, through the OpenAI-compatible API); empty otherwise.
+    pub tool_calls: Vec<ToolCallView>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+}
+
+/// A tool call the model made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolCallView {
+    /// The call's id (its `tool` result names it).
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// The arguments: a JSON object, as text.
+    pub arguments: String,
 }
 
 impl From<Message> for MessageView {
@@ -369,6 +386,16 @@ impl From<Message> for MessageView {
             error: m.error,
             api_key_id: m.api_key_id,
             created_at: m.created_at,
+            tool_calls: m
+                .tool_calls
+                .into_iter()
+                .map(|c| ToolCallView {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id,
         }
     }
 }

@@ -191,7 +191,14 @@ str_enum!(
 );
 str_enum!(
     /// Who wrote a message.
-    Role { System => "system", User => "user", Assistant => "assistant" }
+    Role {
+        System => "system",
+        User => "user",
+        Assistant => "assistant",
+        /// A tool's result, sent back by the client of an
+        /// OpenAI-compatible turn ([`Message::tool_call_id`] names the call).
+        Tool => "tool",
+    }
 );
 str_enum!(
     /// The state of a stored message.
@@ -454,6 +461,13 @@ pub struct Message {
     pub api_key_id: Option<ApiKeyId>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// The tools the model called (an assistant message of a turn with
+    /// tools); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::provider::ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// A stored API key. The secret itself is never stored: only its hash.

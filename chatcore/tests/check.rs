@@ -65,6 +65,7 @@ async fn some_turns(s: &dyn Store) -> (TenantId, BotId) {
                         channel: Channel::Api,
                     }),
                     user_content: format!("q{i}"),
+                    tool_results: Vec::new(),
                     api_key_id: None,
                     provider: None,
                     model: None,

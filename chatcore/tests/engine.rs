@@ -767,6 +767,7 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
                     channel: Channel::Api,
                 }),
                 user_content: "tell me a story".into(),
+                tool_results: Vec::new(),
                 api_key_id: None,
                 provider: Some("mock".into()),
                 model: Some("echo".into()),
@@ -784,6 +785,7 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
             NewTurn {
                 conversation: TurnConversation::Existing(conv.id),
                 user_content: "and another".into(),
+                tool_results: Vec::new(),
                 api_key_id: None,
                 provider: None,
                 model: None,

@@ -178,6 +178,7 @@ async fn some_turns(s: &dyn Store) -> TenantId {
                         channel: Channel::Api,
                     }),
                     user_content: "q".into(),
+                    tool_results: Vec::new(),
                     api_key_id: (i % 2 == 0).then_some(key.id),
                     provider: None,
                     model: None,

@@ -108,6 +108,7 @@ async fn seed(s: &dyn Store, copies: u64) -> (TenantId, Vec<MessageId>) {
                         channel: Channel::Api,
                     }),
                     user_content: "some text of a typical length for a chat turn".into(),
+                    tool_results: Vec::new(),
                     api_key_id: Some(key.id),
                     provider: Some("mock".into()),
                     model: Some("echo".into()),
@@ -463,6 +464,7 @@ async fn finish_under_contention(s: Arc<dyn Store>, label: &str) {
                         NewTurn {
                             conversation: TurnConversation::Existing(c),
                             user_content: "q".into(),
+                            tool_results: Vec::new(),
                             api_key_id: key,
                             provider: None,
                             model: None,

@@ -421,6 +421,7 @@ fn replies_serialize_to_exactly_their_schemas() {
         response_time_ms: 3,
         sources: vec![source()],
         tenant_id: TenantId::new(),
+        tool_calls: Vec::new(),
     };
     let chat_v = v(&chat);
     let schema = reply(doc, "post", "/v1/chat", "200");
@@ -556,6 +557,8 @@ fn replies_serialize_to_exactly_their_schemas() {
         source_chunk_ids: vec![],
         api_key_id: None,
         created_at: now(),
+        tool_call_id: None,
+        tool_calls: Vec::new(),
     });
     let messages = reply(doc, "get", "/v1/conversations/{id}/messages", "200");
     assert_shape(

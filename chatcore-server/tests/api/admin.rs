@@ -304,8 +304,11 @@ async fn a_chat_only_key_gets_403_on_every_management_route() {
         .await;
     let k = chat_key.expose_secret();
     for (m, pattern) in &crate::helpers::routes() {
+        // Chat routes (the OpenAI-compatible `/v1/models` too) take a chat
+        // key; the operator's take the operator key.
         if !pattern.starts_with("/v1/")
             || pattern.starts_with("/v1/chat")
+            || pattern.starts_with("/v1/models")
             || pattern.starts_with("/v1/admin")
         {
             continue;
@@ -378,8 +381,11 @@ async fn a_read_key_reads_every_management_route_and_changes_nothing() {
     let mut reads = 0;
     let mut refused = 0;
     for (m, pattern) in &crate::helpers::routes() {
+        // Chat routes (the OpenAI-compatible `/v1/models` too) take a chat
+        // key; the operator's take the operator key.
         if !pattern.starts_with("/v1/")
             || pattern.starts_with("/v1/chat")
+            || pattern.starts_with("/v1/models")
             || pattern.starts_with("/v1/admin")
         {
             continue;

@@ -10,5 +10,6 @@ mod durability;
 mod fake_openai;
 mod health;
 mod helpers;
+mod openai;
 mod rag;
 mod security;

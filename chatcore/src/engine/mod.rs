@@ -12,6 +12,7 @@
 //! Nothing here knows HTTP: the server turns requests into [`ChatInput`] and
 //! [`Caller`], and [`ChatReply`] / [`TurnEvent`]s into JSON and SSE.
 
+mod completions;
 mod error;
 pub mod guard;
 pub mod prompt;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+pub use completions::{CompletionInput, TurnOptions};
 pub use error::ChatError;
 pub use guard::{GuardViolation, Guardrails};
 pub use prompt::{Prompt, Source, build_prompt};
@@ -39,7 +41,8 @@ use crate::domain::*;
 use crate::provider::tokens::{count_message_tokens, count_tokens};
 use crate::provider::{
     ChatEvent, ChatRequest, ChatStream, FallbackEntry, FallbackProvider, Provider, ProviderError,
-    ProviderRegistry, ProviderSpec, Usage, await_first_token,
+    ProviderRegistry, ProviderSpec, ToolCall, ToolCallBuffer, ToolCallDelta, Usage,
+    await_first_token,
 };
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::store::{
@@ -227,6 +230,11 @@ pub struct ChatReply {
     /// serialized: a public visitor has no use for it.
     #[serde(skip)]
     pub tenant_id: TenantId,
+    /// The tools the model called (only turns that offer tools, through
+    /// [`ChatService::complete`]; `/v1/chat` offers none). Not serialized:
+    /// the OpenAI-compatible adapter writes them in its own shape.
+    #[serde(skip)]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// The end of a streamed turn.
@@ -266,6 +274,9 @@ pub enum TurnEvent {
     },
     /// A piece of the answer.
     Delta(String),
+    /// A piece of a tool call (only turns that offer tools): OpenAI's
+    /// streaming shape, id and name first, then argument fragments.
+    ToolCall(ToolCallDelta),
     /// The answer is complete.
     Done(Box<StreamDone>),
     /// The provider failed after the start.
@@ -745,18 +756,33 @@ impl ChatService {
         let Some(id) = input.conversation_id else {
             return Ok((None, Vec::new()));
         };
-        let tenant = entry.tenant.id;
-        let c = self.store.get_conversation(tenant, id).await?;
-        let same_user = input.user_id.is_none() || c.end_user_id.as_deref() == input.user_id;
+        let c = self
+            .owned_conversation(entry, channel, id, input.user_id)
+            .await?;
+        let history = self
+            .store
+            .recent_messages(entry.tenant.id, c.id, self.settings.history_limit)
+            .await?;
+        Ok((Some(c), history))
+    }
+
+    /// The conversation `id`, if the turn may continue it: it is this
+    /// bot's, this end user's (when the turn names one), and public only if
+    /// the caller is. Anything else is not found.
+    async fn owned_conversation(
+        &self,
+        entry: &BotEntry,
+        channel: Channel,
+        id: ConversationId,
+        user_id: Option<&str>,
+    ) -> Result<Conversation, ChatError> {
+        let c = self.store.get_conversation(entry.tenant.id, id).await?;
+        let same_user = user_id.is_none() || c.end_user_id.as_deref() == user_id;
         let public_ok = channel == Channel::Api || c.channel == Channel::Public;
         if c.bot_id != entry.bot.id || !same_user || !public_ok {
             return Err(ChatError::NotFound("conversation"));
         }
-        let history = self
-            .store
-            .recent_messages(tenant, c.id, self.settings.history_limit)
-            .await?;
-        Ok((Some(c), history))
+        Ok(c)
     }
 
     /// Stage `retrieve`: context from the bot's datasets, if it has any.
@@ -838,6 +864,7 @@ impl ChatService {
                     api_key_id,
                     provider: Some(entry.provider.kind().to_string()),
                     model: bot.model.clone(),
+                    tool_results: Vec::new(),
                 },
             )
             .await?;
@@ -878,10 +905,18 @@ impl ChatService {
         }
     }
 
-    /// Usage counted by us: the prompt as sent and `completion`.
-    fn estimate(&self, turn: &Turn, completion: &str) -> Usage {
+    /// Usage counted by us: the prompt as sent, `completion` and the
+    /// tool calls (names and arguments).
+    fn estimate(&self, turn: &Turn, completion: &str, calls: &[ToolCall]) -> Usage {
         let prompt = count_message_tokens(&turn.entry.model_hint, &turn.request.messages);
-        let completion_tokens = count_tokens(&turn.entry.model_hint, completion);
+        let completion_tokens = count_tokens(&turn.entry.model_hint, completion)
+            + calls
+                .iter()
+                .map(|c| {
+                    count_tokens(&turn.entry.model_hint, &c.name)
+                        + count_tokens(&turn.entry.model_hint, &c.arguments)
+                })
+                .sum::<u32>();
         Usage {
             prompt_tokens: prompt,
             completion_tokens,
@@ -927,8 +962,12 @@ impl ChatService {
     /// (with its usage, estimated where the provider gave none), the
     /// tenant's tokens settled, the audit record queued. `Err` when the
     /// outcome could not be stored.
-    async fn finish(&self, turn: &Turn, outcome: Outcome) -> Result<Finished, ChatError> {
+    async fn finish(&self, turn: &Turn, mut outcome: Outcome) -> Result<Finished, ChatError> {
         let elapsed = turn.started.elapsed();
+        let tool_calls = match &mut outcome {
+            Outcome::Complete { tool_calls, .. } => std::mem::take(tool_calls),
+            _ => Vec::new(),
+        };
         let (status, text, reported, ttft, provider, model, finish_reason, error, action) =
             match outcome {
                 Outcome::Complete {
@@ -938,6 +977,7 @@ impl ChatService {
                     model,
                     finish_reason,
                     ttft,
+                    tool_calls: _,
                 } => (
                     MessageStatus::Complete,
                     content,
@@ -984,11 +1024,13 @@ impl ChatService {
                     "chat.cancelled",
                 ),
             };
-        // A turn that produced text is never recorded at zero tokens.
+        // A turn that produced text or tool calls is never recorded at
+        // zero tokens.
+        let produced = !text.is_empty() || !tool_calls.is_empty();
         let usage = match reported {
-            Some(u) if u.total_tokens > 0 || text.is_empty() => Some(u),
-            _ if text.is_empty() => None,
-            _ => Some(self.estimate(turn, &text)),
+            Some(u) if u.total_tokens > 0 || !produced => Some(u),
+            _ if !produced => None,
+            _ => Some(self.estimate(turn, &text, &tool_calls)),
         };
         let done = MessageCompletion {
             content: text,
@@ -1001,6 +1043,7 @@ impl ChatService {
             finish_reason: finish_reason.clone(),
             error: error.as_ref().map(|e| e.code().to_string()),
             source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
+            tool_calls,
         };
         if let Some(e) = &error {
             // The detail (redacted) is for the log, tied to the request id;
@@ -1123,48 +1166,7 @@ impl ChatService {
     /// One complete (not streamed) turn.
     pub async fn chat(&self, caller: Caller, input: ChatInput) -> Result<ChatReply, ChatError> {
         let turn = self.prepare(caller, input).await?;
-        let resp = match turn.entry.provider.complete(&turn.request).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.finish(
-                    &turn,
-                    Outcome::Failed {
-                        partial: String::new(),
-                        error: ChatError::Provider(e.clone()),
-                        ttft: None,
-                    },
-                )
-                .await?;
-                return Err(ChatError::Provider(e));
-            }
-        };
-        let finish_reason = resp.finish_reason.as_str().to_string();
-        let done = self
-            .finish(
-                &turn,
-                Outcome::Complete {
-                    content: resp.content.clone(),
-                    usage: resp.usage,
-                    provider: resp.provider.clone(),
-                    model: resp.model.clone(),
-                    finish_reason: finish_reason.clone(),
-                    ttft: None,
-                },
-            )
-            .await?;
-        Ok(ChatReply {
-            conversation_id: turn.conversation.id,
-            message_id: turn.assistant,
-            bot_id: turn.entry.bot.id,
-            content: resp.content,
-            provider: resp.provider,
-            model: resp.model,
-            finish_reason,
-            usage: done.usage.into(),
-            response_time_ms: done.elapsed.as_millis() as u64,
-            sources: turn.sources,
-            tenant_id: turn.entry.tenant.id,
-        })
+        self.run_complete(turn).await
     }
 
     /// One streamed turn. The provider is asked (with retries and fallback)
@@ -1179,41 +1181,14 @@ impl ChatService {
         input: ChatInput,
     ) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
         let turn = self.prepare(caller, input).await?;
-        let opened = match turn.entry.provider.stream(&turn.request).await {
-            Ok(s) => await_first_token(s).await,
-            Err(e) => Err(e),
-        };
-        let stream = match opened {
-            Ok(s) => s,
-            Err(e) => {
-                let public = ChatError::Provider(e.clone());
-                self.finish(
-                    &turn,
-                    Outcome::Failed {
-                        partial: String::new(),
-                        error: ChatError::Provider(e),
-                        ttft: None,
-                    },
-                )
-                .await?;
-                return Err(public);
-            }
-        };
-        let (tx, rx) = mpsc::channel(64);
-        let _ = tx.try_send(TurnEvent::Start {
-            conversation_id: turn.conversation.id,
-            message_id: turn.assistant,
-        });
-        let this = self.clone();
-        self.tasks
-            .spawn(async move { this.drive(turn, stream, tx).await });
-        Ok(rx)
+        self.run_stream(turn).await
     }
 
     /// Reads the provider's stream to the client until it ends, the client
     /// goes away, or the shutdown grace is over; then finishes the turn.
     async fn drive(&self, turn: Turn, mut stream: ChatStream, tx: mpsc::Sender<TurnEvent>) {
         let mut text = String::new();
+        let mut calls = ToolCallBuffer::default();
         let mut first_token: Option<Duration> = None;
         let mut saved = Instant::now();
         let (outcome, error_event) = loop {
@@ -1269,9 +1244,16 @@ impl ChatService {
                     // the next turn of the loop.
                     let _ = tx.send(TurnEvent::Delta(d)).await;
                 }
-                // The engine's turns define no tools, so no call can come;
-                // a provider that sends one anyway is not followed.
-                Step::Event(Some(Ok(ChatEvent::ToolCall(_)))) => continue,
+                // Only turns that offer tools get calls; a provider that
+                // sends one to a turn without tools is not followed.
+                Step::Event(Some(Ok(ChatEvent::ToolCall(d)))) => {
+                    if turn.request.tools.is_empty() {
+                        continue;
+                    }
+                    first_token.get_or_insert_with(|| turn.started.elapsed());
+                    calls.push(&d);
+                    let _ = tx.send(TurnEvent::ToolCall(d)).await;
+                }
                 Step::Event(Some(Ok(ChatEvent::Done(end)))) => {
                     break (
                         Outcome::Complete {
@@ -1281,6 +1263,7 @@ impl ChatService {
                             model: end.model,
                             finish_reason: end.finish_reason.as_str().to_string(),
                             ttft: first_token,
+                            tool_calls: std::mem::take(&mut calls).finish(),
                         },
                         None,
                     );
@@ -1385,6 +1368,8 @@ enum Outcome {
         finish_reason: String,
         /// Time to the first token of a stream.
         ttft: Option<Duration>,
+        /// The tools the model called.
+        tool_calls: Vec<ToolCall>,
     },
     /// The provider failed, before or after some text.
     Failed {

@@ -202,7 +202,9 @@ pub fn build_prompt(
                             | MessageStatus::Cancelled
                     )
                 }
-                Role::System => false,
+                // Tool results belong to turns with tools (the
+                // OpenAI-compatible API, whose clients send them back).
+                Role::System | Role::Tool => false,
             }
     };
     let mut picked: Vec<&Message> = Vec::new();
@@ -240,6 +242,45 @@ pub fn build_prompt(
     }
 }
 
+/// The prompt of a turn whose client holds the conversation (the
+/// OpenAI-compatible API): the bot's system prompt with its retrieved
+/// context first (from `query`, the last user message, within `budget` as in
+/// [`build_prompt`]), then the client's messages as sent. The client's
+/// messages are never trimmed: they are the conversation the client chose
+/// to send. `tokens` is an estimate (a quarter of the bytes per text) that
+/// the provider's usage settles.
+pub fn client_prompt(
+    model: &str,
+    system: &str,
+    sources: Vec<Source>,
+    client: Vec<ChatMessage>,
+    query: &str,
+    budget: usize,
+) -> Prompt {
+    let mut p = build_prompt(model, system, sources, &[], query, budget);
+    // `build_prompt` ends with the query as the user message; the client's
+    // messages take its place.
+    p.messages.pop();
+    let client_tokens: usize = client
+        .iter()
+        .map(|m| {
+            let calls: usize = m
+                .tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.arguments.len())
+                .sum();
+            (m.content.len() + calls).div_ceil(4) + PER_MESSAGE
+        })
+        .sum();
+    p.tokens = p
+        .tokens
+        .saturating_sub(query.len().div_ceil(4) + PER_MESSAGE)
+        + client_tokens;
+    p.counted = false;
+    p.messages.extend(client);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +304,8 @@ mod tests {
             source_chunk_ids: vec![],
             api_key_id: None,
             created_at: now(),
+            tool_call_id: None,
+            tool_calls: Vec::new(),
         }
     }
 

@@ -272,6 +272,8 @@ pub struct NewMessage {
     pub provider: Option<String>,
     /// Model (assistant messages).
     pub model: Option<String>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
 }
 
 /// Which conversation a turn goes to.
@@ -283,20 +285,49 @@ pub enum TurnConversation {
     Existing(ConversationId),
 }
 
-/// The start of a chat turn: the user's message and the assistant message
-/// that will hold the answer.
+/// A tool's result that the caller sends back in a turn (the client of an
+/// OpenAI-compatible turn ran a tool the model called).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResult {
+    /// The call it answers.
+    pub tool_call_id: String,
+    /// What the tool returned.
+    pub content: String,
+}
+
+/// The start of a chat turn: what the caller sends (tool results, then the
+/// user's message) and the assistant message that will hold the answer.
 #[derive(Debug, Clone)]
 pub struct NewTurn {
     /// The conversation.
     pub conversation: TurnConversation,
-    /// The user's message.
+    /// The user's message; empty when the turn only sends `tool_results`.
     pub user_content: String,
+    /// Tool results, stored as `tool` messages before the user's message.
+    pub tool_results: Vec<ToolResult>,
     /// Sending API key.
     pub api_key_id: Option<ApiKeyId>,
     /// Provider asked.
     pub provider: Option<String>,
     /// Model asked.
     pub model: Option<String>,
+}
+
+impl NewTurn {
+    /// What the caller sends, in order: `(role, content, tool_call_id)` of
+    /// each tool result, then of the user's message (always stored when
+    /// there are no tool results).
+    pub fn inputs(&self) -> Vec<(Role, String, Option<String>)> {
+        let mut v: Vec<_> = self
+            .tool_results
+            .iter()
+            .map(|r| (Role::Tool, r.content.clone(), Some(r.tool_call_id.clone())))
+            .collect();
+        if !self.user_content.is_empty() || v.is_empty() {
+            v.push((Role::User, self.user_content.clone(), None));
+        }
+        v
+    }
 }
 
 /// An assistant message left `pending` by an instance that is gone.
@@ -331,6 +362,8 @@ pub struct MessageCompletion {
     pub error: Option<String>,
     /// Chunks used.
     pub source_chunk_ids: Vec<ChunkId>,
+    /// The tools the model called.
+    pub tool_calls: Vec<crate::provider::ToolCall>,
 }
 
 /// A new dataset.
@@ -795,8 +828,10 @@ pub trait Store: Send + Sync + 'static {
     /// `pending`) counts as a turn in [`Store::usage`] at once.
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message>;
     /// Starts a chat turn: creates or continues the conversation, stores the
-    /// user's message (`complete`) and a `pending` assistant message.
-    /// Returns the conversation, the user message and the assistant message.
+    /// turn's tool results (`tool` messages) and the user's message (all
+    /// `complete`), then a `pending` assistant message. Returns the
+    /// conversation, the last message the caller sent and the assistant
+    /// message.
     /// Implementations should do this in one transaction (the default
     /// implementation makes separate calls).
     async fn begin_turn(
@@ -804,24 +839,32 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         turn: NewTurn,
     ) -> StoreResult<(Conversation, Message, Message)> {
+        let inputs = turn.inputs();
         let conversation = match turn.conversation {
             TurnConversation::New(n) => self.create_conversation(tenant, n).await?,
             TurnConversation::Existing(id) => self.get_conversation(tenant, id).await?,
         };
-        let user = self
-            .append_message(
-                tenant,
-                NewMessage {
-                    conversation_id: conversation.id,
-                    role: Role::User,
-                    content: turn.user_content,
-                    status: MessageStatus::Complete,
-                    api_key_id: turn.api_key_id,
-                    provider: None,
-                    model: None,
-                },
-            )
-            .await?;
+        let mut last = None;
+        for (role, content, tool_call_id) in inputs {
+            last = Some(
+                self.append_message(
+                    tenant,
+                    NewMessage {
+                        conversation_id: conversation.id,
+                        role,
+                        content,
+                        status: MessageStatus::Complete,
+                        api_key_id: turn.api_key_id,
+                        provider: None,
+                        model: None,
+                        tool_call_id,
+                    },
+                )
+                .await?,
+            );
+        }
+        let user =
+            last.ok_or_else(|| StoreError::Internal("a turn without an input message".into()))?;
         let assistant = self
             .append_message(
                 tenant,
@@ -833,6 +876,7 @@ pub trait Store: Send + Sync + 'static {
                     api_key_id: turn.api_key_id,
                     provider: turn.provider,
                     model: turn.model,
+                    tool_call_id: None,
                 },
             )
             .await?;

@@ -194,6 +194,7 @@ fn user_msg(c: ConversationId, text: &str) -> NewMessage {
         api_key_id: None,
         provider: None,
         model: None,
+        tool_call_id: None,
     }
 }
 
@@ -966,6 +967,7 @@ pub async fn messages_history_and_finish(s: &dyn Store) {
                 api_key_id: None,
                 provider: Some("mock".into()),
                 model: Some("echo".into()),
+                tool_call_id: None,
             },
         )
         .await
@@ -991,6 +993,7 @@ pub async fn messages_history_and_finish(s: &dyn Store) {
                 finish_reason: Some("client_disconnect".into()),
                 error: None,
                 source_chunk_ids: vec![chunk],
+                tool_calls: Vec::new(),
             },
         )
         .await
@@ -1044,6 +1047,7 @@ pub async fn begin_turn_stores_the_turn(s: &dyn Store) {
         api_key_id: None,
         provider: Some("mock".into()),
         model: Some("echo".into()),
+        tool_results: Vec::new(),
     };
     let (c, u, a) = s
         .begin_turn(t.id, turn(TurnConversation::New(new_conv.clone())))
@@ -2512,6 +2516,7 @@ async fn usage_turn(
                 api_key_id: key,
                 provider: Some("mock".into()),
                 model: Some("echo".into()),
+                tool_results: Vec::new(),
             },
         )
         .await
@@ -2574,6 +2579,7 @@ pub async fn usage_groups_by_bot_key_and_day(s: &dyn Store) {
                     api_key_id: key,
                     provider: Some("mock".into()),
                     model: Some("echo".into()),
+                    tool_call_id: None,
                 },
             )
             .await
@@ -2699,6 +2705,7 @@ pub async fn usage_counts_each_outcome_once(s: &dyn Store) {
                 api_key_id: None,
                 provider: None,
                 model: None,
+                tool_results: Vec::new(),
             },
         )
         .await
@@ -3025,6 +3032,7 @@ pub async fn usage_matches_the_messages(s: &dyn Store) {
                             api_key_id: key,
                             provider: None,
                             model: None,
+                            tool_results: Vec::new(),
                         },
                     )
                     .await
@@ -3193,6 +3201,7 @@ pub async fn concurrent_turns_each_get_their_own_answer(s: &dyn Store) {
                     api_key_id: None,
                     provider: Some("mock".into()),
                     model: Some("echo".into()),
+                    tool_results: Vec::new(),
                 },
             )
             .await

@@ -189,7 +189,19 @@ pub(super) fn message(m: e::message::Model) -> StoreResult<Message> {
         source_chunk_ids: ids(&m.source_chunk_ids, "chunk id")?,
         api_key_id: m.api_key_id.map(ApiKeyId),
         created_at: m.created_at,
+        tool_calls: match m.tool_calls {
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                StoreError::Internal(format!("stored tool calls do not parse: {e}"))
+            })?,
+            None => Vec::new(),
+        },
+        tool_call_id: m.tool_call_id,
     })
+}
+
+/// Tool calls as stored: NULL for none.
+pub(super) fn tool_calls(calls: &[crate::provider::ToolCall]) -> Option<serde_json::Value> {
+    (!calls.is_empty()).then(|| serde_json::to_value(calls).unwrap_or_default())
 }
 
 pub(super) fn dataset(m: e::dataset::Model) -> StoreResult<Dataset> {

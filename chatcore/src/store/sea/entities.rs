@@ -173,6 +173,12 @@ pub mod message {
         pub created_at: DateTimeUtc,
         /// The store instance that created it (migration `turn_owner`).
         pub instance_id: Option<Uuid>,
+        /// Tool calls of an assistant message (migration `message_tools`).
+        #[sea_orm(column_type = "JsonBinary", nullable)]
+        pub tool_calls: Option<Json>,
+        /// The call a `tool` message answers (migration `message_tools`).
+        #[sea_orm(column_type = "Text", nullable)]
+        pub tool_call_id: Option<String>,
     }
     no_relations!();
 }

@@ -1704,6 +1704,8 @@ impl Store for SeaOrmStore {
             api_key_id: Set(new.api_key_id.map(|k| k.0)),
             created_at: Set(t),
             instance_id: Set(None),
+            tool_calls: Set(None),
+            tool_call_id: Set(new.tool_call_id),
         }
         .insert(&txn)
         .await
@@ -1728,14 +1730,15 @@ impl Store for SeaOrmStore {
             TurnConversation::New(_) => ConversationId::new(),
             TurnConversation::Existing(id) => *id,
         };
-        // Ids are taken here, in order: the user's message sorts before
+        // Ids are taken here, in order: the caller's messages sort before
         // the answer.
-        let (user, assistant) = (MessageId::new(), MessageId::new());
+        let inputs = (0..turn.inputs().len()).map(|_| MessageId::new()).collect();
+        let assistant = MessageId::new();
         let op = writer::Op::Begin {
             tenant,
             turn,
             conversation,
-            user,
+            inputs,
             assistant,
             at: now(),
         };

@@ -80,7 +80,8 @@ pub(super) enum Op {
         tenant: TenantId,
         turn: NewTurn,
         conversation: ConversationId,
-        user: MessageId,
+        /// One id per input message ([`NewTurn::inputs`]), in order.
+        inputs: Vec<MessageId>,
         assistant: MessageId,
         at: DateTime<Utc>,
     },
@@ -332,7 +333,7 @@ impl Task {
                 tenant,
                 turn,
                 conversation,
-                user,
+                inputs,
                 assistant,
                 at,
             } = ops[i]
@@ -371,7 +372,11 @@ impl Task {
                     }
                 },
             };
-            let message = |id: MessageId, role: Role, content: String, status: MessageStatus| {
+            let message = |id: MessageId,
+                           role: Role,
+                           content: String,
+                           status: MessageStatus,
+                           tool_call_id: Option<String>| {
                 let assistant = role == Role::Assistant;
                 e::message::Model {
                     id: id.0,
@@ -399,28 +404,39 @@ impl Task {
                     api_key_id: turn.api_key_id.map(|k| k.0),
                     created_at: *at,
                     instance_id: assistant.then_some(self.instance.id),
+                    tool_calls: None,
+                    tool_call_id,
                 }
             };
-            let u = message(
-                *user,
-                Role::User,
-                turn.user_content.clone(),
-                MessageStatus::Complete,
-            );
+            let sent: Vec<e::message::Model> = turn
+                .inputs()
+                .into_iter()
+                .zip(inputs)
+                .map(|((role, content, call), id)| {
+                    message(*id, role, content, MessageStatus::Complete, call)
+                })
+                .collect();
             let a = message(
                 *assistant,
                 Role::Assistant,
                 String::new(),
                 MessageStatus::Pending,
+                None,
             );
+            let Some(last) = sent.last() else {
+                out[i] = Some(Err(StoreError::Internal(
+                    "a turn without an input message".into(),
+                )));
+                continue;
+            };
             out[i] = Some((|| {
                 Ok(Output::Turn(Box::new((
                     convert::conversation(conv)?,
-                    convert::message(u.clone())?,
+                    convert::message(last.clone())?,
                     convert::message(a.clone())?,
                 ))))
             })());
-            messages.push(u);
+            messages.extend(sent);
             messages.push(a);
         }
         insert_rows::<e::conversation::Entity, _>(
@@ -658,6 +674,7 @@ fn apply_completion(m: &mut e::message::Model, done: &MessageCompletion) {
     m.finish_reason.clone_from(&done.finish_reason);
     m.error.clone_from(&done.error);
     m.source_chunk_ids = convert::ids_json(&done.source_chunk_ids);
+    m.tool_calls = convert::tool_calls(&done.tool_calls);
 }
 
 /// Rewrites whole message rows in one statement per chunk: an insert that
@@ -686,6 +703,7 @@ async fn upsert_messages<C: ConnectionTrait>(
                         M::FinishReason,
                         M::Error,
                         M::SourceChunkIds,
+                        M::ToolCalls,
                     ])
                     .to_owned(),
             )
