@@ -79,6 +79,7 @@ macro_rules! store_conformance_tests {
             conversations_and_filters,
             messages_history_and_finish,
             begin_turn_stores_the_turn,
+            a_turn_keeps_tool_calls_and_results,
             deleting_cascades,
             datasets_documents_chunks,
             replacing_a_document_is_all_or_nothing,
@@ -1109,6 +1110,143 @@ pub async fn begin_turn_stores_the_turn(s: &dyn Store) {
             .data
             .is_empty()
     );
+}
+
+/// A turn with tools: the assistant's tool calls are kept with its
+/// outcome, and the next turn's tool results (without a user message) are
+/// stored as `tool` messages naming their calls, in order, before the
+/// pending answer.
+pub async fn a_turn_keeps_tool_calls_and_results(s: &dyn Store) {
+    use crate::provider::ToolCall;
+    let t = tenant(s, "tools").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "tools").await;
+    let turn = |conversation, user: &str, results: Vec<ToolResult>| NewTurn {
+        conversation,
+        user_content: user.into(),
+        api_key_id: None,
+        provider: Some("mock".into()),
+        model: Some("any".into()),
+        tool_results: results,
+    };
+    let (c, u, a) = s
+        .begin_turn(
+            t.id,
+            turn(
+                TurnConversation::New(NewConversation {
+                    bot_id: b.id,
+                    end_user_id: None,
+                    title: None,
+                    channel: Channel::Api,
+                }),
+                "weather and time?",
+                Vec::new(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!((u.role, u.tool_call_id.as_deref()), (Role::User, None));
+    let calls = vec![
+        ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris","units":"metric"}"#.into(),
+        },
+        ToolCall {
+            id: "call_2".into(),
+            name: "get_time".into(),
+            arguments: "{}".into(),
+        },
+    ];
+    let done = s
+        .finish_message(
+            t.id,
+            a.id,
+            MessageCompletion {
+                status: Some(MessageStatus::Complete),
+                finish_reason: Some("tool_calls".into()),
+                tool_calls: calls.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.tool_calls, calls);
+    let results = vec![
+        ToolResult {
+            tool_call_id: "call_1".into(),
+            content: "18C".into(),
+        },
+        ToolResult {
+            tool_call_id: "call_2".into(),
+            content: "14:05".into(),
+        },
+    ];
+    let (c2, last, a2) = s
+        .begin_turn(t.id, turn(TurnConversation::Existing(c.id), "", results))
+        .await
+        .unwrap();
+    assert_eq!(c2.id, c.id);
+    assert_eq!(
+        (
+            last.role,
+            last.tool_call_id.as_deref(),
+            last.content.as_str()
+        ),
+        (Role::Tool, Some("call_2"), "14:05")
+    );
+    assert!(a2.tool_calls.is_empty());
+    let all = s
+        .list_messages(t.id, c.id, PageRequest::first(10))
+        .await
+        .unwrap()
+        .data;
+    let seen: Vec<(Role, &str, Option<&str>)> = all
+        .iter()
+        .map(|m| (m.role, m.content.as_str(), m.tool_call_id.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Role::User, "weather and time?", None),
+            (Role::Assistant, "", None),
+            (Role::Tool, "18C", Some("call_1")),
+            (Role::Tool, "14:05", Some("call_2")),
+            (Role::Assistant, "", None),
+        ]
+    );
+    assert_eq!(all[1].tool_calls, calls);
+    assert_eq!(all[4].id, a2.id);
+    let recent = s.recent_messages(t.id, c.id, 10).await.unwrap();
+    assert_eq!(recent.len(), 5);
+    assert_eq!(recent[1].tool_calls, calls);
+    // A turn with tool results and a user message stores both, results first.
+    let (_, last, _) = s
+        .begin_turn(
+            t.id,
+            turn(
+                TurnConversation::Existing(c.id),
+                "and tomorrow?",
+                vec![ToolResult {
+                    tool_call_id: "call_3".into(),
+                    content: "rain".into(),
+                }],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (last.role, last.content.as_str()),
+        (Role::User, "and tomorrow?")
+    );
+    let all = s
+        .list_messages(t.id, c.id, PageRequest::first(10))
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(all.len(), 8);
+    assert_eq!((all[5].role, all[5].content.as_str()), (Role::Tool, "rain"));
+    assert_eq!(all[6].role, Role::User);
 }
 
 /// Deleting a conversation, a bot or a document takes what hangs off it.
