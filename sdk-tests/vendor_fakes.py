@@ -152,7 +152,8 @@ class Handler(BaseHTTPRequestHandler):
             out_parts = [{"text": f"Results: {said}"}]
         elif decls and mode != "NONE":
             out_parts = [{"text": PREAMBLE}] + [
-                {"functionCall": {"name": d["name"], "args": args_for(d.get("parameters"))}} for d in decls
+                {"functionCall": {"name": d["name"], "args": args_for(d.get("parametersJsonSchema") or d.get("parameters"))}}
+                for d in decls
             ]
         else:
             text = " ".join(p.get("text", "") for p in parts)
