@@ -130,7 +130,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    chatcore_server::telemetry::init(config.log_format);
+    let telemetry = chatcore_server::telemetry::init(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => ExitCode::SUCCESS,
         Command::Tenant(c) => cli_result(tenant_command(config, c).await),
@@ -176,6 +176,7 @@ async fn main() -> ExitCode {
             };
             tracing::info!(%listen, "chatcore listening");
             run(listener, app, shutdown_signal()).await;
+            telemetry.shutdown();
             ExitCode::SUCCESS
         }
     }

@@ -206,10 +206,12 @@ fn error_statuses(method: &Method, path: &str, op: &Operation, g: Guard) -> Vec<
     if g != Guard::Open {
         s.push(401);
     }
-    if is_chat || matches!(g, Guard::Tenant(_)) {
+    if is_chat || matches!(g, Guard::Tenant(_) | Guard::Chat) {
         s.push(403);
     }
-    if g == Guard::Operator || (path.starts_with("/v1/") && names_rows) {
+    // OpenAI's model by name.
+    let names_model = path.starts_with("/v1/models/");
+    if g == Guard::Operator || (path.starts_with("/v1/") && (names_rows || names_model)) {
         s.push(404);
     }
     if matches!(g, Guard::Operator | Guard::Tenant(Access::Write)) && method != Method::GET {

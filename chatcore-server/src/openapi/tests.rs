@@ -219,7 +219,8 @@ fn refs(v: &Value, out: &mut Vec<String>) {
 fn types(v: &Value, out: &mut Vec<Value>) {
     match v {
         Value::Object(m) => {
-            if let Some(t) = m.get("type") {
+            // (An object under `type` is a property named `type`.)
+            if let Some(t) = m.get("type").filter(|t| !t.is_object()) {
                 out.push(t.clone());
             }
             m.values().for_each(|x| types(x, out));
@@ -363,7 +364,10 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
                 !p.starts_with("/v1/") || p == "/v1/chat/public",
                 "{m} {p}"
             );
-            if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") {
+            // OpenAI's `/v1/models` lists what a chat key may chat with.
+            if p.starts_with("/v1/models") {
+                assert_eq!(permission, "chat", "{m} {p}");
+            } else if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") {
                 assert_eq!(
                     permission, "read",
                     "{m} {p}: every management GET is open to read keys"
@@ -615,8 +619,9 @@ fn replies_serialize_to_exactly_their_schemas() {
         "Status",
     );
 
-    // The error body, as every error reply sends it.
-    let err = v(&ApiError::not_found("bot").body("req-1"));
+    // The error body, as the OpenAI-compatible routes send it (every
+    // property), and as every other route sends it (all but OpenAI's two).
+    let err = v(&ApiError::not_found("bot").openai_body("req-1"));
     let schema =
         &doc["components"]["responses"]["NotFound"]["content"]["application/json"]["schema"];
     assert_shape(doc, schema, &err, "ErrorBody");
@@ -626,6 +631,14 @@ fn replies_serialize_to_exactly_their_schemas() {
         &err["error"],
         "ErrorObject",
     );
+    let plain = v(&ApiError::not_found("bot").body("req-1"));
+    let keys: BTreeSet<&str> = plain["error"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, BTreeSet::from(["code", "message", "request_id"]));
 }
 
 /// A request schema against its Rust type: `full` (every field set)

@@ -13,3 +13,4 @@ mod helpers;
 mod openai;
 mod rag;
 mod security;
+mod telemetry;

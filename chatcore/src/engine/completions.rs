@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::prompt::client_prompt;
 use super::{Caller, ChatError, ChatReply, ChatService, Outcome, Turn, TurnEvent, Who, authorize};
@@ -161,6 +162,7 @@ impl ChatService {
         let started = Instant::now();
         let (sent, conversation_id) = read_input(&self.settings, &input)?;
         let entry = self.resolve(&caller, input.bot.trim()).await?;
+        super::record_entry(&entry);
         let api_key_id = authorize(&entry, &caller, sent.last_user)?;
         let caps = entry.provider.capabilities();
         if !caps.images
@@ -274,6 +276,7 @@ impl ChatService {
             sources: prompt.sources,
             prompt_estimate: prompt.tokens as u32,
             started,
+            span: tracing::Span::current(),
         })
     }
 
@@ -285,8 +288,12 @@ impl ChatService {
         caller: Caller,
         input: CompletionInput,
     ) -> Result<ChatReply, ChatError> {
-        let turn = self.prepare_completion(caller, input).await?;
-        self.run_complete(turn).await
+        async {
+            let turn = self.prepare_completion(caller, input).await?;
+            self.run_complete(turn).await
+        }
+        .instrument(super::chat_span())
+        .await
     }
 
     /// One streamed turn of a conversation the client holds: events as in
@@ -297,8 +304,12 @@ impl ChatService {
         caller: Caller,
         input: CompletionInput,
     ) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
-        let turn = self.prepare_completion(caller, input).await?;
-        self.run_stream(turn).await
+        async {
+            let turn = self.prepare_completion(caller, input).await?;
+            self.run_stream(turn).await
+        }
+        .instrument(super::chat_span())
+        .await
     }
 
     /// Calls the provider for a prepared turn and finishes it.
@@ -381,8 +392,9 @@ impl ChatService {
             message_id: turn.assistant,
         });
         let this = self.clone();
+        let span = turn.span.clone();
         self.tasks
-            .spawn(async move { this.drive(turn, stream, tx).await });
+            .spawn(async move { this.drive(turn, stream, tx).await }.instrument(span));
         Ok(rx)
     }
 

@@ -42,7 +42,6 @@ use crate::provider::tokens::{count_message_tokens, count_tokens};
 use crate::provider::{
     ChatEvent, ChatRequest, ChatStream, FallbackEntry, FallbackProvider, Provider, ProviderError,
     ProviderRegistry, ProviderSpec, ToolCall, ToolCallBuffer, ToolCallDelta, Usage,
-    await_first_token,
 };
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::store::{
@@ -319,6 +318,35 @@ struct Turn {
     prompt_estimate: u32,
     started: Instant,
     request_id: Option<String>,
+    /// The turn's `chat` span ([`chat_span`]), recorded when it ends.
+    span: tracing::Span,
+}
+
+/// The span of one turn, exported over OTLP when the server is so
+/// configured: the tenant, bot and provider once the bot is resolved; the
+/// model, tokens, time to first token and status when the turn ends.
+fn chat_span() -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "chat",
+        tenant = Empty,
+        bot = Empty,
+        provider = Empty,
+        model = Empty,
+        prompt_tokens = Empty,
+        completion_tokens = Empty,
+        total_tokens = Empty,
+        ttft_ms = Empty,
+        status = Empty,
+    )
+}
+
+/// Records who answers a turn on the current `chat` span.
+fn record_entry(entry: &BotEntry) {
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(entry.tenant.id));
+    span.record("bot", tracing::field::display(entry.bot.id));
+    span.record("provider", entry.provider.kind());
 }
 
 /// Built providers by config, with the config's `updated_at` (a rotated key
@@ -811,6 +839,7 @@ impl ChatService {
         let started = Instant::now();
         let valid = validate(&self.settings, &input)?;
         let entry = self.resolve(&caller, valid.bot).await?;
+        record_entry(&entry);
         let api_key_id = authorize(&entry, &caller, valid.message)?;
         let who = Who {
             caller: &caller,
@@ -885,6 +914,7 @@ impl ChatService {
             sources: prompt.sources,
             prompt_estimate: prompt.tokens as u32,
             started,
+            span: tracing::Span::current(),
         })
     }
 
@@ -1061,6 +1091,18 @@ impl ChatService {
             self.close_later(tenant, turn.assistant, done);
         }
         let usage = usage.unwrap_or_default();
+        let span = &turn.span;
+        span.record("status", status.as_str());
+        if let Some(m) = &model {
+            span.record("model", m.as_str());
+        }
+        // Signed: OpenTelemetry's integers are i64 (a u64 is exported as text).
+        span.record("prompt_tokens", i64::from(usage.prompt_tokens));
+        span.record("completion_tokens", i64::from(usage.completion_tokens));
+        span.record("total_tokens", i64::from(usage.total_tokens));
+        if let Some(t) = ttft {
+            span.record("ttft_ms", i64::from(ms(t)));
+        }
         self.settle_tokens(turn, &usage).await;
         let mut meta = serde_json::json!({"bot_id": turn.entry.bot.id});
         if let Some(e) = &error {
@@ -1165,8 +1207,13 @@ impl ChatService {
 
     /// One complete (not streamed) turn.
     pub async fn chat(&self, caller: Caller, input: ChatInput) -> Result<ChatReply, ChatError> {
-        let turn = self.prepare(caller, input).await?;
-        self.run_complete(turn).await
+        use tracing::Instrument as _;
+        async {
+            let turn = self.prepare(caller, input).await?;
+            self.run_complete(turn).await
+        }
+        .instrument(chat_span())
+        .await
     }
 
     /// One streamed turn. The provider is asked (with retries and fallback)
@@ -1180,8 +1227,13 @@ impl ChatService {
         caller: Caller,
         input: ChatInput,
     ) -> Result<mpsc::Receiver<TurnEvent>, ChatError> {
-        let turn = self.prepare(caller, input).await?;
-        self.run_stream(turn).await
+        use tracing::Instrument as _;
+        async {
+            let turn = self.prepare(caller, input).await?;
+            self.run_stream(turn).await
+        }
+        .instrument(chat_span())
+        .await
     }
 
     /// Reads the provider's stream to the client until it ends, the client
