@@ -60,6 +60,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+mod builder;
 pub mod cache;
 pub mod crypto;
 pub mod domain;
@@ -72,3 +73,5 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;
+
+pub use builder::{BuildError, Chatcore, ChatcoreBuilder};
