@@ -459,6 +459,20 @@ pub struct CreateTenant {
     pub features: Option<serde_json::Value>,
 }
 
+impl CreateTenant {
+    /// A tenant named `name`, everything else default.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            slug: None,
+            rate_limit_rpm: None,
+            rate_limit_tpm: None,
+            public_rate_limit_rpm: None,
+            features: None,
+        }
+    }
+}
+
 /// `PATCH /v1/admin/tenants/{id}`: only the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -520,6 +534,21 @@ pub struct CreateProvider {
     /// Whether bots may use it (default true).
     #[serde(default)]
     pub enabled: Option<bool>,
+}
+
+impl CreateProvider {
+    /// A configuration of catalog provider `provider` named `name`,
+    /// everything else default.
+    pub fn new(provider: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            provider: provider.into(),
+            name: name.into(),
+            api_key: None,
+            base_url: None,
+            default_model: None,
+            enabled: None,
+        }
+    }
 }
 
 /// `PATCH /v1/providers/{id}`: only the fields to change; a new `api_key`
@@ -594,6 +623,26 @@ pub struct CreateBot {
     pub dataset_ids: Option<Vec<DatasetId>>,
 }
 
+impl CreateBot {
+    /// A bot named `name` answering through `provider_id`, everything else
+    /// default.
+    pub fn new(name: impl Into<String>, provider_id: ProviderConfigId) -> Self {
+        Self {
+            name: name.into(),
+            slug: None,
+            system_prompt: None,
+            provider_id,
+            model: None,
+            fallback_provider_id: None,
+            temperature: None,
+            max_tokens: None,
+            context_tokens: None,
+            is_public: None,
+            dataset_ids: None,
+        }
+    }
+}
+
 /// `PATCH /v1/bots/{id or slug}`: only the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -666,6 +715,20 @@ pub struct CreateApiKey {
     /// Expiry (RFC 3339, in the future).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreateApiKey {
+    /// A key named `name` with `permissions`, for every bot, without a
+    /// limit of its own or an expiry.
+    pub fn new(name: impl Into<String>, permissions: Vec<Permission>) -> Self {
+        Self {
+            name: name.into(),
+            permissions,
+            bot_ids: None,
+            rate_limit_rpm: None,
+            expires_at: None,
+        }
+    }
 }
 
 /// `POST /v1/scopes`.

@@ -132,10 +132,10 @@ pub enum BuildError {
     #[error("no store: call store_url(...) or store(...)")]
     NoStore,
     /// The database cannot be opened or migrated.
-    #[error("database")]
+    #[error("database: {0}")]
     Store(#[source] StoreError),
     /// Unfinished document indexing could not be resumed.
-    #[error("resuming document indexing")]
+    #[error("resuming document indexing: {0}")]
     Rag(#[source] ChatError),
 }
 
