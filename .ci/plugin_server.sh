@@ -14,11 +14,13 @@ pid=$!
 stop() { kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$out"; }
 trap stop EXIT
 for _ in $(seq 1 60); do
-  [ -s "$out" ] && break
+  grep -q '^{.*"listen"' "$out" && break
   kill -0 "$pid" 2>/dev/null || { echo "plugin_server exited before it listened" >&2; exit 1; }
   sleep 1
 done
-field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$(head -n1 "$out")" "$1"; }
+# The one JSON line it prints (log lines may come before it).
+line=$(grep -m1 '^{.*"listen"' "$out") || { echo "plugin_server printed no address" >&2; cat "$out" >&2; exit 1; }
+field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$line" "$1"; }
 listen=$(field listen)
 key=$(field key)
 bot=$(field bot)
