@@ -152,6 +152,27 @@ impl AdminCaller {
 /// A caller that may change its tenant's data: only
 /// [`AdminCaller::writer`] makes one, after checking the permission. It
 /// reads as the [`AdminCaller`] it came from.
+///
+/// A change without the check does not compile:
+///
+/// ```compile_fail
+/// # async fn f(admin: &chatcore::admin::AdminService, c: &chatcore::admin::AdminCaller) {
+/// admin.delete_bot(c, "support").await; // an AdminCaller is not a Writer
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # fn f(c: &chatcore::admin::AdminCaller) {
+/// let w = chatcore::admin::Writer(c); // nor can one be made but by the check
+/// # }
+/// ```
+///
+/// ```
+/// # async fn f(admin: &chatcore::admin::AdminService, c: &chatcore::admin::AdminCaller)
+/// # -> Result<(), chatcore::engine::ChatError> {
+/// admin.delete_bot(c.writer()?, "support").await?; // 403 for a read key
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Writer<'a>(&'a AdminCaller);
 

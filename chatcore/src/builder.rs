@@ -87,9 +87,11 @@ enum StoreSource {
 }
 
 /// Builds a [`Chatcore`]; see [`Chatcore::builder`].
+#[derive(Default)]
 pub struct ChatcoreBuilder {
     store: Option<StoreSource>,
     store_options: StoreOptions,
+    /// Its default is the built-ins.
     registry: ProviderRegistry,
     keyring: Option<Keyring>,
     settings: ChatSettings,
@@ -97,22 +99,6 @@ pub struct ChatcoreBuilder {
     audit: Option<AuditWriter>,
     audit_config: AuditConfig,
     retriever: Option<Arc<dyn ContextRetriever>>,
-}
-
-impl Default for ChatcoreBuilder {
-    fn default() -> Self {
-        Self {
-            store: None,
-            store_options: StoreOptions::default(),
-            registry: ProviderRegistry::with_builtins(),
-            keyring: None,
-            settings: ChatSettings::default(),
-            limiter: None,
-            audit: None,
-            audit_config: AuditConfig::default(),
-            retriever: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for ChatcoreBuilder {
@@ -278,5 +264,26 @@ impl ChatcoreBuilder {
             rag,
             providers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_is_the_one_thing_to_give() {
+        assert!(matches!(
+            Chatcore::builder().build().await,
+            Err(BuildError::NoStore)
+        ));
+        let core = Chatcore::builder()
+            .store_url("sqlite::memory:")
+            .build()
+            .await
+            .unwrap();
+        // One set of providers, shared by chat and RAG.
+        assert!(Arc::ptr_eq(core.chat.providers(), &core.providers));
+        assert!(core.providers.registry().contains("mock"));
     }
 }
