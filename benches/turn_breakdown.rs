@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chatcore::audit::{AuditConfig, AuditWriter};
 use chatcore::auth::generate_key;
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
-use chatcore::engine::{Caller, ChatInput, ChatService, ChatSettings};
+use chatcore::engine::{Caller, ChatInput};
 use chatcore::provider::{ChatMessage, ChatRequest, ProviderRegistry, ProviderSpec};
-use chatcore::ratelimit::LocalRateLimiter;
 use chatcore::store::*;
 
 fn main() {
@@ -106,15 +104,13 @@ async fn run() {
         )
         .await
         .unwrap();
-    let (audit, _task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
-    let chat = Arc::new(ChatService::new(
-        store.clone(),
-        Arc::new(ProviderRegistry::with_builtins()),
-        ring,
-        Arc::new(LocalRateLimiter::new()),
-        audit,
-        ChatSettings::default(),
-    ));
+    let chat = chatcore::Chatcore::builder()
+        .store(store.clone())
+        .keyring(ring)
+        .build()
+        .await
+        .unwrap()
+        .chat;
     let principal = chat
         .authenticate(Some(&g.secret), None, None)
         .await

@@ -1,8 +1,10 @@
 //! Embedding chatcore in a Rust program: no HTTP, no server.
 //!
-//! It opens SQLite in memory, creates a tenant, an offline `mock` provider,
-//! a bot and an API key, then holds a streamed conversation of several
-//! turns in-process and reads the stored history back.
+//! It builds the services on SQLite in memory, creates a tenant, an offline
+//! `mock` provider, a bot and an API key through the library's admin API
+//! (as the server's management endpoints do), then holds a streamed
+//! conversation of several turns in-process and reads the stored history
+//! back.
 //!
 //! Run it with:
 //!
@@ -11,91 +13,51 @@
 //! ```
 
 use std::io::Write;
-use std::sync::Arc;
 
-use chatcore::audit::{AuditConfig, AuditWriter};
-use chatcore::auth::generate_key;
-use chatcore::crypto::Keyring;
+use chatcore::Chatcore;
+use chatcore::admin::{
+    AdminCaller, CreateApiKey, CreateBot, CreateProvider, CreateTenant, Operator,
+};
 use chatcore::domain::Permission;
-use chatcore::engine::{Caller, ChatInput, ChatService, ChatSettings, TurnEvent};
-use chatcore::provider::ProviderRegistry;
-use chatcore::ratelimit::LocalRateLimiter;
-use chatcore::store::*;
+use chatcore::engine::{Caller, ChatInput, TurnEvent};
+use chatcore::store::PageRequest;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store: Arc<dyn Store> = Arc::new(SeaOrmStore::in_memory().await?);
-    let keyring = Keyring::from_base64(&Keyring::generate_base64(), &[])?;
-
-    // A tenant with a mock provider and a bot that echoes.
-    let tenant = store
-        .create_tenant(NewTenant {
-            name: "Embedded".into(),
-            slug: "embedded".into(),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await?;
-    let provider = store
-        .create_provider_config(
-            tenant.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "offline".into(),
-                api_key: None,
-                base_url: None,
-                default_model: Some("echo".into()),
-                enabled: true,
-            },
-        )
-        .await?;
-    let bot = store
-        .create_bot(
-            tenant.id,
-            NewBot {
-                name: "Parrot".into(),
-                slug: "parrot".into(),
-                system_prompt: "Repeat what you hear.".into(),
-                provider_id: provider.id,
-                model: Some("echo".into()),
-                fallback_provider_id: None,
-                temperature: None,
-                max_tokens: None,
-                context_tokens: 2000,
-                is_public: false,
-                dataset_ids: vec![],
-            },
-        )
-        .await?;
-    let key = generate_key();
-    store
-        .create_api_key(
-            tenant.id,
-            NewApiKey {
-                name: "app".into(),
-                prefix: key.prefix.clone(),
-                secret_hash: key.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
+    let core = Chatcore::builder()
+        .store_url("sqlite::memory:")
+        .build()
         .await?;
 
-    // The engine, with everything in process.
-    let (audit, _audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
-    let chat = Arc::new(ChatService::new(
-        store.clone(),
-        Arc::new(ProviderRegistry::with_builtins()),
-        keyring,
-        Arc::new(LocalRateLimiter::new()),
-        audit,
-        ChatSettings::default(),
-    ));
-    let principal = chat.authenticate(Some(&key.secret), None, None).await?;
+    // A tenant, and its admin acting in it: a mock provider, a bot that
+    // echoes, and a key that may chat.
+    let op = Operator::default();
+    let tenant = core
+        .admin
+        .create_tenant(&op, CreateTenant::new("Embedded"))
+        .await?
+        .tenant;
+    let admin = AdminCaller::operator_in(tenant.id, &op);
+    let provider = CreateProvider {
+        default_model: Some("echo".into()),
+        ..CreateProvider::new("mock", "offline")
+    };
+    let provider = core
+        .admin
+        .create_provider(admin.writer()?, provider)
+        .await?;
+    let bot = CreateBot {
+        slug: Some("parrot".into()),
+        system_prompt: Some("Repeat what you hear.".into()),
+        ..CreateBot::new("Parrot", provider.id)
+    };
+    let bot = core.admin.create_bot(admin.writer()?, bot).await?;
+    let key = CreateApiKey::new("app", vec![Permission::Chat]);
+    let key = core.admin.create_api_key(admin.writer()?, key).await?.key;
+    let principal = core
+        .chat
+        .authenticate(Some(&key.into()), None, None)
+        .await?;
 
     let mut conversation = None;
     for line in ["Hello there", "How are you today?", "Goodbye"] {
@@ -105,12 +67,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ip: None,
         };
         let input = ChatInput {
-            bot: "parrot".into(),
+            bot: bot.slug.clone(),
             message: line.into(),
             conversation_id: conversation.clone(),
             ..Default::default()
         };
-        let mut events = chat.chat_stream(caller, input).await?;
+        let mut events = core.chat.chat_stream(caller, input).await?;
         print!("bot: ");
         while let Some(ev) = events.recv().await {
             match ev {
@@ -134,8 +96,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Everything was stored.
     let id = conversation.expect("a conversation was started").parse()?;
-    let history = store
-        .list_messages(tenant.id, id, PageRequest::first(50))
+    let history = core
+        .admin
+        .list_messages(&admin, id, PageRequest::first(50))
         .await?;
     println!(
         "\n{} messages stored in conversation {id} with bot {}",
@@ -143,6 +106,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bot.slug
     );
     assert_eq!(history.data.len(), 6, "three turns, two messages each");
-    chat.shutdown(std::time::Duration::from_secs(5)).await;
+    core.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }

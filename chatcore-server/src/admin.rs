@@ -241,7 +241,9 @@ pub async fn create_provider(
     _: Query<NoQuery>,
     Json(body): Json<CreateProvider>,
 ) -> Reply {
-    Ok(created(&app.admin.create_provider(&c, body).await?))
+    Ok(created(
+        &app.admin.create_provider(c.writer()?, body).await?,
+    ))
 }
 
 /// List provider configurations
@@ -283,7 +285,10 @@ pub async fn update_provider(
     Id(id): Id<ProviderConfigId>,
     Json(body): Json<UpdateProvider>,
 ) -> Reply {
-    Ok(ok(&app.admin.update_provider(&c, id, body).await?))
+    Ok(ok(&app
+        .admin
+        .update_provider(c.writer()?, id, body)
+        .await?))
 }
 
 /// Delete a provider configuration (409 while a bot or dataset uses it)
@@ -297,7 +302,7 @@ pub async fn delete_provider(
     _: Query<NoQuery>,
     Id(id): Id<ProviderConfigId>,
 ) -> Reply {
-    app.admin.delete_provider(&c, id).await?;
+    app.admin.delete_provider(c.writer()?, id).await?;
     Ok(no_content())
 }
 
@@ -313,7 +318,7 @@ pub async fn create_bot(
     _: Query<NoQuery>,
     Json(body): Json<CreateBot>,
 ) -> Reply {
-    Ok(created(&app.admin.create_bot(&c, body).await?))
+    Ok(created(&app.admin.create_bot(c.writer()?, body).await?))
 }
 
 /// List bots
@@ -354,7 +359,7 @@ pub async fn update_bot(
     Id(BotRef(bot)): Id<BotRef>,
     Json(body): Json<UpdateBot>,
 ) -> Reply {
-    Ok(ok(&app.admin.update_bot(&c, &bot, body).await?))
+    Ok(ok(&app.admin.update_bot(c.writer()?, &bot, body).await?))
 }
 
 /// Delete a bot with its conversations and scopes
@@ -368,7 +373,7 @@ pub async fn delete_bot(
     _: Query<NoQuery>,
     Id(BotRef(bot)): Id<BotRef>,
 ) -> Reply {
-    app.admin.delete_bot(&c, &bot).await?;
+    app.admin.delete_bot(c.writer()?, &bot).await?;
     Ok(no_content())
 }
 
@@ -384,7 +389,7 @@ pub async fn create_api_key(
     _: Query<NoQuery>,
     Json(body): Json<CreateApiKey>,
 ) -> Reply {
-    Ok(created(&app.admin.create_api_key(&c, body).await?))
+    Ok(created(&app.admin.create_api_key(c.writer()?, body).await?))
 }
 
 /// List API keys (revoked ones included; never a secret)
@@ -424,7 +429,7 @@ pub async fn revoke_api_key(
     _: Query<NoQuery>,
     Id(id): Id<ApiKeyId>,
 ) -> Reply {
-    app.admin.revoke_api_key(&c, id).await?;
+    app.admin.revoke_api_key(c.writer()?, id).await?;
     Ok(no_content())
 }
 
@@ -440,7 +445,7 @@ pub async fn create_scope(
     _: Query<NoQuery>,
     Json(body): Json<CreateScope>,
 ) -> Reply {
-    Ok(created(&app.admin.create_scope(&c, body).await?))
+    Ok(created(&app.admin.create_scope(c.writer()?, body).await?))
 }
 
 /// List a bot's scopes, oldest first
@@ -481,7 +486,7 @@ pub async fn delete_scope(
     _: Query<NoQuery>,
     Id(id): Id<ScopeId>,
 ) -> Reply {
-    app.admin.delete_scope(&c, id).await?;
+    app.admin.delete_scope(c.writer()?, id).await?;
     Ok(no_content())
 }
 
@@ -532,7 +537,7 @@ pub async fn delete_conversation(
     _: Query<NoQuery>,
     Id(id): Id<ConversationId>,
 ) -> Reply {
-    app.admin.delete_conversation(&c, id).await?;
+    app.admin.delete_conversation(c.writer()?, id).await?;
     Ok(no_content())
 }
 

@@ -109,7 +109,7 @@ pub async fn create_dataset(
     let ds = app
         .rag
         .create_dataset(
-            &c,
+            c.writer()?,
             b.name,
             b.provider_id,
             b.embedding_model,
@@ -156,7 +156,7 @@ pub async fn delete_dataset(
     _: Query<NoQuery>,
     Id(id): Id<DatasetId>,
 ) -> Reply {
-    app.rag.delete_dataset_as(&c, id).await?;
+    app.rag.delete_dataset_as(c.writer()?, id).await?;
     Ok(no_content())
 }
 
@@ -183,6 +183,7 @@ pub async fn upload_document(
     Query(q): Query<UploadQuery>,
     req: Request,
 ) -> Reply {
+    let w = c.writer()?;
     let (parts, body) = req.into_parts();
     let mime = mime(&parts.headers);
     let view = if mime == "application/json" {
@@ -195,7 +196,7 @@ pub async fn upload_document(
             source: u.source,
             metadata: u.metadata.unwrap_or_else(|| serde_json::json!({})),
         };
-        app.rag.upload_as(&c, d, up).await?
+        app.rag.upload_as(w, d, up).await?
     } else {
         let format = RawFormat::from_mime(&mime).ok_or_else(|| {
             ApiError::unsupported_media_type(
@@ -204,7 +205,7 @@ pub async fn upload_document(
         })?;
         let bytes = read_body(body).await?;
         app.rag
-            .upload_raw_as(&c, d, format, q.title, bytes.to_vec())
+            .upload_raw_as(w, d, format, q.title, bytes.to_vec())
             .await?
     };
     Ok(created(&view))
@@ -276,6 +277,6 @@ pub async fn delete_document(
     _: Query<NoQuery>,
     Id(id): Id<DocumentId>,
 ) -> Reply {
-    app.rag.delete_document_as(&c, id).await?;
+    app.rag.delete_document_as(c.writer()?, id).await?;
     Ok(no_content())
 }

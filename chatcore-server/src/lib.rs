@@ -35,6 +35,25 @@
 //! [`run`] serves an [`App`] on a listener the caller bound, until the
 //! caller's shutdown future completes; then it stops accepting and lets open
 //! connections finish within a grace period.
+//!
+//! A plugin author's own server (their provider registered) is the
+//! library's builder handed to [`serve`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = chatcore_server::config::Config::load(None)?;
+//! let core = chatcore_server::core_builder(&config)
+//!     .await?
+//!     // .provider("openai_compatible", |spec| Ok(Arc::new(MyProvider::new(spec)?)))
+//!     .build()
+//!     .await?;
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! chatcore_server::serve(listener, core, config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await;
+//! # Ok(()) }
+//! ```
 
 pub mod admin;
 pub mod auth;
@@ -55,12 +74,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatcore::admin::AdminService;
-use chatcore::audit::{AuditConfig, AuditWriter};
 use chatcore::bootstrap::{Demo, ensure_demo};
 use chatcore::engine::{ChatService, ChatSettings};
 use chatcore::provider::ProviderRegistry;
 use chatcore::ratelimit::{FailoverRateLimiter, LocalRateLimiter, RateLimiter, RedisRateLimiter};
-use chatcore::store::{SeaOrmStore, Store};
+use chatcore::{Chatcore, ChatcoreBuilder};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -80,7 +98,6 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Each route's guard, as the OpenAPI document states it.
     pub guards: auth::Guards,
-    audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why the server could not start.
@@ -95,9 +112,9 @@ pub enum StartError {
     /// The database cannot be opened or migrated.
     #[error("database: {0}")]
     Store(#[from] chatcore::store::StoreError),
-    /// Unfinished document indexing could not be resumed.
-    #[error("resuming document indexing: {0}")]
-    Rag(String),
+    /// The library's services could not be built.
+    #[error(transparent)]
+    Build(#[from] chatcore::BuildError),
     /// Redis cannot be reached.
     #[error("{0}")]
     Redis(#[from] chatcore::ratelimit::RateLimitError),
@@ -120,50 +137,31 @@ impl App {
     pub async fn build_with(
         config: Config,
         registry: ProviderRegistry,
-        mut settings: ChatSettings,
+        settings: ChatSettings,
     ) -> Result<Arc<Self>, StartError> {
-        settings.egress = settings.egress.merged(&config.egress);
-        if let Some(n) = config.auth_failures_per_minute {
-            settings.auth_failures_per_minute = n;
-        }
-        let keyring = keys::keyring(&config)?;
-        let store: Arc<dyn Store> =
-            Arc::new(SeaOrmStore::open(&config.database_url, config.store_options()).await?);
-        let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-            Some(url) => Arc::new(FailoverRateLimiter::new(
-                RedisRateLimiter::connect(url.expose_secret()).await?,
-            )),
-            None => Arc::new(LocalRateLimiter::new()),
-        };
-        // The token encoders (tens of MiB each) load on first use: a turn
-        // counts tokens only near its budget or when a provider reports no
-        // usage, so most processes never need one.
-        let (audit, audit_task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
-        let chat = ChatService::new(
-            store.clone(),
-            Arc::new(registry),
-            keyring,
-            limiter,
-            audit,
-            settings,
-        );
-        let chat = Arc::new(chat);
-        let rag = chatcore::rag::RagService::start(chat.clone())
-            .await
-            .map_err(|e| StartError::Rag(e.to_string()))?;
-        let retriever: Arc<dyn chatcore::engine::ContextRetriever> = rag.clone();
-        chat.set_retriever(&retriever);
+        let core = core_builder(&config)
+            .await?
+            .registry(registry)
+            .settings(settings_for(&config, settings))
+            .build()
+            .await?;
+        Ok(Self::with_core(core, config).await)
+    }
+
+    /// The app over services built by the caller (see [`core_builder`]),
+    /// with `config`'s HTTP settings; closes turns left pending by a lost
+    /// instance, now and every minute.
+    pub async fn with_core(core: Chatcore, config: Config) -> Arc<Self> {
         let app = Arc::new(Self {
-            rag,
-            admin: AdminService::for_chat(chat.clone()),
-            chat,
+            chat: core.chat,
+            admin: core.admin,
+            rag: core.rag,
             config,
             metrics: metrics::Metrics::default(),
             guards: auth::guards(openapi::document()),
-            audit_task: std::sync::Mutex::new(Some(audit_task)),
         });
         app.start_recovery().await;
-        Ok(app)
+        app
     }
 
     /// First start on an empty database: creates the demo tenant and its
@@ -207,9 +205,52 @@ impl App {
         self.chat
             .shutdown(Duration::from_secs(self.config.shutdown_grace_secs))
             .await;
-        let task = self.audit_task.lock().expect("lock poisoned").take();
-        drop(task); // the writer ends with the service; its queue is flushed above
     }
+}
+
+/// `settings` with what `config` says about them (egress allowances, the
+/// failed-authentication throttle).
+pub fn settings_for(config: &Config, mut settings: ChatSettings) -> ChatSettings {
+    settings.egress = settings.egress.merged(&config.egress);
+    if let Some(n) = config.auth_failures_per_minute {
+        settings.auth_failures_per_minute = n;
+    }
+    settings
+}
+
+/// The library's builder as the server configures it: the configured
+/// database (with its options), master keyring, rate limiter (Redis when
+/// configured, with the in-process fallback) and engine settings. A
+/// plugin author adds their provider and builds; [`serve`] then serves it.
+pub async fn core_builder(config: &Config) -> Result<ChatcoreBuilder, StartError> {
+    let keyring = keys::keyring(config)?;
+    let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
+        Some(url) => Arc::new(FailoverRateLimiter::new(
+            RedisRateLimiter::connect(url.expose_secret()).await?,
+        )),
+        None => Arc::new(LocalRateLimiter::new()),
+    };
+    // The token encoders (tens of MiB each) load on first use: a turn
+    // counts tokens only near its budget or when a provider reports no
+    // usage, so most processes never need one.
+    Ok(Chatcore::builder()
+        .store_url(config.database_url.clone())
+        .store_options(config.store_options())
+        .keyring(keyring)
+        .limiter(limiter)
+        .settings(settings_for(config, ChatSettings::default())))
+}
+
+/// Serves `core` with `config`'s HTTP settings on `listener` until
+/// `shutdown` completes, like [`run`]: a plugin author's server in a few
+/// lines (see the crate docs).
+pub async fn serve(
+    listener: TcpListener,
+    core: Chatcore,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) {
+    run(listener, App::with_core(core, config).await, shutdown).await;
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains open

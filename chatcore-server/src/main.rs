@@ -354,7 +354,7 @@ async fn key_command(config: Config, c: KeyCommand) -> Result<(), String> {
             let caller = AdminCaller::operator_in(t.id, &cli_operator());
             let k = admin
                 .create_api_key(
-                    &caller,
+                    caller.writer().map_err(|e| e.to_string())?,
                     CreateApiKey {
                         name,
                         permissions,
@@ -379,7 +379,7 @@ async fn key_command(config: Config, c: KeyCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let caller = AdminCaller::operator_in(t.id, &cli_operator());
             let k = admin
-                .revoke_api_key(&caller, id)
+                .revoke_api_key(caller.writer().map_err(|e| e.to_string())?, id)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("revoked API key {} ({})", k.id, k.prefix);

@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::auth::{Principal, generate_key};
 use crate::crypto::Keyring;
 use crate::domain::*;
-use crate::engine::{ChatError, ChatService, guard};
+use crate::engine::{Caches, ChatError, ChatService, guard};
 use crate::store::*;
 
 /// Result of a management operation.
@@ -118,11 +118,14 @@ impl AdminCaller {
         })
     }
 
-    /// 403 unless the caller was checked for changes ([`Access::Write`]):
-    /// every change of [`AdminService`] asks this first.
-    pub fn require_write(&self) -> AdminResult<()> {
+    /// The caller as one that may change the tenant's data, or 403 unless
+    /// it was checked for changes ([`Access::Write`]). Every change of
+    /// [`AdminService`] and [`crate::rag::RagService`] takes the
+    /// [`Writer`] this returns, so a change without the check does not
+    /// compile.
+    pub fn writer(&self) -> AdminResult<Writer<'_>> {
         match self.access {
-            Access::Write => Ok(()),
+            Access::Write => Ok(Writer(self)),
             Access::Read => Err(ChatError::Forbidden(READ_ONLY.into())),
         }
     }
@@ -143,6 +146,41 @@ impl AdminCaller {
         r.request_id = self.request_id.clone();
         r.ip = self.ip.clone();
         r
+    }
+}
+
+/// A caller that may change its tenant's data: only
+/// [`AdminCaller::writer`] makes one, after checking the permission. It
+/// reads as the [`AdminCaller`] it came from.
+///
+/// A change without the check does not compile:
+///
+/// ```compile_fail
+/// # async fn f(admin: &chatcore::admin::AdminService, c: &chatcore::admin::AdminCaller) {
+/// admin.delete_bot(c, "support").await; // an AdminCaller is not a Writer
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # fn f(c: &chatcore::admin::AdminCaller) {
+/// let w = chatcore::admin::Writer(c); // nor can one be made but by the check
+/// # }
+/// ```
+///
+/// ```
+/// # async fn f(admin: &chatcore::admin::AdminService, c: &chatcore::admin::AdminCaller)
+/// # -> Result<(), chatcore::engine::ChatError> {
+/// admin.delete_bot(c.writer()?, "support").await?; // 403 for a read key
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a>(&'a AdminCaller);
+
+impl std::ops::Deref for Writer<'_> {
+    type Target = AdminCaller;
+
+    fn deref(&self) -> &AdminCaller {
+        self.0
     }
 }
 
@@ -469,6 +507,20 @@ pub struct CreateTenant {
     pub features: Option<serde_json::Value>,
 }
 
+impl CreateTenant {
+    /// A tenant named `name`, everything else default.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            slug: None,
+            rate_limit_rpm: None,
+            rate_limit_tpm: None,
+            public_rate_limit_rpm: None,
+            features: None,
+        }
+    }
+}
+
 /// `PATCH /v1/admin/tenants/{id}`: only the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -530,6 +582,21 @@ pub struct CreateProvider {
     /// Whether bots may use it (default true).
     #[serde(default)]
     pub enabled: Option<bool>,
+}
+
+impl CreateProvider {
+    /// A configuration of catalog provider `provider` named `name`,
+    /// everything else default.
+    pub fn new(provider: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            provider: provider.into(),
+            name: name.into(),
+            api_key: None,
+            base_url: None,
+            default_model: None,
+            enabled: None,
+        }
+    }
 }
 
 /// `PATCH /v1/providers/{id}`: only the fields to change; a new `api_key`
@@ -604,6 +671,26 @@ pub struct CreateBot {
     pub dataset_ids: Option<Vec<DatasetId>>,
 }
 
+impl CreateBot {
+    /// A bot named `name` answering through `provider_id`, everything else
+    /// default.
+    pub fn new(name: impl Into<String>, provider_id: ProviderConfigId) -> Self {
+        Self {
+            name: name.into(),
+            slug: None,
+            system_prompt: None,
+            provider_id,
+            model: None,
+            fallback_provider_id: None,
+            temperature: None,
+            max_tokens: None,
+            context_tokens: None,
+            is_public: None,
+            dataset_ids: None,
+        }
+    }
+}
+
 /// `PATCH /v1/bots/{id or slug}`: only the fields to change.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -676,6 +763,20 @@ pub struct CreateApiKey {
     /// Expiry (RFC 3339, in the future).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreateApiKey {
+    /// A key named `name` with `permissions`, for every bot, without a
+    /// limit of its own or an expiry.
+    pub fn new(name: impl Into<String>, permissions: Vec<Permission>) -> Self {
+        Self {
+            name: name.into(),
+            permissions,
+            bot_ids: None,
+            rate_limit_rpm: None,
+            expires_at: None,
+        }
+    }
 }
 
 /// `POST /v1/scopes`.
@@ -875,10 +976,12 @@ pub fn page_request(limit: Option<u64>, cursor: Option<String>) -> AdminResult<P
 pub struct AdminService {
     store: Arc<dyn Store>,
     keyring: Keyring,
-    /// The running chat service, whose caches changes invalidate (None in
-    /// the CLI, which has none; a server sees CLI changes within its
-    /// cache lifetime).
-    chat: Option<Arc<ChatService>>,
+    /// The running engine's caches, which changes invalidate (None in the
+    /// CLI, which has none; a server sees CLI changes within its cache
+    /// lifetime).
+    caches: Option<Caches>,
+    /// Which addresses a provider's base URL may point at.
+    egress: crate::provider::EgressPolicy,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -890,11 +993,12 @@ impl std::fmt::Debug for AdminService {
 impl AdminService {
     /// Management over the store and keyring of a running chat service,
     /// invalidating its caches after changes.
-    pub fn for_chat(chat: Arc<ChatService>) -> Self {
+    pub fn for_chat(chat: &ChatService) -> Self {
         Self {
             store: chat.store().clone(),
             keyring: chat.keyring().clone(),
-            chat: Some(chat),
+            caches: Some(chat.caches().clone()),
+            egress: chat.settings().egress.clone(),
         }
     }
 
@@ -903,12 +1007,13 @@ impl AdminService {
         Self {
             store,
             keyring,
-            chat: None,
+            caches: None,
+            egress: crate::provider::EgressPolicy::default(),
         }
     }
 
     fn invalidate_tenant(&self, t: TenantId) {
-        if let Some(c) = &self.chat {
+        if let Some(c) = &self.caches {
             c.invalidate_tenant(t);
         }
     }
@@ -917,11 +1022,7 @@ impl AdminService {
     /// that resolves to a refused address is a 400 (one that does not
     /// resolve yet is checked at every call).
     async fn check_egress(&self, url: &url::Url) -> AdminResult<()> {
-        let policy = match &self.chat {
-            Some(c) => c.settings().egress.clone(),
-            None => crate::provider::EgressPolicy::default(),
-        };
-        policy
+        self.egress
             .check_target(url, RESOLVE_TIMEOUT)
             .await
             .map_err(|e| ChatError::InvalidRequest(format!("base_url: {e}")))
@@ -1073,10 +1174,9 @@ impl AdminService {
     /// Configures a catalog provider for the tenant; the key is sealed.
     pub async fn create_provider(
         &self,
-        c: &AdminCaller,
+        c: Writer<'_>,
         input: CreateProvider,
     ) -> AdminResult<ProviderView> {
-        c.require_write()?;
         text("name", &input.name, 200)?;
         crate::text::check_text("provider", &input.provider)?;
         match self.store.get_catalog_entry(&input.provider).await {
@@ -1141,11 +1241,10 @@ impl AdminService {
     /// the next turn of every bot on it.
     pub async fn update_provider(
         &self,
-        c: &AdminCaller,
+        c: Writer<'_>,
         id: ProviderConfigId,
         input: UpdateProvider,
     ) -> AdminResult<ProviderView> {
-        c.require_write()?;
         let mut fields = vec![];
         if let Some(n) = &input.name {
             text("name", n, 200)?;
@@ -1195,8 +1294,7 @@ impl AdminService {
     }
 
     /// Deletes a provider configuration; 409 while a bot or dataset uses it.
-    pub async fn delete_provider(&self, c: &AdminCaller, id: ProviderConfigId) -> AdminResult<()> {
-        c.require_write()?;
+    pub async fn delete_provider(&self, c: Writer<'_>, id: ProviderConfigId) -> AdminResult<()> {
         let audit = c.audit("provider.deleted");
         match self
             .store
@@ -1229,8 +1327,7 @@ impl AdminService {
     }
 
     /// Creates a bot.
-    pub async fn create_bot(&self, c: &AdminCaller, input: CreateBot) -> AdminResult<Bot> {
-        c.require_write()?;
+    pub async fn create_bot(&self, c: Writer<'_>, input: CreateBot) -> AdminResult<Bot> {
         text("name", &input.name, 200)?;
         let slug_v = match input.slug {
             Some(s) => {
@@ -1297,11 +1394,10 @@ impl AdminService {
     /// Changes a bot (by id or slug).
     pub async fn update_bot(
         &self,
-        c: &AdminCaller,
+        c: Writer<'_>,
         id_or_slug: &str,
         input: UpdateBot,
     ) -> AdminResult<Bot> {
-        c.require_write()?;
         let bot = self.find_bot(c.tenant, id_or_slug).await?;
         let mut fields = vec![];
         if let Some(n) = &input.name {
@@ -1377,8 +1473,7 @@ impl AdminService {
     }
 
     /// Deletes a bot (by id or slug) with its conversations and scopes.
-    pub async fn delete_bot(&self, c: &AdminCaller, id_or_slug: &str) -> AdminResult<()> {
-        c.require_write()?;
+    pub async fn delete_bot(&self, c: Writer<'_>, id_or_slug: &str) -> AdminResult<()> {
         let bot = self.find_bot(c.tenant, id_or_slug).await?;
         let mut audit = c.audit("bot.deleted");
         audit.metadata = serde_json::json!({"slug": bot.slug});
@@ -1394,10 +1489,9 @@ impl AdminService {
     /// Creates an API key; the reply carries the secret, once.
     pub async fn create_api_key(
         &self,
-        c: &AdminCaller,
+        c: Writer<'_>,
         input: CreateApiKey,
     ) -> AdminResult<CreatedApiKey> {
-        c.require_write()?;
         text("name", &input.name, 200)?;
         if input.permissions.is_empty() {
             return Err(ChatError::InvalidRequest(
@@ -1468,8 +1562,7 @@ impl AdminService {
     }
 
     /// Revokes an API key; it stops working at once on this instance.
-    pub async fn revoke_api_key(&self, c: &AdminCaller, id: ApiKeyId) -> AdminResult<ApiKeyView> {
-        c.require_write()?;
+    pub async fn revoke_api_key(&self, c: Writer<'_>, id: ApiKeyId) -> AdminResult<ApiKeyView> {
         let r = self
             .store
             .apply(
@@ -1477,8 +1570,8 @@ impl AdminService {
                 c.audit("api_key.revoked"),
             )
             .await?;
-        if let Some(chat) = &self.chat {
-            chat.invalidate_key(id);
+        if let Some(caches) = &self.caches {
+            caches.invalidate_key(id);
         }
         match r {
             Changed::ApiKey(k) => Ok(k.into()),
@@ -1489,8 +1582,7 @@ impl AdminService {
     // ---- scopes ----
 
     /// Creates a scope after checking its configuration.
-    pub async fn create_scope(&self, c: &AdminCaller, input: CreateScope) -> AdminResult<Scope> {
-        c.require_write()?;
+    pub async fn create_scope(&self, c: Writer<'_>, input: CreateScope) -> AdminResult<Scope> {
         crate::text::check_text("bot_id", &input.bot_id)?;
         crate::text::check_json("config", &input.config)?;
         if !guard::SCOPE_KINDS.contains(&input.kind.as_str()) {
@@ -1562,8 +1654,7 @@ impl AdminService {
     }
 
     /// Deletes a scope.
-    pub async fn delete_scope(&self, c: &AdminCaller, id: ScopeId) -> AdminResult<()> {
-        c.require_write()?;
+    pub async fn delete_scope(&self, c: Writer<'_>, id: ScopeId) -> AdminResult<()> {
         self.store
             .apply(Change::DeleteScope(c.tenant, id), c.audit("scope.deleted"))
             .await?;
@@ -1622,12 +1713,7 @@ impl AdminService {
     }
 
     /// Deletes a conversation and its messages.
-    pub async fn delete_conversation(
-        &self,
-        c: &AdminCaller,
-        id: ConversationId,
-    ) -> AdminResult<()> {
-        c.require_write()?;
+    pub async fn delete_conversation(&self, c: Writer<'_>, id: ConversationId) -> AdminResult<()> {
         self.store
             .apply(
                 Change::DeleteConversation(c.tenant, id),
@@ -1738,12 +1824,9 @@ mod tests {
             ip: None,
             access: Access::Read,
         };
-        assert!(matches!(
-            reader.require_write(),
-            Err(ChatError::Forbidden(_))
-        ));
+        assert!(matches!(reader.writer(), Err(ChatError::Forbidden(_))));
         let op = AdminCaller::operator_in(TenantId::new(), &Operator::default());
-        assert!(op.require_write().is_ok());
+        assert!(op.writer().is_ok());
     }
 
     #[test]

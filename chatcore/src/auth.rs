@@ -185,7 +185,9 @@ pub enum AuthError {
 /// and holds an entry for at most `ttl`. A revocation, a tenant suspension
 /// or a tenant change made through this instance invalidates the entries at
 /// once ([`Authenticator::invalidate_key`], [`Authenticator::invalidate_tenant`]);
-/// one made through another instance is seen here within `ttl`.
+/// one made through another instance is seen here within `ttl`. Clones
+/// share the cache.
+#[derive(Clone)]
 pub struct Authenticator {
     store: std::sync::Arc<dyn crate::store::Store>,
     ttl: std::time::Duration,

@@ -7,13 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::audit::{AuditConfig, AuditWriter};
+use chatcore::Chatcore;
 use chatcore::auth::{Principal, generate_key};
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
 use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, ChatSettings, TurnEvent};
-use chatcore::provider::ProviderRegistry;
-use chatcore::ratelimit::LocalRateLimiter;
 use chatcore::store::*;
 
 struct Fx {
@@ -90,17 +88,15 @@ async fn key(
         .unwrap()
 }
 
-fn service(store: Arc<SeaOrmStore>, settings: ChatSettings) -> Arc<ChatService> {
-    let dyn_store: Arc<dyn Store> = store;
-    let (audit, _task) = AuditWriter::spawn(dyn_store.clone(), AuditConfig::default());
-    Arc::new(ChatService::new(
-        dyn_store,
-        Arc::new(ProviderRegistry::with_builtins()),
-        Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap(),
-        Arc::new(LocalRateLimiter::new()),
-        audit,
-        settings,
-    ))
+async fn service(store: Arc<SeaOrmStore>, settings: ChatSettings) -> Arc<ChatService> {
+    Chatcore::builder()
+        .store(store)
+        .keyring(Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap())
+        .settings(settings)
+        .build()
+        .await
+        .unwrap()
+        .chat
 }
 
 async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
@@ -109,7 +105,7 @@ async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
         cache_ttl: Duration::from_millis(1),
         ..Default::default()
     };
-    let chat = service(store.clone(), settings);
+    let chat = service(store.clone(), settings).await;
     let tenant = tenant(&*store, "acme", rpm).await;
     let provider = store
         .create_provider_config(
@@ -799,7 +795,7 @@ async fn turns_of_a_dead_instance_are_closed_with_their_streamed_text() {
     assert_eq!(orphans.len(), 1, "only the dead instance's turn");
     assert_eq!(orphans[0].message.id, pending.id);
     assert_eq!(orphans[0].prompt.as_deref(), Some("tell me a story"));
-    let chat = service(Arc::new(second.clone()), ChatSettings::default());
+    let chat = service(Arc::new(second.clone()), ChatSettings::default()).await;
     assert_eq!(chat.recover_orphaned_turns().await.unwrap(), 1);
     assert_eq!(chat.recover_orphaned_turns().await.unwrap(), 0, "once");
     let m = second.get_message(fx.tenant.id, pending.id).await.unwrap();
@@ -892,7 +888,8 @@ async fn failed_authentications_throttle_their_ip_and_successes_do_not() {
             auth_failures_per_minute: 3,
             ..Default::default()
         },
-    );
+    )
+    .await;
     let t = tenant(&*store, "acme", None).await;
     let k = generate_key();
     store
@@ -973,7 +970,8 @@ async fn invalidating_a_tenant_drops_its_cached_bots_public_and_keyed() {
             cache_ttl: Duration::from_secs(3600),
             ..Default::default()
         },
-    );
+    )
+    .await;
     let t = tenant(&*store, "acme", None).await;
     let p = store
         .create_provider_config(

@@ -12,13 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::audit::{AuditConfig, AuditWriter};
+use chatcore::Chatcore;
+use chatcore::admin::{AdminCaller, Operator};
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
-use chatcore::engine::{ChatService, ChatSettings};
-use chatcore::provider::ProviderRegistry;
 use chatcore::rag::{DocumentUpload, MetadataFilter, RagService, SearchMode};
-use chatcore::ratelimit::LocalRateLimiter;
 use chatcore::store::*;
 use chatcore::testkit::pg;
 
@@ -167,16 +165,13 @@ async fn setup(store: Arc<dyn Store>) -> Setup {
         )
         .await
         .unwrap();
-    let (audit, _task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
-    let chat = Arc::new(ChatService::new(
-        store.clone(),
-        Arc::new(ProviderRegistry::with_builtins()),
-        Keyring::from_raw([3u8; 32], &[]),
-        Arc::new(LocalRateLimiter::new()),
-        audit,
-        ChatSettings::default(),
-    ));
-    let rag = RagService::start(chat).await.unwrap();
+    let rag = Chatcore::builder()
+        .store(store.clone())
+        .keyring(Keyring::from_raw([3u8; 32], &[]))
+        .build()
+        .await
+        .unwrap()
+        .rag;
     let ds = store
         .create_dataset(
             t.id,
@@ -196,11 +191,18 @@ async fn setup(store: Arc<dyn Store>) -> Setup {
     }
 }
 
+impl Setup {
+    /// The operator inside the test's tenant: it may change its data.
+    fn operator(&self) -> AdminCaller {
+        AdminCaller::operator_in(self.tenant, &Operator::default())
+    }
+}
+
 async fn upload(s: &Setup, title: &str, content: &str) -> DocumentId {
     let d = s
         .rag
-        .upload(
-            s.tenant,
+        .upload_as(
+            s.operator().writer().unwrap(),
             s.dataset,
             DocumentUpload {
                 title: title.into(),
@@ -296,7 +298,10 @@ async fn quality(store: Arc<dyn Store>, backend: &str) {
     assert!(hits.iter().all(|h| h.title == "Coffee"), "{hits:?}");
 
     // A deleted document no longer answers, in any mode.
-    s.rag.delete_document(s.tenant, ids[0]).await.unwrap();
+    s.rag
+        .delete_document_as(s.operator().writer().unwrap(), ids[0])
+        .await
+        .unwrap();
     for mode in [SearchMode::Vector, SearchMode::Text, SearchMode::Hybrid] {
         let hits = s
             .rag

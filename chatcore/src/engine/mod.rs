@@ -12,13 +12,14 @@
 //! Nothing here knows HTTP: the server turns requests into [`ChatInput`] and
 //! [`Caller`], and [`ChatReply`] / [`TurnEvent`]s into JSON and SSE.
 
+mod caches;
 mod completions;
 mod error;
 pub mod guard;
 pub mod prompt;
+mod providers;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -27,10 +28,12 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+pub use caches::Caches;
 pub use completions::{CompletionInput, TurnOptions};
 pub use error::ChatError;
 pub use guard::{GuardViolation, Guardrails};
 pub use prompt::{Prompt, Source, build_prompt};
+pub use providers::Providers;
 
 use crate::audit::AuditWriter;
 use crate::auth::throttle::{AuthThrottle, Credential};
@@ -41,7 +44,7 @@ use crate::domain::*;
 use crate::provider::tokens::{count_message_tokens, count_tokens};
 use crate::provider::{
     ChatEvent, ChatRequest, ChatStream, FallbackEntry, FallbackProvider, Provider, ProviderError,
-    ProviderRegistry, ProviderSpec, ToolCall, ToolCallBuffer, ToolCallDelta, Usage,
+    ToolCall, ToolCallBuffer, ToolCallDelta, Usage,
 };
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::store::{
@@ -349,26 +352,24 @@ fn record_entry(entry: &BotEntry) {
     span.record("provider", entry.provider.kind());
 }
 
-/// Built providers by config, with the config's `updated_at` (a rotated key
-/// or changed URL rebuilds it; an unchanged one reuses its connection pool).
-type ProviderCache =
-    Mutex<HashMap<ProviderConfigId, (chrono::DateTime<chrono::Utc>, Arc<dyn Provider>)>>;
-
-/// The chat engine. Build one per process and share it (`Arc`).
+/// The chat engine. Build one per process and share it (`Arc`); embedders
+/// get one from [`crate::Chatcore::builder`].
 pub struct ChatService {
     store: Arc<dyn Store>,
-    registry: Arc<ProviderRegistry>,
-    keyring: Keyring,
+    /// Built providers, shared with RAG.
+    providers: Arc<Providers>,
     limiter: Arc<dyn RateLimiter>,
     audit: AuditWriter,
     auth: Authenticator,
     throttle: AuthThrottle,
     settings: ChatSettings,
-    /// Weak: the retriever (RAG) holds the service, not the reverse.
-    retriever: std::sync::OnceLock<std::sync::Weak<dyn ContextRetriever>>,
+    /// Context for bots with datasets (RAG), given at construction.
+    retriever: Option<Arc<dyn ContextRetriever>>,
+    /// Shared with the services that invalidate them; `auth`, `bots` and
+    /// `public_bots` are its caches (clones share the entries).
+    caches: Caches,
     bots: TtlCache<(TenantId, String), BotEntry>,
     public_bots: TtlCache<String, BotEntry>,
-    providers: ProviderCache,
     touched: TtlCache<ApiKeyId, ()>,
     tasks: TaskTracker,
     /// Cancelled when the shutdown grace is over: open streams end.
@@ -384,33 +385,34 @@ impl std::fmt::Debug for ChatService {
 }
 
 impl ChatService {
-    /// A chat service over `store`, building providers with `registry` and
-    /// opening provider keys with `keyring`.
-    pub fn new(
+    /// A chat service over `store` with `providers`, reading and filling
+    /// `caches`, retrieving context for bots with datasets from `retriever`
+    /// (none: such bots answer without context). [`crate::Chatcore::builder`]
+    /// wires these.
+    pub(crate) fn new(
         store: Arc<dyn Store>,
-        registry: Arc<ProviderRegistry>,
-        keyring: Keyring,
+        providers: Arc<Providers>,
+        caches: Caches,
         limiter: Arc<dyn RateLimiter>,
         audit: AuditWriter,
+        retriever: Option<Arc<dyn ContextRetriever>>,
         settings: ChatSettings,
     ) -> Self {
-        let ttl = settings.cache_ttl;
         Self {
-            auth: Authenticator::new(store.clone(), ttl),
+            auth: caches.auth.clone(),
             throttle: AuthThrottle::new(
                 limiter.clone(),
                 audit.clone(),
                 settings.auth_failures_per_minute,
             ),
             store,
-            registry,
-            keyring,
+            providers,
             limiter,
             audit,
-            retriever: std::sync::OnceLock::new(),
-            bots: TtlCache::new(ttl, 10_000),
-            public_bots: TtlCache::new(ttl, 10_000),
-            providers: Mutex::new(HashMap::new()),
+            retriever,
+            bots: caches.bots.clone(),
+            public_bots: caches.public_bots.clone(),
+            caches,
             touched: TtlCache::new(Duration::from_secs(60), 100_000),
             tasks: TaskTracker::new(),
             stop_streams: tokio_util::sync::CancellationToken::new(),
@@ -418,10 +420,14 @@ impl ChatService {
         }
     }
 
-    /// Plugs in retrieval for bots with datasets (once; later calls are
-    /// ignored). The service keeps a weak reference.
-    pub fn set_retriever(&self, r: &Arc<dyn ContextRetriever>) {
-        let _ = self.retriever.set(Arc::downgrade(r));
+    /// The built providers (shared with RAG).
+    pub fn providers(&self) -> &Arc<Providers> {
+        &self.providers
+    }
+
+    /// The caches, to invalidate after a change.
+    pub fn caches(&self) -> &Caches {
+        &self.caches
     }
 
     /// The provider built from a tenant's provider config (cached per
@@ -431,7 +437,7 @@ impl ChatService {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> Result<Arc<dyn Provider>, ChatError> {
-        Ok(self.provider_for(tenant, id).await?.0)
+        self.providers.get(tenant, id).await
     }
 
     /// The store.
@@ -451,7 +457,7 @@ impl ChatService {
 
     /// The master keyring.
     pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+        self.providers.keyring()
     }
 
     /// The settings.
@@ -538,14 +544,12 @@ impl ChatService {
     /// Forgets cached state of a tenant (after a suspension, a limit change,
     /// a bot or provider change).
     pub fn invalidate_tenant(&self, tenant: TenantId) {
-        self.auth.invalidate_tenant(tenant);
-        self.bots.remove_where(|(t, _), _| *t == tenant);
-        self.public_bots.remove_where(|_, e| e.tenant.id == tenant);
+        self.caches.invalidate_tenant(tenant);
     }
 
     /// Forgets a cached key (after a revocation).
     pub fn invalidate_key(&self, key: ApiKeyId) {
-        self.auth.invalidate_key(key);
+        self.caches.invalidate_key(key);
     }
 
     /// Waits for open streams to end, then flushes the audit log.
@@ -585,40 +589,7 @@ impl ChatService {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> Result<(Arc<dyn Provider>, ProviderConfig), ChatError> {
-        let cfg = self.store.get_provider_config(tenant, id).await?;
-        if !cfg.enabled {
-            return Err(ChatError::Forbidden(
-                "the provider configuration is disabled".into(),
-            ));
-        }
-        if let Some((at, p)) = self
-            .providers
-            .lock()
-            .expect("provider cache poisoned")
-            .get(&id)
-            && *at == cfg.updated_at
-        {
-            return Ok((p.clone(), cfg));
-        }
-        let mut spec = ProviderSpec::new(cfg.provider.clone());
-        spec.api_key = match &cfg.api_key {
-            Some(sealed) => Some(self.keyring.open(tenant, sealed).map_err(|e| {
-                tracing::error!(provider_config = %id, error = %e, "cannot open a stored provider key");
-                ChatError::Internal("provider key cannot be decrypted".into())
-            })?),
-            None => None,
-        };
-        spec.base_url = cfg.base_url.clone();
-        spec.default_model = cfg.default_model.clone();
-        spec.timeouts = self.settings.timeouts;
-        spec.retry = self.settings.retry;
-        spec.egress = self.settings.egress.clone();
-        let p = self.registry.build(&spec).map_err(ChatError::Provider)?;
-        self.providers
-            .lock()
-            .expect("provider cache poisoned")
-            .insert(id, (cfg.updated_at, p.clone()));
-        Ok((p, cfg))
+        self.providers.get_with_config(tenant, id).await
     }
 
     async fn load_entry(&self, bot: Bot, tenant: Tenant) -> Result<BotEntry, ChatError> {
@@ -818,7 +789,7 @@ impl ChatService {
         if entry.bot.dataset_ids.is_empty() {
             return Ok(Vec::new());
         }
-        match self.retriever.get().and_then(|w| w.upgrade()) {
+        match &self.retriever {
             Some(r) => {
                 r.retrieve(
                     entry.tenant.id,

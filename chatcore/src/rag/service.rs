@@ -23,8 +23,10 @@ use super::{
     ChunkOptions, MetadataFilter, chunk, content_hash, normalize, reciprocal_rank_fusion,
     tiktoken_counter,
 };
+use crate::admin::Writer;
+use crate::audit::AuditWriter;
 use crate::domain::*;
-use crate::engine::{ChatError, ChatService, ContextRetriever, Source};
+use crate::engine::{Caches, ChatError, ContextRetriever, Providers, Source};
 use crate::provider::EmbedRequest;
 use crate::store::{ChunkSearch, NewChunk, NewDocument, PageRequest, Store, StoreError};
 
@@ -140,8 +142,16 @@ impl RawFormat {
 }
 
 /// Ingestion and retrieval for a tenant's datasets.
+///
+/// It needs the store, the built [`Providers`] (for embeddings), the audit
+/// writer and the engine's [`Caches`] (a deleted dataset leaves cached
+/// bots), never the chat service: the chat service is given this one as
+/// its [`ContextRetriever`] when it is built ([`crate::Chatcore::builder`]).
 pub struct RagService {
-    chat: Arc<ChatService>,
+    store: Arc<dyn Store>,
+    providers: Arc<Providers>,
+    audit: AuditWriter,
+    caches: Caches,
     queue: mpsc::UnboundedSender<(TenantId, DocumentId)>,
     options: ChunkOptions,
 }
@@ -149,14 +159,21 @@ pub struct RagService {
 impl RagService {
     /// Starts the service and its indexer task, and re-queues documents a
     /// restart left unfinished.
-    pub async fn start(chat: Arc<ChatService>) -> Result<Arc<Self>, ChatError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        providers: Arc<Providers>,
+        audit: AuditWriter,
+        caches: Caches,
+    ) -> Result<Arc<Self>, ChatError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let svc = Arc::new(Self {
-            chat,
+            store: store.clone(),
+            providers,
+            audit,
+            caches,
             queue: tx,
             options: ChunkOptions::default(),
         });
-        let store = svc.chat.store().clone();
         for status in [DocumentStatus::Indexing, DocumentStatus::Pending] {
             for d in store.documents_in_status(status, 10_000).await? {
                 let _ = svc.queue.send((d.tenant_id, d.id));
@@ -168,11 +185,11 @@ impl RagService {
     }
 
     fn store(&self) -> &Arc<dyn Store> {
-        self.chat.store()
+        &self.store
     }
 
     /// Stores a document (or finds it unchanged) and queues it for indexing.
-    pub async fn upload(
+    async fn upload(
         &self,
         tenant: TenantId,
         dataset: DatasetId,
@@ -188,7 +205,7 @@ impl RagService {
     /// Stores a PDF's text (extracted off the async threads; a PDF the
     /// extractor cannot read is a 400-class error naming the body) and
     /// queues it for indexing, like [`RagService::upload`].
-    pub async fn upload_pdf(
+    async fn upload_pdf(
         &self,
         tenant: TenantId,
         dataset: DatasetId,
@@ -216,12 +233,11 @@ impl RagService {
     /// [`RagService::upload_pdf`] for an admin caller (audited).
     pub async fn upload_pdf_as(
         &self,
-        caller: &crate::admin::AdminCaller,
+        caller: Writer<'_>,
         dataset: DatasetId,
         title: String,
         pdf: Vec<u8>,
     ) -> Result<DocumentView, ChatError> {
-        caller.require_write()?;
         let d = self
             .upload_pdf(
                 caller.tenant,
@@ -319,13 +335,12 @@ impl RagService {
     /// embedding to learn it.
     pub async fn create_dataset(
         &self,
-        caller: &crate::admin::AdminCaller,
+        caller: Writer<'_>,
         name: String,
         provider_id: ProviderConfigId,
         embedding_model: Option<String>,
         embedding_dim: Option<i32>,
     ) -> Result<Dataset, ChatError> {
-        caller.require_write()?;
         crate::text::check_text("name", &name)?;
         crate::text::check_opt("embedding_model", embedding_model.as_deref())?;
         if name.trim().is_empty() {
@@ -354,7 +369,7 @@ impl RagService {
                 ));
             }
             None => {
-                let provider = self.chat.provider_for_config(tenant, provider_id).await?;
+                let provider = self.providers.get(tenant, provider_id).await?;
                 let probe = provider
                     .embed(
                         &EmbedRequest::new(vec!["dimension probe".into()])
@@ -390,18 +405,12 @@ impl RagService {
         Ok(ds)
     }
 
-    async fn audit(
-        &self,
-        caller: &crate::admin::AdminCaller,
-        action: &str,
-        kind: &str,
-        id: impl ToString,
-    ) {
+    async fn audit(&self, caller: Writer<'_>, action: &str, kind: &str, id: impl ToString) {
         let mut r =
             AuditRecord::new(Some(caller.tenant), caller.actor.clone(), action).resource(kind, id);
         r.request_id = caller.request_id.clone();
         r.ip = caller.ip.clone();
-        self.chat.audit().record(r).await;
+        self.audit.record(r).await;
     }
 
     /// A document without its content, with its chunk count.
@@ -426,11 +435,10 @@ impl RagService {
     /// Uploads a document for an admin caller (audited).
     pub async fn upload_as(
         &self,
-        caller: &crate::admin::AdminCaller,
+        caller: Writer<'_>,
         dataset: DatasetId,
         up: DocumentUpload,
     ) -> Result<DocumentView, ChatError> {
-        caller.require_write()?;
         let d = self.upload(caller.tenant, dataset, up).await?;
         self.audit(caller, "document.uploaded", "document", d.id)
             .await;
@@ -440,10 +448,9 @@ impl RagService {
     /// Deletes a dataset for an admin caller (audited).
     pub async fn delete_dataset_as(
         &self,
-        caller: &crate::admin::AdminCaller,
+        caller: Writer<'_>,
         id: DatasetId,
     ) -> Result<(), ChatError> {
-        caller.require_write()?;
         self.delete_dataset(caller.tenant, id).await?;
         self.audit(caller, "dataset.deleted", "dataset", id).await;
         Ok(())
@@ -452,10 +459,9 @@ impl RagService {
     /// Deletes a document for an admin caller (audited).
     pub async fn delete_document_as(
         &self,
-        caller: &crate::admin::AdminCaller,
+        caller: Writer<'_>,
         id: DocumentId,
     ) -> Result<(), ChatError> {
-        caller.require_write()?;
         self.delete_document(caller.tenant, id).await?;
         self.audit(caller, "document.deleted", "document", id).await;
         Ok(())
@@ -466,13 +472,12 @@ impl RagService {
     /// required, since a raw body carries none.
     pub async fn upload_raw_as(
         &self,
-        caller: &crate::admin::AdminCaller,
+        caller: Writer<'_>,
         dataset: DatasetId,
         format: RawFormat,
         title: Option<String>,
         body: Vec<u8>,
     ) -> Result<DocumentView, ChatError> {
-        caller.require_write()?;
         let title = title.ok_or_else(|| {
             ChatError::InvalidRequest("title: required as ?title= with a raw upload".into())
         })?;
@@ -571,20 +576,20 @@ impl RagService {
     }
 
     /// Deletes a document and its chunks.
-    pub async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
+    async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
         self.store().delete_document(tenant, id).await?;
         Ok(())
     }
 
     /// Deletes a dataset with its documents.
-    pub async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<(), ChatError> {
+    async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> Result<(), ChatError> {
         self.store().delete_dataset(tenant, id).await?;
-        self.chat.invalidate_tenant(tenant);
+        self.caches.invalidate_tenant(tenant);
         Ok(())
     }
 
     /// Indexes one document now (the indexer calls this).
-    pub async fn index_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
+    async fn index_document(&self, tenant: TenantId, id: DocumentId) -> Result<(), ChatError> {
         let doc = match self.store().get_document(tenant, id).await {
             Ok(d) => d,
             // Deleted while queued.
@@ -622,10 +627,7 @@ impl RagService {
         let pieces = tokio::task::spawn_blocking(move || chunk(&text, &opts, &counter))
             .await
             .map_err(|e| ChatError::Internal(format!("chunking panicked: {e}")))?;
-        let provider = self
-            .chat
-            .provider_for_config(doc.tenant_id, ds.provider_id)
-            .await?;
+        let provider = self.providers.get(doc.tenant_id, ds.provider_id).await?;
         let mut out = Vec::with_capacity(pieces.len());
         for batch in pieces.chunks(EMBED_BATCH) {
             let req = EmbedRequest::new(batch.iter().map(|c| c.text.clone()).collect())
@@ -724,7 +726,7 @@ impl RagService {
                     .push(ds.id);
             }
             for ((provider_id, model), group) in groups {
-                let provider = self.chat.provider_for_config(tenant, provider_id).await?;
+                let provider = self.providers.get(tenant, provider_id).await?;
                 let q = provider
                     .embed(&EmbedRequest::new(vec![query.to_string()]).with_model(model))
                     .await?;
