@@ -40,6 +40,10 @@ pub struct Config {
     pub operator_key: Option<SecretString>,
     /// `CHATCORE_REDIS_URL`: shared rate limits.
     pub redis_url: Option<SecretString>,
+    /// `CHATCORE_REDIS_FAILURE`: what rate limits do while Redis fails:
+    /// `refuse` (the default: chat answers 503) or `local` (each instance
+    /// counts alone meanwhile, so limits multiply by the instances).
+    pub redis_failure: chatcore::ratelimit::OnRedisFailure,
     /// `CHATCORE_MAX_BODY_BYTES`: request body limit.
     pub max_body_bytes: usize,
     /// `CHATCORE_SHUTDOWN_GRACE_SECS`: how long open streams may finish.
@@ -129,6 +133,7 @@ struct FileConfig {
     master_keys_old: Option<String>,
     operator_key: Option<String>,
     redis_url: Option<String>,
+    redis_failure: Option<String>,
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
@@ -201,6 +206,13 @@ impl Config {
             })?),
             None => fc.auth_failures_per_minute,
         };
+        let redis_failure = match pick("CHATCORE_REDIS_FAILURE", fc.redis_failure) {
+            None => Default::default(),
+            Some(v) => v.parse().map_err(|reason| ConfigError::Invalid {
+                key: "CHATCORE_REDIS_FAILURE",
+                reason,
+            })?,
+        };
         let log_format = match pick("CHATCORE_LOG_FORMAT", fc.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -244,6 +256,7 @@ impl Config {
                 .unwrap_or_default(),
             operator_key: pick("CHATCORE_OPERATOR_KEY", fc.operator_key).map(secret),
             redis_url: pick("CHATCORE_REDIS_URL", fc.redis_url).map(secret),
+            redis_failure,
             max_body_bytes: num(
                 "CHATCORE_MAX_BODY_BYTES",
                 fc.max_body_bytes.map(|v| v as u64),

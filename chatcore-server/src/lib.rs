@@ -225,8 +225,9 @@ pub fn settings_for(config: &Config, mut settings: ChatSettings) -> ChatSettings
 pub async fn core_builder(config: &Config) -> Result<ChatcoreBuilder, StartError> {
     let keyring = keys::keyring(config)?;
     let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-        Some(url) => Arc::new(FailoverRateLimiter::new(
+        Some(url) => Arc::new(FailoverRateLimiter::with_policy(
             RedisRateLimiter::connect(url.expose_secret()).await?,
+            config.redis_failure,
         )),
         None => Arc::new(LocalRateLimiter::new()),
     };

@@ -65,6 +65,7 @@ pub struct Metrics {
     rate_limited: Counter,
     tokens: Family<TokenLabels, Counter>,
     open_streams: Gauge,
+    redis_failures: Counter,
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Family<PoolMaxLabels, Gauge>,
     /// The route templates, as `'static` label values.
@@ -120,6 +121,12 @@ impl Default for Metrics {
             "Streamed chat turns running",
             open_streams.clone(),
         );
+        let redis_failures = Counter::default();
+        registry.register(
+            "chatcore_rate_limit_redis_failures",
+            "Rate-limit checks and charges that Redis failed (see CHATCORE_REDIS_FAILURE)",
+            redis_failures.clone(),
+        );
         let pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "chatcore_db_pool_connections",
@@ -147,6 +154,7 @@ impl Default for Metrics {
             rate_limited,
             tokens,
             open_streams,
+            redis_failures,
             pool_connections,
             pool_max,
             routes,
@@ -263,6 +271,11 @@ pub fn authorize(
 pub fn render(app: &App, headers: &HeaderMap) -> Response<Body> {
     let m = &app.metrics;
     m.open_streams.set(app.chat.open_streams() as i64);
+    // A counter kept by the limiter: bring the exported one up to it.
+    m.redis_failures.inner().fetch_max(
+        app.chat.rate_limiter().backend_failures(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     for p in app.chat.store().pool_stats() {
         for (state, n) in [("in_use", p.in_use), ("idle", p.idle)] {
             m.pool_connections

@@ -78,6 +78,11 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Records `cost` units for `key` whether or not they fit (usage known
     /// after the fact, e.g. completion tokens).
     async fn charge(&self, key: &str, quota: Quota, cost: u32) -> Result<(), RateLimitError>;
+    /// How many times the shared backend (Redis) failed since the start
+    /// (0 for limiters without one).
+    fn backend_failures(&self) -> u64 {
+        0
+    }
 }
 
 /// GCRA step, shared by the in-process limiter and the tests: given the
@@ -262,19 +267,71 @@ impl RateLimiter for RedisRateLimiter {
     }
 }
 
-/// Redis first; when Redis fails, this instance's own limiter, so limits
-/// still hold per instance and chat keeps working. The failure is logged.
+/// What a Redis-backed limiter does while Redis fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRedisFailure {
+    /// Refuse: the check fails (a chat turn answers 503 `unavailable`)
+    /// until Redis answers again. Limits never turn into per-instance
+    /// limits that multiply with the number of instances. The default.
+    #[default]
+    Refuse,
+    /// Count in this instance meanwhile: chat keeps working, but with N
+    /// instances a limit admits up to N times its quota while Redis is down.
+    Local,
+}
+
+impl std::str::FromStr for OnRedisFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "refuse" => Ok(Self::Refuse),
+            "local" => Ok(Self::Local),
+            other => Err(format!("{other:?}: expected refuse or local")),
+        }
+    }
+}
+
+/// Redis, with a policy for when it fails ([`OnRedisFailure`]): refuse, or
+/// this instance's own limiter. Every failure is logged and counted
+/// ([`FailoverRateLimiter::failures`], exported in `/metrics`).
 pub struct FailoverRateLimiter {
     primary: RedisRateLimiter,
     fallback: LocalRateLimiter,
+    policy: OnRedisFailure,
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl FailoverRateLimiter {
-    /// Wraps a Redis limiter with an in-process fallback.
+    /// Wraps a Redis limiter that refuses while Redis fails.
     pub fn new(primary: RedisRateLimiter) -> Self {
+        Self::with_policy(primary, OnRedisFailure::Refuse)
+    }
+
+    /// Wraps a Redis limiter with the given failure policy.
+    pub fn with_policy(primary: RedisRateLimiter, policy: OnRedisFailure) -> Self {
         Self {
             primary,
             fallback: LocalRateLimiter::new(),
+            policy,
+            failures: Default::default(),
+        }
+    }
+
+    /// How many checks and charges Redis failed since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn failed(&self, e: &RateLimitError) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.policy {
+            OnRedisFailure::Refuse => {
+                tracing::error!(error = %e, "Redis rate limiter failed: refusing (CHATCORE_REDIS_FAILURE=refuse)")
+            }
+            OnRedisFailure::Local => {
+                tracing::warn!(error = %e, "Redis rate limiter failed: counting in this instance (CHATCORE_REDIS_FAILURE=local)")
+            }
         }
     }
 }
@@ -285,8 +342,11 @@ impl RateLimiter for FailoverRateLimiter {
         match self.primary.check(key, quota, cost).await {
             Ok(d) => Ok(d),
             Err(e) => {
-                tracing::warn!(error = %e, "Redis rate limiter failed: using this instance's limiter");
-                self.fallback.check(key, quota, cost).await
+                self.failed(&e);
+                match self.policy {
+                    OnRedisFailure::Refuse => Err(e),
+                    OnRedisFailure::Local => self.fallback.check(key, quota, cost).await,
+                }
             }
         }
     }
@@ -295,10 +355,17 @@ impl RateLimiter for FailoverRateLimiter {
         match self.primary.charge(key, quota, cost).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "Redis rate limiter failed: using this instance's limiter");
-                self.fallback.charge(key, quota, cost).await
+                self.failed(&e);
+                match self.policy {
+                    OnRedisFailure::Refuse => Err(e),
+                    OnRedisFailure::Local => self.fallback.charge(key, quota, cost).await,
+                }
             }
         }
+    }
+
+    fn backend_failures(&self) -> u64 {
+        self.failures()
     }
 }
 

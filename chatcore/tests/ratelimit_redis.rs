@@ -175,13 +175,45 @@ async fn cuttable_relay() -> (String, Arc<tokio::sync::Notify>) {
     (format!("redis://127.0.0.1:{port}"), cut)
 }
 
-/// When Redis fails, the failover limiter keeps limits in this instance:
-/// checks are still refused over the quota and charges still count.
+/// By default a Redis failure refuses: no check passes, no charge is
+/// lost into a per-instance count, and each failure is counted.
 #[tokio::test]
-async fn failover_keeps_checking_and_charging_when_redis_goes_away() {
-    use chatcore::ratelimit::FailoverRateLimiter;
+async fn when_redis_goes_away_limits_refuse_rather_than_count_per_instance() {
+    use chatcore::ratelimit::{FailoverRateLimiter, RateLimiter as _};
     let (relay, cut) = cuttable_relay().await;
     let l = FailoverRateLimiter::new(RedisRateLimiter::connect(&relay).await.unwrap());
+    let q = Quota {
+        limit: 5,
+        period: Duration::from_secs(3600),
+    };
+    let key = fresh_key();
+    assert!(l.check(&key, q, 1).await.unwrap().is_allowed());
+    assert_eq!(l.failures(), 0);
+    cut.notify_one();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        let r = l.check(&key, q, 1).await;
+        assert!(r.is_err(), "refused while Redis is gone: {r:?}");
+    }
+    assert!(l.charge(&key, q, 10).await.is_err());
+    assert_eq!(l.failures(), 4);
+    assert_eq!(l.backend_failures(), 4);
+    // The error names no URL (the relay's address stands for a password).
+    let e = l.check(&key, q, 1).await.unwrap_err().to_string();
+    assert!(!e.contains("127.0.0.1"), "{e}");
+}
+
+/// With `OnRedisFailure::Local` (CHATCORE_REDIS_FAILURE=local), the
+/// instance's own limiter takes over: checks are still refused over the
+/// quota and charges still count.
+#[tokio::test]
+async fn failover_keeps_checking_and_charging_when_redis_goes_away() {
+    use chatcore::ratelimit::{FailoverRateLimiter, OnRedisFailure};
+    let (relay, cut) = cuttable_relay().await;
+    let l = FailoverRateLimiter::with_policy(
+        RedisRateLimiter::connect(&relay).await.unwrap(),
+        OnRedisFailure::Local,
+    );
     let q = Quota {
         limit: 2,
         period: Duration::from_secs(3600),

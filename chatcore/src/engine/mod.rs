@@ -445,6 +445,11 @@ impl ChatService {
         &self.store
     }
 
+    /// The rate limiter (for its [`RateLimiter::backend_failures`]).
+    pub fn rate_limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
     /// The key authenticator (with its cache).
     pub fn authenticator(&self) -> &Authenticator {
         &self.auth

@@ -345,12 +345,19 @@ pub async fn server() -> TestServer {
 }
 
 pub fn provider(server: &TestServer) -> Arc<dyn Provider> {
+    provider_with_timeouts(server, test_timeouts())
+}
+
+pub fn provider_with_timeouts(
+    server: &TestServer,
+    timeouts: chatcore::provider::Timeouts,
+) -> Arc<dyn Provider> {
     let spec = ProviderSpec::new("anthropic")
         .with_api_key(KEY)
         .with_base_url(server.url())
         .with_egress(local_egress())
         .with_default_model("claude-test")
-        .with_timeouts(test_timeouts())
+        .with_timeouts(timeouts)
         .with_retry(RetryPolicy::none());
     ProviderRegistry::with_builtins().build(&spec).unwrap()
 }

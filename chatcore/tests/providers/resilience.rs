@@ -139,7 +139,18 @@ async fn retries_first_byte_timeouts() {
 async fn streams_are_retried_only_before_the_first_token() {
     let _ticker = ticker();
     let server = anthropic::server().await;
-    let p = retrying(anthropic::provider(&server), policy(3));
+    // Timeouts far beyond what the ticker can reach while real I/O waits on
+    // a loaded machine (paused time moves 1 ms per tick): this test is about
+    // retries, and a 10 s idle timeout was reached under load.
+    let patient = chatcore::provider::Timeouts {
+        connect: Duration::from_secs(3600),
+        first_byte: Duration::from_secs(3600),
+        idle: Duration::from_secs(3600),
+    };
+    let p = retrying(
+        anthropic::provider_with_timeouts(&server, patient),
+        policy(3),
+    );
     // Overloaded event before any text: retried, three attempts in all.
     let e = p.stream(&ask("error-early")).await.err().unwrap();
     assert!(
