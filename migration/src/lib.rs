@@ -5,7 +5,8 @@
 //! is available, the vector column with its HNSW indexes; `public_slugs`
 //! makes a public bot's slug unique across tenants and adds the tenants'
 //! public chat budget; `turn_owner` records which server instance owns a
-//! turn being answered. The same code migrates SQLite and PostgreSQL.
+//! turn being answered; `widget` adds the chat widget's settings per bot and
+//! feedback on answers. The same code migrates SQLite and PostgreSQL.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -15,6 +16,7 @@ pub mod m20260126_000003_rag_search;
 pub mod m20260301_000001_public_slugs;
 mod m20260401_000004_turn_owner;
 pub mod m20261201_000005_row_level_security;
+pub mod m20261202_000001_widget;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -29,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260301_000001_public_slugs::Migration),
             Box::new(m20260401_000004_turn_owner::Migration),
             Box::new(m20261201_000005_row_level_security::Migration),
+            Box::new(m20261202_000001_widget::Migration),
         ]
     }
 }
