@@ -347,6 +347,8 @@ pub struct MessageView {
     pub api_key_id: Option<ApiKeyId>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Feedback on it (assistant messages), if any.
+    pub feedback: Option<crate::store::Feedback>,
 }
 
 impl From<Message> for MessageView {
@@ -369,6 +371,7 @@ impl From<Message> for MessageView {
             error: m.error,
             api_key_id: m.api_key_id,
             created_at: m.created_at,
+            feedback: None,
         }
     }
 }
@@ -1591,7 +1594,13 @@ impl AdminService {
     ) -> AdminResult<List<MessageView>> {
         self.store.get_conversation(c.tenant, id).await?;
         let p = self.store.list_messages(c.tenant, id, page).await?;
-        Ok(List::map(p, MessageView::from))
+        let mut list = List::map(p, MessageView::from);
+        let ids: Vec<MessageId> = list.data.iter().map(|m| m.id).collect();
+        let feedback = self.store.feedback_for(c.tenant, &ids).await?;
+        for m in &mut list.data {
+            m.feedback = feedback.iter().find(|f| f.message_id == m.id).cloned();
+        }
+        Ok(list)
     }
 
     /// Deletes a conversation and its messages.
