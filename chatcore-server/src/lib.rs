@@ -17,6 +17,8 @@
 //! - [`openapi`]: the OpenAPI document behind `/openapi.json`, generated
 //!   from the request and reply types.
 //! - [`chat`]: the chat endpoints.
+//! - [`widget`]: the chat widget: embed script, demo page, visitor
+//!   sessions, feedback, a bot's widget settings.
 //!
 //! What libraries do here, and what stayed written by hand (issue 12):
 //! routing, path/query/body extraction and `HEAD`/405 are axum's (the
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod telemetry;
+pub mod widget;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +83,8 @@ pub struct App {
     /// Each route's guard, as the OpenAPI document states it.
     pub guards: auth::Guards,
     audit_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The chat widget (settings, visitor sessions, feedback).
+    pub widget: chatcore::widget::WidgetService,
 }
 
 /// Why the server could not start.
@@ -155,11 +160,12 @@ impl App {
         let app = Arc::new(Self {
             rag,
             admin: AdminService::for_chat(chat.clone()),
-            chat,
+            chat: chat.clone(),
             config,
             metrics: metrics::Metrics::default(),
             guards: auth::guards(openapi::document()),
             audit_task: std::sync::Mutex::new(Some(audit_task)),
+            widget: chatcore::widget::WidgetService::new(chat.clone()),
         });
         app.start_recovery().await;
         Ok(app)
@@ -168,12 +174,27 @@ impl App {
     /// First start on an empty database: creates the demo tenant and its
     /// public `demo` bot, and returns the admin key to show once.
     pub async fn bootstrap_demo(&self) -> Result<Option<Demo>, StartError> {
-        Ok(ensure_demo(
+        let demo = ensure_demo(
             &**self.chat.store(),
             self.chat.keyring(),
             self.config.openai_api_key.as_ref(),
         )
-        .await?)
+        .await?;
+        if let Some(d) = &demo {
+            // `/demo` embeds the bot from this server's own origin.
+            let l = self.config.listen;
+            let mut origins = vec![format!("http://{l}")];
+            if l.ip().is_loopback() || l.ip().is_unspecified() {
+                origins.push(format!("http://127.0.0.1:{}", l.port()));
+                origins.push(format!("http://localhost:{}", l.port()));
+            }
+            origins.dedup();
+            self.widget
+                .setup_demo(d.tenant.id, d.bot.id, origins)
+                .await
+                .map_err(|e| StartError::Rag(format!("demo widget: {e}")))?;
+        }
+        Ok(demo)
     }
 
     /// Closes turns left pending by instances that died, now and then

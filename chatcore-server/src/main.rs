@@ -200,6 +200,8 @@ fn print_demo(demo: &chatcore::bootstrap::Demo, listen: std::net::SocketAddr) {
         demo.bot.slug
     );
     println!();
+    println!("Or open http://{listen}/demo in a browser (the chat widget).");
+    println!();
 }
 
 async fn shutdown_signal() {
