@@ -407,6 +407,12 @@ pub struct UsageEntry {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Thumbs up given on the group's answers (by bot or day; 0 by key).
+    pub feedback_up: u64,
+    /// Thumbs down.
+    pub feedback_down: u64,
+    /// Share of thumbs up among the ratings (null without any).
+    pub feedback_share_up: Option<f64>,
 }
 
 // ---------------------------------------------------------------- inputs
@@ -1663,6 +1669,13 @@ impl AdminService {
             ChatError::InvalidRequest("since: must be before until (default: now)".into())
         })?;
         let rows = self.store.usage(c.tenant, days, group_by).await?;
+        let ratings = self.store.feedback_counts(c.tenant, days, group_by).await?;
+        let rated = |g: &Option<String>| {
+            ratings
+                .iter()
+                .find(|r| &r.group == g && group_by != UsageGroup::ApiKey)
+                .map_or((0, 0), |r| (r.up, r.down))
+        };
         Ok(UsageReport {
             since: days.since(),
             until: days.until(),
@@ -1673,12 +1686,18 @@ impl AdminService {
             },
             data: rows
                 .into_iter()
-                .map(|r| UsageEntry {
-                    group: r.group,
-                    requests: r.requests,
-                    prompt_tokens: r.prompt_tokens,
-                    completion_tokens: r.completion_tokens,
-                    total_tokens: r.total_tokens,
+                .map(|r| {
+                    let (up, down) = rated(&r.group);
+                    UsageEntry {
+                        feedback_up: up,
+                        feedback_down: down,
+                        feedback_share_up: (up + down > 0).then(|| up as f64 / (up + down) as f64),
+                        group: r.group,
+                        requests: r.requests,
+                        prompt_tokens: r.prompt_tokens,
+                        completion_tokens: r.completion_tokens,
+                        total_tokens: r.total_tokens,
+                    }
                 })
                 .collect(),
         })

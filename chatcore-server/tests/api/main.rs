@@ -12,3 +12,4 @@ mod health;
 mod helpers;
 mod rag;
 mod security;
+mod widget;

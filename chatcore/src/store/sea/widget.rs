@@ -112,8 +112,15 @@ fn feedback(m: fb::Model) -> StoreResult<Feedback> {
 }
 
 #[derive(Debug, FromQueryResult)]
-struct Count {
+struct CountByDay {
     grp: String,
+    rating: String,
+    n: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct CountByBot {
+    grp: uuid::Uuid,
     rating: String,
     n: i64,
 }
@@ -280,39 +287,52 @@ impl SeaOrmStore {
         group_by: UsageGroup,
     ) -> StoreResult<Vec<FeedbackRow>> {
         let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Count>> = async {
-            let q = fb::Entity::find().select_only();
-            let q = match group_by {
-                // The bot id as text, the same on SQLite and PostgreSQL.
-                UsageGroup::Bot => q.expr_as(
-                    Func::cast_as(Expr::col(fb::Column::BotId), Alias::new("TEXT")),
-                    "grp",
-                ),
-                UsageGroup::Day => q.column_as(fb::Column::Day, "grp"),
-                UsageGroup::ApiKey => q.expr_as(Expr::val(""), "grp"),
+        let out: StoreResult<Vec<(String, String, i64)>> = async {
+            let grp = match group_by {
+                UsageGroup::Bot => fb::Column::BotId,
+                _ => fb::Column::Day,
             };
-            let grp = Expr::col(Alias::new("grp"));
-            q.column(fb::Column::Rating)
+            let q = fb::Entity::find()
+                .select_only()
+                .column_as(grp, "grp")
+                .column(fb::Column::Rating)
                 .expr_as(
-                    Func::cast_as(Func::count(Expr::col(fb::Column::MessageId)), Alias::new("BIGINT")),
+                    Func::cast_as(
+                        Func::count(Expr::col(fb::Column::MessageId)),
+                        Alias::new("BIGINT"),
+                    ),
                     "n",
                 )
                 .filter(fb::Column::TenantId.eq(tenant.0))
                 .filter(fb::Column::Day.gte(days.start.format("%Y-%m-%d").to_string()))
                 .filter(fb::Column::Day.lt(days.end.format("%Y-%m-%d").to_string()))
-                .group_by(grp.clone())
+                .group_by(grp)
                 .group_by(fb::Column::Rating)
-                .order_by(grp, Order::Asc)
-                .into_model::<Count>()
-                .all(&db)
-                .await
-                .map_err(db_err)
+                .order_by(grp, Order::Asc);
+            Ok(match group_by {
+                UsageGroup::Bot => q
+                    .into_model::<CountByBot>()
+                    .all(&db)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|c| (c.grp.to_string(), c.rating, c.n))
+                    .collect(),
+                _ => q
+                    .into_model::<CountByDay>()
+                    .all(&db)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|c| (c.grp, c.rating, c.n))
+                    .collect(),
+            })
         }
         .await;
         let counts = scope::finish(db, out).await?;
         let mut rows: Vec<FeedbackRow> = Vec::new();
-        for c in counts {
-            let group = (!c.grp.is_empty()).then(|| c.grp.to_lowercase());
+        for (grp, rating, n) in counts {
+            let group = Some(grp);
             if rows.last().is_none_or(|r| r.group != group) {
                 rows.push(FeedbackRow {
                     group: group.clone(),
@@ -321,11 +341,24 @@ impl SeaOrmStore {
                 });
             }
             let r = rows.last_mut().expect("just pushed");
-            let n = c.n.max(0) as u64;
-            match c.rating.as_str() {
+            let n = n.max(0) as u64;
+            match rating.as_str() {
                 "up" => r.up += n,
                 _ => r.down += n,
             }
+        }
+        if group_by == UsageGroup::ApiKey {
+            // Ratings are not by key: one group, as usage has for public chat.
+            let (up, down) = rows.iter().fold((0, 0), |(u, d), r| (u + r.up, d + r.down));
+            return Ok(if up + down > 0 {
+                vec![FeedbackRow {
+                    group: None,
+                    up,
+                    down,
+                }]
+            } else {
+                vec![]
+            });
         }
         Ok(rows)
     }
