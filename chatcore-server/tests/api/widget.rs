@@ -456,6 +456,7 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
         let r = session(&app, &slug, SITE, body.clone()).await;
         assert!(r.status() == 401 || r.status() == 400, "{body}: {}", r.status());
     }
+    app.app.chat.audit().flush().await;
     let (_, audit) = app
         .call(
             Method::GET,
@@ -543,6 +544,7 @@ async fn feedback_is_stored_shown_counted_and_audited() {
     let (_, v) = app.call(Method::GET, "/v1/usage?group_by=day", Some(key), None).await;
     assert_eq!(v["data"][0]["feedback_up"], 1);
     // Audited.
+    app.app.chat.audit().flush().await;
     let (_, v) = app
         .call(Method::GET, "/v1/audit-logs?action=feedback.recorded", Some(key), None)
         .await;
