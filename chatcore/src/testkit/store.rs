@@ -3316,7 +3316,7 @@ pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
     s.create_bot(t.id, public).await.expect("public bot");
     let (_, nk) = new_key(name);
     let k = s.create_api_key(t.id, nk).await.expect("api key");
-    usage_turn(
+    let (_, answer) = usage_turn(
         s,
         t.id,
         new_conv(b.id),
@@ -3362,7 +3362,6 @@ pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
     )
     .await
     .expect("widget");
-    let (_, answer) = usage_turn(s, t.id, new_conv(b.id), None, MessageStatus::Complete, tokens(1, 1)).await;
     s.put_feedback(t.id, feedback(answer.id, Rating::Up))
         .await
         .expect("feedback");
