@@ -171,8 +171,10 @@
 
   // ------------------------------------------------------------ styles
   var CSS = [
-    ":host{all:initial;--cc-primary:#2563eb;--cc-on-primary:#fff;--cc-bg:#fff;--cc-fg:#111827;--cc-muted:#6b7280;--cc-bubble:#f3f4f6;--cc-border:#e5e7eb;--cc-shadow:0 12px 40px rgba(0,0,0,.18);",
-    "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;font-size:15px;line-height:1.45;color:var(--cc-fg)}",
+    // The page's rules on the host element (even !important ones) stop here:
+    // inside a shadow tree, !important beats the outer page.
+    ":host{all:initial !important;--cc-primary:#2563eb;--cc-on-primary:#fff;--cc-bg:#fff;--cc-fg:#111827;--cc-muted:#6b7280;--cc-bubble:#f3f4f6;--cc-border:#e5e7eb;--cc-shadow:0 12px 40px rgba(0,0,0,.18);",
+    "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif !important;font-size:15px !important;line-height:1.45 !important;color:var(--cc-fg) !important}",
     "@media (prefers-color-scheme:dark){:host{--cc-bg:#111827;--cc-fg:#f3f4f6;--cc-muted:#9ca3af;--cc-bubble:#1f2937;--cc-border:#374151;--cc-shadow:0 12px 40px rgba(0,0,0,.6)}}",
     "*{box-sizing:border-box}",
     ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;cursor:pointer;background:var(--cc-primary);color:var(--cc-on-primary);box-shadow:var(--cc-shadow);display:flex;align-items:center;justify-content:center;z-index:2147483000;transition:transform .15s}",
@@ -622,7 +624,9 @@
       if (OPEN_AT_LOAD || saved.open) open();
     }).catch(function () {
       host.remove();
-      console.error("chatcore widget: bot " + BOT + " is not available");
+      // Also what a site that may not embed the bot gets: its origin is not
+      // in the bot's allowed origins, so it may not read the configuration.
+      console.error("chatcore widget: bot " + BOT + " is not available on this site (is " + location.origin + " one of its allowed origins?)");
     });
   }
   if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
