@@ -118,7 +118,8 @@ fn allow(mut r: Response, origin: Option<&str>, ok: bool) -> Response {
         && ok
         && let Ok(v) = HeaderValue::from_str(o)
     {
-        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        r.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     r.headers_mut()
         .append(header::VARY, HeaderValue::from_static("Origin"));
@@ -483,7 +484,10 @@ mod tests {
     #[test]
     fn only_visitor_tokens_are_visitor_tokens() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer cc_abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer cc_abc"),
+        );
         assert!(visitor_token(&h).is_none());
         h.insert(
             header::AUTHORIZATION,
@@ -495,7 +499,10 @@ mod tests {
     #[test]
     fn the_script_and_page_are_compiled_in() {
         assert!(WIDGET_JS.contains("attachShadow"));
-        assert!(!WIDGET_JS.contains("innerHTML"), "the widget builds DOM nodes, never markup");
+        assert!(
+            !WIDGET_JS.contains("innerHTML"),
+            "the widget builds DOM nodes, never markup"
+        );
         assert!(DEMO_HTML.contains("/widget.js"));
     }
 }

@@ -113,10 +113,16 @@ pub struct WidgetSettings {
     #[cfg_attr(feature = "openapi", schema(max_length = 120))]
     pub placeholder: Option<String>,
     /// Launcher, header and visitor bubbles: `#rgb` or `#rrggbb`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+    )]
     pub primary_color: String,
     /// Text on the primary colour: `#rgb` or `#rrggbb`.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+    )]
     pub primary_text_color: String,
     /// Where the launcher sits.
     pub position: WidgetPosition,
@@ -551,7 +557,9 @@ impl std::fmt::Debug for WidgetService {
 impl WidgetService {
     /// The widget over `chat` (its token key derived from the master key).
     pub fn new(chat: Arc<ChatService>) -> Self {
-        let key = chat.keyring().derive_key("chatcore widget visitor tokens v1");
+        let key = chat
+            .keyring()
+            .derive_key("chatcore widget visitor tokens v1");
         let ttl = chat.settings().cache_ttl;
         Self {
             chat,
@@ -847,7 +855,11 @@ impl WidgetService {
         })
     }
 
-    async fn owned(&self, s: &VisitorSession, id: ConversationId) -> Result<Conversation, ChatError> {
+    async fn owned(
+        &self,
+        s: &VisitorSession,
+        id: ConversationId,
+    ) -> Result<Conversation, ChatError> {
         let c = self.chat.store().get_conversation(s.tenant, id).await?;
         if c.bot_id != s.bot
             || c.channel != Channel::Public
@@ -938,7 +950,9 @@ impl WidgetService {
                     ));
                 }
                 let m = store.get_message(p.tenant.id, message).await?;
-                let c = store.get_conversation(p.tenant.id, m.conversation_id).await?;
+                let c = store
+                    .get_conversation(p.tenant.id, m.conversation_id)
+                    .await?;
                 if !k.bot_ids.is_empty() && !k.bot_ids.contains(&c.bot_id) {
                     return Err(ChatError::NotFound("message"));
                 }
@@ -994,7 +1008,12 @@ impl WidgetService {
         r
     }
 
-    async fn view(&self, tenant: TenantId, bot: &Bot, record: Option<WidgetRecord>) -> Result<WidgetView, ChatError> {
+    async fn view(
+        &self,
+        tenant: TenantId,
+        bot: &Bot,
+        record: Option<WidgetRecord>,
+    ) -> Result<WidgetView, ChatError> {
         let scopes = self.chat.store().list_scopes(tenant, bot.id).await?;
         let origins = Guardrails::from_scopes(&scopes)
             .map(|g| g.allowed_origins.unwrap_or_default())
@@ -1021,7 +1040,11 @@ impl WidgetService {
     }
 
     /// A bot's widget (settings, allowed origins, secret's last 4).
-    pub async fn get_settings(&self, c: &AdminCaller, bot_ref: &str) -> Result<WidgetView, ChatError> {
+    pub async fn get_settings(
+        &self,
+        c: &AdminCaller,
+        bot_ref: &str,
+    ) -> Result<WidgetView, ChatError> {
         let bot = self.admin_bot(c, bot_ref).await?;
         let record = self.chat.store().get_widget(c.tenant, bot.id).await?;
         self.view(c.tenant, &bot, record).await
@@ -1058,7 +1081,11 @@ impl WidgetService {
 
     /// Sets a new widget secret (the old one stops verifying), shown once
     /// (admin; audited).
-    pub async fn rotate_secret(&self, c: &AdminCaller, bot_ref: &str) -> Result<WidgetSecret, ChatError> {
+    pub async fn rotate_secret(
+        &self,
+        c: &AdminCaller,
+        bot_ref: &str,
+    ) -> Result<WidgetSecret, ChatError> {
         c.require_write()?;
         let bot = self.admin_bot(c, bot_ref).await?;
         let mut raw = [0u8; 32];
@@ -1107,7 +1134,12 @@ impl WidgetService {
 
     /// First start: lets the demo bot be embedded from `origins` (the
     /// server's own `/demo` page) and gives it a greeting.
-    pub async fn setup_demo(&self, tenant: TenantId, bot: BotId, origins: Vec<String>) -> Result<(), ChatError> {
+    pub async fn setup_demo(
+        &self,
+        tenant: TenantId,
+        bot: BotId,
+        origins: Vec<String>,
+    ) -> Result<(), ChatError> {
         let store = self.chat.store();
         store
             .create_scope(
@@ -1189,8 +1221,14 @@ mod tests {
         forged.uid = Some("mallory".into());
         let other = s.sign(&forged);
         let (other_head, _) = other.rsplit_once('.').unwrap();
-        assert!(s.open(&format!("{other_head}.{tag}"), Duration::ZERO).is_err());
-        assert!(s.open(&format!("{head}.{}", &tag[1..]), Duration::ZERO).is_err());
+        assert!(
+            s.open(&format!("{other_head}.{tag}"), Duration::ZERO)
+                .is_err()
+        );
+        assert!(
+            s.open(&format!("{head}.{}", &tag[1..]), Duration::ZERO)
+                .is_err()
+        );
         for junk in ["", "cvt1.", "cvt1..", "cvt1.a.b", "cc_abc", "cvt1.\0.\0"] {
             assert!(s.open(junk, Duration::ZERO).is_err(), "{junk:?}");
         }

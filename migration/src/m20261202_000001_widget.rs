@@ -84,7 +84,11 @@ enum Messages {
 fn ts(col: impl IntoIden, null: bool) -> ColumnDef {
     let mut c = ColumnDef::new(col);
     c.timestamp_with_time_zone();
-    if null { c.null() } else { c.not_null() };
+    if null {
+        c.null()
+    } else {
+        c.not_null()
+    };
     c.to_owned()
 }
 
@@ -194,8 +198,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         // Row-level security exactly as `row_level_security` sets it up.
-        let tenants =
-            "string_to_array(NULLIF(current_setting('chatcore.tenant_ids', true), ''), ',')::uuid[]";
+        let tenants = "string_to_array(NULLIF(current_setting('chatcore.tenant_ids', true), ''), ',')::uuid[]";
         let all = "current_setting('chatcore.all_tenants', true) = 'on'";
         for (table, col) in WIDGET_TENANT_TABLES {
             let mine = format!("{col} = ANY ({tenants})");

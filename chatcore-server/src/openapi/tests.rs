@@ -369,7 +369,8 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
             // Routes that take a visitor token answer 401 to a bad one.
             let takes_token = (m == "post" && p == "/v1/chat/public")
                 || (widget_public && p != "/v1/widget/{bot}/config");
-            if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") && !widget_public {
+            if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") && !widget_public
+            {
                 assert_eq!(
                     permission, "read",
                     "{m} {p}: every management GET is open to read keys"

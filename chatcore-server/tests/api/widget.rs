@@ -111,7 +111,10 @@ async fn settings_round_trip_and_the_public_config_is_cacheable() {
     let h = r.headers().clone();
     assert_eq!(h["cache-control"], "public, max-age=300");
     assert_eq!(h["access-control-allow-origin"], SITE);
-    assert_eq!(h["content-security-policy"], format!("frame-ancestors {SITE}"));
+    assert_eq!(
+        h["content-security-policy"],
+        format!("frame-ancestors {SITE}")
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["title"], "Help desk");
     assert_eq!(v["settings"]["position"], "bottom-left");
@@ -129,14 +132,23 @@ async fn settings_round_trip_and_the_public_config_is_cacheable() {
 
     // Bad settings name the field; a read key may look but not change.
     for (bad, field) in [
-        (json!({"primary_color": "red; background:url(x)"}), "primary_color"),
+        (
+            json!({"primary_color": "red; background:url(x)"}),
+            "primary_color",
+        ),
         (json!({"title": "a\u{0}b"}), "title"),
-        (json!({"suggested_questions": vec!["q"; 7]}), "suggested_questions"),
+        (
+            json!({"suggested_questions": vec!["q"; 7]}),
+            "suggested_questions",
+        ),
         (json!({"bogus": 1}), "bogus"),
     ] {
         let (s, v) = app.call(Method::PUT, &path, Some(key), Some(bad)).await;
         assert_eq!(s, 400, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(field), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{v}"
+        );
     }
     let (read, _) = app
         .key(t.tenant.id, vec![Permission::Read], vec![], None)
@@ -146,7 +158,12 @@ async fn settings_round_trip_and_the_public_config_is_cacheable() {
         .await;
     assert_eq!(s, 200);
     let (s, _) = app
-        .call(Method::PUT, &path, Some(read.expose_secret()), Some(json!({})))
+        .call(
+            Method::PUT,
+            &path,
+            Some(read.expose_secret()),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(s, 403);
     // Another tenant's bot is not found, by id or slug.
@@ -164,7 +181,12 @@ async fn settings_round_trip_and_the_public_config_is_cacheable() {
     }
     // The change is audited.
     let (_, v) = app
-        .call(Method::GET, "/v1/audit-logs?action=widget.updated", Some(key), None)
+        .call(
+            Method::GET,
+            "/v1/audit-logs?action=widget.updated",
+            Some(key),
+            None,
+        )
         .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     app.stop().await;
@@ -201,12 +223,29 @@ async fn sessions_need_an_allowed_origin() {
     let r = session(&app, &bare.bot.slug, SITE, json!({})).await;
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("no allowed origins"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no allowed origins")
+    );
     // A private bot, an unknown one, NUL bytes: 404 or 400, never 500.
     let private = app
-        .tenant_with("wpriv", "mock", "echo", None, |_| {}, |b| b.is_public = false)
+        .tenant_with(
+            "wpriv",
+            "mock",
+            "echo",
+            None,
+            |_| {},
+            |b| b.is_public = false,
+        )
         .await;
-    assert_eq!(session(&app, &private.bot.slug, SITE, json!({})).await.status(), 404);
+    assert_eq!(
+        session(&app, &private.bot.slug, SITE, json!({}))
+            .await
+            .status(),
+        404
+    );
     assert_eq!(session(&app, "nope", SITE, json!({})).await.status(), 404);
     assert_eq!(session(&app, "a%00b", SITE, json!({})).await.status(), 400);
     let r = session(&app, &slug, SITE, json!({"previous_token": "x\u{0}"})).await;
@@ -219,10 +258,16 @@ async fn sessions_need_an_allowed_origin() {
     // The preflight is answered (the real answer decides).
     let r = app
         .client
-        .request(Method::OPTIONS, app.url(&format!("/v1/widget/{slug}/session")))
+        .request(
+            Method::OPTIONS,
+            app.url(&format!("/v1/widget/{slug}/session")),
+        )
         .header("origin", SITE)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type, authorization")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
         .send()
         .await
         .unwrap();
@@ -321,19 +366,34 @@ async fn a_token_chats_as_its_visitor_and_is_refused_elsewhere() {
     )
     .await;
     assert_eq!(s, 401, "{body}");
-    let (s, _) = get_as(&app, &format!("/v1/widget/{}/conversations", t2.bot.slug), &tok).await;
+    let (s, _) = get_as(
+        &app,
+        &format!("/v1/widget/{}/conversations", t2.bot.slug),
+        &tok,
+    )
+    .await;
     assert_eq!(s, 404);
     // Forged, cut, garbage: 401, never 500.
     let (head, tag) = tok.rsplit_once('.').unwrap();
     let forged = format!("{head}.{}", tag.chars().rev().collect::<String>());
-    for bad in [forged.as_str(), "cvt1.", "cvt1.e30.AAAA", &tok[..tok.len() - 3]] {
+    for bad in [
+        forged.as_str(),
+        "cvt1.",
+        "cvt1.e30.AAAA",
+        &tok[..tok.len() - 3],
+    ] {
         let (s, _, _) = chat_as(&app, bad, SITE, json!({"bot_id": slug, "message": "x"})).await;
         assert_eq!(s, 401, "{bad}");
         let (s, _) = get_as(&app, &format!("/v1/widget/{slug}/conversations"), bad).await;
         assert_eq!(s, 401, "{bad}");
     }
     let (s, _) = app
-        .call(Method::GET, &format!("/v1/widget/{slug}/conversations"), None, None)
+        .call(
+            Method::GET,
+            &format!("/v1/widget/{slug}/conversations"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(s, 401);
     // An API key as the bearer of public chat is not a visitor token: as before.
@@ -390,7 +450,9 @@ async fn the_visitor_limit_counts_sessions_not_ips() {
     .await;
     assert_eq!(first["data"], again["data"]);
     assert_eq!(
-        chat_as(&app, renewed["token"].as_str().unwrap(), SITE, msg).await.0,
+        chat_as(&app, renewed["token"].as_str().unwrap(), SITE, msg)
+            .await
+            .0,
         429
     );
     app.stop().await;
@@ -403,7 +465,13 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
     let slug = t.bot.slug.clone();
     let key = t.key.expose_secret();
     // Without a secret, a user_id cannot be verified.
-    let r = session(&app, &slug, SITE, json!({"user_id": "alice", "user_hash": "00"})).await;
+    let r = session(
+        &app,
+        &slug,
+        SITE,
+        json!({"user_id": "alice", "user_hash": "00"}),
+    )
+    .await;
     assert_eq!(r.status(), 403);
     let (s, v) = app
         .call(
@@ -416,7 +484,12 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
     assert_eq!(s, 201, "{v}");
     let secret = v["secret"].as_str().unwrap().to_string();
     let (_, view) = app
-        .call(Method::GET, &format!("/v1/bots/{slug}/widget"), Some(key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/bots/{slug}/widget"),
+            Some(key),
+            None,
+        )
         .await;
     assert_eq!(view["secret_last4"], &secret[secret.len() - 4..]);
     assert!(!view.to_string().contains(&secret), "shown once only");
@@ -428,7 +501,13 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
     let s1: Value = r.json().await.unwrap();
     assert_eq!(s1["user_id"], "alice");
     let tok1 = s1["token"].as_str().unwrap();
-    let (s, _, body) = chat_as(&app, tok1, SITE, json!({"bot_id": slug, "message": "first"})).await;
+    let (s, _, body) = chat_as(
+        &app,
+        tok1,
+        SITE,
+        json!({"bot_id": slug, "message": "first"}),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     // A later session of the same user (another device) sees it.
     let r = session(&app, &slug, SITE, signed).await;
@@ -441,7 +520,12 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
     assert_eq!(v["data"][0]["title"], "first");
     // The admin sees it under the user.
     let (_, v) = app
-        .call(Method::GET, "/v1/conversations?user_id=alice", Some(key), None)
+        .call(
+            Method::GET,
+            "/v1/conversations?user_id=alice",
+            Some(key),
+            None,
+        )
         .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
 
@@ -454,7 +538,11 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
         json!({"user_hash": hash}),
     ] {
         let r = session(&app, &slug, SITE, body.clone()).await;
-        assert!(r.status() == 401 || r.status() == 400, "{body}: {}", r.status());
+        assert!(
+            r.status() == 401 || r.status() == 400,
+            "{body}: {}",
+            r.status()
+        );
     }
     app.app.chat.audit().flush().await;
     let (_, audit) = app
@@ -484,7 +572,13 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
         None,
     )
     .await;
-    let r = session(&app, &slug, SITE, json!({"user_id": "alice", "user_hash": hash})).await;
+    let r = session(
+        &app,
+        &slug,
+        SITE,
+        json!({"user_id": "alice", "user_hash": hash}),
+    )
+    .await;
     assert_eq!(r.status(), 401);
     app.stop().await;
 }
@@ -496,7 +590,13 @@ async fn feedback_is_stored_shown_counted_and_audited() {
     let slug = t.bot.slug.clone();
     let key = t.key.expose_secret();
     let tok = token(&app, &slug).await;
-    let (_, _, body) = chat_as(&app, &tok, SITE, json!({"bot_id": slug, "message": "rate me"})).await;
+    let (_, _, body) = chat_as(
+        &app,
+        &tok,
+        SITE,
+        json!({"bot_id": slug, "message": "rate me"}),
+    )
+    .await;
     let reply: Value = serde_json::from_str(&body).unwrap();
     let msg = reply["message_id"].as_str().unwrap().to_string();
     let conv = reply["conversation_id"].as_str().unwrap().to_string();
@@ -512,12 +612,20 @@ async fn feedback_is_stored_shown_counted_and_audited() {
                 .send()
                 .await
                 .unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let (s, v) = rate(tok.clone(), msg.clone(), json!({"rating": "down"})).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = rate(tok.clone(), msg.clone(), json!({"rating": "up", "comment": "clear"})).await;
+    let (s, v) = rate(
+        tok.clone(),
+        msg.clone(),
+        json!({"rating": "up", "comment": "clear"}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["rating"], "up");
     assert_eq!(v["actor"]["kind"], "public_visitor");
@@ -531,7 +639,12 @@ async fn feedback_is_stored_shown_counted_and_audited() {
             None,
         )
         .await;
-    let answer = v["data"].as_array().unwrap().iter().find(|m| m["id"] == msg.as_str()).unwrap();
+    let answer = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == msg.as_str())
+        .unwrap();
     assert_eq!(answer["feedback"]["rating"], "up");
     assert_eq!(answer["feedback"]["comment"], "clear");
     // Counted per bot and per day.
@@ -541,24 +654,43 @@ async fn feedback_is_stored_shown_counted_and_audited() {
     assert_eq!(row["feedback_up"], 1);
     assert_eq!(row["feedback_down"], 0);
     assert_eq!(row["feedback_share_up"], 1.0);
-    let (_, v) = app.call(Method::GET, "/v1/usage?group_by=day", Some(key), None).await;
+    let (_, v) = app
+        .call(Method::GET, "/v1/usage?group_by=day", Some(key), None)
+        .await;
     assert_eq!(v["data"][0]["feedback_up"], 1);
     // Audited.
     app.app.chat.audit().flush().await;
     let (_, v) = app
-        .call(Method::GET, "/v1/audit-logs?action=feedback.recorded", Some(key), None)
+        .call(
+            Method::GET,
+            "/v1/audit-logs?action=feedback.recorded",
+            Some(key),
+            None,
+        )
         .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
 
     // A key of the tenant may rate too; a read key may not.
     let (s, _) = rate(key.to_string(), msg.clone(), json!({"rating": "down"})).await;
     assert_eq!(s, 200);
-    let (read, _) = app.key(t.tenant.id, vec![Permission::Read], vec![], None).await;
-    let (s, _) = rate(read.expose_secret().to_string(), msg.clone(), json!({"rating": "up"})).await;
+    let (read, _) = app
+        .key(t.tenant.id, vec![Permission::Read], vec![], None)
+        .await;
+    let (s, _) = rate(
+        read.expose_secret().to_string(),
+        msg.clone(),
+        json!({"rating": "up"}),
+    )
+    .await;
     assert_eq!(s, 403);
     // Another tenant's key, another visitor, a user message, junk: 404/400/401.
     let other = embeddable(&app, "wfb-other").await;
-    let (s, _) = rate(other.key.expose_secret().to_string(), msg.clone(), json!({"rating": "up"})).await;
+    let (s, _) = rate(
+        other.key.expose_secret().to_string(),
+        msg.clone(),
+        json!({"rating": "up"}),
+    )
+    .await;
     assert_eq!(s, 404);
     let stranger = token(&app, &slug).await;
     let (s, _) = rate(stranger, msg.clone(), json!({"rating": "up"})).await;
@@ -574,8 +706,16 @@ async fn feedback_is_stored_shown_counted_and_audited() {
     for (m, body, want) in [
         ("not-an-id".to_string(), json!({"rating": "up"}), 404),
         (msg.clone(), json!({"rating": "meh"}), 400),
-        (msg.clone(), json!({"rating": "up", "comment": "a\u{0}"}), 400),
-        (msg.clone(), json!({"rating": "up", "comment": "x".repeat(2001)}), 400),
+        (
+            msg.clone(),
+            json!({"rating": "up", "comment": "a\u{0}"}),
+            400,
+        ),
+        (
+            msg.clone(),
+            json!({"rating": "up", "comment": "x".repeat(2001)}),
+            400,
+        ),
     ] {
         let (s, v) = rate(tok.clone(), m, body).await;
         assert_eq!(s, want, "{v}");
@@ -583,7 +723,12 @@ async fn feedback_is_stored_shown_counted_and_audited() {
     let (s, _) = rate("cc_nope".into(), msg.clone(), json!({"rating": "up"})).await;
     assert_eq!(s, 401);
     let (s, _) = app
-        .call(Method::POST, &format!("/v1/messages/{msg}/feedback"), None, Some(json!({"rating": "up"})))
+        .call(
+            Method::POST,
+            &format!("/v1/messages/{msg}/feedback"),
+            None,
+            Some(json!({"rating": "up"})),
+        )
         .await;
     assert_eq!(s, 401);
     app.stop().await;
@@ -594,12 +739,22 @@ async fn the_script_and_the_demo_page_are_served() {
     let app = spawn_app().await;
     let r = app.client.get(app.url("/widget.js")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     let js = r.text().await.unwrap();
     assert!(js.contains("attachShadow"));
     let r = app.client.get(app.url("/demo")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'self'"));
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'self'")
+    );
     assert!(r.text().await.unwrap().contains("data-bot=\"demo\""));
     app.stop().await;
 }
@@ -607,12 +762,19 @@ async fn the_script_and_the_demo_page_are_served() {
 #[tokio::test]
 async fn the_demo_bot_can_be_embedded_from_the_server_itself() {
     let app = spawn_app().await;
-    let demo = app.app.bootstrap_demo().await.unwrap().expect("first start");
+    let demo = app
+        .app
+        .bootstrap_demo()
+        .await
+        .unwrap()
+        .expect("first start");
     let listen = app.app.config.listen;
     let origin = format!("http://127.0.0.1:{}", listen.port());
     let r = session(&app, "demo", &origin, json!({})).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let (s, v) = app.call(Method::GET, "/v1/widget/demo/config", None, None).await;
+    let (s, v) = app
+        .call(Method::GET, "/v1/widget/demo/config", None, None)
+        .await;
     assert_eq!(s, 200);
     assert!(v["settings"]["greeting"].as_str().unwrap().contains("demo"));
     assert_eq!(v["bot_id"], demo.bot.id.to_string());

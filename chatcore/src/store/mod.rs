@@ -1106,7 +1106,9 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditRecord,
     ) -> StoreResult<WidgetRecord> {
         let _ = (tenant, bot, update, audit);
-        Err(StoreError::Internal("this store keeps no widget settings".into()))
+        Err(StoreError::Internal(
+            "this store keeps no widget settings".into(),
+        ))
     }
 
     /// Stores feedback on an assistant message of the tenant (replacing

@@ -3452,11 +3452,19 @@ pub async fn widget_settings_and_secret(s: &dyn Store) {
     // Another tenant neither sees nor changes it.
     assert_eq!(s.get_widget(other.id, b.id).await.unwrap(), None);
     let e = s
-        .put_widget(other.id, b.id, WidgetUpdate::default(), system_audit(other.id))
+        .put_widget(
+            other.id,
+            b.id,
+            WidgetUpdate::default(),
+            system_audit(other.id),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
-    assert_eq!(s.get_widget(t.id, b.id).await.unwrap().unwrap().settings, json!({"title": "Help"}));
+    assert_eq!(
+        s.get_widget(t.id, b.id).await.unwrap().unwrap().settings,
+        json!({"title": "Help"})
+    );
     // Removing the secret, then the bot.
     let w = s
         .put_widget(
@@ -3483,20 +3491,57 @@ pub async fn feedback_on_answers(s: &dyn Store) {
     let p = provider(s, t.id).await;
     let b1 = bot(s, t.id, p.id, "rated-one").await;
     let b2 = bot(s, t.id, p.id, "rated-two").await;
-    let (c1, a1) = usage_turn(s, t.id, new_conv(b1.id), None, MessageStatus::Complete, tokens(1, 1)).await;
-    let (_, a2) = usage_turn(s, t.id, new_conv(b1.id), None, MessageStatus::Complete, tokens(1, 1)).await;
-    let (_, a3) = usage_turn(s, t.id, new_conv(b2.id), None, MessageStatus::Complete, tokens(1, 1)).await;
-    let f = s.put_feedback(t.id, feedback(a1.id, Rating::Down)).await.unwrap();
-    assert_eq!((f.rating, f.bot_id, f.conversation_id), (Rating::Down, b1.id, c1.id));
+    let (c1, a1) = usage_turn(
+        s,
+        t.id,
+        new_conv(b1.id),
+        None,
+        MessageStatus::Complete,
+        tokens(1, 1),
+    )
+    .await;
+    let (_, a2) = usage_turn(
+        s,
+        t.id,
+        new_conv(b1.id),
+        None,
+        MessageStatus::Complete,
+        tokens(1, 1),
+    )
+    .await;
+    let (_, a3) = usage_turn(
+        s,
+        t.id,
+        new_conv(b2.id),
+        None,
+        MessageStatus::Complete,
+        tokens(1, 1),
+    )
+    .await;
+    let f = s
+        .put_feedback(t.id, feedback(a1.id, Rating::Down))
+        .await
+        .unwrap();
+    assert_eq!(
+        (f.rating, f.bot_id, f.conversation_id),
+        (Rating::Down, b1.id, c1.id)
+    );
     let mut again = feedback(a1.id, Rating::Up);
     again.comment = Some("better now".into());
     let f2 = s.put_feedback(t.id, again).await.unwrap();
     assert_eq!(f2.rating, Rating::Up);
     assert_eq!(f2.comment.as_deref(), Some("better now"));
     assert_eq!(f2.created_at, f.created_at, "replaced, not added");
-    s.put_feedback(t.id, feedback(a2.id, Rating::Down)).await.unwrap();
-    s.put_feedback(t.id, feedback(a3.id, Rating::Up)).await.unwrap();
-    let got = s.feedback_for(t.id, &[a1.id, a2.id, MessageId::new()]).await.unwrap();
+    s.put_feedback(t.id, feedback(a2.id, Rating::Down))
+        .await
+        .unwrap();
+    s.put_feedback(t.id, feedback(a3.id, Rating::Up))
+        .await
+        .unwrap();
+    let got = s
+        .feedback_for(t.id, &[a1.id, a2.id, MessageId::new()])
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
     assert!(s.feedback_for(t.id, &[]).await.unwrap().is_empty());
     // Not on a user message, another tenant's or a missing one.
@@ -3508,23 +3553,53 @@ pub async fn feedback_on_answers(s: &dyn Store) {
         .find(|m| m.role == Role::User)
         .unwrap();
     for (tenant, m) in [(t.id, user.id), (other.id, a1.id), (t.id, MessageId::new())] {
-        let e = s.put_feedback(tenant, feedback(m, Rating::Up)).await.unwrap_err();
+        let e = s
+            .put_feedback(tenant, feedback(m, Rating::Up))
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
     }
     assert!(s.feedback_for(other.id, &[a1.id]).await.unwrap().is_empty());
     // Counts per bot, per day, and in one group by key.
     let days = UsageDays::last(1, now()).unwrap();
-    let by_bot = s.feedback_counts(t.id, days, UsageGroup::Bot).await.unwrap();
-    let row = |id: BotId| by_bot.iter().find(|r| r.group == Some(id.to_string())).cloned().unwrap();
+    let by_bot = s
+        .feedback_counts(t.id, days, UsageGroup::Bot)
+        .await
+        .unwrap();
+    let row = |id: BotId| {
+        by_bot
+            .iter()
+            .find(|r| r.group == Some(id.to_string()))
+            .cloned()
+            .unwrap()
+    };
     assert_eq!((row(b1.id).up, row(b1.id).down), (1, 1));
     assert_eq!((row(b2.id).up, row(b2.id).down), (1, 0));
-    let by_day = s.feedback_counts(t.id, days, UsageGroup::Day).await.unwrap();
+    let by_day = s
+        .feedback_counts(t.id, days, UsageGroup::Day)
+        .await
+        .unwrap();
     assert_eq!(by_day.len(), 1);
     assert_eq!((by_day[0].up, by_day[0].down), (2, 1));
     assert_eq!(by_day[0].group, Some(now().format("%Y-%m-%d").to_string()));
-    let by_key = s.feedback_counts(t.id, days, UsageGroup::ApiKey).await.unwrap();
-    assert_eq!(by_key, vec![FeedbackRow { group: None, up: 2, down: 1 }]);
-    assert!(s.feedback_counts(other.id, days, UsageGroup::Bot).await.unwrap().is_empty());
+    let by_key = s
+        .feedback_counts(t.id, days, UsageGroup::ApiKey)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key,
+        vec![FeedbackRow {
+            group: None,
+            up: 2,
+            down: 1
+        }]
+    );
+    assert!(
+        s.feedback_counts(other.id, days, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Deleting the conversation deletes its feedback.
     s.delete_conversation(t.id, c1.id).await.unwrap();
     assert!(s.feedback_for(t.id, &[a1.id]).await.unwrap().is_empty());
