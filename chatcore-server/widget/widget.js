@@ -526,6 +526,8 @@
           if (m.role === "user") bubble("user", m.content);
           else if (m.role === "assistant") {
             bubble("assistant", m.content || (m.status === "error" ? "(no answer)" : ""));
+            var src = sources(m.sources);
+            if (src) log.appendChild(src);
             if (m.status !== "error") log.appendChild(feedbackBar(m.id, m.rating));
           }
         });

@@ -322,8 +322,20 @@ pub struct VisitorMessage {
     pub status: MessageStatus,
     /// The visitor's rating, if any.
     pub rating: Option<Rating>,
+    /// The documents the answer drew on (RAG), once each.
+    pub sources: Vec<VisitorSource>,
     /// Written.
     pub created_at: DateTime<Utc>,
+}
+
+/// A document an answer drew on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VisitorSource {
+    /// The document.
+    pub document_id: DocumentId,
+    /// Its title.
+    pub title: String,
 }
 
 /// `POST /v1/messages/{id}/feedback` body.
@@ -841,9 +853,12 @@ impl WidgetService {
             .list_conversations(s.tenant, filter, page)
             .await?;
         Ok(List {
+            // Only the widget's: the tenant's own API conversations with the
+            // same user id are not the visitor's to see.
             data: p
                 .data
                 .into_iter()
+                .filter(|c| c.channel == Channel::Public)
                 .map(|c| VisitorConversation {
                     id: c.id,
                     title: c.title,
@@ -881,10 +896,34 @@ impl WidgetService {
         let msgs = store.recent_messages(s.tenant, c.id, 200).await?;
         let ids: Vec<MessageId> = msgs.iter().map(|m| m.id).collect();
         let ratings = store.feedback_for(s.tenant, &ids).await?;
+        let chunks: Vec<ChunkId> = msgs
+            .iter()
+            .flat_map(|m| m.source_chunk_ids.iter().copied())
+            .collect();
+        let hits = if chunks.is_empty() {
+            Vec::new()
+        } else {
+            store.chunk_hits(s.tenant, &chunks).await?
+        };
+        let sources_of = |m: &Message| {
+            let mut out: Vec<VisitorSource> = Vec::new();
+            for c in &m.source_chunk_ids {
+                if let Some(h) = hits.iter().find(|h| h.chunk_id == *c)
+                    && !out.iter().any(|s| s.document_id == h.document_id)
+                {
+                    out.push(VisitorSource {
+                        document_id: h.document_id,
+                        title: h.title.clone(),
+                    });
+                }
+            }
+            out
+        };
         Ok(msgs
             .into_iter()
             .filter(|m| m.role != Role::System)
             .map(|m| VisitorMessage {
+                sources: sources_of(&m),
                 rating: ratings
                     .iter()
                     .find(|f| f.message_id == m.id)

@@ -218,6 +218,8 @@ await test("an allowed origin: streams, keeps the conversation over a reload, sh
   await openWidget(pg);
   await pg.waitForFunction((q) => [...document.querySelector("#chatcore-widget").shadowRoot.querySelectorAll(".msg.user")]
     .some((m) => m.textContent === q), question);
+  const srcAgain = await pg.locator(`${W} .sources`).first().textContent();
+  assert(srcAgain.includes("Refund policy"), "sources shown after the reload: " + srcAgain);
   // Thumbs up, then the API shows it.
   await pg.locator(`${W} .thumb[data-rating=up]`).last().click();
   await pg.waitForFunction(() => /Thanks/.test(document.querySelector("#chatcore-widget").shadowRoot.querySelector(".note:not(:empty)")?.textContent || ""));

@@ -316,6 +316,7 @@ async fn a_token_chats_as_its_visitor_and_is_refused_elsewhere() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"][0]["content"], "hello widget");
     assert_eq!(v["data"][1]["role"], "assistant");
+    assert_eq!(v["data"][1]["sources"], json!([]), "no datasets, no sources");
 
     // Another visitor may neither read nor continue it.
     let other = token(&app, &slug).await;
@@ -528,6 +529,18 @@ async fn signed_user_ids_list_their_conversations_and_forged_ones_are_refused() 
         )
         .await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    // The tenant's own API conversations with that user are not listed to
+    // the visitor.
+    let r = app
+        .post_json(
+            "/v1/chat",
+            Some(&t.key),
+            json!({"bot_id": slug, "message": "internal note", "user_id": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, v) = get_as(&app, &format!("/v1/widget/{slug}/conversations"), &tok2).await;
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
 
     // Forged, missing, for another user, under an old secret: refused.
     for body in [
