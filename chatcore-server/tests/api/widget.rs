@@ -316,7 +316,11 @@ async fn a_token_chats_as_its_visitor_and_is_refused_elsewhere() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"][0]["content"], "hello widget");
     assert_eq!(v["data"][1]["role"], "assistant");
-    assert_eq!(v["data"][1]["sources"], json!([]), "no datasets, no sources");
+    assert_eq!(
+        v["data"][1]["sources"],
+        json!([]),
+        "no datasets, no sources"
+    );
 
     // Another visitor may neither read nor continue it.
     let other = token(&app, &slug).await;
