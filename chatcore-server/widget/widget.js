@@ -176,7 +176,7 @@
     ":host{all:initial !important;--cc-primary:#2563eb;--cc-on-primary:#fff;--cc-bg:#fff;--cc-fg:#111827;--cc-muted:#6b7280;--cc-bubble:#f3f4f6;--cc-border:#e5e7eb;--cc-shadow:0 12px 40px rgba(0,0,0,.18);",
     "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif !important;font-size:15px !important;line-height:1.45 !important;color:var(--cc-fg) !important}",
     "@media (prefers-color-scheme:dark){:host{--cc-bg:#111827;--cc-fg:#f3f4f6;--cc-muted:#9ca3af;--cc-bubble:#1f2937;--cc-border:#374151;--cc-shadow:0 12px 40px rgba(0,0,0,.6)}}",
-    "*{box-sizing:border-box}",
+    "*{box-sizing:border-box}[hidden]{display:none !important}",
     ".launcher{position:fixed;bottom:20px;right:20px;width:56px;height:56px;border-radius:50%;border:0;cursor:pointer;background:var(--cc-primary);color:var(--cc-on-primary);box-shadow:var(--cc-shadow);display:flex;align-items:center;justify-content:center;z-index:2147483000;transition:transform .15s}",
     ".launcher:hover{transform:scale(1.06)}.launcher svg{width:28px;height:28px}",
     ".left .launcher{right:auto;left:20px}",
@@ -608,7 +608,6 @@
   });
 
   function start() {
-    document.body.appendChild(host);
     api("/v1/widget/" + encodeURIComponent(BOT) + "/config").then(function (r) {
       if (!r.ok) throw new Error("config");
       return r.json();
@@ -622,10 +621,12 @@
       title.textContent = c.title;
       if (s.placeholder) input.setAttribute("placeholder", s.placeholder);
       greet();
+      // Shown once configured: no flash of default colours, and nothing at
+      // all on a site that may not embed the bot.
+      document.body.appendChild(host);
       if (conversationId) showConversation(conversationId).catch(function () { /* shown on send */ });
       if (OPEN_AT_LOAD || saved.open) open();
     }).catch(function () {
-      host.remove();
       // Also what a site that may not embed the bot gets: its origin is not
       // in the bot's allowed origins, so it may not read the configuration.
       console.error("chatcore widget: bot " + BOT + " is not available on this site (is " + location.origin + " one of its allowed origins?)");

@@ -272,6 +272,7 @@ await test("a phone viewport: the panel fills the screen", async () => {
   const { ctx } = await context({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   const pg = await ctx.newPage();
   await pg.goto(`${ALLOWED}/`);
+  await pg.waitForFunction(() => document.querySelector("#chatcore-widget")?.shadowRoot.querySelector("h2").textContent === "Shop helper");
   await pg.screenshot({ path: join(SHOTS, "phone-launcher.png") });
   await openWidget(pg);
   await ask(pg, "Where does my refund go?");
@@ -362,6 +363,7 @@ await test("a signed user id lists that user's conversations; a forged one is re
   await openWidget(pg);
   await pg.click(`${W} [aria-label="Earlier conversations"]`);
   await pg.waitForSelector(`${W} .history li button`);
+  assert(await pg.locator(`${W} .log`).isHidden(), "the history replaces the messages");
   const titles = await pg.locator(`${W} .history li button strong`).allTextContents();
   assert(titles.includes("Alice asks about refunds"), "listed: " + titles);
   await pg.screenshot({ path: join(SHOTS, "desktop-history.png") });
