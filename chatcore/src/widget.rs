@@ -671,7 +671,7 @@ impl WidgetService {
         let ip_key = ip.unwrap_or("unknown");
         let limited = self
             .chat
-            .limiter()
+            .rate_limiter()
             .check(
                 &format!("ws:{}:{ip_key}", e.bot.id),
                 Quota::per_minute(SESSIONS_PER_IP_PER_MINUTE),
@@ -956,7 +956,7 @@ impl WidgetService {
             Rater::Visitor(s) => {
                 let limited = self
                     .chat
-                    .limiter()
+                    .rate_limiter()
                     .check(
                         &format!("fb:{}", s.visitor_id),
                         Quota::per_minute(FEEDBACK_PER_VISITOR_PER_MINUTE),

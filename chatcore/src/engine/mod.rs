@@ -413,6 +413,11 @@ impl ChatService {
         &self.store
     }
 
+    /// The rate limiter (for its [`RateLimiter::backend_failures`]).
+    pub fn rate_limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
     /// The key authenticator (with its cache).
     pub fn authenticator(&self) -> &Authenticator {
         &self.auth
@@ -426,11 +431,6 @@ impl ChatService {
     /// The master keyring.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
-    }
-
-    /// The rate limiter (shared with the widget's session limits).
-    pub fn limiter(&self) -> &Arc<dyn RateLimiter> {
-        &self.limiter
     }
 
     /// The settings.
