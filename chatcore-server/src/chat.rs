@@ -61,27 +61,53 @@ pub struct StreamDelta {
 /// reply is `text/event-stream`: `start` (`StreamStart`), `delta`
 /// (`StreamDelta`) per piece, then `done` (`StreamDone`) or `error`
 /// (`ErrorBody`).
+///
+/// A widget visitor sends its session token (`POST
+/// /v1/widget/{bot}/session`) as `Authorization: Bearer <token>`: the
+/// conversation is then the visitor's (or its verified user's), and the
+/// per-visitor limit counts the session, not the IP.
 #[utoipa::path(post, path = "/v1/chat/public", tag = "chat", request_body = ChatBody,
-    responses((status = 200, description = "The answer", content(
-        (ChatReply = "application/json"),
-        (String = "text/event-stream"),
-    ))))]
+    responses(
+        (status = 200, description = "The answer", content(
+            (ChatReply = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 401, description = "`unauthorized`: a bad or expired visitor token, or one issued to another origin or bot", body = ErrorBody),
+    ))]
 pub async fn chat_public(
     State(app): State<Arc<App>>,
     Peer(peer): Peer,
     Rid(rid): Rid,
     headers: HeaderMap,
-    Json(body): Json<ChatBody>,
+    Json(mut body): Json<ChatBody>,
 ) -> Result<Response, ApiError> {
     let origin = headers.get(header::ORIGIN).cloned();
-    let caller = Caller::Public {
-        ip: Some(peer.ip().to_string()),
-        origin: origin
-            .as_ref()
-            .and_then(|o| o.to_str().ok())
-            .map(str::to_string),
+    let token = crate::widget::visitor_token(&headers);
+    let result = async {
+        use secrecy::ExposeSecret;
+        let (caller, user_id) = app
+            .widget
+            .public_caller(
+                &body.bot_id,
+                token.as_ref().map(|t| t.expose_secret()),
+                Some(peer.ip().to_string()),
+                origin
+                    .as_ref()
+                    .and_then(|o| o.to_str().ok())
+                    .map(str::to_string),
+                body.user_id.take(),
+            )
+            .await?;
+        body.user_id = user_id;
+        turn(&app, caller, body, rid).await
+    }
+    .await;
+    // A widget (its token was issued to this origin) may read why it failed.
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) if token.is_some() => e.into_response(),
+        Err(e) => return Err(e),
     };
-    let mut resp = turn(&app, caller, body, rid).await?;
     // The engine has checked the origin against the bot's allowed origins
     // by the time a reply exists; echo it so the browser may read it.
     if let Some(o) = origin {
@@ -235,8 +261,11 @@ fn sse_response(
         Ok::<_, Infallible>(event)
     });
     let mut r = Sse::new(events).into_response();
+    // Proxies (nginx) must pass each event on at once.
     r.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 

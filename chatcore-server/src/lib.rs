@@ -17,6 +17,8 @@
 //! - [`openapi`]: the OpenAPI document behind `/openapi.json`, generated
 //!   from the request and reply types.
 //! - [`chat`]: the chat endpoints.
+//! - [`widget`]: the chat widget: embed script, demo page, visitor
+//!   sessions, feedback, a bot's widget settings.
 //!
 //! What libraries do here, and what stayed written by hand (issue 12):
 //! routing, path/query/body extraction and `HEAD`/405 are axum's (the
@@ -68,6 +70,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod telemetry;
+pub mod widget;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -98,6 +101,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Each route's guard, as the OpenAPI document states it.
     pub guards: auth::Guards,
+    /// The chat widget (settings, visitor sessions, feedback).
+    pub widget: chatcore::widget::WidgetService,
 }
 
 /// Why the server could not start.
@@ -118,6 +123,9 @@ pub enum StartError {
     /// Redis cannot be reached.
     #[error("{0}")]
     Redis(#[from] chatcore::ratelimit::RateLimitError),
+    /// The demo bot's widget could not be set up.
+    #[error("demo widget: {0}")]
+    Demo(#[source] chatcore::engine::ChatError),
 }
 
 impl App {
@@ -153,6 +161,7 @@ impl App {
     /// instance, now and every minute.
     pub async fn with_core(core: Chatcore, config: Config) -> Arc<Self> {
         let app = Arc::new(Self {
+            widget: chatcore::widget::WidgetService::new(core.chat.clone()),
             chat: core.chat,
             admin: core.admin,
             rag: core.rag,
@@ -167,12 +176,27 @@ impl App {
     /// First start on an empty database: creates the demo tenant and its
     /// public `demo` bot, and returns the admin key to show once.
     pub async fn bootstrap_demo(&self) -> Result<Option<Demo>, StartError> {
-        Ok(ensure_demo(
+        let demo = ensure_demo(
             &**self.chat.store(),
             self.chat.keyring(),
             self.config.openai_api_key.as_ref(),
         )
-        .await?)
+        .await?;
+        if let Some(d) = &demo {
+            // `/demo` embeds the bot from this server's own origin.
+            let l = self.config.listen;
+            let mut origins = vec![format!("http://{l}")];
+            if l.ip().is_loopback() || l.ip().is_unspecified() {
+                origins.push(format!("http://127.0.0.1:{}", l.port()));
+                origins.push(format!("http://localhost:{}", l.port()));
+            }
+            origins.dedup();
+            self.widget
+                .setup_demo(d.tenant.id, d.bot.id, origins)
+                .await
+                .map_err(StartError::Demo)?;
+        }
+        Ok(demo)
     }
 
     /// Closes turns left pending by instances that died, now and then

@@ -197,9 +197,11 @@ fn print_demo(demo: &chatcore::bootstrap::Demo, listen: std::net::SocketAddr) {
     println!("Chat with the bot:");
     println!();
     println!(
-        "    curl -s {listen}/v1/chat/public -H 'content-type: application/json' -d '{{\"bot_id\":\"{}\",\"message\":\"hello\"}}'",
+        "    curl -s {listen}/v1/chat/public -H 'content-type: application/json' -H 'origin: http://{listen}' -d '{{\"bot_id\":\"{}\",\"message\":\"hello\"}}'",
         demo.bot.slug
     );
+    println!();
+    println!("Or open http://{listen}/demo in a browser (the chat widget).");
     println!();
 }
 

@@ -68,6 +68,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "conversations", description = "Conversations and their messages."),
         (name = "audit", description = "The audit log and usage."),
         (name = "datasets", description = "Datasets, documents and retrieval (RAG)."),
+        (name = "widget", description = "The chat widget for public bots: embed script, settings, visitor sessions, feedback."),
     ),
 )]
 pub struct ApiDoc;

@@ -114,6 +114,7 @@ pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
         .merge(public)
         .merge(uploads)
         .merge(rest)
+        .merge(crate::widget::routes(limits.body))
 }
 
 /// CORS of the public chat routes: the preflight is answered for any
@@ -128,6 +129,8 @@ fn public_cors() -> CorsLayer {
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
+            // The widget's visitor token.
+            header::AUTHORIZATION,
             HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(600))

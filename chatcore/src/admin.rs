@@ -385,6 +385,8 @@ pub struct MessageView {
     pub api_key_id: Option<ApiKeyId>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Feedback on it (assistant messages), if any.
+    pub feedback: Option<crate::store::Feedback>,
     /// The tools the model called (assistant messages of turns with
     /// tools, through the OpenAI-compatible API); empty otherwise.
     pub tool_calls: Vec<ToolCallView>,
@@ -424,6 +426,7 @@ impl From<Message> for MessageView {
             error: m.error,
             api_key_id: m.api_key_id,
             created_at: m.created_at,
+            feedback: None,
             tool_calls: m
                 .tool_calls
                 .into_iter()
@@ -469,6 +472,12 @@ pub struct UsageEntry {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Thumbs up given on the group's answers (by bot or day; 0 by key).
+    pub feedback_up: u64,
+    /// Thumbs down.
+    pub feedback_down: u64,
+    /// Share of thumbs up among the ratings (null without any).
+    pub feedback_share_up: Option<f64>,
 }
 
 // ---------------------------------------------------------------- inputs
@@ -1709,7 +1718,13 @@ impl AdminService {
     ) -> AdminResult<List<MessageView>> {
         self.store.get_conversation(c.tenant, id).await?;
         let p = self.store.list_messages(c.tenant, id, page).await?;
-        Ok(List::map(p, MessageView::from))
+        let mut list = List::map(p, MessageView::from);
+        let ids: Vec<MessageId> = list.data.iter().map(|m| m.id).collect();
+        let feedback = self.store.feedback_for(c.tenant, &ids).await?;
+        for m in &mut list.data {
+            m.feedback = feedback.iter().find(|f| f.message_id == m.id).cloned();
+        }
+        Ok(list)
     }
 
     /// Deletes a conversation and its messages.
@@ -1767,6 +1782,13 @@ impl AdminService {
             ChatError::InvalidRequest("since: must be before until (default: now)".into())
         })?;
         let rows = self.store.usage(c.tenant, days, group_by).await?;
+        let ratings = self.store.feedback_counts(c.tenant, days, group_by).await?;
+        let rated = |g: &Option<String>| {
+            ratings
+                .iter()
+                .find(|r| &r.group == g && group_by != UsageGroup::ApiKey)
+                .map_or((0, 0), |r| (r.up, r.down))
+        };
         Ok(UsageReport {
             since: days.since(),
             until: days.until(),
@@ -1777,12 +1799,18 @@ impl AdminService {
             },
             data: rows
                 .into_iter()
-                .map(|r| UsageEntry {
-                    group: r.group,
-                    requests: r.requests,
-                    prompt_tokens: r.prompt_tokens,
-                    completion_tokens: r.completion_tokens,
-                    total_tokens: r.total_tokens,
+                .map(|r| {
+                    let (up, down) = rated(&r.group);
+                    UsageEntry {
+                        feedback_up: up,
+                        feedback_down: down,
+                        feedback_share_up: (up + down > 0).then(|| up as f64 / (up + down) as f64),
+                        group: r.group,
+                        requests: r.requests,
+                        prompt_tokens: r.prompt_tokens,
+                        completion_tokens: r.completion_tokens,
+                        total_tokens: r.total_tokens,
+                    }
                 })
                 .collect(),
         })

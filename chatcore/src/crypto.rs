@@ -43,6 +43,9 @@ pub enum CryptoError {
 pub struct Keyring {
     current: String,
     keys: HashMap<String, Aes256Gcm>,
+    /// Base of [`Keyring::derive_key`]: a hash of the current key, never
+    /// the key itself.
+    derive_base: [u8; 32],
 }
 
 impl fmt::Debug for Keyring {
@@ -69,10 +72,26 @@ impl Keyring {
         for k in older {
             keys.insert(key_id(k), Aes256Gcm::new(&(*k).into()));
         }
+        let mut h = Sha256::new();
+        h.update(b"chatcore key derivation v1\0");
+        h.update(current);
         Self {
             current: current_id,
             keys,
+            derive_base: h.finalize().into(),
         }
+    }
+
+    /// A 32-byte key for `purpose` (e.g. signing widget visitor tokens),
+    /// derived from the current master key: HMAC-SHA256 over the purpose,
+    /// keyed with a hash of the master key. A new master key derives new
+    /// keys, so what they signed stops verifying.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&self.derive_base)
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// A keyring from base64 keys, as configured (`CHATCORE_MASTER_KEY`

@@ -59,6 +59,8 @@
 //!   checked once where it enters, with the field named.
 //! - [`crypto`]: encryption at rest of provider API keys (AES-256-GCM with a
 //!   rotating master keyring).
+//! - [`widget`]: the chat widget for public bots: settings per bot, signed
+//!   visitor sessions, identity verification, feedback on answers.
 //! - `testkit` (feature `testkit`): conformance suites that plugin authors run
 //!   on their own `Store` and `Provider` implementations.
 //!
@@ -107,5 +109,6 @@ pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod text;
+pub mod widget;
 
 pub use builder::{BuildError, Chatcore, ChatcoreBuilder};

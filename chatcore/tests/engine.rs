@@ -332,6 +332,7 @@ async fn authorize_checks_permission_bot_restriction_status_features_and_guardra
     let public = Caller::Public {
         ip: Some("1.2.3.4".into()),
         origin: None,
+        visitor: None,
     };
     assert!(matches!(
         fx.chat.chat(public.clone(), input("echo", "hi")).await,
@@ -507,7 +508,8 @@ async fn a_continued_conversation_must_be_the_bots_and_the_users() {
             .chat(
                 Caller::Public {
                     ip: None,
-                    origin: None
+                    origin: None,
+                    visitor: None,
                 },
                 ChatInput {
                     conversation_id: Some(api_conv.conversation_id.to_string()),
@@ -993,6 +995,7 @@ async fn invalidating_a_tenant_drops_its_cached_bots_public_and_keyed() {
     let visitor = || Caller::Public {
         ip: Some("192.0.2.1".into()),
         origin: None,
+        visitor: None,
     };
     chat.chat(as_key(&k), input("private", "a")).await.unwrap();
     chat.chat(visitor(), input("public-one", "a"))

@@ -8,7 +8,24 @@
 use chatcore::domain::TenantId;
 use chatcore::store::{DEFAULT_DATABASE_ROLE, SeaOrmStore, Store, StoreOptions};
 use chatcore::testkit::{pg, store::seed_every_table};
-use migration::m20261201_000005_row_level_security::TENANT_TABLES;
+use migration::m20261201_000005_row_level_security::TENANT_TABLES as BASE_TABLES;
+use migration::m20261202_000001_widget::WIDGET_TENANT_TABLES;
+
+/// Every tenant-owned table: the first wall's, and the ones added since.
+const TENANT_TABLES: [(&str, &str); 14] = {
+    let mut all = [("", ""); 14];
+    let mut i = 0;
+    while i < BASE_TABLES.len() {
+        all[i] = BASE_TABLES[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < WIDGET_TENANT_TABLES.len() {
+        all[i + j] = WIDGET_TENANT_TABLES[j];
+        j += 1;
+    }
+    all
+};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     Statement, TransactionTrait,

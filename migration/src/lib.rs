@@ -6,8 +6,9 @@
 //! makes a public bot's slug unique across tenants and adds the tenants'
 //! public chat budget; `turn_owner` records which server instance owns a
 //! turn being answered; `row_level_security` isolates tenants on
-//! PostgreSQL; `message_tools` keeps tool calls and results on messages.
-//! The same code migrates SQLite and PostgreSQL.
+//! PostgreSQL; `message_tools` keeps tool calls and results on messages;
+//! `widget` adds the chat widget's settings per bot and feedback on
+//! answers. The same code migrates SQLite and PostgreSQL.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -18,6 +19,7 @@ pub mod m20260301_000001_public_slugs;
 mod m20260401_000004_turn_owner;
 pub mod m20261201_000005_row_level_security;
 mod m20261201_000006_message_tools;
+pub mod m20261202_000001_widget;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -33,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260401_000004_turn_owner::Migration),
             Box::new(m20261201_000005_row_level_security::Migration),
             Box::new(m20261201_000006_message_tools::Migration),
+            Box::new(m20261202_000001_widget::Migration),
         ]
     }
 }

@@ -358,16 +358,26 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
             let p = p.as_str();
             let has = |s: &str| o["responses"].get(s).is_some();
             let permission = o["x-chatcore-permission"].as_str().unwrap();
-            // Everything under /v1 but public chat needs a key.
+            // Everything under /v1 but public chat and the widget's public
+            // routes (a visitor token, or a key checked by the handler)
+            // needs a key.
+            let widget_public = p.starts_with("/v1/widget/") || p == "/v1/messages/{id}/feedback";
             assert_eq!(
                 permission == "none",
-                !p.starts_with("/v1/") || p == "/v1/chat/public",
+                !p.starts_with("/v1/") || p == "/v1/chat/public" || widget_public,
                 "{m} {p}"
             );
+            // Routes that take a visitor token answer 401 to a bad one.
+            let takes_token = (m == "post" && p == "/v1/chat/public")
+                || (widget_public && p != "/v1/widget/{bot}/config");
             // OpenAI's `/v1/models` lists what a chat key may chat with.
             if p.starts_with("/v1/models") {
                 assert_eq!(permission, "chat", "{m} {p}");
-            } else if m == "get" && p.starts_with("/v1/") && !p.starts_with("/v1/admin/") {
+            } else if m == "get"
+                && p.starts_with("/v1/")
+                && !p.starts_with("/v1/admin/")
+                && !widget_public
+            {
                 assert_eq!(
                     permission, "read",
                     "{m} {p}: every management GET is open to read keys"
@@ -376,7 +386,7 @@ fn each_operation_states_its_permission_and_the_errors_that_follow() {
             // `/metrics` is open to loopback, else needs the metrics key.
             assert_eq!(
                 has("401"),
-                permission != "none" || p == "/metrics",
+                permission != "none" || p == "/metrics" || takes_token,
                 "{m} {p}"
             );
             if permission != "none" {
@@ -581,6 +591,9 @@ fn replies_serialize_to_exactly_their_schemas() {
             prompt_tokens: 2,
             completion_tokens: 3,
             total_tokens: 5,
+            feedback_up: 3,
+            feedback_down: 1,
+            feedback_share_up: Some(0.75),
         }],
     };
     let schema = reply(doc, "get", "/v1/usage", "200");

@@ -14,3 +14,4 @@ mod openai;
 mod rag;
 mod security;
 mod telemetry;
+mod widget;

@@ -118,6 +118,8 @@ async fn chat_spans_reach_an_otlp_receiver_with_tenant_bot_model_tokens_and_ttft
         let r = http
             .post(format!("{base}/v1/chat/public"))
             .header("x-request-id", format!("otlp-test-{stream}"))
+            // The demo bot answers its own server's origin (its widget).
+            .header("origin", format!("http://127.0.0.1:{port}"))
             .json(&json!({"bot_id": "demo", "message": "hello traces", "stream": stream}))
             .send()
             .await

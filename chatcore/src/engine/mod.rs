@@ -123,6 +123,10 @@ pub enum Caller {
         ip: Option<String>,
         /// The `Origin` header, checked against the bot's allowed origins.
         origin: Option<String>,
+        /// A verified widget visitor session ([`crate::widget`]): its
+        /// visitor, not the IP, is the per-visitor limit's key, and it is
+        /// good for its own bot only.
+        visitor: Option<Visitor>,
     },
     /// A tenant's API key.
     Key {
@@ -151,6 +155,15 @@ impl Caller {
             },
         }
     }
+}
+
+/// A widget visitor, from a verified visitor token ([`crate::widget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visitor {
+    /// The bot the token was issued for.
+    pub bot: BotId,
+    /// The visitor's id (stable across the token's renewals).
+    pub id: String,
 }
 
 /// One chat turn's input.
@@ -711,7 +724,7 @@ impl ChatService {
                 )
                 .await
             }
-            Caller::Public { ip, .. } => {
+            Caller::Public { ip, visitor, .. } => {
                 let bot = &entry.bot;
                 // Visitors have the tenant's public budget, not its keys'.
                 self.limit(
@@ -727,7 +740,12 @@ impl ChatService {
                     .guard
                     .visitor_rpm
                     .unwrap_or(self.settings.public_visitor_rpm);
-                let visitor = ip.as_deref().unwrap_or("unknown");
+                // A widget session is one visitor, whatever its IP (an
+                // office behind one NAT is many visitors).
+                let visitor = match visitor {
+                    Some(v) => format!("s:{}", v.id),
+                    None => ip.as_deref().unwrap_or("unknown").to_string(),
+                };
                 self.limit(
                     who,
                     format!("v:{}:{visitor}", bot.id),
@@ -1488,7 +1506,16 @@ fn authorize(
         ));
     }
     let key = match caller {
-        Caller::Public { origin, .. } => {
+        Caller::Public {
+            origin, visitor, ..
+        } => {
+            if let Some(v) = visitor
+                && v.bot != bot.id
+            {
+                return Err(ChatError::Unauthorized(
+                    "the visitor token is for another bot".into(),
+                ));
+            }
             if tenant.status != TenantStatus::Active || bot.status != BotStatus::Active {
                 // A public visitor learns nothing about why.
                 return Err(ChatError::NotFound("bot"));

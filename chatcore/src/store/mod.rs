@@ -9,6 +9,7 @@
 //! `next_cursor` is set when more rows follow.
 
 mod sea;
+pub mod widget;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -17,6 +18,7 @@ use secrecy::SecretString;
 use crate::domain::*;
 
 pub use sea::{DEFAULT_DATABASE_ROLE, SchemaObjects, SeaOrmStore, StoreOptions};
+pub use widget::{Feedback, FeedbackRow, NewFeedback, Rating, WidgetRecord, WidgetUpdate};
 
 /// Errors of a store. No database driver type crosses this boundary.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -1128,6 +1130,60 @@ pub trait Store: Send + Sync + 'static {
         days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>>;
+
+    // ---- the chat widget (see [`widget`]) ----
+
+    /// A bot's widget row, if it has one. The default (a store without
+    /// widget support) has none.
+    async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
+        let _ = (tenant, bot);
+        Ok(None)
+    }
+
+    /// Creates or changes a bot's widget row and appends `audit` in the same
+    /// transaction; `NotFound("bot")` when the tenant has no such bot.
+    async fn put_widget(
+        &self,
+        tenant: TenantId,
+        bot: BotId,
+        update: WidgetUpdate,
+        audit: AuditRecord,
+    ) -> StoreResult<WidgetRecord> {
+        let _ = (tenant, bot, update, audit);
+        Err(StoreError::Internal(
+            "this store keeps no widget settings".into(),
+        ))
+    }
+
+    /// Stores feedback on an assistant message of the tenant (replacing
+    /// earlier feedback on it): `NotFound("message")` for a message of
+    /// another tenant, none, or one that is not an assistant's answer.
+    async fn put_feedback(&self, tenant: TenantId, new: NewFeedback) -> StoreResult<Feedback> {
+        let _ = (tenant, new);
+        Err(StoreError::Internal("this store keeps no feedback".into()))
+    }
+
+    /// The feedback on those of `messages` that have some.
+    async fn feedback_for(
+        &self,
+        tenant: TenantId,
+        messages: &[MessageId],
+    ) -> StoreResult<Vec<Feedback>> {
+        let _ = (tenant, messages);
+        Ok(Vec::new())
+    }
+
+    /// Ratings given on the UTC days `days`, grouped by bot or day (by key:
+    /// one group, `None`), ordered by group.
+    async fn feedback_counts(
+        &self,
+        tenant: TenantId,
+        days: UsageDays,
+        group_by: UsageGroup,
+    ) -> StoreResult<Vec<FeedbackRow>> {
+        let _ = (tenant, days, group_by);
+        Ok(Vec::new())
+    }
 }
 
 /// Every chunk a [`ChunkSearch`] covers, for the default search methods.

@@ -95,7 +95,9 @@ macro_rules! store_conformance_tests {
             usage_survives_deleting_what_it_counts,
             usage_is_tenant_scoped,
             usage_matches_the_messages,
-            concurrent_turns_each_get_their_own_answer
+            concurrent_turns_each_get_their_own_answer,
+            widget_settings_and_secret,
+            feedback_on_answers
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -3461,7 +3463,7 @@ pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
     s.create_bot(t.id, public).await.expect("public bot");
     let (_, nk) = new_key(name);
     let k = s.create_api_key(t.id, nk).await.expect("api key");
-    usage_turn(
+    let (_, answer) = usage_turn(
         s,
         t.id,
         new_conv(b.id),
@@ -3496,6 +3498,256 @@ pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
     ))
     .await
     .expect("audit");
+    s.put_widget(
+        t.id,
+        b.id,
+        WidgetUpdate {
+            settings: Some(json!({"title": "seeded"})),
+            secret: None,
+        },
+        system_audit(t.id),
+    )
+    .await
+    .expect("widget");
+    s.put_feedback(t.id, feedback(answer.id, Rating::Up))
+        .await
+        .expect("feedback");
     s.flush().await.expect("flush");
     t
+}
+
+fn system_audit(t: TenantId) -> AuditRecord {
+    AuditRecord::new(
+        Some(t),
+        Actor {
+            kind: ActorKind::System,
+            id: None,
+        },
+        "widget.updated",
+    )
+}
+
+fn feedback(m: MessageId, rating: Rating) -> NewFeedback {
+    NewFeedback {
+        message_id: m,
+        rating,
+        comment: None,
+        actor: Actor {
+            kind: ActorKind::PublicVisitor,
+            id: Some("visitor:v1".into()),
+        },
+    }
+}
+
+/// Widget rows: created on first change, settings and secret changed
+/// independently, audited in the same transaction, tenant-scoped, gone
+/// with their bot.
+pub async fn widget_settings_and_secret(s: &dyn Store) {
+    let t = tenant(s, "widget").await;
+    let other = tenant(s, "widget-other").await;
+    let p = provider(s, t.id).await;
+    let b = bot(s, t.id, p.id, "widgeted").await;
+    assert_eq!(s.get_widget(t.id, b.id).await.unwrap(), None);
+    let w = s
+        .put_widget(
+            t.id,
+            b.id,
+            WidgetUpdate {
+                settings: Some(json!({"title": "Help"})),
+                secret: None,
+            },
+            system_audit(t.id),
+        )
+        .await
+        .expect("create");
+    assert_eq!(w.settings, json!({"title": "Help"}));
+    assert!(w.secret.is_none());
+    let sealed = keyring().seal(t.id, &SecretString::from("cws_secret_value".to_string()));
+    let w = s
+        .put_widget(
+            t.id,
+            b.id,
+            WidgetUpdate {
+                settings: None,
+                secret: Some(Some(sealed.clone())),
+            },
+            system_audit(t.id),
+        )
+        .await
+        .expect("secret");
+    assert_eq!(w.settings, json!({"title": "Help"}), "settings kept");
+    assert_eq!(w.secret.as_ref().unwrap().ciphertext, sealed.ciphertext);
+    assert!(w.secret_created_at.is_some());
+    let got = s.get_widget(t.id, b.id).await.unwrap().unwrap();
+    assert_eq!(got, w);
+    let opened = keyring().open(t.id, got.secret.as_ref().unwrap()).unwrap();
+    assert_eq!(opened.expose_secret(), "cws_secret_value");
+    // Both changes were audited, on the bot.
+    let audit = s
+        .list_audit(
+            t.id,
+            AuditFilter {
+                action: Some("widget.updated".into()),
+                ..Default::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.data.len(), 2);
+    assert_eq!(audit.data[0].resource_id, Some(b.id.to_string()));
+    // Another tenant neither sees nor changes it.
+    assert_eq!(s.get_widget(other.id, b.id).await.unwrap(), None);
+    let e = s
+        .put_widget(
+            other.id,
+            b.id,
+            WidgetUpdate::default(),
+            system_audit(other.id),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    assert_eq!(
+        s.get_widget(t.id, b.id).await.unwrap().unwrap().settings,
+        json!({"title": "Help"})
+    );
+    // Removing the secret, then the bot.
+    let w = s
+        .put_widget(
+            t.id,
+            b.id,
+            WidgetUpdate {
+                settings: None,
+                secret: Some(None),
+            },
+            system_audit(t.id),
+        )
+        .await
+        .unwrap();
+    assert!(w.secret.is_none() && w.secret_created_at.is_none());
+    s.delete_bot(t.id, b.id).await.unwrap();
+    assert_eq!(s.get_widget(t.id, b.id).await.unwrap(), None);
+}
+
+/// Feedback: one per assistant message (a later one replaces it), only on
+/// the tenant's assistant messages, counted per bot and day.
+pub async fn feedback_on_answers(s: &dyn Store) {
+    let t = tenant(s, "feedback").await;
+    let other = tenant(s, "feedback-other").await;
+    let p = provider(s, t.id).await;
+    let b1 = bot(s, t.id, p.id, "rated-one").await;
+    let b2 = bot(s, t.id, p.id, "rated-two").await;
+    let (c1, a1) = usage_turn(
+        s,
+        t.id,
+        new_conv(b1.id),
+        None,
+        MessageStatus::Complete,
+        tokens(1, 1),
+    )
+    .await;
+    let (_, a2) = usage_turn(
+        s,
+        t.id,
+        new_conv(b1.id),
+        None,
+        MessageStatus::Complete,
+        tokens(1, 1),
+    )
+    .await;
+    let (_, a3) = usage_turn(
+        s,
+        t.id,
+        new_conv(b2.id),
+        None,
+        MessageStatus::Complete,
+        tokens(1, 1),
+    )
+    .await;
+    let f = s
+        .put_feedback(t.id, feedback(a1.id, Rating::Down))
+        .await
+        .unwrap();
+    assert_eq!(
+        (f.rating, f.bot_id, f.conversation_id),
+        (Rating::Down, b1.id, c1.id)
+    );
+    let mut again = feedback(a1.id, Rating::Up);
+    again.comment = Some("better now".into());
+    let f2 = s.put_feedback(t.id, again).await.unwrap();
+    assert_eq!(f2.rating, Rating::Up);
+    assert_eq!(f2.comment.as_deref(), Some("better now"));
+    assert_eq!(f2.created_at, f.created_at, "replaced, not added");
+    s.put_feedback(t.id, feedback(a2.id, Rating::Down))
+        .await
+        .unwrap();
+    s.put_feedback(t.id, feedback(a3.id, Rating::Up))
+        .await
+        .unwrap();
+    let got = s
+        .feedback_for(t.id, &[a1.id, a2.id, MessageId::new()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(s.feedback_for(t.id, &[]).await.unwrap().is_empty());
+    // Not on a user message, another tenant's or a missing one.
+    let user = s
+        .recent_messages(t.id, c1.id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.role == Role::User)
+        .unwrap();
+    for (tenant, m) in [(t.id, user.id), (other.id, a1.id), (t.id, MessageId::new())] {
+        let e = s
+            .put_feedback(tenant, feedback(m, Rating::Up))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    }
+    assert!(s.feedback_for(other.id, &[a1.id]).await.unwrap().is_empty());
+    // Counts per bot, per day, and in one group by key.
+    let days = UsageDays::last(1, now()).unwrap();
+    let by_bot = s
+        .feedback_counts(t.id, days, UsageGroup::Bot)
+        .await
+        .unwrap();
+    let row = |id: BotId| {
+        by_bot
+            .iter()
+            .find(|r| r.group == Some(id.to_string()))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!((row(b1.id).up, row(b1.id).down), (1, 1));
+    assert_eq!((row(b2.id).up, row(b2.id).down), (1, 0));
+    let by_day = s
+        .feedback_counts(t.id, days, UsageGroup::Day)
+        .await
+        .unwrap();
+    assert_eq!(by_day.len(), 1);
+    assert_eq!((by_day[0].up, by_day[0].down), (2, 1));
+    assert_eq!(by_day[0].group, Some(now().format("%Y-%m-%d").to_string()));
+    let by_key = s
+        .feedback_counts(t.id, days, UsageGroup::ApiKey)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_key,
+        vec![FeedbackRow {
+            group: None,
+            up: 2,
+            down: 1
+        }]
+    );
+    assert!(
+        s.feedback_counts(other.id, days, UsageGroup::Bot)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Deleting the conversation deletes its feedback.
+    s.delete_conversation(t.id, c1.id).await.unwrap();
+    assert!(s.feedback_for(t.id, &[a1.id]).await.unwrap().is_empty());
 }

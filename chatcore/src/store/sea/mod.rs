@@ -9,6 +9,7 @@ mod entities;
 mod guard;
 mod scope;
 mod search;
+mod widget;
 mod writer;
 
 use std::time::Duration;
@@ -2398,6 +2399,41 @@ impl Store for SeaOrmStore {
         }
         .await;
         scope::finish(db, out).await
+    }
+
+    async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
+        self.widget_get(tenant, bot).await
+    }
+
+    async fn put_widget(
+        &self,
+        tenant: TenantId,
+        bot: BotId,
+        update: WidgetUpdate,
+        audit: AuditRecord,
+    ) -> StoreResult<WidgetRecord> {
+        self.widget_put(tenant, bot, update, audit).await
+    }
+
+    async fn put_feedback(&self, tenant: TenantId, new: NewFeedback) -> StoreResult<Feedback> {
+        self.feedback_put(tenant, new).await
+    }
+
+    async fn feedback_for(
+        &self,
+        tenant: TenantId,
+        messages: &[MessageId],
+    ) -> StoreResult<Vec<Feedback>> {
+        self.feedback_get(tenant, messages).await
+    }
+
+    async fn feedback_counts(
+        &self,
+        tenant: TenantId,
+        days: UsageDays,
+        group_by: UsageGroup,
+    ) -> StoreResult<Vec<FeedbackRow>> {
+        self.feedback_count(tenant, days, group_by).await
     }
 }
 
