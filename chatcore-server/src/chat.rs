@@ -47,6 +47,23 @@ pub struct StreamStart {
     pub message_id: MessageId,
 }
 
+/// One server-sent event of a `text/event-stream` reply, as a client's SSE
+/// parser reads it: its name and its data.
+#[derive(Debug, ToSchema)]
+pub struct SseEvent {
+    /// `start`, `delta`, `done` or `error` (`/v1/chat`, `/v1/chat/public`);
+    /// none on the OpenAI-compatible stream.
+    pub event: Option<String>,
+    /// JSON text: `StreamStart`, `StreamDelta`, `StreamDone` or `ErrorBody`
+    /// by event; a `chat.completion.chunk`, an error or `[DONE]` on the
+    /// OpenAI-compatible stream.
+    pub data: String,
+    /// Not sent.
+    pub id: Option<String>,
+    /// Not sent.
+    pub retry: Option<u64>,
+}
+
 /// Data of a stream's `delta` event: the next piece of the answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamDelta {
@@ -70,7 +87,7 @@ pub struct StreamDelta {
     responses(
         (status = 200, description = "The answer", content(
             (ChatReply = "application/json"),
-            (String = "text/event-stream"),
+            (SseEvent = "text/event-stream"),
         )),
         (status = 401, description = "`unauthorized`: a bad or expired visitor token, or one issued to another origin or bot", body = ErrorBody),
     ))]
@@ -141,7 +158,7 @@ pub async fn chat_public_preflight() -> StatusCode {
     security(("apiKey" = ["chat"])),
     responses((status = 200, description = "The answer", content(
         (ChatReply = "application/json"),
-        (String = "text/event-stream"),
+        (SseEvent = "text/event-stream"),
     ))))]
 pub async fn chat(
     State(app): State<Arc<App>>,

@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 
 use crate::App;
 use crate::auth::ChatKey;
+use crate::chat::SseEvent;
 use crate::http::{ApiError, Peer, Rid, json_response, mime};
 
 /// The header that names the stored conversation a request adds its turn
@@ -151,7 +152,7 @@ fn param_error(e: ParamError) -> ApiError {
     security(("apiKey" = ["chat"])),
     responses((status = 200, description = "A `chat.completion`, or a stream of `chat.completion.chunk`s",
         headers(("X-Chatcore-Conversation-Id" = String, description = "The stored conversation")),
-        content((Object = "application/json"), (String = "text/event-stream")))))]
+        content((Object = "application/json"), (SseEvent = "text/event-stream")))))]
 pub async fn chat_completions(
     State(app): State<Arc<App>>,
     Peer(peer): Peer,
