@@ -52,7 +52,9 @@ pub async fn ensure_demo(
             "OpenAI",
             Some(keyring.seal(tenant.id, k)),
         ),
-        None => ("mock", "echo", "Mock (offline)", None),
+        // `slow-echo` repeats the message word by word, 50 ms apart: the
+        // demo page shows an answer streaming in.
+        None => ("mock", "slow-echo", "Mock (offline)", None),
     };
     let pc = store
         .create_provider_config(

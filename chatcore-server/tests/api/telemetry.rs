@@ -165,7 +165,7 @@ async fn chat_spans_reach_an_otlp_receiver_with_tenant_bot_model_tokens_and_ttft
         assert!(a["tenant"].as_str().is_some_and(|t| t.len() == 36), "{a:?}");
         assert!(a["bot"].as_str().is_some_and(|t| t.len() == 36), "{a:?}");
         assert_eq!(a["provider"], "mock");
-        assert_eq!(a["model"], "echo");
+        assert_eq!(a["model"], "slow-echo");
         assert_eq!(a["status"], "complete");
         assert!(
             a["prompt_tokens"].as_i64().is_some_and(|n| n > 0),
