@@ -117,6 +117,8 @@ pub enum GroupBy {
     Key,
     /// Per UTC day.
     Day,
+    /// Per end user (`user_id` of the turns that sent one).
+    EndUser,
 }
 
 /// Range and grouping of the usage report.
@@ -133,7 +135,7 @@ pub struct UsageQuery {
     #[serde(default, deserialize_with = "time_or_day")]
     #[param(value_type = Option<DateTime<Utc>>)]
     pub until: Option<DateTime<Utc>>,
-    /// `bot` (default), `key` or `day`.
+    /// `bot` (default), `key`, `day` or `end_user`.
     #[param(inline)]
     pub group_by: Option<GroupBy>,
 }
@@ -592,6 +594,7 @@ pub async fn usage(
         GroupBy::Bot => UsageGroup::Bot,
         GroupBy::Key => UsageGroup::ApiKey,
         GroupBy::Day => UsageGroup::Day,
+        GroupBy::EndUser => UsageGroup::EndUser,
     };
     Ok(ok(&app.admin.usage(&c, q.since, q.until, group).await?))
 }

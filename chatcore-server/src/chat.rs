@@ -211,6 +211,11 @@ async fn turn(
                     &reply.provider,
                     reply.usage.total_tokens as u64,
                 );
+                app.metrics.cost(
+                    &reply.tenant_id.to_string(),
+                    &reply.provider,
+                    reply.cost.amount_micros,
+                );
                 json_response(StatusCode::OK, &reply)
             }),
         }
@@ -251,6 +256,8 @@ fn sse_response(
                     &d.provider,
                     d.usage.total_tokens as u64,
                 );
+                app.metrics
+                    .cost(&d.tenant_id.to_string(), &d.provider, d.cost.amount_micros);
             }
             TurnEvent::Error { .. } => app.metrics.provider_error(),
             _ => {}

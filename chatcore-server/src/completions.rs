@@ -250,7 +250,25 @@ fn usage_of(u: &chatcore::engine::UsageReply) -> Usage {
         completion_tokens: u.completion_tokens,
         total_tokens: u.total_tokens,
         estimated: u.estimated,
+        cached_tokens: u.cached_tokens,
     }
+}
+
+/// Adds chatcore's extension to OpenAI's `usage`: the turn's cost
+/// (`cost_micros`, `cost_currency`, `cost_priced`) and the cached prompt
+/// tokens in OpenAI's own `prompt_tokens_details.cached_tokens`.
+fn with_cost(
+    mut v: Value,
+    u: &chatcore::engine::UsageReply,
+    cost: &chatcore::engine::CostReply,
+) -> Value {
+    if let Some(usage) = v.get_mut("usage").filter(|u| u.is_object()) {
+        usage["prompt_tokens_details"] = json!({"cached_tokens": u.cached_tokens});
+        usage["cost_micros"] = json!(cost.amount_micros);
+        usage["cost_currency"] = json!(cost.currency);
+        usage["cost_priced"] = json!(cost.priced);
+    }
+    v
 }
 
 fn conversation_header(r: &mut Response, id: impl std::fmt::Display) {
@@ -266,6 +284,11 @@ fn completion_response(app: &App, head: &ReplyHead, reply: ChatReply) -> Respons
         &reply.provider,
         reply.usage.total_tokens as u64,
     );
+    app.metrics.cost(
+        &reply.tenant_id.to_string(),
+        &reply.provider,
+        reply.cost.amount_micros,
+    );
     let body = oa::completion(
         head,
         &reply.content,
@@ -273,6 +296,7 @@ fn completion_response(app: &App, head: &ReplyHead, reply: ChatReply) -> Respons
         &reply.finish_reason,
         &usage_of(&reply.usage),
     );
+    let body = with_cost(body, &reply.usage, &reply.cost);
     let mut r = json_response(StatusCode::OK, &body);
     conversation_header(&mut r, reply.conversation_id);
     r
@@ -329,6 +353,8 @@ async fn sse_response(
                     &d.provider,
                     d.usage.total_tokens as u64,
                 );
+                app.metrics
+                    .cost(&d.tenant_id.to_string(), &d.provider, d.cost.amount_micros);
                 let mut v = vec![data(&oa::chunk(
                     &head2,
                     json!({}),
@@ -336,7 +362,11 @@ async fn sse_response(
                     include_usage,
                 ))];
                 if include_usage {
-                    v.push(data(&oa::usage_chunk(&head2, &usage_of(&d.usage))));
+                    v.push(data(&with_cost(
+                        oa::usage_chunk(&head2, &usage_of(&d.usage)),
+                        &d.usage,
+                        &d.cost,
+                    )));
                 }
                 v.push(Event::default().data("[DONE]"));
                 v

@@ -179,6 +179,7 @@ pub const ERROR_CODES: &[&str] = &[
     "payload_too_large",
     "unsupported_media_type",
     "rate_limited",
+    "budget_exceeded",
     "provider_error",
     "unavailable",
     "provider_timeout",
@@ -308,6 +309,7 @@ impl From<chatcore::engine::ChatError> for ApiError {
             E::Provider(_) => StatusCode::BAD_GATEWAY,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
         if matches!(e, E::Internal(_) | E::Unavailable(_)) {
             tracing::error!(error = %e, "request failed");
@@ -318,7 +320,11 @@ impl From<chatcore::engine::ChatError> for ApiError {
             .retry_after()
             .map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
         let mut api = ApiError::new(status, e.code(), e.public_message());
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if matches!(e, E::BudgetExceeded { .. }) {
+            // Only where a period ends: a rolling budget held by reservations
+            // has no time to name.
+            api.retry_after = retry_after;
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
             api.retry_after = Some(retry_after.unwrap_or(1));
         } else {
             api.retry_after = retry_after;
@@ -458,9 +464,10 @@ pub trait PathId: FromStr {
 
 macro_rules! path_ids {
     ($($t:ty => $what:literal),* $(,)?) => {
-        $(impl PathId for $t { const WHAT: &'static str = $what; })*
+        $(impl $crate::http::PathId for $t { const WHAT: &'static str = $what; })*
     };
 }
+pub(crate) use path_ids;
 
 path_ids!(
     chatcore::domain::TenantId => "tenant",

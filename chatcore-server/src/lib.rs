@@ -59,6 +59,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budgets;
 pub mod chat;
 pub mod completions;
 pub mod config;
@@ -153,12 +154,16 @@ impl App {
             .settings(settings_for(&config, settings))
             .build()
             .await?;
+        core.chat
+            .set_budgets(budgets(&config, core.chat.store().clone()).await?);
         Ok(Self::with_core(core, config).await)
     }
 
     /// The app over services built by the caller (see [`core_builder`]),
     /// with `config`'s HTTP settings; closes turns left pending by a lost
-    /// instance, now and every minute.
+    /// instance, now and every minute. Budgets are the in-process ones
+    /// unless the caller set others ([`ChatService::set_budgets`]; the
+    /// server's own start shares them through Redis when it has one).
     pub async fn with_core(core: Chatcore, config: Config) -> Arc<Self> {
         let app = Arc::new(Self {
             widget: chatcore::widget::WidgetService::new(core.chat.clone()),
@@ -275,6 +280,15 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Budgets shared through Redis when the config names one, as the
+    // server's own start does.
+    match budgets(&config, core.chat.store().clone()).await {
+        Ok(b) => core.chat.set_budgets(b),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start: budgets");
+            return;
+        }
+    }
     run(listener, App::with_core(core, config).await, shutdown).await;
 }
 
@@ -306,4 +320,30 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             tracing::error!(error = %e, "could not flush the store's writes at shutdown");
         }
     }
+}
+
+/// Budgets shared through Redis when `CHATCORE_REDIS_URL` is set, else in
+/// this process. `CHATCORE_BUDGETS_FAIL_OPEN=true` admits turns when Redis
+/// fails (the default refuses them).
+async fn budgets(
+    config: &Config,
+    store: Arc<dyn chatcore::store::Store>,
+) -> Result<Arc<chatcore::budget::BudgetService>, StartError> {
+    use chatcore::budget::{BudgetLedger, BudgetService, BudgetSettings, LocalLedger, RedisLedger};
+    let fail_open = std::env::var("CHATCORE_BUDGETS_FAIL_OPEN")
+        .map(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false);
+    let ledger: Arc<dyn BudgetLedger> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisLedger::connect(url.expose_secret())
+                .await
+                .map_err(|e| StartError::Redis(chatcore::ratelimit::RateLimitError(e.0)))?,
+        ),
+        None => Arc::new(LocalLedger::new()),
+    };
+    let settings = BudgetSettings {
+        fail_open,
+        ..BudgetSettings::default()
+    };
+    Ok(Arc::new(BudgetService::new(store, ledger, settings)))
 }

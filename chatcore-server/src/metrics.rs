@@ -66,6 +66,10 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     open_streams: Gauge,
     redis_failures: Counter,
+    /// Cost by tenant and provider, micro-units of USD.
+    cost_micros: Family<TokenLabels, Counter>,
+    /// Budget ledger failures (Redis), read from the engine at scrape.
+    budget_ledger_errors: Gauge,
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Family<PoolMaxLabels, Gauge>,
     /// The route templates, as `'static` label values.
@@ -102,6 +106,18 @@ impl Default for Metrics {
             "chatcore_tokens",
             "Tokens by tenant and provider",
             tokens.clone(),
+        );
+        let cost_micros = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "chatcore_cost_micros",
+            "Cost of chat turns by tenant and provider, micro-units of USD",
+            cost_micros.clone(),
+        );
+        let budget_ledger_errors = Gauge::default();
+        registry.register(
+            "chatcore_budget_ledger_errors",
+            "Budget ledger (Redis) failures since the start; budgets fail closed unless configured open",
+            budget_ledger_errors.clone(),
         );
         let provider_errors = Counter::default();
         registry.register(
@@ -155,6 +171,8 @@ impl Default for Metrics {
             tokens,
             open_streams,
             redis_failures,
+            cost_micros,
+            budget_ledger_errors,
             pool_connections,
             pool_max,
             routes,
@@ -218,6 +236,19 @@ impl Metrics {
         self.rate_limited.inc();
     }
 
+    /// Counts the cost of a turn (micro-units of USD) by the bot's tenant
+    /// and provider.
+    pub fn cost(&self, tenant: &str, provider: &str, micros: i64) {
+        if micros > 0 {
+            self.cost_micros
+                .get_or_create(&TokenLabels {
+                    tenant: tenant.to_string(),
+                    provider: provider.to_string(),
+                })
+                .inc_by(micros as u64);
+        }
+    }
+
     /// Counts tokens of a turn by the bot's tenant (public chat included)
     /// and provider.
     pub fn tokens(&self, tenant: &str, provider: &str, n: u64) {
@@ -276,6 +307,8 @@ pub fn render(app: &App, headers: &HeaderMap) -> Response<Body> {
         app.chat.rate_limiter().backend_failures(),
         std::sync::atomic::Ordering::Relaxed,
     );
+    m.budget_ledger_errors
+        .set(app.chat.budgets().ledger_errors() as i64);
     for p in app.chat.store().pool_stats() {
         for (state, n) in [("in_use", p.in_use), ("idle", p.idle)] {
             m.pool_connections

@@ -68,6 +68,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "conversations", description = "Conversations and their messages."),
         (name = "audit", description = "The audit log and usage."),
         (name = "datasets", description = "Datasets, documents and retrieval (RAG)."),
+        (name = "budgets", description = "Spending budgets (tenant, API key, bot, end user) and a tenant's model prices."),
         (name = "widget", description = "The chat widget for public bots: embed script, settings, visitor sessions, feedback."),
     ),
 )]
@@ -141,7 +142,7 @@ const ERRORS: &[(&str, u16, &str)] = &[
     (
         "RateLimited",
         429,
-        "`rate_limited`: a rate limit (the tenant's, its public budget, the key's, the visitor's, the provider's), or too many failed authentications from this IP; see Retry-After",
+        "`rate_limited`: a rate limit (the tenant's, its public budget, the key's, the visitor's, the provider's), or too many failed authentications from this IP; see Retry-After. Also `budget_exceeded`: a spending budget has no room for the turn's worst case (Retry-After: when its period ends)",
     ),
     (
         "Internal",

@@ -37,7 +37,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::{ApiError, PendingError, Rid, json_response};
-use crate::{App, admin, chat, completions, datasets};
+use crate::{App, admin, budgets, chat, completions, datasets};
 
 /// The reply of `/healthz` and `/readyz`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -100,6 +100,14 @@ pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(admin::get_api_key, admin::revoke_api_key))
         .routes(routes!(admin::create_scope, admin::list_scopes))
         .routes(routes!(admin::get_scope, admin::delete_scope))
+        .routes(routes!(budgets::create_budget, budgets::list_budgets))
+        .routes(routes!(
+            budgets::get_budget,
+            budgets::update_budget,
+            budgets::delete_budget
+        ))
+        .routes(routes!(budgets::set_price, budgets::list_prices))
+        .routes(routes!(budgets::delete_price))
         .routes(routes!(admin::list_conversations))
         .routes(routes!(admin::get_conversation, admin::delete_conversation))
         .routes(routes!(admin::list_messages))

@@ -13,6 +13,9 @@
 //! characters, API keys their prefix; a new API key's secret is returned
 //! once, at creation).
 
+mod budgets;
+pub use budgets::{CreateBudget, SetPrice, UpdateBudget};
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -472,6 +475,8 @@ pub struct UsageEntry {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// What they cost, micro-units of USD (1 000 000 = $1).
+    pub cost_micros: i64,
     /// Thumbs up given on the group's answers (by bot or day; 0 by key).
     pub feedback_up: u64,
     /// Thumbs down.
@@ -830,7 +835,10 @@ mod openapi {
     }
 
     pub(super) fn usage_group() -> ObjectBuilder {
-        string_enum(&["bot", "key", "day"], "How the usage is grouped.")
+        string_enum(
+            &["bot", "key", "day", "end_user"],
+            "How the usage is grouped.",
+        )
     }
 
     pub(super) fn scope_kind() -> ObjectBuilder {
@@ -991,6 +999,8 @@ pub struct AdminService {
     caches: Option<Caches>,
     /// Which addresses a provider's base URL may point at.
     egress: crate::provider::EgressPolicy,
+    /// The running engine's budgets (None in the CLI).
+    budgets: Option<crate::budget::BudgetSlot>,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -1008,6 +1018,7 @@ impl AdminService {
             keyring: chat.keyring().clone(),
             caches: Some(chat.caches().clone()),
             egress: chat.settings().egress.clone(),
+            budgets: Some(chat.budget_slot().clone()),
         }
     }
 
@@ -1018,6 +1029,7 @@ impl AdminService {
             keyring,
             caches: None,
             egress: crate::provider::EgressPolicy::default(),
+            budgets: None,
         }
     }
 
@@ -1796,6 +1808,7 @@ impl AdminService {
                 UsageGroup::Bot => "bot",
                 UsageGroup::ApiKey => "key",
                 UsageGroup::Day => "day",
+                UsageGroup::EndUser => "end_user",
             },
             data: rows
                 .into_iter()
@@ -1810,6 +1823,7 @@ impl AdminService {
                         prompt_tokens: r.prompt_tokens,
                         completion_tokens: r.completion_tokens,
                         total_tokens: r.total_tokens,
+                        cost_micros: r.cost_micros,
                     }
                 })
                 .collect(),

@@ -99,6 +99,7 @@ pub struct ChatcoreBuilder {
     audit: Option<AuditWriter>,
     audit_config: AuditConfig,
     retriever: Option<Arc<dyn ContextRetriever>>,
+    budgets: Option<Arc<crate::budget::BudgetService>>,
 }
 
 impl std::fmt::Debug for ChatcoreBuilder {
@@ -204,6 +205,14 @@ impl ChatcoreBuilder {
         self
     }
 
+    /// Spending budgets with a ledger of the caller's (e.g.
+    /// [`crate::budget::RedisLedger`], shared by several instances) instead
+    /// of the in-process default.
+    pub fn budgets(mut self, budgets: Arc<crate::budget::BudgetService>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
     /// Opens the store and wires the services (in a Tokio runtime: the
     /// audit writer and the document indexer are tasks).
     pub async fn build(self) -> Result<Chatcore, BuildError> {
@@ -257,6 +266,9 @@ impl ChatcoreBuilder {
             Some(retriever),
             settings,
         ));
+        if let Some(b) = self.budgets {
+            chat.set_budgets(b);
+        }
         let admin = AdminService::for_chat(&chat);
         Ok(Chatcore {
             chat,

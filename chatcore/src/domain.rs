@@ -302,6 +302,29 @@ pub struct CatalogEntry {
     pub default_chat_model: Option<String>,
     /// Default embedding model.
     pub default_embedding_model: Option<String>,
+    /// List prices of the vendor's common models ([`crate::pricing`]);
+    /// a tenant overrides or adds prices per provider configuration
+    /// (`PUT /v1/prices`). Empty for vendors without list prices.
+    #[serde(default)]
+    pub prices: Vec<ListPrice>,
+}
+
+/// A model's list price in the provider catalog, per million tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ListPrice {
+    /// The model (a dated variant, `gpt-4o-2024-08-06`, takes its price).
+    pub model: String,
+    /// Micro-units per million uncached input tokens.
+    pub input_per_mtok: i64,
+    /// Micro-units per million input tokens read from the prompt cache.
+    pub cached_input_per_mtok: i64,
+    /// Micro-units per million output tokens.
+    pub output_per_mtok: i64,
+    /// The currency (`USD`).
+    pub currency: String,
+    /// When the price was taken from the vendor's price page (`YYYY-MM-DD`).
+    pub as_of: String,
 }
 
 /// A provider API key sealed with the master keyring (see [`crate::crypto`]).
@@ -468,6 +491,9 @@ pub struct Message {
     /// The call a `tool` message answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// What the answer cost (assistant messages with an outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::pricing::Cost>,
 }
 
 /// A stored API key. The secret itself is never stored: only its hash.
@@ -751,4 +777,104 @@ mod tests {
         k.revoked_at = Some(t);
         assert!(!k.is_usable_at(t));
     }
+}
+
+id_type!(
+    /// Identifies a spending budget.
+    BudgetId,
+    "budget"
+);
+id_type!(
+    /// Identifies a tenant's price override.
+    PriceId,
+    "price"
+);
+
+str_enum!(
+    /// Over which time a budget's amount may be spent (UTC).
+    BudgetPeriod {
+        /// A UTC calendar day.
+        Day => "day",
+        /// A UTC calendar month.
+        Month => "month",
+        /// The last 24 hours, at any moment.
+        Rolling24h => "rolling_24h"
+    }
+);
+str_enum!(
+    /// Whose spending a budget caps.
+    BudgetScope {
+        /// Every turn of the tenant.
+        Tenant => "tenant",
+        /// The turns sent with one API key.
+        ApiKey => "api_key",
+        /// The turns of one bot.
+        Bot => "bot",
+        /// The turns of one end user (`user_id`) of one bot.
+        EndUser => "end_user"
+    }
+);
+
+/// A cap on spending: `amount_micros` per `period`, for a scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Budget {
+    /// Id.
+    pub id: BudgetId,
+    /// Owner.
+    pub tenant_id: TenantId,
+    /// Whose spending it caps.
+    pub scope: BudgetScope,
+    /// The key (scope `api_key`).
+    pub api_key_id: Option<ApiKeyId>,
+    /// The bot (scopes `bot` and `end_user`).
+    pub bot_id: Option<BotId>,
+    /// The end user (scope `end_user`).
+    pub end_user_id: Option<String>,
+    /// The period.
+    pub period: BudgetPeriod,
+    /// The amount, in micro-units of [`crate::pricing::CURRENCY`].
+    pub amount_micros: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Budget {
+    /// Whether a turn of `bot`, sent with `key` for `end_user`, counts
+    /// against this budget.
+    pub fn applies(&self, bot: BotId, key: Option<ApiKeyId>, end_user: Option<&str>) -> bool {
+        match self.scope {
+            BudgetScope::Tenant => true,
+            BudgetScope::ApiKey => key.is_some() && self.api_key_id == key,
+            BudgetScope::Bot => self.bot_id == Some(bot),
+            BudgetScope::EndUser => {
+                self.bot_id == Some(bot)
+                    && end_user.is_some()
+                    && self.end_user_id.as_deref() == end_user
+            }
+        }
+    }
+}
+
+/// A tenant's price for a model of one of its provider configurations,
+/// overriding the catalog's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PriceOverride {
+    /// Id.
+    pub id: PriceId,
+    /// Owner.
+    pub tenant_id: TenantId,
+    /// The provider configuration.
+    pub provider_id: ProviderConfigId,
+    /// The model, exactly as the provider reports it (or as configured).
+    pub model: String,
+    /// The price.
+    pub price: crate::pricing::Price,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
 }

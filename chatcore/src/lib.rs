@@ -50,6 +50,11 @@
 //! - [`openai_compat`]: OpenAI's chat completions protocol as clients speak
 //!   it (request parsing naming each bad parameter, reply shapes).
 //! - [`ratelimit`]: GCRA rate limits, in process or atomic in Redis.
+//! - [`pricing`]: prices per model (catalog and tenant overrides) and the
+//!   cost of a turn, in integer micro-units.
+//! - [`budget`]: spending budgets: reserve a turn's worst case before the
+//!   provider call, settle to its real cost after, atomic in process or in
+//!   one Redis script.
 //! - [`audit`]: the batched, bounded, off-request-path audit writer.
 //! - [`auth`]: API keys: generation from a CSPRNG, SHA-256 hashing, constant
 //!   time verification, permissions.
@@ -96,12 +101,14 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod budget;
 mod builder;
 pub mod cache;
 pub mod crypto;
 pub mod domain;
 pub mod engine;
 pub mod openai_compat;
+pub mod pricing;
 pub mod provider;
 pub mod rag;
 pub mod ratelimit;

@@ -155,6 +155,7 @@ fn group_by_messages(backend: DbBackend, group: UsageGroup) -> String {
         (UsageGroup::ApiKey, false) => "lower(hex(api_key_id))",
         (UsageGroup::Day, true) => "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         (UsageGroup::Day, false) => "substr(created_at, 1, 10)",
+        (UsageGroup::EndUser, _) => "end_user_id",
     };
     let (p1, p2, p3) = if pg {
         ("$1", "$2", "$3")

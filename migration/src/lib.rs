@@ -8,7 +8,8 @@
 //! turn being answered; `row_level_security` isolates tenants on
 //! PostgreSQL; `message_tools` keeps tool calls and results on messages;
 //! `widget` adds the chat widget's settings per bot and feedback on
-//! answers. The same code migrates SQLite and PostgreSQL.
+//! answers; `cost_and_budgets` adds message costs, price overrides, budgets
+//! and usage per end user. The same code migrates SQLite and PostgreSQL.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -20,6 +21,7 @@ mod m20260401_000004_turn_owner;
 pub mod m20261201_000005_row_level_security;
 mod m20261201_000006_message_tools;
 pub mod m20261202_000001_widget;
+pub mod m20261203_000001_cost_and_budgets;
 
 /// The migrator: apply with `Migrator::up(&db, None)`.
 pub struct Migrator;
@@ -36,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_row_level_security::Migration),
             Box::new(m20261201_000006_message_tools::Migration),
             Box::new(m20261202_000001_widget::Migration),
+            Box::new(m20261203_000001_cost_and_budgets::Migration),
         ]
     }
 }

@@ -195,6 +195,7 @@ fn usage() -> UsageReply {
         completion_tokens: 2,
         total_tokens: 5,
         estimated: false,
+        cached_tokens: 1,
     }
 }
 
@@ -436,6 +437,11 @@ fn replies_serialize_to_exactly_their_schemas() {
         sources: vec![source()],
         tenant_id: TenantId::new(),
         tool_calls: Vec::new(),
+        cost: chatcore::engine::CostReply {
+            amount_micros: 42,
+            currency: "USD",
+            priced: true,
+        },
     };
     let chat_v = v(&chat);
     let schema = reply(doc, "post", "/v1/chat", "200");
@@ -463,6 +469,7 @@ fn replies_serialize_to_exactly_their_schemas() {
         model: "echo".into(),
         sources: vec![],
         tenant_id: TenantId::new(),
+        cost: chatcore::engine::CostReply::default(),
     };
     let named = |n: &str| json!({"$ref": format!("#/components/schemas/{n}")});
     assert_shape(doc, &named("StreamDone"), &v(&done), "StreamDone");
@@ -572,6 +579,7 @@ fn replies_serialize_to_exactly_their_schemas() {
         api_key_id: None,
         created_at: now(),
         tool_call_id: None,
+        cost: None,
         tool_calls: Vec::new(),
     });
     let messages = reply(doc, "get", "/v1/conversations/{id}/messages", "200");
@@ -594,6 +602,7 @@ fn replies_serialize_to_exactly_their_schemas() {
             feedback_up: 3,
             feedback_down: 1,
             feedback_share_up: Some(0.75),
+            cost_micros: 7,
         }],
     };
     let schema = reply(doc, "get", "/v1/usage", "200");

@@ -12,6 +12,7 @@ const GET: Method = Method::GET;
 const POST: Method = Method::POST;
 const PATCH: Method = Method::PATCH;
 const DELETE: Method = Method::DELETE;
+const PUT: Method = Method::PUT;
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
@@ -364,6 +365,25 @@ async fn a_read_key_reads_every_management_route_and_changes_nothing() {
         )
         .await;
     assert_eq!(s, 201, "{doc}");
+    let (s, budget) = app
+        .call(
+            POST,
+            "/v1/budgets",
+            Some(admin),
+            Some(json!({"scope": "tenant", "period": "month", "amount_micros": 5_000_000})),
+        )
+        .await;
+    assert_eq!(s, 201, "{budget}");
+    let (s, price) = app
+        .call(
+            PUT,
+            "/v1/prices",
+            Some(admin),
+            Some(json!({"provider_id": t.bot.provider_id, "model": "echo",
+                        "input_per_mtok": 1_000_000, "output_per_mtok": 2_000_000})),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {price}");
     let (read_key, read_key_id) = app
         .key(t.tenant.id, vec![Permission::Read], vec![], None)
         .await;
@@ -378,6 +398,8 @@ async fn a_read_key_reads_every_management_route_and_changes_nothing() {
             "conversations" => s(&reply["conversation_id"]),
             "datasets" => s(&ds["id"]),
             "documents" => s(&doc["id"]),
+            "budgets" => s(&budget["id"]),
+            "prices" => s(&price["id"]),
             other => panic!("no id for {other}"),
         }
     };
@@ -437,7 +459,9 @@ async fn a_read_key_reads_every_management_route_and_changes_nothing() {
     assert_eq!(
         (reads, refused),
         // The bot's widget: one read (GET), two changes (PUT, the secret).
-        (19 + 1, 15 + 2),
+        // Budgets and prices: three reads (the lists, one budget), five
+        // changes (create, change, delete a budget; set, delete a price).
+        (19 + 1 + 3, 15 + 2 + 5),
         "every management route was tried"
     );
     // Nothing changed: the rows are all still there, and no key was made.
@@ -1368,5 +1392,53 @@ async fn another_tenants_ids_are_404_on_every_route() {
         .call(GET, &format!("/v1/scopes/{sid}"), Some(ak), None)
         .await;
     assert_eq!(s, 200, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_catalog_shows_list_prices_with_the_date_taken() {
+    let app = spawn_app().await;
+    let t = app.tenant("prices", "mock", "echo", None).await;
+    let (s, v) = app
+        .call(
+            GET,
+            "/v1/providers/catalog",
+            Some(t.key.expose_secret()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let entry = |key: &str| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {v}"))
+            .clone()
+    };
+    let openai = entry("openai");
+    let mini = openai["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["model"] == "gpt-4o-mini")
+        .expect("gpt-4o-mini has a list price")
+        .clone();
+    assert!(mini["input_per_mtok"].as_i64().unwrap() > 0);
+    assert!(mini["output_per_mtok"].as_i64().unwrap() > mini["input_per_mtok"].as_i64().unwrap());
+    assert_eq!(mini["currency"], "USD");
+    assert!(chrono::NaiveDate::parse_from_str(mini["as_of"].as_str().unwrap(), "%Y-%m-%d").is_ok());
+    assert!(!entry("anthropic")["prices"].as_array().unwrap().is_empty());
+    assert!(!entry("google")["prices"].as_array().unwrap().is_empty());
+    // Vendors without list prices: none (their models are unpriced until
+    // a tenant prices them).
+    assert!(entry("mock")["prices"].as_array().unwrap().is_empty());
+    assert!(
+        entry("openai_compatible")["prices"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     app.stop().await;
 }

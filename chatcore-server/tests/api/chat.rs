@@ -88,7 +88,7 @@ async fn keyed_chat_through_the_openai_wire_format_carries_history() {
     assert_eq!(first["content"], "fake says: my name is Ada");
     assert_eq!(
         first["usage"],
-        json!({"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49, "estimated": false})
+        json!({"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49, "cached_tokens": 0, "estimated": false})
     );
     let conv = first["conversation_id"].as_str().unwrap();
     let r = app

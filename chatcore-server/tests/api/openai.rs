@@ -80,9 +80,20 @@ async fn a_completion_in_openai_shape_is_one_stored_turn_after_the_bots_prompt()
         "fake says: hello there"
     );
     assert_eq!(b["choices"][0]["finish_reason"], "stop");
+    let u = &b["usage"];
     assert_eq!(
-        b["usage"],
-        json!({"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49})
+        (
+            &u["prompt_tokens"],
+            &u["completion_tokens"],
+            &u["total_tokens"]
+        ),
+        (&json!(42), &json!(7), &json!(49))
+    );
+    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 0);
+    // chatcore's extension: the cost (gpt-test has no list price).
+    assert_eq!(
+        (&u["cost_micros"], &u["cost_priced"]),
+        (&json!(0), &json!(false))
     );
 
     // Upstream: the bot's system prompt first, then the client's messages;

@@ -222,6 +222,19 @@ impl ChatService {
         )
         .await?;
 
+        let cap = bot.max_tokens.and_then(|m| u32::try_from(m).ok());
+        let budget = self
+            .reserve_budget(
+                &entry,
+                api_key_id,
+                input.user_id.as_deref(),
+                prompt.tokens as u32,
+                match (input.options.max_tokens, cap) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+            )
+            .await?;
         let conversation = match existing {
             Some(c) => TurnConversation::Existing(c.id),
             None => TurnConversation::New(NewConversation {
@@ -277,6 +290,7 @@ impl ChatService {
             prompt_estimate: prompt.tokens as u32,
             started,
             span: tracing::Span::current(),
+            budget,
         })
     }
 
@@ -357,6 +371,7 @@ impl ChatService {
             sources: turn.sources,
             tenant_id: turn.entry.tenant.id,
             tool_calls: resp.tool_calls,
+            cost: done.cost.into(),
         })
     }
 

@@ -50,6 +50,34 @@ pub enum ChatError {
     /// A bug or an unexpected state; the detail is for logs only.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A spending budget has no room for the turn's worst case.
+    #[error("budget exceeded ({scope}, {period})")]
+    BudgetExceeded {
+        /// Whose budget: `tenant`, `api_key`, `bot`, `end_user`.
+        scope: &'static str,
+        /// Its period: `day`, `month`, `rolling_24h`.
+        period: &'static str,
+        /// When its period ends (or rolling spend ages out), if known.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl From<crate::budget::BudgetError> for ChatError {
+    fn from(e: crate::budget::BudgetError) -> Self {
+        match e {
+            crate::budget::BudgetError::Exceeded {
+                scope,
+                period,
+                retry_after,
+                ..
+            } => ChatError::BudgetExceeded {
+                scope: scope.as_str(),
+                period: period.as_str(),
+                retry_after,
+            },
+            crate::budget::BudgetError::Unavailable(m) => ChatError::Unavailable(m),
+        }
+    }
 }
 
 impl From<StoreError> for ChatError {
@@ -98,6 +126,7 @@ impl ChatError {
             ChatError::Provider(_) => "provider_error",
             ChatError::Unavailable(_) => "unavailable",
             ChatError::Internal(_) => "internal",
+            ChatError::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 
@@ -105,6 +134,7 @@ impl ChatError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ChatError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ChatError::BudgetExceeded { retry_after, .. } => *retry_after,
             ChatError::Provider(p) => p.retry_after(),
             _ => None,
         }

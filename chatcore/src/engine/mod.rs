@@ -204,6 +204,8 @@ pub struct UsageReply {
     pub total_tokens: u32,
     /// Counted by us (the provider reported none).
     pub estimated: bool,
+    /// Prompt tokens the vendor read from its cache.
+    pub cached_tokens: u32,
 }
 
 impl From<Usage> for UsageReply {
@@ -213,6 +215,29 @@ impl From<Usage> for UsageReply {
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens,
             estimated: u.estimated,
+            cached_tokens: u.cached_tokens,
+        }
+    }
+}
+
+/// What a turn cost, in replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CostReply {
+    /// Micro-units of `currency` (1 000 000 = 1), rounded up.
+    pub amount_micros: i64,
+    /// The currency (`USD`).
+    pub currency: &'static str,
+    /// False when no price is known for the model (the cost is then 0).
+    pub priced: bool,
+}
+
+impl From<crate::pricing::Cost> for CostReply {
+    fn from(c: crate::pricing::Cost) -> Self {
+        Self {
+            amount_micros: c.micros,
+            currency: crate::pricing::CURRENCY,
+            priced: c.priced,
         }
     }
 }
@@ -250,6 +275,8 @@ pub struct ChatReply {
     /// the OpenAI-compatible adapter writes them in its own shape.
     #[serde(skip)]
     pub tool_calls: Vec<ToolCall>,
+    /// What the turn cost.
+    pub cost: CostReply,
 }
 
 /// The end of a streamed turn.
@@ -274,6 +301,8 @@ pub struct StreamDone {
     /// serialized.
     #[serde(skip)]
     pub tenant_id: TenantId,
+    /// What the turn cost.
+    pub cost: CostReply,
 }
 
 /// Events of a streamed turn, in order: one `Start`, any number of `Delta`,
@@ -319,6 +348,8 @@ struct BotEntry {
     provider: Arc<dyn Provider>,
     /// For token counting when the provider does not say.
     model_hint: String,
+    /// The prices of the bot's providers.
+    prices: Arc<crate::pricing::BotPrices>,
 }
 
 /// Everything prepared before the provider is called.
@@ -334,6 +365,8 @@ struct Turn {
     prompt_estimate: u32,
     started: Instant,
     request_id: Option<String>,
+    /// The turn's budget reservation, settled by `finish`.
+    budget: Option<crate::budget::Hold>,
     /// The turn's `chat` span ([`chat_span`]), recorded when it ends.
     span: tracing::Span,
 }
@@ -387,6 +420,8 @@ pub struct ChatService {
     tasks: TaskTracker,
     /// Cancelled when the shutdown grace is over: open streams end.
     stop_streams: tokio_util::sync::CancellationToken,
+    /// Spending budgets (in process unless [`ChatService::set_budgets`]).
+    budgets: crate::budget::BudgetSlot,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -411,6 +446,7 @@ impl ChatService {
         retriever: Option<Arc<dyn ContextRetriever>>,
         settings: ChatSettings,
     ) -> Self {
+        let budgets = crate::budget::BudgetSlot::new(store.clone());
         Self {
             auth: caches.auth.clone(),
             throttle: AuthThrottle::new(
@@ -430,7 +466,26 @@ impl ChatService {
             tasks: TaskTracker::new(),
             stop_streams: tokio_util::sync::CancellationToken::new(),
             settings,
+            budgets,
         }
+    }
+
+    /// Uses `budgets` (e.g. with a Redis ledger) instead of the in-process
+    /// default. Call before the first turn; later calls are ignored.
+    pub fn set_budgets(&self, budgets: Arc<crate::budget::BudgetService>) {
+        if !self.budgets.set(budgets) {
+            tracing::warn!("budgets were set or used already: the new ones are ignored");
+        }
+    }
+
+    /// The spending budgets.
+    pub fn budgets(&self) -> &Arc<crate::budget::BudgetService> {
+        self.budgets.get()
+    }
+
+    /// Where the budgets live (shared with the management service).
+    pub fn budget_slot(&self) -> &crate::budget::BudgetSlot {
+        &self.budgets
     }
 
     /// The built providers (shared with RAG).
@@ -562,6 +617,7 @@ impl ChatService {
     /// Forgets cached state of a tenant (after a suspension, a limit change,
     /// a bot or provider change).
     pub fn invalidate_tenant(&self, tenant: TenantId) {
+        self.budgets().invalidate(tenant);
         self.caches.invalidate_tenant(tenant);
     }
 
@@ -622,9 +678,11 @@ impl ChatService {
             .clone()
             .or(cfg.default_model.clone())
             .unwrap_or_else(|| "gpt-4o-mini".into());
+        let mut configs = vec![cfg.clone()];
         let provider: Arc<dyn Provider> = match bot.fallback_provider_id {
             Some(fb) => {
-                let (fallback, _) = self.provider_for(tenant.id, fb).await?;
+                let (fallback, fb_cfg) = self.provider_for(tenant.id, fb).await?;
+                configs.push(fb_cfg);
                 Arc::new(FallbackProvider::new(vec![
                     FallbackEntry::new(primary, bot.model.clone()),
                     FallbackEntry::new(fallback, None),
@@ -632,12 +690,19 @@ impl ChatService {
             }
             None => primary,
         };
+        let overrides = self.store.list_prices(tenant.id).await?;
+        let prices = Arc::new(crate::pricing::BotPrices::new(
+            &configs,
+            bot.model.as_deref(),
+            &overrides,
+        ));
         Ok(BotEntry {
             bot,
             tenant,
             guard: Arc::new(guard),
             provider,
             model_hint,
+            prices,
         })
     }
 
@@ -867,6 +932,18 @@ impl ChatService {
         )
         .await?;
 
+        // The worst case is held on every budget that applies; a refused
+        // turn stores nothing.
+        let budget = self
+            .reserve_budget(
+                &entry,
+                api_key_id,
+                input.user_id.as_deref(),
+                prompt.tokens as u32,
+                bot.max_tokens.and_then(|m| u32::try_from(m).ok()),
+            )
+            .await?;
+
         // The user's words are stored before the provider is called.
         let conversation = match existing {
             Some(c) => TurnConversation::Existing(c.id),
@@ -909,7 +986,30 @@ impl ChatService {
             prompt_estimate: prompt.tokens as u32,
             started,
             span: tracing::Span::current(),
+            budget,
         })
+    }
+
+    /// Stage `budget`: reserves the turn's worst case (the prompt's
+    /// estimate and `max_tokens`, or the default cap, at the dearest price
+    /// of the bot's providers) on every budget that applies to it.
+    async fn reserve_budget(
+        &self,
+        entry: &BotEntry,
+        key: Option<ApiKeyId>,
+        end_user: Option<&str>,
+        prompt_tokens: u32,
+        max_tokens: Option<u32>,
+    ) -> Result<Option<crate::budget::Hold>, ChatError> {
+        let budgets = self.budgets();
+        let out = max_tokens.unwrap_or(budgets.settings().default_max_tokens);
+        let worst = entry
+            .prices
+            .worst()
+            .map_or(0, |p| p.cost(prompt_tokens, 0, out));
+        Ok(budgets
+            .reserve(entry.tenant.id, entry.bot.id, key, end_user, worst)
+            .await?)
     }
 
     async fn touch(&self, caller: &Caller) {
@@ -946,6 +1046,7 @@ impl ChatService {
             completion_tokens,
             total_tokens: prompt + completion_tokens,
             estimated: true,
+            cached_tokens: 0,
         }
     }
 
@@ -1056,6 +1157,21 @@ impl ChatService {
             _ if !produced => None,
             _ => Some(self.estimate(turn, &text, &tool_calls)),
         };
+        // The cost at the price in force for who answered (a failed or
+        // cancelled turn: the bot's provider and model).
+        let cost = usage.map(|u| {
+            let kind = provider.as_deref().unwrap_or(turn.entry.provider.kind());
+            let m = model
+                .as_deref()
+                .or(turn.request.model.as_deref())
+                .unwrap_or(&turn.entry.model_hint);
+            crate::pricing::Cost::of(
+                turn.entry.prices.price(kind, m),
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.completion_tokens,
+            )
+        });
         let done = MessageCompletion {
             content: text,
             status: Some(status),
@@ -1068,6 +1184,7 @@ impl ChatService {
             error: error.as_ref().map(|e| e.code().to_string()),
             source_chunk_ids: turn.sources.iter().map(|s| s.chunk_id).collect(),
             tool_calls,
+            cost,
         };
         if let Some(e) = &error {
             // The detail (redacted) is for the log, tied to the request id;
@@ -1085,6 +1202,11 @@ impl ChatService {
             self.close_later(tenant, turn.assistant, done);
         }
         let usage = usage.unwrap_or_default();
+        let cost = cost.unwrap_or_default();
+        // Spent moves by exactly what the message records.
+        if let Some(hold) = &turn.budget {
+            self.budgets().settle(hold, cost.micros).await;
+        }
         let span = &turn.span;
         span.record("status", status.as_str());
         if let Some(m) = &model {
@@ -1106,6 +1228,9 @@ impl ChatService {
             meta["total_tokens"] = usage.total_tokens.into();
             meta["provider"] = provider.clone().into();
         }
+        if cost.micros > 0 {
+            meta["cost_micros"] = cost.micros.into();
+        }
         self.audit_turn(turn, turn.assistant, action, meta).await;
         let message = stored.map_err(|e| {
             tracing::error!(error = %e, message = %turn.assistant, "could not store a turn's outcome");
@@ -1116,6 +1241,7 @@ impl ChatService {
             usage,
             elapsed,
             ttft: ttft.unwrap_or(elapsed),
+            cost,
         })
     }
 
@@ -1172,6 +1298,7 @@ impl ChatService {
                         completion_tokens,
                         total_tokens: prompt_tokens + completion_tokens,
                         estimated: true,
+                        cached_tokens: 0,
                     })),
                     provider: m.provider.clone(),
                     model: m.model.clone(),
@@ -1374,6 +1501,7 @@ impl ChatService {
                 model: done.message.model.clone().unwrap_or_default(),
                 sources: turn.sources.clone(),
                 tenant_id: turn.entry.tenant.id,
+                cost: done.cost.into(),
             }))),
             (Err(e), None) if complete => Some(TurnEvent::Error {
                 code: e.code(),
@@ -1437,6 +1565,7 @@ struct Finished {
     usage: Usage,
     elapsed: Duration,
     ttft: Duration,
+    cost: crate::pricing::Cost,
 }
 
 /// A turn's input, checked (stage `validate`).

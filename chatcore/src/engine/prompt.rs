@@ -305,6 +305,7 @@ mod tests {
             api_key_id: None,
             created_at: now(),
             tool_call_id: None,
+            cost: None,
             tool_calls: Vec::new(),
         }
     }

@@ -74,6 +74,7 @@ pub fn estimate_usage(model: &str, messages: &[ChatMessage], completion: &str) -
         completion_tokens,
         total_tokens: prompt_tokens.saturating_add(completion_tokens),
         estimated: true,
+        cached_tokens: 0,
     }
 }
 

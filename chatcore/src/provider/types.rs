@@ -355,6 +355,12 @@ pub struct Usage {
     /// True when we counted the tokens ourselves (with tiktoken) because
     /// the vendor reported none.
     pub estimated: bool,
+    /// Input tokens read from the vendor's prompt cache (part of
+    /// `prompt_tokens`, billed at the cached-input price): OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`, Gemini's `cachedContentTokenCount`.
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -365,7 +371,14 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
             estimated: false,
+            cached_tokens: 0,
         }
+    }
+
+    /// This usage with `n` of its prompt tokens read from the cache.
+    pub fn with_cached(mut self, n: u32) -> Self {
+        self.cached_tokens = n.min(self.prompt_tokens);
+        self
     }
 }
 

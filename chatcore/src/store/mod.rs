@@ -366,6 +366,45 @@ pub struct MessageCompletion {
     pub source_chunk_ids: Vec<ChunkId>,
     /// The tools the model called.
     pub tool_calls: Vec<crate::provider::ToolCall>,
+    /// The cost of the answer and its cached tokens.
+    pub cost: Option<crate::pricing::Cost>,
+}
+
+/// A new budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBudget {
+    /// Whose spending it caps.
+    pub scope: BudgetScope,
+    /// The key (scope `api_key`).
+    pub api_key_id: Option<ApiKeyId>,
+    /// The bot (scopes `bot`, `end_user`).
+    pub bot_id: Option<BotId>,
+    /// The end user (scope `end_user`).
+    pub end_user_id: Option<String>,
+    /// The period.
+    pub period: BudgetPeriod,
+    /// The amount, micro-units.
+    pub amount_micros: i64,
+}
+
+/// A change of a budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BudgetPatch {
+    /// A new amount.
+    pub amount_micros: Option<i64>,
+    /// A new period.
+    pub period: Option<BudgetPeriod>,
+}
+
+/// A tenant's price of a model of one of its provider configurations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPrice {
+    /// The provider configuration.
+    pub provider_id: ProviderConfigId,
+    /// The model.
+    pub model: String,
+    /// The price.
+    pub price: crate::pricing::Price,
 }
 
 /// A new dataset.
@@ -509,6 +548,17 @@ pub enum Change {
     DeleteScope(TenantId, ScopeId),
     /// Deletes a conversation and its messages.
     DeleteConversation(TenantId, ConversationId),
+    /// Creates a budget.
+    CreateBudget(TenantId, NewBudget),
+    /// Changes a budget's amount or period.
+    UpdateBudget(TenantId, BudgetId, BudgetPatch),
+    /// Deletes a budget.
+    DeleteBudget(TenantId, BudgetId),
+    /// Sets the price of a model of a provider configuration (creates or
+    /// replaces it).
+    PutPrice(TenantId, NewPrice),
+    /// Deletes a price override (the catalog's price applies again).
+    DeletePrice(TenantId, PriceId),
 }
 
 impl Change {
@@ -528,6 +578,11 @@ impl Change {
             Change::CreateScope(..) => "scope.created",
             Change::DeleteScope(..) => "scope.deleted",
             Change::DeleteConversation(..) => "conversation.deleted",
+            Change::CreateBudget(..) => "budget.created",
+            Change::UpdateBudget(..) => "budget.updated",
+            Change::DeleteBudget(..) => "budget.deleted",
+            Change::PutPrice(..) => "price.set",
+            Change::DeletePrice(..) => "price.deleted",
         }
     }
 
@@ -546,7 +601,12 @@ impl Change {
             | Change::RevokeApiKey(t, ..)
             | Change::CreateScope(t, ..)
             | Change::DeleteScope(t, ..)
-            | Change::DeleteConversation(t, ..) => Some(*t),
+            | Change::DeleteConversation(t, ..)
+            | Change::CreateBudget(t, ..)
+            | Change::UpdateBudget(t, ..)
+            | Change::DeleteBudget(t, ..)
+            | Change::PutPrice(t, ..)
+            | Change::DeletePrice(t, ..) => Some(*t),
         }
     }
 }
@@ -568,6 +628,10 @@ pub enum Changed {
     Scope(Scope),
     /// The row is gone.
     Deleted,
+    /// A budget as it now is.
+    Budget(Budget),
+    /// A price override as it now is.
+    Price(PriceOverride),
 }
 
 /// How [`Store::usage`] groups chat turns.
@@ -579,6 +643,9 @@ pub enum UsageGroup {
     ApiKey,
     /// By UTC day, `YYYY-MM-DD`.
     Day,
+    /// By end user (`user_id` of the turn; turns without one are not
+    /// counted in this grouping).
+    EndUser,
 }
 
 /// One group of [`Store::usage`]: chat turns (assistant messages with an
@@ -595,6 +662,8 @@ pub struct UsageRow {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Cost, in micro-units.
+    pub cost_micros: i64,
 }
 
 /// How busy one database connection pool is (for metrics).
@@ -1184,6 +1253,28 @@ pub trait Store: Send + Sync + 'static {
         let _ = (tenant, days, group_by);
         Ok(Vec::new())
     }
+
+    // ---- cost and budgets ----
+
+    /// A tenant's budgets, oldest first (few per tenant: not paginated).
+    async fn list_budgets(&self, tenant: TenantId) -> StoreResult<Vec<Budget>>;
+
+    /// One budget.
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> StoreResult<Budget>;
+
+    /// A tenant's price overrides.
+    async fn list_prices(&self, tenant: TenantId) -> StoreResult<Vec<PriceOverride>>;
+
+    /// What the assistant messages that count against `budget` cost from
+    /// `since` on: the record a budget's spent amount is rebuilt from when
+    /// no live counter has it (an instance start, a Redis restart). A range
+    /// scan of the tenant's messages by time (`ix_messages_tenant_time`).
+    async fn budget_spent(
+        &self,
+        tenant: TenantId,
+        budget: &Budget,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64>;
 }
 
 /// Every chunk a [`ChunkSearch`] covers, for the default search methods.

@@ -997,10 +997,24 @@ pub async fn messages_history_and_finish(s: &dyn Store) {
                 error: None,
                 source_chunk_ids: vec![chunk],
                 tool_calls: Vec::new(),
+                cost: Some(crate::pricing::Cost {
+                    micros: 1_234_567,
+                    cached_tokens: 4,
+                    priced: true,
+                }),
             },
         )
         .await
         .unwrap();
+    assert_eq!(
+        done.cost,
+        Some(crate::pricing::Cost {
+            micros: 1_234_567,
+            cached_tokens: 4,
+            priced: true,
+        }),
+        "the cost is stored with the outcome"
+    );
     assert_eq!(done.content, "partial answer");
     assert_eq!(done.status, MessageStatus::Cancelled);
     assert_eq!(

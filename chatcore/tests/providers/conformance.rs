@@ -46,6 +46,7 @@ impl Provider for Broken {
                 completion_tokens: 2,
                 total_tokens: 9,
                 estimated: false,
+                cached_tokens: 0,
             },
             finish_reason: FinishReason::Stop,
             provider: "broken".into(),

@@ -395,7 +395,9 @@ pub fn parse_response(provider: &str, body: &[u8]) -> Result<ParsedCompletion, P
         tool_calls.clear();
     }
     let usage = match (r.usage.prompt(), r.usage.output_tokens) {
-        (Some(p), Some(c)) => Some(Usage::reported(p, c)),
+        (Some(p), Some(c)) => {
+            Some(Usage::reported(p, c).with_cached(r.usage.cache_read_input_tokens.unwrap_or(0)))
+        }
         _ => None,
     };
     let reason = match r.stop_reason.as_deref() {
@@ -535,6 +537,8 @@ pub(crate) struct AnthropicDecoder {
     /// Blocks by their index.
     blocks: Vec<(u32, BlockUse)>,
     json_answer: bool,
+    /// Input tokens read from the cache (`cache_read_input_tokens`).
+    cached_tokens: Option<u32>,
 }
 
 impl AnthropicDecoder {
@@ -559,6 +563,7 @@ impl SseDecoder for AnthropicDecoder {
                 if let Some(m) = ev.message {
                     self.model = m.model;
                     self.prompt_tokens = m.usage.prompt();
+                    self.cached_tokens = m.usage.cache_read_input_tokens;
                     self.output_tokens = m.usage.output_tokens;
                 }
             }
@@ -623,11 +628,16 @@ impl SseDecoder for AnthropicDecoder {
                     if let Some(p) = u.prompt() {
                         self.prompt_tokens = Some(p);
                     }
+                    if let Some(c) = u.cache_read_input_tokens {
+                        self.cached_tokens = Some(c);
+                    }
                 }
             }
             "message_stop" => {
                 let usage = match (self.prompt_tokens, self.output_tokens) {
-                    (Some(p), Some(c)) => Some(Usage::reported(p, c)),
+                    (Some(p), Some(c)) => {
+                        Some(Usage::reported(p, c).with_cached(self.cached_tokens.unwrap_or(0)))
+                    }
                     _ => None,
                 };
                 let reason = match self.stop_reason.as_deref() {
@@ -708,7 +718,8 @@ mod tests {
         let p = parse_response("anthropic", body).unwrap();
         assert_eq!(p.content, "Hi! My name is Claude.");
         assert_eq!(p.finish_reason, FinishReason::Stop);
-        assert_eq!(p.usage, Some(Usage::reported(2100, 503)));
+        // Cache reads are part of the prompt, and counted as cached.
+        assert_eq!(p.usage, Some(Usage::reported(2100, 503).with_cached(5)));
         assert_eq!(p.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
         assert_eq!(
             finish_reason("pause_turn"),
@@ -815,5 +826,21 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let events = collect(&s).await;
         assert_eq!(events.len(), 1);
         assert!(events[0].as_ref().unwrap_err().is_retryable());
+    }
+
+    #[tokio::test]
+    async fn cache_reads_are_counted_in_a_recorded_stream() {
+        // Recorded from the Messages API with a cached system prompt.
+        let s = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":2048,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let events = collect(s).await;
+        let Some(Ok(ChatEvent::Done(end))) = events.last() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(end.usage, Usage::reported(2060, 7).with_cached(2048));
     }
 }

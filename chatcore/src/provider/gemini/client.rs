@@ -193,6 +193,7 @@ impl Provider for GeminiProvider {
                 completion_tokens: 0,
                 total_tokens: n,
                 estimated: true,
+                cached_tokens: 0,
             },
         })
     }

@@ -349,6 +349,9 @@ pub struct WireUsage {
     /// Total.
     #[serde(default)]
     pub total_token_count: u32,
+    /// Prompt tokens read from a context cache (part of the prompt).
+    #[serde(default)]
+    pub cached_content_token_count: u32,
 }
 
 impl From<WireUsage> for Usage {
@@ -363,6 +366,7 @@ impl From<WireUsage> for Usage {
                 u.total_token_count
             },
             estimated: false,
+            cached_tokens: u.cached_content_token_count.min(u.prompt_token_count),
         }
     }
 }
@@ -826,5 +830,12 @@ data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}],\"role\":
             panic!()
         };
         assert_eq!(end.usage, Usage::reported(4, 2));
+    }
+
+    #[test]
+    fn cached_content_tokens_are_read_from_a_recorded_body() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"Sure."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":4140,"candidatesTokenCount":2,"totalTokenCount":4142,"cachedContentTokenCount":4096,"promptTokensDetails":[{"modality":"TEXT","tokenCount":4140}],"cacheTokensDetails":[{"modality":"TEXT","tokenCount":4096}]},"modelVersion":"gemini-2.5-flash","responseId":"xyz"}"#;
+        let p = parse_response("google", body).unwrap();
+        assert_eq!(p.usage, Some(Usage::reported(4140, 2).with_cached(4096)));
     }
 }

@@ -218,6 +218,7 @@ impl Provider for OpenAiProvider {
                 completion_tokens: 0,
                 total_tokens: n,
                 estimated: true,
+                cached_tokens: 0,
             }
         });
         Ok(EmbedResponse {

@@ -313,10 +313,26 @@ pub struct WireUsage {
     /// Their sum.
     #[serde(default)]
     pub total_tokens: u32,
+    /// `prompt_tokens_details` (`cached_tokens`).
+    #[serde(default)]
+    pub prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct WirePromptDetails {
+    /// Input tokens read from the prompt cache.
+    #[serde(default)]
+    pub cached_tokens: Option<u32>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Self {
+        let cached = u
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .min(u.prompt_tokens);
         Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
@@ -326,6 +342,7 @@ impl From<WireUsage> for Usage {
                 u.total_tokens
             },
             estimated: false,
+            cached_tokens: cached,
         }
     }
 }
@@ -1077,5 +1094,25 @@ mod tests {
         assert_eq!(end.usage.completion_tokens, 2);
         assert_eq!(end.finish_reason, FinishReason::Length);
         assert_eq!(end.model, "gpt-4o");
+    }
+
+    #[test]
+    fn cached_prompt_tokens_are_read_from_recorded_bodies() {
+        // A completion whose prompt hit OpenAI's prompt cache.
+        let body = br#"{"id":"chatcmpl-B9","object":"chat.completion","created":1741569952,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default"}"#;
+        let p = parse_chat_response("openai", body).unwrap();
+        assert_eq!(p.usage, Some(Usage::reported(2006, 300).with_cached(1920)));
+        // The usage chunk of a stream carries them the same way.
+        let u: WireUsage = serde_json::from_str(
+            r#"{"prompt_tokens":1200,"completion_tokens":5,"total_tokens":1205,"prompt_tokens_details":{"cached_tokens":1024}}"#,
+        )
+        .unwrap();
+        assert_eq!(Usage::from(u).cached_tokens, 1024);
+        // Vendors that send no details: nothing cached.
+        let u: WireUsage = serde_json::from_str(
+            r#"{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":null}"#,
+        )
+        .unwrap();
+        assert_eq!(Usage::from(u), Usage::reported(9, 1));
     }
 }

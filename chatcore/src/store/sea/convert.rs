@@ -54,6 +54,7 @@ pub(super) fn tenant(m: e::tenant::Model) -> StoreResult<Tenant> {
 }
 
 pub(super) fn catalog(m: e::catalog::Model) -> StoreResult<CatalogEntry> {
+    let key = m.key.clone();
     Ok(CatalogEntry {
         auth_style: parse(&m.auth_style, "auth style")?,
         key: m.key,
@@ -64,6 +65,17 @@ pub(super) fn catalog(m: e::catalog::Model) -> StoreResult<CatalogEntry> {
         supports_embeddings: m.supports_embeddings,
         default_chat_model: m.default_chat_model,
         default_embedding_model: m.default_embedding_model,
+        prices: crate::pricing::catalog_prices(&key)
+            .into_iter()
+            .map(|c| ListPrice {
+                model: c.model.into(),
+                input_per_mtok: c.price.input_per_mtok,
+                cached_input_per_mtok: c.price.cached_input_per_mtok,
+                output_per_mtok: c.price.output_per_mtok,
+                currency: crate::pricing::CURRENCY.into(),
+                as_of: c.as_of.into(),
+            })
+            .collect(),
     })
 }
 
@@ -196,6 +208,11 @@ pub(super) fn message(m: e::message::Model) -> StoreResult<Message> {
             None => Vec::new(),
         },
         tool_call_id: m.tool_call_id,
+        cost: m.cost_micros.map(|micros| crate::pricing::Cost {
+            micros,
+            cached_tokens: m.cached_tokens.unwrap_or(0).max(0) as u32,
+            priced: m.priced.unwrap_or(false),
+        }),
     })
 }
 

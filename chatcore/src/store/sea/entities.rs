@@ -179,6 +179,16 @@ pub mod message {
         /// The call a `tool` message answers (migration `message_tools`).
         #[sea_orm(column_type = "Text", nullable)]
         pub tool_call_id: Option<String>,
+        /// Cost in micro-units (migration `cost_and_budgets`).
+        pub cost_micros: Option<i64>,
+        /// Prompt tokens read from the vendor's cache (`cost_and_budgets`).
+        pub cached_tokens: Option<i32>,
+        /// Whether a price was known (`cost_and_budgets`).
+        pub priced: Option<bool>,
+        /// The conversation's end user, on assistant messages
+        /// (`cost_and_budgets`).
+        #[sea_orm(column_type = "Text", nullable)]
+        pub end_user_id: Option<String>,
     }
     no_relations!();
 }
@@ -320,6 +330,80 @@ pub mod usage_daily {
         pub prompt_tokens: i64,
         pub completion_tokens: i64,
         pub total_tokens: i64,
+        /// Cost in micro-units (migration `cost_and_budgets`).
+        pub cost_micros: i64,
+    }
+    no_relations!();
+}
+
+/// Usage per tenant, UTC day, bot, end user and write slot (migration
+/// `cost_and_budgets`).
+pub mod usage_daily_end_user {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_daily_end_users")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: Date,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bot_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false, column_type = "Text")]
+        pub end_user_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub slot: i16,
+        pub requests: i64,
+        pub prompt_tokens: i64,
+        pub completion_tokens: i64,
+        pub total_tokens: i64,
+        pub cost_micros: i64,
+    }
+    no_relations!();
+}
+
+/// A tenant's price per provider configuration and model (migration
+/// `cost_and_budgets`).
+pub mod model_price {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "model_prices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        pub provider_config_id: Uuid,
+        #[sea_orm(column_type = "Text")]
+        pub model: String,
+        pub input_per_mtok: i64,
+        pub cached_input_per_mtok: i64,
+        pub output_per_mtok: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    no_relations!();
+}
+
+/// A spending budget (migration `cost_and_budgets`).
+pub mod budget {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "budgets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub tenant_id: Uuid,
+        #[sea_orm(column_type = "Text")]
+        pub scope: String,
+        pub api_key_id: Option<Uuid>,
+        pub bot_id: Option<Uuid>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub end_user_id: Option<String>,
+        #[sea_orm(column_type = "Text")]
+        pub period: String,
+        pub amount_micros: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
     }
     no_relations!();
 }

@@ -3,6 +3,7 @@
 //! SeaORM entities and `DbErr` stay in this module; the trait speaks domain
 //! types and [`StoreError`] only.
 
+mod budgets;
 mod check;
 mod convert;
 mod entities;
@@ -305,6 +306,7 @@ struct UsageAgg {
     prompt_tokens: i64,
     completion_tokens: i64,
     total_tokens: i64,
+    cost_micros: i64,
 }
 
 #[derive(Debug, sea_orm::FromQueryResult)]
@@ -330,6 +332,7 @@ impl UsageAgg {
             prompt_tokens: n(self.prompt_tokens),
             completion_tokens: n(self.completion_tokens),
             total_tokens: n(self.total_tokens),
+            cost_micros: self.cost_micros,
         }
     }
 }
@@ -349,6 +352,7 @@ struct UsageDelta {
     prompt_tokens: i64,
     completion_tokens: i64,
     total_tokens: i64,
+    cost_micros: i64,
 }
 
 impl UsageDelta {
@@ -362,6 +366,7 @@ impl UsageDelta {
             prompt_tokens: n(m.prompt_tokens),
             completion_tokens: n(m.completion_tokens),
             total_tokens: n(m.total_tokens),
+            cost_micros: m.cost_micros.unwrap_or(0),
         }
     }
 
@@ -371,6 +376,7 @@ impl UsageDelta {
             prompt_tokens: self.prompt_tokens - o.prompt_tokens,
             completion_tokens: self.completion_tokens - o.completion_tokens,
             total_tokens: self.total_tokens - o.total_tokens,
+            cost_micros: self.cost_micros - o.cost_micros,
         }
     }
 }
@@ -824,6 +830,7 @@ impl SeaOrmStore {
                 U::PromptTokens,
                 U::CompletionTokens,
                 U::TotalTokens,
+                U::CostMicros,
             ])
             .values_panic([
                 Expr::val(m.tenant_id),
@@ -835,6 +842,7 @@ impl SeaOrmStore {
                 Expr::val(d.prompt_tokens),
                 Expr::val(d.completion_tokens),
                 Expr::val(d.total_tokens),
+                Expr::val(d.cost_micros),
             ])
             .on_conflict(
                 OnConflict::columns([U::TenantId, U::Day, U::BotId, U::ApiKeyId, U::Slot])
@@ -843,11 +851,13 @@ impl SeaOrmStore {
                         add(U::PromptTokens),
                         add(U::CompletionTokens),
                         add(U::TotalTokens),
+                        add(U::CostMicros),
                     ])
                     .to_owned(),
             )
             .to_owned();
         db.execute(&stmt).await.map_err(db_err)?;
+        self.add_end_user_usage(db, vec![(m.clone(), d)]).await?;
         Ok(())
     }
 }
@@ -1707,6 +1717,12 @@ impl Store for SeaOrmStore {
             instance_id: Set(None),
             tool_calls: Set(None),
             tool_call_id: Set(new.tool_call_id),
+            cost_micros: Set(None),
+            cached_tokens: Set(None),
+            priced: Set(None),
+            end_user_id: Set((new.role == Role::Assistant)
+                .then(|| conv.end_user_id.clone())
+                .flatten()),
         }
         .insert(&txn)
         .await
@@ -2331,6 +2347,28 @@ impl Store for SeaOrmStore {
                 Self::delete_conversation_in(&txn, t, id).await?;
                 (Changed::Deleted, ("conversation", id.to_string()))
             }
+            Change::CreateBudget(t, new) => {
+                let b = Self::create_budget_in(&txn, t, new).await?;
+                let id = b.id.to_string();
+                (Changed::Budget(b), ("budget", id))
+            }
+            Change::UpdateBudget(t, id, patch) => (
+                Changed::Budget(Self::update_budget_in(&txn, t, id, patch).await?),
+                ("budget", id.to_string()),
+            ),
+            Change::DeleteBudget(t, id) => {
+                Self::delete_budget_in(&txn, t, id).await?;
+                (Changed::Deleted, ("budget", id.to_string()))
+            }
+            Change::PutPrice(t, new) => {
+                let p = Self::put_price_in(&txn, t, new).await?;
+                let id = p.id.to_string();
+                (Changed::Price(p), ("price", id))
+            }
+            Change::DeletePrice(t, id) => {
+                Self::delete_price_in(&txn, t, id).await?;
+                (Changed::Deleted, ("price", id.to_string()))
+            }
         };
         audit.resource_type = Some(resource.0.into());
         audit.resource_id = Some(resource.1);
@@ -2348,6 +2386,9 @@ impl Store for SeaOrmStore {
         days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>> {
+        if group_by == UsageGroup::EndUser {
+            return self.usage_by_end_user(tenant, days).await;
+        }
         let db = self.scoped(Tenancy::One(tenant)).await?;
         let out: StoreResult<Vec<UsageRow>> = async {
             use e::usage_daily::Column as U;
@@ -2360,6 +2401,7 @@ impl Store for SeaOrmStore {
                 UsageGroup::Bot => U::BotId,
                 UsageGroup::ApiKey => U::ApiKeyId,
                 UsageGroup::Day => U::Day,
+                UsageGroup::EndUser => unreachable!("read from usage_daily_end_users"),
             };
             // A range scan of the primary key (tenant_id, day, ...): a few rows
             // per bot, key and day, however many messages they count.
@@ -2370,6 +2412,7 @@ impl Store for SeaOrmStore {
                 .expr_as(sum(U::PromptTokens), "prompt_tokens")
                 .expr_as(sum(U::CompletionTokens), "completion_tokens")
                 .expr_as(sum(U::TotalTokens), "total_tokens")
+                .expr_as(sum(U::CostMicros), "cost_micros")
                 .filter(U::TenantId.eq(tenant.0))
                 .filter(U::Day.gte(days.start))
                 .filter(U::Day.lt(days.end))
@@ -2434,6 +2477,27 @@ impl Store for SeaOrmStore {
         group_by: UsageGroup,
     ) -> StoreResult<Vec<FeedbackRow>> {
         self.feedback_count(tenant, days, group_by).await
+    }
+
+    async fn list_budgets(&self, tenant: TenantId) -> StoreResult<Vec<Budget>> {
+        self.list_budgets_of(tenant).await
+    }
+
+    async fn get_budget(&self, tenant: TenantId, id: BudgetId) -> StoreResult<Budget> {
+        self.get_budget_of(tenant, id).await
+    }
+
+    async fn list_prices(&self, tenant: TenantId) -> StoreResult<Vec<PriceOverride>> {
+        self.list_prices_of(tenant).await
+    }
+
+    async fn budget_spent(
+        &self,
+        tenant: TenantId,
+        budget: &Budget,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        self.budget_spent_of(tenant, budget, since).await
     }
 }
 

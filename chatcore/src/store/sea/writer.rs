@@ -406,6 +406,14 @@ impl Task {
                     instance_id: assistant.then_some(self.instance.id),
                     tool_calls: None,
                     tool_call_id,
+                    cost_micros: None,
+                    cached_tokens: None,
+                    priced: None,
+                    end_user_id: if assistant {
+                        conv.end_user_id.clone()
+                    } else {
+                        None
+                    },
                 }
             };
             let sent: Vec<e::message::Model> = turn
@@ -551,6 +559,12 @@ impl Task {
     ) -> StoreResult<()> {
         use e::usage_daily::{Column as U, Entity as UsageDaily};
         let mut sums: HashMap<(Uuid, chrono::NaiveDate, Uuid, Uuid), UsageDelta> = HashMap::new();
+        let end_users: Vec<(e::message::Model, UsageDelta)> = changes
+            .iter()
+            .filter(|(m, _)| m.end_user_id.is_some())
+            .cloned()
+            .collect();
+        super::budgets::add_end_user_usage(db, self.backend, end_users).await?;
         for (m, d) in changes {
             if d == UsageDelta::default() {
                 continue;
@@ -566,6 +580,7 @@ impl Task {
             s.prompt_tokens += d.prompt_tokens;
             s.completion_tokens += d.completion_tokens;
             s.total_tokens += d.total_tokens;
+            s.cost_micros += d.cost_micros;
         }
         if sums.is_empty() {
             return Ok(());
@@ -595,6 +610,7 @@ impl Task {
                 U::PromptTokens,
                 U::CompletionTokens,
                 U::TotalTokens,
+                U::CostMicros,
             ]);
             for ((tenant, day, bot, key), d) in chunk {
                 stmt.values_panic([
@@ -607,6 +623,7 @@ impl Task {
                     Expr::val(d.prompt_tokens),
                     Expr::val(d.completion_tokens),
                     Expr::val(d.total_tokens),
+                    Expr::val(d.cost_micros),
                 ]);
             }
             stmt.on_conflict(
@@ -616,6 +633,7 @@ impl Task {
                         add(U::PromptTokens),
                         add(U::CompletionTokens),
                         add(U::TotalTokens),
+                        add(U::CostMicros),
                     ])
                     .to_owned(),
             );
@@ -675,6 +693,11 @@ fn apply_completion(m: &mut e::message::Model, done: &MessageCompletion) {
     m.error.clone_from(&done.error);
     m.source_chunk_ids = convert::ids_json(&done.source_chunk_ids);
     m.tool_calls = convert::tool_calls(&done.tool_calls);
+    if let Some(c) = done.cost {
+        m.cost_micros = Some(c.micros);
+        m.cached_tokens = Some(std::cmp::min(c.cached_tokens, i32::MAX as u32) as i32);
+        m.priced = Some(c.priced);
+    }
 }
 
 /// Rewrites whole message rows in one statement per chunk: an insert that
@@ -704,6 +727,9 @@ async fn upsert_messages<C: ConnectionTrait>(
                         M::Error,
                         M::SourceChunkIds,
                         M::ToolCalls,
+                        M::CostMicros,
+                        M::CachedTokens,
+                        M::Priced,
                     ])
                     .to_owned(),
             )
