@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
-use chatcore::admin::{CreateBudget, SetPrice, UpdateBudget};
+use chatcore::admin::{CreateBudget, SetPrice, TenantCap, UpdateBudget};
 use chatcore::budget::BudgetState;
-use chatcore::domain::{BudgetId, PriceId, PriceOverride};
+use chatcore::domain::{BudgetId, PriceId, PriceOverride, TenantId};
 use serde::Serialize;
 
 use crate::App;
 use crate::admin::NoQuery;
-use crate::auth::TenantCaller;
+use crate::auth::{OperatorCaller, TenantCaller};
 use crate::http::{ApiError, Id, Json, Query, created, no_content, ok};
 
 type Reply = Result<Response, ApiError>;
@@ -156,3 +156,22 @@ crate::http::path_ids!(
     BudgetId => "budget",
     PriceId => "price",
 );
+
+/// Cap a tenant's whole spending (operator)
+///
+/// A tenant-scope budget set by the operator: every turn of the tenant's
+/// keys and public bots reserves its worst case against it. The tenant's
+/// admins see it in `GET /v1/budgets`. Audited under the operator.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/budgets", tag = "operator",
+    params(("id" = TenantId, Path, description = "Tenant id")), request_body = TenantCap,
+    security(("operatorKey" = [])),
+    responses((status = 201, description = "The budget and its state", body = BudgetState)))]
+pub async fn cap_tenant(
+    State(app): State<Arc<App>>,
+    OperatorCaller(op): OperatorCaller,
+    _: Query<NoQuery>,
+    Id(id): Id<TenantId>,
+    Json(body): Json<TenantCap>,
+) -> Reply {
+    Ok(created(&app.admin.cap_tenant(&op, id, body).await?))
+}

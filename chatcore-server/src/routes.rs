@@ -106,6 +106,7 @@ pub fn declarations(limits: Limits) -> OpenApiRouter<Arc<App>> {
             budgets::update_budget,
             budgets::delete_budget
         ))
+        .routes(routes!(budgets::cap_tenant))
         .routes(routes!(budgets::set_price, budgets::list_prices))
         .routes(routes!(budgets::delete_price))
         .routes(routes!(admin::list_conversations))

@@ -14,7 +14,7 @@
 //! once, at creation).
 
 mod budgets;
-pub use budgets::{CreateBudget, SetPrice, UpdateBudget};
+pub use budgets::{CreateBudget, SetPrice, TenantCap, UpdateBudget};
 
 use std::sync::Arc;
 

@@ -331,3 +331,203 @@ async fn postgres_and_redis_two_instances_share_one_budget() {
     spent_equals_stored(&b, &*stores[1], &fx).await;
     SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
 }
+
+/// Every way a turn that produced tokens ends records a cost above zero,
+/// and the budget's spent follows the stored costs: a complete turn, a
+/// complete stream, a stream the client cancels, a stream the provider
+/// cuts after some text, and a turn the fallback provider answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_that_produces_tokens_records_a_cost() {
+    let store: Arc<dyn Store> = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+    let fx = seed(&*store, 1_000).await;
+    let chat = service(store.clone(), Arc::new(LocalLedger::new())).await;
+    let caller = Caller::Key {
+        principal: principal(&chat, &fx).await,
+        ip: None,
+    };
+    // A second bot on a provider that always fails, with the priced mock
+    // as its fallback; and one that streams three deltas, then breaks.
+    let failing = store
+        .create_provider_config(
+            fx.tenant,
+            NewProviderConfig {
+                provider: "mock".into(),
+                name: "failing".into(),
+                api_key: None,
+                base_url: None,
+                default_model: Some("error-500".into()),
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let bot = |slug: &str, provider, model: &str, fallback| NewBot {
+        name: slug.into(),
+        slug: slug.into(),
+        system_prompt: String::new(),
+        provider_id: provider,
+        model: Some(model.into()),
+        fallback_provider_id: fallback,
+        temperature: None,
+        max_tokens: Some(MAX_TOKENS),
+        context_tokens: 2000,
+        is_public: false,
+        dataset_ids: vec![],
+    };
+    let fallback_bot = store
+        .create_bot(
+            fx.tenant,
+            bot("fb", failing.id, "error-500", Some(fx.bot.provider_id)),
+        )
+        .await
+        .unwrap();
+    let cut_bot = store
+        .create_bot(
+            fx.tenant,
+            bot("cut", fx.bot.provider_id, "stream-then-error", None),
+        )
+        .await
+        .unwrap();
+    let audit = || {
+        AuditRecord::new(
+            Some(fx.tenant),
+            Actor {
+                kind: ActorKind::Operator,
+                id: None,
+            },
+            "x",
+        )
+    };
+    for model in ["stream-then-error", "error-500"] {
+        for provider_id in [fx.bot.provider_id, failing.id] {
+            store
+                .apply(
+                    Change::PutPrice(
+                        fx.tenant,
+                        NewPrice {
+                            provider_id,
+                            model: model.into(),
+                            price: PRICE,
+                        },
+                    ),
+                    audit(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let ask = |b: &Bot, m: &str| ChatInput {
+        bot: b.id.to_string(),
+        message: m.into(),
+        ..Default::default()
+    };
+    let cost_of = |id: MessageId| {
+        let store = store.clone();
+        let tenant = fx.tenant;
+        async move {
+            store.flush().await.unwrap();
+            let conversations = store
+                .list_conversations(
+                    tenant,
+                    ConversationFilter::default(),
+                    PageRequest::first(50),
+                )
+                .await
+                .unwrap()
+                .data;
+            for c in conversations {
+                for m in store
+                    .list_messages(tenant, c.id, PageRequest::first(50))
+                    .await
+                    .unwrap()
+                    .data
+                {
+                    if m.id == id {
+                        return (m.status, m.cost);
+                    }
+                }
+            }
+            panic!("message {id} not stored");
+        }
+    };
+
+    // Complete.
+    let r = chat
+        .chat(caller.clone(), ask(&fx.bot, "one two three"))
+        .await
+        .unwrap();
+    let (status, cost) = cost_of(r.message_id).await;
+    assert_eq!(status, MessageStatus::Complete);
+    let cost = cost.expect("an outcome has a cost");
+    assert!(cost.priced && cost.micros > 0, "complete: {cost:?}");
+
+    // A complete stream.
+    let mut rx = chat
+        .chat_stream(caller.clone(), ask(&fx.bot, "four five six"))
+        .await
+        .unwrap();
+    let mut id = None;
+    while let Some(ev) = rx.recv().await {
+        if let TurnEvent::Start { message_id, .. } = ev {
+            id = Some(message_id);
+        }
+    }
+    let (status, cost) = cost_of(id.unwrap()).await;
+    assert_eq!(status, MessageStatus::Complete);
+    let cost = cost.expect("an outcome has a cost");
+    assert!(cost.priced && cost.micros > 0, "stream: {cost:?}");
+
+    // Cancelled by the client after the first piece.
+    let words: Vec<String> = (0..60).map(|w| format!("w{w}")).collect();
+    let mut rx = chat
+        .chat_stream(caller.clone(), ask(&fx.bot, &words.join(" ")))
+        .await
+        .unwrap();
+    let Some(TurnEvent::Start { message_id, .. }) = rx.recv().await else {
+        panic!("a stream starts")
+    };
+    assert!(matches!(rx.recv().await, Some(TurnEvent::Delta(_))));
+    drop(rx);
+    let (status, cost) = loop {
+        let (s, c) = cost_of(message_id).await;
+        if s != MessageStatus::Pending {
+            break (s, c);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, MessageStatus::Cancelled);
+    let cost = cost.expect("an outcome has a cost");
+    assert!(cost.priced && cost.micros > 0, "cancelled: {cost:?}");
+
+    // Cut by the provider after some text.
+    let mut rx = chat
+        .chat_stream(caller.clone(), ask(&cut_bot, "go"))
+        .await
+        .unwrap();
+    let mut id = None;
+    let mut failed = false;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TurnEvent::Start { message_id, .. } => id = Some(message_id),
+            TurnEvent::Error { .. } => failed = true,
+            _ => {}
+        }
+    }
+    assert!(failed, "the cut stream ends with an error event");
+    let (status, cost) = cost_of(id.unwrap()).await;
+    assert_eq!(status, MessageStatus::Incomplete);
+    let cost = cost.expect("an outcome has a cost");
+    assert!(cost.priced && cost.micros > 0, "cut: {cost:?}");
+
+    // Answered by the fallback provider.
+    let r = chat
+        .chat(caller.clone(), ask(&fallback_bot, "seven eight"))
+        .await
+        .unwrap();
+    let (status, cost) = cost_of(r.message_id).await;
+    assert_eq!(status, MessageStatus::Complete);
+    let cost = cost.expect("an outcome has a cost");
+    assert!(cost.priced && cost.micros > 0, "fallback: {cost:?}");
+
+    spent_equals_stored(&chat, &*store, &fx).await;
+}

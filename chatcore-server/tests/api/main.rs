@@ -3,6 +3,7 @@
 //! pointed at local wire-format servers or the offline mock.
 
 mod admin;
+mod budgets;
 mod chat;
 mod cli;
 mod connection;

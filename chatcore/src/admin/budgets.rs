@@ -34,6 +34,18 @@ pub struct CreateBudget {
     pub amount_micros: i64,
 }
 
+/// `POST /v1/admin/tenants/{id}/budgets`: the operator's cap on a tenant's
+/// whole spending.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TenantCap {
+    /// The period.
+    pub period: BudgetPeriod,
+    /// The amount, micro-units of USD (1 000 000 = $1), at least 1.
+    pub amount_micros: i64,
+}
+
 /// `PATCH /v1/budgets/{id}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +93,31 @@ fn positive(field: &str, n: i64) -> AdminResult<()> {
 }
 
 impl AdminService {
+    /// The operator caps a tenant's whole spending: a tenant-scope budget,
+    /// audited under the operator (404 for a tenant that does not exist).
+    /// The tenant's admins see it in `GET /v1/budgets`.
+    pub async fn cap_tenant(
+        &self,
+        op: &super::Operator,
+        tenant: TenantId,
+        cap: TenantCap,
+    ) -> AdminResult<BudgetState> {
+        self.get_tenant(tenant).await?;
+        let c = AdminCaller::operator_in(tenant, op);
+        self.create_budget(
+            c.writer()?,
+            CreateBudget {
+                scope: BudgetScope::Tenant,
+                api_key_id: None,
+                bot_id: None,
+                end_user_id: None,
+                period: cap.period,
+                amount_micros: cap.amount_micros,
+            },
+        )
+        .await
+    }
+
     fn invalidate_budgets(&self, t: TenantId) {
         if let Some(b) = &self.budgets {
             b.get().invalidate(t);
