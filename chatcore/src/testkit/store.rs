@@ -3477,10 +3477,17 @@ pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
     s.create_bot(t.id, public).await.expect("public bot");
     let (_, nk) = new_key(name);
     let k = s.create_api_key(t.id, nk).await.expect("api key");
+    // One conversation, of an end user (so the per-end-user usage rollup
+    // has its row too).
     let (_, answer) = usage_turn(
         s,
         t.id,
-        new_conv(b.id),
+        TurnConversation::New(NewConversation {
+            bot_id: b.id,
+            end_user_id: Some("seeded-user".into()),
+            title: None,
+            channel: Channel::Api,
+        }),
         Some(k.id),
         MessageStatus::Complete,
         tokens(3, 4),
@@ -3526,6 +3533,40 @@ pub async fn seed_every_table(s: &dyn Store, name: &str) -> Tenant {
     s.put_feedback(t.id, feedback(answer.id, Rating::Up))
         .await
         .expect("feedback");
+    // Cost and budgets: a price and a budget.
+    s.apply(
+        Change::PutPrice(
+            t.id,
+            NewPrice {
+                provider_id: p.id,
+                model: "seeded".into(),
+                price: crate::pricing::Price {
+                    input_per_mtok: 1,
+                    cached_input_per_mtok: 1,
+                    output_per_mtok: 2,
+                },
+            },
+        ),
+        system_audit(t.id),
+    )
+    .await
+    .expect("price");
+    s.apply(
+        Change::CreateBudget(
+            t.id,
+            NewBudget {
+                scope: BudgetScope::Tenant,
+                api_key_id: None,
+                bot_id: None,
+                end_user_id: None,
+                period: BudgetPeriod::Month,
+                amount_micros: 1_000_000,
+            },
+        ),
+        system_audit(t.id),
+    )
+    .await
+    .expect("budget");
     s.flush().await.expect("flush");
     t
 }
