@@ -26,6 +26,7 @@ use chatcore::domain::Permission;
 use chatcore::engine::ChatSettings;
 use chatcore::provider::ProviderRegistry;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore_server::config::Config;
 use chatcore_server::{App, run};
 use futures::StreamExt;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chatcore::domain::*;
 use chatcore::rag::{reciprocal_rank_fusion, top_k_unit_rows, unit_vector};
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore::testkit::pg;
 
 const DIM: usize = 384;

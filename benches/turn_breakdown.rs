@@ -11,6 +11,7 @@ use chatcore::domain::*;
 use chatcore::engine::{Caller, ChatInput};
 use chatcore::provider::{ChatMessage, ChatRequest, ProviderRegistry, ProviderSpec};
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -5,7 +5,8 @@
 //! `read` keys read, `admin` keys also change), tenant scoping,
 //! secrets shown once, cache invalidation, one audit record per change
 //! written in the same transaction as the change through
-//! [`Store::apply`]); the HTTP server and the CLI only translate to it.
+//! [`AuditStore::apply`](crate::store::AuditStore::apply)); the HTTP server
+//! and the CLI only translate to it.
 //!
 //! Inputs are plain serde types that refuse unknown fields, so an adapter can
 //! deserialize a request body straight into them; replies are serializable
@@ -1096,7 +1097,7 @@ impl AdminService {
                 features: feats,
                 public_rate_limit_rpm: input.public_rate_limit_rpm,
             },
-            key,
+            Some(key),
         );
         match self.store.apply(change, audit).await.map_err(referenced)? {
             Changed::TenantCreated(tenant, _) => Ok(CreatedTenant {

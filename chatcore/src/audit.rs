@@ -182,7 +182,16 @@ async fn write_with_retry(store: &dyn Store, batch: &mut Vec<AuditRecord>, stats
 mod tests {
     use super::*;
     use crate::domain::{Actor, ActorKind, TenantId};
-    use crate::store::{AuditFilter, NewTenant, PageRequest, SeaOrmStore};
+    use crate::store::{AuditFilter, AuditStore, PageRequest, SeaOrmStore};
+    use crate::testkit::fixtures::SystemWrites;
+
+    /// The records of `rec` (not the tenant's creation).
+    fn events() -> AuditFilter {
+        AuditFilter {
+            action: Some("test.event".into()),
+            ..Default::default()
+        }
+    }
 
     fn rec(t: TenantId, i: usize) -> AuditRecord {
         AuditRecord::new(
@@ -199,14 +208,7 @@ mod tests {
     async fn batches_flushes_and_loses_nothing() {
         let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
         let t = store
-            .create_tenant(NewTenant {
-                name: "a".into(),
-                slug: "a".into(),
-                rate_limit_rpm: None,
-                rate_limit_tpm: None,
-                features: serde_json::json!({}),
-                public_rate_limit_rpm: None,
-            })
+            .create_tenant(crate::testkit::fixtures::new_tenant("a"))
             .await
             .unwrap();
         // A tiny queue forces backpressure.
@@ -238,7 +240,7 @@ mod tests {
             let p = store
                 .list_audit(
                     t.id,
-                    AuditFilter::default(),
+                    events(),
                     PageRequest {
                         limit: 200,
                         cursor: cursor.clone(),
@@ -258,7 +260,7 @@ mod tests {
         drop(w);
         task.await.unwrap();
         let p = store
-            .list_audit(t.id, AuditFilter::default(), PageRequest::first(1))
+            .list_audit(t.id, events(), PageRequest::first(1))
             .await
             .unwrap();
         assert_eq!(p.data[0].actor.id.as_deref(), Some("9999"));
@@ -268,14 +270,7 @@ mod tests {
     async fn a_rejected_record_does_not_block_the_others() {
         let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
         let t = store
-            .create_tenant(NewTenant {
-                name: "a".into(),
-                slug: "a".into(),
-                rate_limit_rpm: None,
-                rate_limit_tpm: None,
-                features: serde_json::json!({}),
-                public_rate_limit_rpm: None,
-            })
+            .create_tenant(crate::testkit::fixtures::new_tenant("a"))
             .await
             .unwrap();
         let (w, _task) = AuditWriter::spawn(store.clone(), AuditConfig::default());
@@ -285,7 +280,7 @@ mod tests {
         w.record(rec(t.id, 3)).await;
         w.flush().await;
         let p = store
-            .list_audit(t.id, AuditFilter::default(), PageRequest::first(10))
+            .list_audit(t.id, events(), PageRequest::first(10))
             .await
             .unwrap();
         let ids: Vec<_> = p.data.iter().filter_map(|r| r.actor.id.clone()).collect();

@@ -35,16 +35,28 @@ pub async fn ensure_demo(
     {
         return Ok(None);
     }
-    let tenant = store
-        .create_tenant(NewTenant {
+    // Written as the system (`bootstrap`), each change with its audit
+    // record, like any management write.
+    let apply = |change: Change| {
+        let audit = change.audit_by(Actor {
+            kind: ActorKind::System,
+            id: Some("bootstrap".into()),
+        });
+        store.apply(change, audit)
+    };
+    let tenant = apply(Change::CreateTenant(
+        NewTenant {
             name: "Demo".into(),
             slug: "demo".into(),
             rate_limit_rpm: None,
             rate_limit_tpm: None,
             features: serde_json::json!({}),
             public_rate_limit_rpm: None,
-        })
-        .await?;
+        },
+        None,
+    ))
+    .await?
+    .into_tenant()?;
     let (provider, model, name, key) = match openai_key {
         Some(k) => (
             "openai",
@@ -56,78 +68,52 @@ pub async fn ensure_demo(
         // demo page shows an answer streaming in.
         None => ("mock", "slow-echo", "Mock (offline)", None),
     };
-    let pc = store
-        .create_provider_config(
-            tenant.id,
-            NewProviderConfig {
-                provider: provider.into(),
-                name: name.into(),
-                api_key: key,
-                base_url: None,
-                default_model: Some(model.into()),
-                enabled: true,
-            },
-        )
-        .await?;
-    let bot = store
-        .create_bot(
-            tenant.id,
-            NewBot {
-                name: "Demo bot".into(),
-                slug: "demo".into(),
-                system_prompt: "You are a friendly assistant. Answer briefly.".into(),
-                provider_id: pc.id,
-                model: Some(model.into()),
-                fallback_provider_id: None,
-                temperature: None,
-                max_tokens: Some(512),
-                context_tokens: 4000,
-                is_public: true,
-                dataset_ids: vec![],
-            },
-        )
-        .await?;
+    let pc = apply(Change::CreateProviderConfig(
+        tenant.id,
+        NewProviderConfig {
+            provider: provider.into(),
+            name: name.into(),
+            api_key: key,
+            base_url: None,
+            default_model: Some(model.into()),
+            enabled: true,
+        },
+    ))
+    .await?
+    .into_provider_config()?;
+    let bot = apply(Change::CreateBot(
+        tenant.id,
+        NewBot {
+            name: "Demo bot".into(),
+            slug: "demo".into(),
+            system_prompt: "You are a friendly assistant. Answer briefly.".into(),
+            provider_id: pc.id,
+            model: Some(model.into()),
+            fallback_provider_id: None,
+            temperature: None,
+            max_tokens: Some(512),
+            context_tokens: 4000,
+            is_public: true,
+            dataset_ids: vec![],
+        },
+    ))
+    .await?
+    .into_bot()?;
     let g = generate_key();
-    let key = store
-        .create_api_key(
-            tenant.id,
-            NewApiKey {
-                name: "demo admin".into(),
-                prefix: g.prefix.clone(),
-                secret_hash: g.hash,
-                permissions: vec![Permission::Admin, Permission::Chat, Permission::Read],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await?;
-    store
-        .append_audit(
-            AuditRecord::new(
-                Some(tenant.id),
-                Actor {
-                    kind: ActorKind::System,
-                    id: None,
-                },
-                "tenant.created",
-            )
-            .resource("tenant", tenant.id),
-        )
-        .await?;
-    store
-        .append_audit(
-            AuditRecord::new(
-                Some(tenant.id),
-                Actor {
-                    kind: ActorKind::System,
-                    id: None,
-                },
-                "api_key.created",
-            )
-            .resource("api_key", key.id),
-        )
-        .await?;
+    apply(Change::CreateApiKey(
+        tenant.id,
+        NewApiKey {
+            name: "demo admin".into(),
+            prefix: g.prefix.clone(),
+            secret_hash: g.hash,
+            permissions: vec![Permission::Admin, Permission::Chat, Permission::Read],
+            bot_ids: vec![],
+            rate_limit_rpm: None,
+            expires_at: None,
+        },
+    ))
+    .await?
+    .into_api_key()?;
     Ok(Some(Demo {
         tenant,
         bot,

@@ -21,7 +21,8 @@
 //!   exactly.
 //!
 //! Either way the database is the record: a window's spent amount starts
-//! from the sum of the stored messages' costs ([`Store::budget_spent`])
+//! from the sum of the stored messages' costs
+//! ([`AuditStore::budget_spent`](crate::store::AuditStore::budget_spent))
 //! the first time a ledger sees it (a fresh instance, a restarted Redis),
 //! and from then on the live counter moves with exactly the costs that are
 //! stored on messages, so `spent` equals their sum.

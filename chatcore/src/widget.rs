@@ -45,7 +45,7 @@ use crate::domain::*;
 use crate::engine::{Caller, ChatError, ChatService, Guardrails, Visitor};
 use crate::ratelimit::{Decision, Quota};
 use crate::store::{
-    ConversationFilter, Feedback, NewFeedback, NewScope, PageRequest, Rating, WidgetRecord,
+    Change, ConversationFilter, Feedback, NewFeedback, NewScope, PageRequest, Rating, WidgetRecord,
     WidgetUpdate,
 };
 
@@ -1178,16 +1178,20 @@ impl WidgetService {
         origins: Vec<String>,
     ) -> Result<(), ChatError> {
         let store = self.chat.store();
-        store
-            .create_scope(
-                tenant,
-                NewScope {
-                    bot_id: bot,
-                    kind: "allowed_origins".into(),
-                    config: serde_json::json!(origins),
-                },
-            )
-            .await?;
+        let system = Actor {
+            kind: ActorKind::System,
+            id: None,
+        };
+        let change = Change::CreateScope(
+            tenant,
+            NewScope {
+                bot_id: bot,
+                kind: "allowed_origins".into(),
+                config: serde_json::json!(origins),
+            },
+        );
+        let audit = change.audit_by(system.clone());
+        store.apply(change, audit).await?;
         let settings = WidgetSettings {
             title: Some("Demo bot".into()),
             greeting: Some(
@@ -1211,14 +1215,7 @@ impl WidgetService {
                     settings: Some(value),
                     secret: None,
                 },
-                AuditRecord::new(
-                    Some(tenant),
-                    Actor {
-                        kind: ActorKind::System,
-                        id: None,
-                    },
-                    "widget.updated",
-                ),
+                AuditRecord::new(Some(tenant), system, "widget.updated"),
             )
             .await?;
         self.chat.invalidate_tenant(tenant);

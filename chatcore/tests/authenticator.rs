@@ -7,6 +7,7 @@ use std::time::Duration;
 use chatcore::auth::{AuthError, Authenticator, generate_key};
 use chatcore::domain::{Permission, TenantStatus};
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use secrecy::SecretString;
 
 async fn setup() -> (

@@ -18,6 +18,7 @@ use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, TurnEvent};
 use chatcore::pricing::Price;
 use chatcore::ratelimit::LocalRateLimiter;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore::testkit::pg;
 
 /// 1 micro-unit per output token, input free: a turn's worst case is its

@@ -13,6 +13,7 @@ use chatcore::crypto::Keyring;
 use chatcore::domain::*;
 use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, ChatSettings, TurnEvent};
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 
 struct Fx {
     store: Arc<SeaOrmStore>,

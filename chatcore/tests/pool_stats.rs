@@ -1,7 +1,7 @@
 //! `Store::pool_stats` on every backend: which pools there are, and counts
 //! that add up.
 
-use chatcore::store::{PoolStats, SeaOrmStore, Store, StoreOptions};
+use chatcore::store::{PoolStats, SeaOrmStore, StoreBase, StoreOptions};
 use chatcore::testkit::pg;
 
 fn check(stats: &[PoolStats]) {

@@ -18,6 +18,7 @@ use chatcore::crypto::Keyring;
 use chatcore::domain::*;
 use chatcore::rag::{DocumentUpload, MetadataFilter, RagService, SearchMode};
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore::testkit::pg;
 
 const CORPUS: &[(&str, &str)] = &[

@@ -6,7 +6,7 @@
 //! (`tests/store.rs`).
 
 use chatcore::domain::TenantId;
-use chatcore::store::{DEFAULT_DATABASE_ROLE, SeaOrmStore, Store, StoreOptions};
+use chatcore::store::{ChatStore, DEFAULT_DATABASE_ROLE, SeaOrmStore, StoreOptions, TenantStore};
 use chatcore::testkit::{pg, store::seed_every_table};
 use migration::m20261201_000005_row_level_security::TENANT_TABLES as BASE_TABLES;
 use migration::m20261202_000001_widget::WIDGET_TENANT_TABLES;

@@ -4,6 +4,7 @@
 
 use chatcore::domain::*;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore::testkit::pg;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};

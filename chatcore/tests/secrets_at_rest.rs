@@ -4,6 +4,7 @@
 use chatcore::auth;
 use chatcore::crypto::Keyring;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use secrecy::{ExposeSecret, SecretString};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -3,6 +3,7 @@
 //! invalid-input error, never an internal one: a 400, not a 500.
 
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore::testkit::pg;
 
 #[tokio::test]

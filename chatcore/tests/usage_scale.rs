@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use chatcore::domain::*;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore::testkit::pg;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{

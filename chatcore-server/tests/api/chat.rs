@@ -2,6 +2,7 @@
 
 use chatcore::domain::*;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};

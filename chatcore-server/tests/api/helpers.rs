@@ -13,6 +13,7 @@ use chatcore::engine::ChatSettings;
 use chatcore::provider::mock::MockProvider;
 use chatcore::provider::{ProviderRegistry, RetryPolicy, Timeouts};
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use chatcore_server::config::Config;
 use chatcore_server::{App, run};
 use secrecy::{ExposeSecret, SecretString};

@@ -3,6 +3,7 @@
 
 use chatcore::domain::*;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chatcore::domain::*;
 use chatcore::provider::EgressPolicy;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -5,6 +5,7 @@
 
 use chatcore::domain::*;
 use chatcore::store::*;
+use chatcore::testkit::fixtures::SystemWrites;
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};

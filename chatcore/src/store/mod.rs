@@ -518,12 +518,13 @@ pub struct AuditFilter {
 }
 
 /// A management change, persisted together with its audit record in one
-/// transaction by [`Store::apply`]. Every tenant-owned change names its
+/// transaction by [`AuditStore::apply`]. Every tenant-owned change names its
 /// tenant and touches only that tenant's rows.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Creates a tenant and its first API key (normally an admin key).
-    CreateTenant(NewTenant, NewApiKey),
+    /// Creates a tenant and, when given, its first API key (normally an
+    /// admin key) in the same transaction.
+    CreateTenant(NewTenant, Option<NewApiKey>),
     /// Changes a tenant.
     UpdateTenant(TenantId, TenantPatch),
     /// Creates a provider configuration.
@@ -611,11 +612,19 @@ impl Change {
     }
 }
 
-/// What [`Store::apply`] wrote.
+impl Change {
+    /// The audit record of this change by `actor` (its action; the store
+    /// fills in the tenant and resource).
+    pub fn audit_by(&self, actor: Actor) -> AuditRecord {
+        AuditRecord::new(self.tenant(), actor, self.action())
+    }
+}
+
+/// What [`AuditStore::apply`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Changed {
-    /// A new tenant and its first key.
-    TenantCreated(Tenant, ApiKey),
+    /// A new tenant and its first key, if one was asked for.
+    TenantCreated(Tenant, Option<ApiKey>),
     /// A tenant as it now is.
     Tenant(Tenant),
     /// A provider configuration as it now is.
@@ -634,7 +643,44 @@ pub enum Changed {
     Price(PriceOverride),
 }
 
-/// How [`Store::usage`] groups chat turns.
+/// What a caller that knows which change it applied takes out of
+/// [`Changed`]; another variant is [`StoreError::Internal`] (a store that
+/// answered a different change).
+macro_rules! changed_into {
+    ($($(#[$doc:meta])* $fn:ident -> $t:ty { $($pat:pat => $v:expr),+ })*) => {
+        impl Changed {
+            $(
+                $(#[$doc])*
+                pub fn $fn(self) -> StoreResult<$t> {
+                    match self {
+                        $($pat => Ok($v),)+
+                        other => Err(StoreError::Internal(format!(
+                            "the store answered {other:?} to a change that expected {}",
+                            stringify!($t)
+                        ))),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+changed_into! {
+    /// The tenant of [`Changed::Tenant`] or [`Changed::TenantCreated`].
+    into_tenant -> Tenant { Changed::Tenant(t) => t, Changed::TenantCreated(t, _) => t }
+    /// The provider configuration of [`Changed::ProviderConfig`].
+    into_provider_config -> ProviderConfig { Changed::ProviderConfig(p) => p }
+    /// The bot of [`Changed::Bot`].
+    into_bot -> Bot { Changed::Bot(b) => b }
+    /// The key of [`Changed::ApiKey`].
+    into_api_key -> ApiKey { Changed::ApiKey(k) => k }
+    /// The scope of [`Changed::Scope`].
+    into_scope -> Scope { Changed::Scope(s) => s }
+    /// Nothing, from [`Changed::Deleted`].
+    into_deleted -> () { Changed::Deleted => () }
+}
+
+/// How [`AuditStore::usage`] groups chat turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageGroup {
     /// By bot id.
@@ -648,7 +694,7 @@ pub enum UsageGroup {
     EndUser,
 }
 
-/// One group of [`Store::usage`]: chat turns (assistant messages with an
+/// One group of [`AuditStore::usage`]: chat turns (assistant messages with an
 /// outcome) and their tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
@@ -679,7 +725,7 @@ pub struct PoolStats {
     pub max: u32,
 }
 
-/// A half-open range of UTC days, `[start, end)`: what [`Store::usage`]
+/// A half-open range of UTC days, `[start, end)`: what [`AuditStore::usage`]
 /// reads. Usage is kept per UTC day, so a range of times is answered by the
 /// days it touches (see [`UsageDays::covering`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -745,8 +791,31 @@ impl UsageDays {
 /// round trip. `dyn` also keeps the engine's and server's types free of a
 /// store parameter and lets plugin authors hand in their own implementation
 /// without generics spreading through their code. Hence `async_trait`.
+///
+/// The parts, each a trait of its own (a service asks for the part it uses
+/// where that is practical; `Arc<dyn Store>` stays the handle type, and a
+/// method of any part can be called on it):
+///
+/// | part | keeps |
+/// | --- | --- |
+/// | [`StoreBase`] | liveness, pool statistics, flushing queued writes |
+/// | [`TenantStore`] | tenants, catalog, provider configs, bots, API keys, scopes, widget rows (reads) |
+/// | [`ChatStore`] | conversations, messages, chat turns |
+/// | [`RagStore`] | datasets, documents, chunks, chunk search |
+/// | [`AuditStore`] | audited management writes ([`AuditStore::apply`]), audit log, usage, feedback, budgets, prices |
+///
+/// A plugin author implements the five parts; `Store` comes with them (a
+/// blanket implementation), and the conformance suite
+/// ([`crate::testkit::store`], feature `testkit`) checks them together.
+pub trait Store: StoreBase + TenantStore + ChatStore + RagStore + AuditStore {}
+
+impl<T: StoreBase + TenantStore + ChatStore + RagStore + AuditStore + ?Sized> Store for T {}
+
+/// What every store has, whatever it keeps: a liveness check, pool
+/// statistics and a flush of queued writes. Used by the server's `/readyz`,
+/// `/metrics` and graceful shutdown.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait StoreBase: Send + Sync + 'static {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -756,93 +825,89 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Waits until every write queued before the call is committed (a
+    /// store that writes synchronously has nothing to wait for).
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Tenants and what configures them: the provider catalog, provider
+/// configurations, bots, API keys, scopes and a bot's widget row.
+///
+/// Reads only, apart from [`TenantStore::touch_api_key`] (a use of a key) and
+/// [`TenantStore::put_widget`]: creating, changing and deleting tenants,
+/// provider configurations, bots, keys and scopes is a [`Change`] written
+/// with its audit record by [`AuditStore::apply`].
+///
+/// Used by the authenticator ([`crate::auth`]), the engine's resolve and
+/// authorize stages ([`crate::engine`]), the admin service's reads
+/// ([`crate::admin`]) and the widget service ([`crate::widget`]).
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
     // ---- tenants (not tenant-owned: the operator's view) ----
 
-    /// Creates a tenant; `Conflict("tenant")` if the slug is taken.
-    async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant>;
     /// A tenant by id.
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant>;
+
     /// A tenant by slug.
     async fn get_tenant_by_slug(&self, slug: &str) -> StoreResult<Tenant>;
+
     /// All tenants, oldest first.
     async fn list_tenants(&self, page: PageRequest) -> StoreResult<Page<Tenant>>;
-    /// Changes a tenant.
-    async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> StoreResult<Tenant>;
 
     // ---- provider catalog ----
 
     /// The provider catalog, by key.
     async fn list_catalog(&self) -> StoreResult<Vec<CatalogEntry>>;
+
     /// One catalog entry.
     async fn get_catalog_entry(&self, key: &str) -> StoreResult<CatalogEntry>;
 
     // ---- tenant provider configs ----
 
-    /// Creates a provider config; `NotFound("catalog entry")` for an unknown kind.
-    async fn create_provider_config(
-        &self,
-        tenant: TenantId,
-        new: NewProviderConfig,
-    ) -> StoreResult<ProviderConfig>;
     /// One provider config.
     async fn get_provider_config(
         &self,
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> StoreResult<ProviderConfig>;
+
     /// The tenant's provider configs, oldest first.
     async fn list_provider_configs(
         &self,
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<ProviderConfig>>;
-    /// Changes a provider config (key rotation included).
-    async fn update_provider_config(
-        &self,
-        tenant: TenantId,
-        id: ProviderConfigId,
-        patch: ProviderConfigPatch,
-    ) -> StoreResult<ProviderConfig>;
-    /// Deletes a provider config; `InUse("provider")` while a bot or dataset uses it.
-    async fn delete_provider_config(
-        &self,
-        tenant: TenantId,
-        id: ProviderConfigId,
-    ) -> StoreResult<()>;
 
     // ---- bots ----
 
-    /// Creates a bot; `Conflict("bot")` if the slug is taken in the tenant,
-    /// `NotFound("provider")` / `NotFound("dataset")` for ids not in the tenant.
-    async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot>;
     /// One bot by id.
     async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot>;
+
     /// One bot by slug.
     async fn get_bot_by_slug(&self, tenant: TenantId, slug: &str) -> StoreResult<Bot>;
+
     /// Finds a public bot by id or slug across tenants (the public endpoint
     /// has no tenant). Slugs are unique per tenant only: a slug is resolved
     /// when exactly one public bot has it.
     async fn find_public_bot(&self, id_or_slug: &str) -> StoreResult<Bot>;
+
     /// The tenant's bots, oldest first.
     async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>>;
-    /// Changes a bot.
-    async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot>;
-    /// Deletes a bot with its conversations, messages and scopes.
-    async fn delete_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<()>;
 
     // ---- API keys ----
 
-    /// Stores a new key (hash only); `Conflict("api key")` on a duplicate prefix.
-    async fn create_api_key(&self, tenant: TenantId, new: NewApiKey) -> StoreResult<ApiKey>;
     /// A key by its public prefix, in any tenant (authentication starts here).
     async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>>;
+
     /// One key.
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey>;
+
     /// The tenant's keys, oldest first (revoked ones included).
     async fn list_api_keys(&self, tenant: TenantId, page: PageRequest)
     -> StoreResult<Page<ApiKey>>;
-    /// Revokes a key (idempotent: the first revocation time is kept).
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey>;
+
     /// Records a use of the key.
     async fn touch_api_key(
         &self,
@@ -869,20 +934,60 @@ pub trait Store: Send + Sync + 'static {
         Ok(crate::auth::verify_key(presented, &key.secret_hash).then_some(key))
     }
 
-    // ---- conversations and messages ----
+    // ---- scopes ----
 
+    /// One scope.
+    async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope>;
+
+    /// A bot's scopes, oldest first.
+    async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>>;
+
+    // ---- the chat widget (see [`widget`]) ----
+
+    /// A bot's widget row, if it has one. The default (a store without
+    /// widget support) has none.
+    async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
+        let _ = (tenant, bot);
+        Ok(None)
+    }
+
+    /// Creates or changes a bot's widget row and appends `audit` in the same
+    /// transaction; `NotFound("bot")` when the tenant has no such bot.
+    async fn put_widget(
+        &self,
+        tenant: TenantId,
+        bot: BotId,
+        update: WidgetUpdate,
+        audit: AuditRecord,
+    ) -> StoreResult<WidgetRecord> {
+        let _ = (tenant, bot, update, audit);
+        Err(StoreError::Internal(
+            "this store keeps no widget settings".into(),
+        ))
+    }
+}
+
+/// Conversations and messages: the writes and reads of a chat turn.
+///
+/// Deleting a conversation is a [`Change::DeleteConversation`] (see
+/// [`AuditStore::apply`]). Used by the engine ([`crate::engine`]: begin and
+/// finish a turn, history) and the admin service's conversation reads.
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
     /// Starts a conversation; `NotFound("bot")` if the bot is not the tenant's.
     async fn create_conversation(
         &self,
         tenant: TenantId,
         new: NewConversation,
     ) -> StoreResult<Conversation>;
+
     /// One conversation.
     async fn get_conversation(
         &self,
         tenant: TenantId,
         id: ConversationId,
     ) -> StoreResult<Conversation>;
+
     /// Conversations matching the filter, newest first.
     async fn list_conversations(
         &self,
@@ -890,14 +995,12 @@ pub trait Store: Send + Sync + 'static {
         filter: ConversationFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Conversation>>;
-    /// Deletes a conversation and its messages. Their usage stays counted
-    /// in [`Store::usage`]: accounting survives the content.
-    async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()>;
 
     /// Appends a message (and bumps the conversation's `updated_at`). An
     /// assistant message appended with an outcome (any status but
-    /// `pending`) counts as a turn in [`Store::usage`] at once.
+    /// `pending`) counts as a turn in [`AuditStore::usage`] at once.
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message>;
+
     /// Starts a chat turn: creates or continues the conversation, stores the
     /// turn's tool results (`tool` messages) and the user's message (all
     /// `complete`), then a `pending` assistant message. Returns the
@@ -956,7 +1059,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes the outcome of a message (end of a stream, failure, cancel).
     ///
-    /// Usage accounting ([`Store::usage`]) is updated in the same
+    /// Usage accounting ([`AuditStore::usage`]) is updated in the same
     /// transaction: the first outcome of an assistant message counts one
     /// turn with its tokens; a later one only corrects the tokens.
     async fn finish_message(
@@ -965,6 +1068,7 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         done: MessageCompletion,
     ) -> StoreResult<Message>;
+
     /// Writes the text streamed so far onto a pending assistant message,
     /// with the store's next batch of writes: nothing waits for it, and a
     /// message that has an outcome already is left alone. After a crash the
@@ -974,6 +1078,7 @@ pub trait Store: Send + Sync + 'static {
     fn record_partial(&self, tenant: TenantId, id: MessageId, content: String) {
         let _ = (tenant, id, content);
     }
+
     /// Assistant messages still `pending` whose instance is gone (it
     /// stopped heartbeating, or an instance of the same name started
     /// again), oldest first, at most `limit`, each with the user message
@@ -983,13 +1088,10 @@ pub trait Store: Send + Sync + 'static {
         let _ = limit;
         Ok(Vec::new())
     }
-    /// Waits until every write queued before the call is committed (a
-    /// store that writes synchronously has nothing to wait for).
-    async fn flush(&self) -> StoreResult<()> {
-        Ok(())
-    }
+
     /// One message.
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message>;
+
     /// The last `limit` messages of a conversation, oldest first.
     async fn recent_messages(
         &self,
@@ -997,6 +1099,7 @@ pub trait Store: Send + Sync + 'static {
         conversation: ConversationId,
         limit: u64,
     ) -> StoreResult<Vec<Message>>;
+
     /// A conversation's messages, oldest first.
     async fn list_messages(
         &self,
@@ -1004,26 +1107,40 @@ pub trait Store: Send + Sync + 'static {
         conversation: ConversationId,
         page: PageRequest,
     ) -> StoreResult<Page<Message>>;
+}
 
-    // ---- datasets, documents, chunks ----
+/// Datasets, documents and their chunks, and chunk search.
+///
+/// Used by the RAG service ([`crate::rag`]: datasets, ingestion, indexing)
+/// and the engine's retrieve stage.
+#[async_trait]
+pub trait RagStore: Send + Sync + 'static {
+    // ---- datasets ----
 
     /// Creates a dataset; `NotFound("provider")` if the provider is not the tenant's.
     async fn create_dataset(&self, tenant: TenantId, new: NewDataset) -> StoreResult<Dataset>;
+
     /// One dataset.
     async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<Dataset>;
+
     /// The tenant's datasets, oldest first.
     async fn list_datasets(
         &self,
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<Dataset>>;
+
     /// Deletes a dataset with its documents and chunks (and unlinks it from bots).
     async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<()>;
 
+    // ---- documents ----
+
     /// Creates a document with status `pending`.
     async fn create_document(&self, tenant: TenantId, new: NewDocument) -> StoreResult<Document>;
+
     /// One document.
     async fn get_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Document>;
+
     /// A dataset's documents, oldest first.
     async fn list_documents(
         &self,
@@ -1031,6 +1148,7 @@ pub trait Store: Send + Sync + 'static {
         dataset: DatasetId,
         page: PageRequest,
     ) -> StoreResult<Page<Document>>;
+
     /// Documents in a status across all tenants, oldest first (to resume
     /// indexing after a restart).
     async fn documents_in_status(
@@ -1038,6 +1156,7 @@ pub trait Store: Send + Sync + 'static {
         status: DocumentStatus,
         limit: u64,
     ) -> StoreResult<Vec<Document>>;
+
     /// Sets a document's status (and failure reason).
     async fn set_document_status(
         &self,
@@ -1046,8 +1165,10 @@ pub trait Store: Send + Sync + 'static {
         status: DocumentStatus,
         error: Option<String>,
     ) -> StoreResult<()>;
+
     /// Deletes a document and its chunks.
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<()>;
+
     /// Creates a document in place of `replaced` (documents of the same
     /// tenant, e.g. an earlier upload with the same title): all or nothing,
     /// a failure leaves the replaced documents as they were. The default
@@ -1069,6 +1190,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(doc)
     }
 
+    // ---- chunks and search ----
+
     /// Replaces a document's chunks with `chunks` and marks it `ready`, in one
     /// transaction.
     async fn replace_chunks(
@@ -1077,16 +1200,18 @@ pub trait Store: Send + Sync + 'static {
         document: DocumentId,
         chunks: Vec<NewChunk>,
     ) -> StoreResult<()>;
+
     /// A document's chunks, by ordinal.
     async fn list_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<Vec<Chunk>>;
+
     /// How many chunks a document has.
     async fn count_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<u64>;
 
     /// The `search.limit` chunks most similar to `vector` (cosine), best
     /// first, among chunks whose embedding has the same dimension.
     ///
-    /// The default scans every chunk through [`Store::list_documents`] and
-    /// [`Store::list_chunks`]: correct, and slow on large datasets.
+    /// The default scans every chunk through [`RagStore::list_documents`] and
+    /// [`RagStore::list_chunks`]: correct, and slow on large datasets.
     async fn search_chunks_by_vector(
         &self,
         tenant: TenantId,
@@ -1142,31 +1267,32 @@ pub trait Store: Send + Sync + 'static {
     /// order asked; ids that are not the tenant's (or gone) are left out.
     async fn chunk_hits(&self, tenant: TenantId, ids: &[ChunkId]) -> StoreResult<Vec<ChunkHit>>;
 
-    /// How [`Store::search_chunks_by_vector`] finds neighbours, for logs and
+    /// How [`RagStore::search_chunks_by_vector`] finds neighbours, for logs and
     /// benchmarks: `"scan"` (exact, in process) or `"pgvector-hnsw"`.
     fn vector_search_kind(&self) -> &'static str {
         "scan"
     }
+}
 
-    // ---- scopes ----
-
-    /// Creates a scope; `NotFound("bot")` if the bot is not the tenant's.
-    async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope>;
-    /// One scope.
-    async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope>;
-    /// A bot's scopes, oldest first.
-    async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>>;
-    /// Deletes a scope.
-    async fn delete_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<()>;
-
+/// The record of what happened and what it cost: audited management
+/// writes ([`AuditStore::apply`]), the audit log, usage, feedback, budgets
+/// and prices.
+///
+/// Used by the admin service ([`crate::admin`]: every management write,
+/// audit and usage reads), the audit writer ([`crate::audit`]), budgets
+/// ([`crate::budget`]) and the widget service's feedback.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
     // ---- audit ----
 
     /// Appends one audit record.
     async fn append_audit(&self, record: AuditRecord) -> StoreResult<()> {
         self.append_audit_batch(vec![record]).await
     }
+
     /// Appends many audit records in one transaction.
     async fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreResult<()>;
+
     /// A tenant's audit records matching the filter, newest first.
     async fn list_audit(
         &self,
@@ -1200,29 +1326,7 @@ pub trait Store: Send + Sync + 'static {
         group_by: UsageGroup,
     ) -> StoreResult<Vec<UsageRow>>;
 
-    // ---- the chat widget (see [`widget`]) ----
-
-    /// A bot's widget row, if it has one. The default (a store without
-    /// widget support) has none.
-    async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
-        let _ = (tenant, bot);
-        Ok(None)
-    }
-
-    /// Creates or changes a bot's widget row and appends `audit` in the same
-    /// transaction; `NotFound("bot")` when the tenant has no such bot.
-    async fn put_widget(
-        &self,
-        tenant: TenantId,
-        bot: BotId,
-        update: WidgetUpdate,
-        audit: AuditRecord,
-    ) -> StoreResult<WidgetRecord> {
-        let _ = (tenant, bot, update, audit);
-        Err(StoreError::Internal(
-            "this store keeps no widget settings".into(),
-        ))
-    }
+    // ---- feedback on answers (see [`widget`]) ----
 
     /// Stores feedback on an assistant message of the tenant (replacing
     /// earlier feedback on it): `NotFound("message")` for a message of
@@ -1278,7 +1382,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Every chunk a [`ChunkSearch`] covers, for the default search methods.
-async fn default_chunks<S: Store + ?Sized>(
+async fn default_chunks<S: RagStore + ?Sized>(
     store: &S,
     tenant: TenantId,
     search: ChunkSearch<'_>,

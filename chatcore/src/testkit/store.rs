@@ -23,6 +23,7 @@ use crate::auth;
 use crate::crypto::Keyring;
 use crate::domain::*;
 use crate::store::*;
+use crate::testkit::fixtures::SystemWrites;
 
 /// A store under test and what to do once the case passed (drop a schema,
 /// delete a file).
@@ -1333,7 +1334,7 @@ pub async fn deleting_cascades(s: &dyn Store) {
     s.get_message(t.id, m3.id).await.unwrap();
 }
 
-/// [`Store::replace_document`]: the new document takes the old one's place
+/// [`RagStore::replace_document`]: the new document takes the old one's place
 /// with its chunks gone, or (on failure) nothing changed at all; it never
 /// reaches another tenant's documents.
 pub async fn replacing_a_document_is_all_or_nothing(s: &dyn Store) {
@@ -2350,13 +2351,13 @@ pub async fn apply_writes_the_change_and_its_audit_record_together(s: &dyn Store
                     features: json!({}),
                     public_rate_limit_rpm: None,
                 },
-                key,
+                Some(key),
             ),
             op_record(),
         )
         .await
         .unwrap();
-    let Changed::TenantCreated(t, k) = changed else {
+    let Changed::TenantCreated(t, Some(k)) = changed else {
         panic!("expected TenantCreated, got {changed:?}")
     };
     assert_eq!(k.tenant_id, t.id);

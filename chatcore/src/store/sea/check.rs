@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use super::scope::Tenancy;
 use super::{SeaOrmStore, db_err};
-use crate::store::{Store, StoreResult};
+use crate::store::{ChatStore, StoreResult};
 
 /// Every foreign key of the schema: (child table, column, parent table, column).
 const REFERENCES: [(&str, &str, &str, &str); 22] = [

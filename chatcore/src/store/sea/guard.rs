@@ -60,7 +60,7 @@ impl SeaOrmStore {
         scope::finish(db, out).await
     }
 
-    /// [`Store::replace_document`] in one transaction: the replaced
+    /// [`RagStore::replace_document`] in one transaction: the replaced
     /// documents are deleted, the dataset checked and the new document
     /// inserted, then it commits; any failure rolls all of it back.
     pub(super) async fn replace_document_in(

@@ -10,6 +10,7 @@ mod entities;
 mod guard;
 mod scope;
 mod search;
+mod tenant;
 mod widget;
 mod writer;
 
@@ -545,7 +546,7 @@ impl SeaOrmStore {
     }
 
     /// Pending assistant messages whose instance is gone (see
-    /// [`Store::orphaned_turns`]): no live instance owns them, where live
+    /// [`ChatStore::orphaned_turns`]): no live instance owns them, where live
     /// means this one, or another of a different name with a fresh
     /// heartbeat. Reads the partial index over pending messages.
     async fn find_orphaned_turns(&self, limit: u64) -> StoreResult<Vec<OrphanedTurn>> {
@@ -863,7 +864,7 @@ impl SeaOrmStore {
 }
 
 /// The writes, on any connection: the `Store` methods run them on the pool
-/// or in a write transaction, [`Store::apply`] in one with the audit record.
+/// or in a write transaction, [`AuditStore::apply`] in one with the audit record.
 impl SeaOrmStore {
     async fn create_tenant_in<C: ConnectionTrait>(db: &C, new: NewTenant) -> StoreResult<Tenant> {
         let t = now();
@@ -1230,7 +1231,7 @@ impl SeaOrmStore {
 }
 
 #[async_trait]
-impl Store for SeaOrmStore {
+impl StoreBase for SeaOrmStore {
     async fn ping(&self) -> StoreResult<()> {
         self.db
             .ping()
@@ -1272,15 +1273,13 @@ impl Store for SeaOrmStore {
         out
     }
 
-    // ---- tenants ----
-
-    async fn create_tenant(&self, new: NewTenant) -> StoreResult<Tenant> {
-        // Cross-tenant by nature: operator.
-        let db = self.scoped_write(Tenancy::All).await?;
-        let out: StoreResult<Tenant> = async { Self::create_tenant_in(&db, new).await }.await;
-        scope::finish(db, out).await
+    async fn flush(&self) -> StoreResult<()> {
+        SeaOrmStore::flush(self).await
     }
+}
 
+#[async_trait]
+impl TenantStore for SeaOrmStore {
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
         let db = self.scoped(Tenancy::One(id)).await?;
         let out: StoreResult<Tenant> = async {
@@ -1330,14 +1329,6 @@ impl Store for SeaOrmStore {
         scope::finish(db, out).await
     }
 
-    async fn update_tenant(&self, id: TenantId, patch: TenantPatch) -> StoreResult<Tenant> {
-        let db = self.scoped_write(Tenancy::One(id)).await?;
-        let out: StoreResult<Tenant> = async { Self::update_tenant_in(&db, id, patch).await }.await;
-        scope::finish(db, out).await
-    }
-
-    // ---- catalog ----
-
     async fn list_catalog(&self) -> StoreResult<Vec<CatalogEntry>> {
         e::catalog::Entity::find()
             .order_by_asc(e::catalog::Column::Key)
@@ -1355,19 +1346,6 @@ impl Store for SeaOrmStore {
             .await
             .map_err(db_err)?;
         convert::catalog(found(m, "catalog entry")?)
-    }
-
-    // ---- provider configs ----
-
-    async fn create_provider_config(
-        &self,
-        tenant: TenantId,
-        new: NewProviderConfig,
-    ) -> StoreResult<ProviderConfig> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<ProviderConfig> =
-            async { Self::create_provider_config_in(&db, tenant, new).await }.await;
-        scope::finish(db, out).await
     }
 
     async fn get_provider_config(
@@ -1412,38 +1390,6 @@ impl Store for SeaOrmStore {
         scope::finish(db, out).await
     }
 
-    async fn update_provider_config(
-        &self,
-        tenant: TenantId,
-        id: ProviderConfigId,
-        patch: ProviderConfigPatch,
-    ) -> StoreResult<ProviderConfig> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<ProviderConfig> =
-            async { Self::update_provider_config_in(&db, tenant, id, patch).await }.await;
-        scope::finish(db, out).await
-    }
-
-    async fn delete_provider_config(
-        &self,
-        tenant: TenantId,
-        id: ProviderConfigId,
-    ) -> StoreResult<()> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<()> =
-            async { Self::delete_provider_config_in(&db, tenant, id).await }.await;
-        scope::finish(db, out).await
-    }
-
-    // ---- bots ----
-
-    async fn create_bot(&self, tenant: TenantId, new: NewBot) -> StoreResult<Bot> {
-        let txn = self.write_txn(Tenancy::One(tenant)).await?;
-        let r = Self::create_bot_in(&txn, tenant, new).await?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(r)
-    }
-
     async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot> {
         let db = self.scoped(Tenancy::One(tenant)).await?;
         let out: StoreResult<Bot> =
@@ -1486,28 +1432,6 @@ impl Store for SeaOrmStore {
             .await
         }
         .await;
-        scope::finish(db, out).await
-    }
-
-    async fn update_bot(&self, tenant: TenantId, id: BotId, patch: BotPatch) -> StoreResult<Bot> {
-        let txn = self.write_txn(Tenancy::One(tenant)).await?;
-        let r = Self::update_bot_in(&txn, tenant, id, patch).await?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(r)
-    }
-
-    async fn delete_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<()> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<()> = async { Self::delete_bot_in(&db, tenant, id).await }.await;
-        scope::finish(db, out).await
-    }
-
-    // ---- API keys ----
-
-    async fn create_api_key(&self, tenant: TenantId, new: NewApiKey) -> StoreResult<ApiKey> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<ApiKey> =
-            async { Self::create_api_key_in(&db, tenant, new).await }.await;
         scope::finish(db, out).await
     }
 
@@ -1564,13 +1488,6 @@ impl Store for SeaOrmStore {
         scope::finish(db, out).await
     }
 
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<ApiKey> =
-            async { Self::revoke_api_key_in(&db, tenant, id).await }.await;
-        scope::finish(db, out).await
-    }
-
     async fn touch_api_key(
         &self,
         tenant: TenantId,
@@ -1595,8 +1512,55 @@ impl Store for SeaOrmStore {
         scope::finish(db, out).await
     }
 
-    // ---- conversations and messages ----
+    async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope> {
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Scope> = async {
+            let m = e::scope::Entity::find_by_id(id.0)
+                .filter(e::scope::Column::TenantId.eq(tenant.0))
+                .one(&db)
+                .await
+                .map_err(db_err)?;
+            convert::scope(found(m, "scope")?)
+        }
+        .await;
+        scope::finish(db, out).await
+    }
 
+    async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>> {
+        let db = self.scoped(Tenancy::One(tenant)).await?;
+        let out: StoreResult<Vec<Scope>> = async {
+            e::scope::Entity::find()
+                .filter(e::scope::Column::TenantId.eq(tenant.0))
+                .filter(e::scope::Column::BotId.eq(bot.0))
+                .order_by_asc(e::scope::Column::Id)
+                .all(&db)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(convert::scope)
+                .collect()
+        }
+        .await;
+        scope::finish(db, out).await
+    }
+
+    async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
+        self.widget_get(tenant, bot).await
+    }
+
+    async fn put_widget(
+        &self,
+        tenant: TenantId,
+        bot: BotId,
+        update: WidgetUpdate,
+        audit: AuditRecord,
+    ) -> StoreResult<WidgetRecord> {
+        self.widget_put(tenant, bot, update, audit).await
+    }
+}
+
+#[async_trait]
+impl ChatStore for SeaOrmStore {
     async fn create_conversation(
         &self,
         tenant: TenantId,
@@ -1674,13 +1638,6 @@ impl Store for SeaOrmStore {
             .await
         }
         .await;
-        scope::finish(db, out).await
-    }
-
-    async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<()> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<()> =
-            async { Self::delete_conversation_in(&db, tenant, id).await }.await;
         scope::finish(db, out).await
     }
 
@@ -1799,10 +1756,6 @@ impl Store for SeaOrmStore {
         self.find_orphaned_turns(limit).await
     }
 
-    async fn flush(&self) -> StoreResult<()> {
-        SeaOrmStore::flush(self).await
-    }
-
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
         let db = self.scoped(Tenancy::One(tenant)).await?;
         let out: StoreResult<Message> = async {
@@ -1865,9 +1818,10 @@ impl Store for SeaOrmStore {
         .await;
         scope::finish(db, out).await
     }
+}
 
-    // ---- datasets, documents, chunks ----
-
+#[async_trait]
+impl RagStore for SeaOrmStore {
     async fn create_dataset(&self, tenant: TenantId, new: NewDataset) -> StoreResult<Dataset> {
         let txn = self.write_txn(Tenancy::One(tenant)).await?;
         if !Self::tenant_owns_provider(&txn, tenant, new.provider_id).await? {
@@ -2186,56 +2140,10 @@ impl Store for SeaOrmStore {
             "scan"
         }
     }
+}
 
-    // ---- scopes ----
-
-    async fn create_scope(&self, tenant: TenantId, new: NewScope) -> StoreResult<Scope> {
-        let txn = self.write_txn(Tenancy::One(tenant)).await?;
-        let r = Self::create_scope_in(&txn, tenant, new).await?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(r)
-    }
-
-    async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Scope> = async {
-            let m = e::scope::Entity::find_by_id(id.0)
-                .filter(e::scope::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::scope(found(m, "scope")?)
-        }
-        .await;
-        scope::finish(db, out).await
-    }
-
-    async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Scope>> = async {
-            e::scope::Entity::find()
-                .filter(e::scope::Column::TenantId.eq(tenant.0))
-                .filter(e::scope::Column::BotId.eq(bot.0))
-                .order_by_asc(e::scope::Column::Id)
-                .all(&db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(convert::scope)
-                .collect()
-        }
-        .await;
-        scope::finish(db, out).await
-    }
-
-    async fn delete_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<()> {
-        let db = self.scoped_write(Tenancy::One(tenant)).await?;
-        let out: StoreResult<()> = async { Self::delete_scope_in(&db, tenant, id).await }.await;
-        scope::finish(db, out).await
-    }
-
-    // ---- audit ----
-
+#[async_trait]
+impl AuditStore for SeaOrmStore {
     async fn append_audit_batch(&self, records: Vec<AuditRecord>) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
@@ -2278,8 +2186,6 @@ impl Store for SeaOrmStore {
         scope::finish(db, out).await
     }
 
-    // ---- management writes and usage ----
-
     async fn apply(&self, change: Change, mut audit: AuditRecord) -> StoreResult<Changed> {
         // A tenant's change sees that tenant's rows; creating a tenant is the
         // operator's, and there is no tenant yet.
@@ -2290,7 +2196,10 @@ impl Store for SeaOrmStore {
         let (changed, resource) = match change {
             Change::CreateTenant(new, key) => {
                 let t = Self::create_tenant_in(&txn, new).await?;
-                let k = Self::create_api_key_in(&txn, t.id, key).await?;
+                let k = match key {
+                    Some(key) => Some(Self::create_api_key_in(&txn, t.id, key).await?),
+                    None => None,
+                };
                 audit.tenant_id = Some(t.id);
                 let id = t.id.to_string();
                 (Changed::TenantCreated(t, k), ("tenant", id))
@@ -2442,20 +2351,6 @@ impl Store for SeaOrmStore {
         }
         .await;
         scope::finish(db, out).await
-    }
-
-    async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
-        self.widget_get(tenant, bot).await
-    }
-
-    async fn put_widget(
-        &self,
-        tenant: TenantId,
-        bot: BotId,
-        update: WidgetUpdate,
-        audit: AuditRecord,
-    ) -> StoreResult<WidgetRecord> {
-        self.widget_put(tenant, bot, update, audit).await
     }
 
     async fn put_feedback(&self, tenant: TenantId, new: NewFeedback) -> StoreResult<Feedback> {

@@ -402,7 +402,7 @@ impl SeaOrmStore {
         Ok(())
     }
 
-    /// Vector search (see [`crate::store::Store::search_chunks_by_vector`]).
+    /// Vector search (see [`crate::store::RagStore::search_chunks_by_vector`]).
     pub(super) async fn vector_search(
         &self,
         tenant: TenantId,
@@ -623,7 +623,7 @@ impl SeaOrmStore {
         Ok(best_first(out, search.limit))
     }
 
-    /// Full-text search (see [`crate::store::Store::search_chunks_by_text`]).
+    /// Full-text search (see [`crate::store::RagStore::search_chunks_by_text`]).
     pub(super) async fn text_search(
         &self,
         tenant: TenantId,
