@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::auth::{Principal, generate_key};
+use chatcore::auth::Principal;
 use chatcore::budget::{BudgetLedger, BudgetService, BudgetSettings, LocalLedger, RedisLedger};
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
@@ -18,7 +18,7 @@ use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, TurnEvent};
 use chatcore::pricing::Price;
 use chatcore::ratelimit::LocalRateLimiter;
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{Seed, Seeded, SystemWrites};
 use chatcore::testkit::pg;
 
 /// 1 micro-unit per output token, input free: a turn's worst case is its
@@ -60,48 +60,18 @@ struct Fx {
 /// A tenant with a priced mock bot (`slow-echo`: a stream as long as the
 /// message) and a daily budget of `fits` worst cases.
 async fn seed(store: &dyn Store, fits: i64) -> Fx {
-    let t = store
-        .create_tenant(NewTenant {
-            name: "acme".into(),
-            slug: "acme".into(),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            public_rate_limit_rpm: None,
-            features: serde_json::json!({}),
-        })
-        .await
-        .unwrap();
-    let p = store
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "mock".into(),
-                api_key: None,
-                base_url: None,
-                default_model: Some("slow-echo".into()),
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
-    let bot = store
-        .create_bot(
-            t.id,
-            NewBot {
-                name: "b".into(),
-                slug: "b".into(),
-                system_prompt: "Be brief.".into(),
-                provider_id: p.id,
-                model: Some("slow-echo".into()),
-                fallback_provider_id: None,
-                temperature: None,
-                max_tokens: Some(MAX_TOKENS),
-                context_tokens: 2000,
-                is_public: false,
-                dataset_ids: vec![],
-            },
-        )
+    let Seeded {
+        tenant: t,
+        provider: p,
+        bot,
+        secret,
+        ..
+    } = Seed::new("acme")
+        .provider(|p| p.default_model = Some("slow-echo".into()))
+        .bot_slug("b")
+        .model("slow-echo")
+        .bot(|b| b.max_tokens = Some(MAX_TOKENS))
+        .create(store)
         .await
         .unwrap();
     let audit = || {
@@ -148,27 +118,11 @@ async fn seed(store: &dyn Store, fits: i64) -> Fx {
     else {
         panic!()
     };
-    let k = generate_key();
-    store
-        .create_api_key(
-            t.id,
-            NewApiKey {
-                name: "k".into(),
-                prefix: k.prefix.clone(),
-                secret_hash: k.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
     Fx {
         tenant: t.id,
         bot,
         budget,
-        secret: k.secret,
+        secret,
     }
 }
 

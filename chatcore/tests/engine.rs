@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatcore::Chatcore;
-use chatcore::auth::{Principal, generate_key};
+use chatcore::auth::Principal;
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
 use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, ChatSettings, TurnEvent};
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, Seed, Seeded, SystemWrites};
 
 struct Fx {
     store: Arc<SeaOrmStore>,
@@ -25,39 +25,15 @@ struct Fx {
 }
 
 async fn tenant(store: &dyn Store, slug: &str, rpm: Option<i32>) -> Tenant {
-    store
-        .create_tenant(NewTenant {
-            name: slug.into(),
-            slug: slug.into(),
-            rate_limit_rpm: rpm,
-            rate_limit_tpm: None,
-            public_rate_limit_rpm: None,
-            features: serde_json::json!({}),
-        })
-        .await
-        .unwrap()
+    let mut new = fixtures::new_tenant(slug);
+    new.rate_limit_rpm = rpm;
+    store.create_tenant(new).await.unwrap()
 }
 
 async fn bot(store: &dyn Store, t: TenantId, p: ProviderConfigId, slug: &str, model: &str) -> Bot {
-    store
-        .create_bot(
-            t,
-            NewBot {
-                name: slug.into(),
-                slug: slug.into(),
-                system_prompt: "Be brief.".into(),
-                provider_id: p,
-                model: Some(model.into()),
-                fallback_provider_id: None,
-                temperature: None,
-                max_tokens: None,
-                context_tokens: 2000,
-                is_public: slug.starts_with("public"),
-                dataset_ids: vec![],
-            },
-        )
-        .await
-        .unwrap()
+    let mut new = fixtures::new_bot(p, slug, model);
+    new.is_public = slug.starts_with("public");
+    store.create_bot(t, new).await.unwrap()
 }
 
 async fn key(
@@ -68,22 +44,10 @@ async fn key(
     bot_ids: Vec<BotId>,
     rpm: Option<i32>,
 ) -> Arc<Principal> {
-    let k = generate_key();
-    store
-        .create_api_key(
-            t,
-            NewApiKey {
-                name: "k".into(),
-                prefix: k.prefix.clone(),
-                secret_hash: k.hash,
-                permissions,
-                bot_ids,
-                rate_limit_rpm: rpm,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (k, mut new) = fixtures::new_key("k", permissions);
+    new.bot_ids = bot_ids;
+    new.rate_limit_rpm = rpm;
+    store.create_api_key(t, new).await.unwrap();
     chat.authenticate(Some(&k.secret), None, None)
         .await
         .unwrap()
@@ -107,31 +71,22 @@ async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
         ..Default::default()
     };
     let chat = service(store.clone(), settings).await;
-    let tenant = tenant(&*store, "acme", rpm).await;
-    let provider = store
-        .create_provider_config(
-            tenant.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "mock".into(),
-                api_key: None,
-                base_url: None,
-                default_model: Some("echo".into()),
-                enabled: true,
-            },
-        )
+    let seeded = Seed::new("acme")
+        .tenant(|t| t.rate_limit_rpm = rpm)
+        .bot_slug("echo")
+        .create(&*store)
         .await
         .unwrap();
-    let bot = bot(&*store, tenant.id, provider.id, "echo", "echo").await;
-    let key = key(
-        &*store,
-        &chat,
-        tenant.id,
-        vec![Permission::Chat],
-        vec![],
-        None,
-    )
-    .await;
+    let key = chat
+        .authenticate(Some(&seeded.secret), None, None)
+        .await
+        .unwrap();
+    let Seeded {
+        tenant,
+        provider,
+        bot,
+        ..
+    } = seeded;
     Fx {
         store,
         chat,
@@ -894,22 +849,8 @@ async fn failed_authentications_throttle_their_ip_and_successes_do_not() {
     )
     .await;
     let t = tenant(&*store, "acme", None).await;
-    let k = generate_key();
-    store
-        .create_api_key(
-            t.id,
-            NewApiKey {
-                name: "k".into(),
-                prefix: k.prefix.clone(),
-                secret_hash: k.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (k, new) = fixtures::new_key("k", vec![Permission::Chat]);
+    store.create_api_key(t.id, new).await.unwrap();
     let wrong = secrecy::SecretString::from(format!("{}x", k.prefix));
     // Good keys from one address never count against it.
     for _ in 0..6 {

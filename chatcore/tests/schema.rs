@@ -4,7 +4,7 @@
 
 use chatcore::domain::*;
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore::testkit::pg;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
@@ -97,47 +97,15 @@ async fn postgres_up_down_up() {
 /// Turns with every kind of outcome, on one tenant: what the backfill must
 /// find again. Returns the tenant.
 async fn some_turns(s: &dyn Store) -> TenantId {
-    let t = s
-        .create_tenant(NewTenant {
-            name: "backfill".into(),
-            slug: format!("backfill-{}", uuid::Uuid::now_v7().simple()),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await
-        .unwrap();
-    let p = s
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "m".into(),
-                api_key: None,
-                base_url: None,
-                default_model: None,
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
-    let g = chatcore::auth::generate_key();
-    let key = s
-        .create_api_key(
-            t.id,
-            NewApiKey {
-                name: "k".into(),
-                prefix: g.prefix,
-                secret_hash: g.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let mut nt = fixtures::new_tenant("backfill");
+    nt.slug = format!("backfill-{}", uuid::Uuid::now_v7().simple());
+    let t = s.create_tenant(nt).await.unwrap();
+    let mut np = fixtures::mock_provider();
+    np.name = "m".into();
+    np.default_model = None;
+    let p = s.create_provider_config(t.id, np).await.unwrap();
+    let (_, nk) = fixtures::new_key("k", vec![Permission::Chat]);
+    let key = s.create_api_key(t.id, nk).await.unwrap();
     let mut bots = vec![];
     for slug in ["b1", "b2"] {
         let b = s

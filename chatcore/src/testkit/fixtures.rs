@@ -255,15 +255,21 @@ pub struct Seeded {
 /// ```ignore
 /// let seeded = Seed::new("acme").model("slow").create(&*store).await?;
 /// ```
-#[derive(Debug, Clone)]
+#[must_use = "a seed creates nothing until `create` runs"]
 pub struct Seed {
     tenant: NewTenant,
     provider: NewProviderConfig,
-    bot_slug: String,
-    model: String,
-    public: bool,
+    bot: Box<dyn FnOnce(&mut NewBot) + Send>,
     permissions: Vec<Permission>,
     dataset_dim: Option<i32>,
+}
+
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seed")
+            .field("tenant", &self.tenant.slug)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Seed {
@@ -273,9 +279,7 @@ impl Seed {
         Self {
             tenant: new_tenant(slug),
             provider: mock_provider(),
-            bot_slug: "bot".into(),
-            model: "echo".into(),
-            public: false,
+            bot: Box::new(|_| {}),
             permissions: vec![Permission::Chat],
             dataset_dim: None,
         }
@@ -293,22 +297,29 @@ impl Seed {
         self
     }
 
-    /// The bot's slug (and name).
-    pub fn bot(mut self, slug: &str) -> Self {
-        self.bot_slug = slug.into();
+    /// Changes the bot to create (after the changes asked before).
+    pub fn bot(mut self, f: impl FnOnce(&mut NewBot) + Send + 'static) -> Self {
+        let before = self.bot;
+        self.bot = Box::new(move |b| {
+            before(b);
+            f(b)
+        });
         self
+    }
+
+    /// The bot's slug and name.
+    pub fn bot_slug(self, slug: &str) -> Self {
+        let slug = slug.to_string();
+        self.bot(move |b| {
+            b.name = slug.clone();
+            b.slug = slug;
+        })
     }
 
     /// The bot's model.
-    pub fn model(mut self, model: &str) -> Self {
-        self.model = model.into();
-        self
-    }
-
-    /// Makes the bot public.
-    pub fn public(mut self) -> Self {
-        self.public = true;
-        self
+    pub fn model(self, model: &str) -> Self {
+        let model = model.to_string();
+        self.bot(move |b| b.model = Some(model))
     }
 
     /// The key's permissions.
@@ -334,9 +345,9 @@ impl Seed {
             ),
             None => None,
         };
-        let mut nb = new_bot(provider.id, &self.bot_slug, &self.model);
-        nb.is_public = self.public;
+        let mut nb = new_bot(provider.id, "bot", "echo");
         nb.dataset_ids = dataset.iter().map(|d| d.id).collect();
+        (self.bot)(&mut nb);
         let bot = s.create_bot(tenant.id, nb).await?;
         let (g, nk) = new_key("test", self.permissions);
         let key = s.create_api_key(tenant.id, nk).await?;

@@ -120,17 +120,21 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-async fn tenant(s: &dyn Store, name: &str) -> Tenant {
-    s.create_tenant(NewTenant {
+fn new_tenant(name: &str) -> NewTenant {
+    NewTenant {
         name: name.into(),
         slug: unique(name),
         rate_limit_rpm: Some(60),
         rate_limit_tpm: None,
         features: json!({"rag": true}),
         public_rate_limit_rpm: None,
-    })
-    .await
-    .expect("create tenant")
+    }
+}
+
+async fn tenant(s: &dyn Store, name: &str) -> Tenant {
+    s.create_tenant(new_tenant(name))
+        .await
+        .expect("create tenant")
 }
 
 fn keyring() -> Keyring {
@@ -1904,24 +1908,22 @@ pub async fn scopes_crud(s: &dyn Store) {
 
 /// Audit: single and batch append, filters, newest first, pagination.
 pub async fn audit_append_list_filter(s: &dyn Store) {
-    let t = tenant(s, "audit").await;
+    // The operator creates the tenant: its first audit record.
+    let created = Change::CreateTenant(new_tenant("audit"), None);
+    let by_operator = created.audit_by(Actor {
+        kind: ActorKind::Operator,
+        id: None,
+    });
+    let t = s
+        .apply(created, by_operator)
+        .await
+        .unwrap()
+        .into_tenant()
+        .unwrap();
     let key_actor = Actor {
         kind: ActorKind::ApiKey,
         id: Some("k1".into()),
     };
-    s.append_audit(
-        AuditRecord::new(
-            Some(t.id),
-            Actor {
-                kind: ActorKind::Operator,
-                id: None,
-            },
-            "tenant.created",
-        )
-        .resource("tenant", t.id),
-    )
-    .await
-    .unwrap();
     let batch: Vec<AuditRecord> = (0..25)
         .map(|i| {
             let mut r = AuditRecord::new(
@@ -2120,6 +2122,13 @@ pub async fn tenant_isolation(s: &dyn Store) {
     ))
     .await
     .unwrap();
+    // The owner's log as set up (the fixtures' writes are audited too).
+    let a_log = s
+        .list_audit(a.id, AuditFilter::default(), PageRequest::first(50))
+        .await
+        .unwrap()
+        .data;
+    assert!(a_log.iter().any(|r| r.action == "x"));
 
     let xi = x.id;
     macro_rules! not_found {
@@ -2216,7 +2225,9 @@ pub async fn tenant_isolation(s: &dyn Store) {
             .await
             .unwrap()
             .data
-            .is_empty()
+            .iter()
+            .all(|r| r.tenant_id == Some(xi)),
+        "the intruder's log holds its own setup only"
     );
 
     // Writes.
@@ -2311,9 +2322,9 @@ pub async fn tenant_isolation(s: &dyn Store) {
         s.list_audit(a.id, AuditFilter::default(), PageRequest::first(50))
             .await
             .unwrap()
-            .data
-            .len(),
-        1
+            .data,
+        a_log,
+        "the attempts recorded nothing"
     );
 }
 
@@ -2328,8 +2339,14 @@ fn op_record() -> AuditRecord {
     )
 }
 
+/// The records of `op_record`'s actor: what the case's own changes wrote
+/// (the fixtures' setup is audited too, as the system).
 async fn audit_of(s: &dyn Store, t: TenantId) -> Vec<AuditRecord> {
-    s.list_audit(t, AuditFilter::default(), PageRequest::first(200))
+    let mine = AuditFilter {
+        actor_id: op_record().actor.id,
+        ..Default::default()
+    };
+    s.list_audit(t, mine, PageRequest::first(200))
         .await
         .unwrap()
         .data

@@ -9,12 +9,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{SeaOrmStore, USAGE_SLOTS, UsageDelta, db_err, e, found, scope, write_err};
+use super::{SeaOrmStore, USAGE_SLOTS, UsageDelta, db_err, e, found, write_err};
 use crate::domain::*;
 use crate::pricing::Price;
 use crate::store::*;
-
-use scope::Tenancy;
 
 fn budget(m: e::budget::Model) -> StoreResult<Budget> {
     let bad =
@@ -214,21 +212,13 @@ impl SeaOrmStore {
     }
 
     pub(super) async fn list_budgets_of(&self, tenant: TenantId) -> StoreResult<Vec<Budget>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Budget>> = async {
-            e::budget::Entity::find()
-                .filter(e::budget::Column::TenantId.eq(tenant.0))
-                .order_by_asc(e::budget::Column::Id)
-                .limit(10_000)
-                .all(&db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(budget)
-                .collect()
-        }
-        .await;
-        scope::finish(db, out).await
+        self.tenant_rows::<e::budget::Entity>(tenant)
+            .query(|q| q.order_by_asc(e::budget::Column::Id).limit(10_000))
+            .all()
+            .await?
+            .into_iter()
+            .map(budget)
+            .collect()
     }
 
     pub(super) async fn get_budget_of(
@@ -236,37 +226,23 @@ impl SeaOrmStore {
         tenant: TenantId,
         id: BudgetId,
     ) -> StoreResult<Budget> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Budget> = async {
-            budget(found(
-                e::budget::Entity::find_by_id(id.0)
-                    .filter(e::budget::Column::TenantId.eq(tenant.0))
-                    .one(&db)
-                    .await
-                    .map_err(db_err)?,
-                "budget",
-            )?)
-        }
-        .await;
-        scope::finish(db, out).await
+        budget(
+            self.tenant_rows::<e::budget::Entity>(tenant)
+                .by_id(id.0)
+                .get("budget")
+                .await?,
+        )
     }
 
     pub(super) async fn list_prices_of(&self, tenant: TenantId) -> StoreResult<Vec<PriceOverride>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<PriceOverride>> = async {
-            Ok(e::model_price::Entity::find()
-                .filter(e::model_price::Column::TenantId.eq(tenant.0))
-                .order_by_asc(e::model_price::Column::Id)
-                .limit(10_000)
-                .all(&db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(price)
-                .collect())
-        }
-        .await;
-        scope::finish(db, out).await
+        Ok(self
+            .tenant_rows::<e::model_price::Entity>(tenant)
+            .query(|q| q.order_by_asc(e::model_price::Column::Id).limit(10_000))
+            .all()
+            .await?
+            .into_iter()
+            .map(price)
+            .collect())
     }
 
     pub(super) async fn budget_spent_of(
@@ -276,37 +252,33 @@ impl SeaOrmStore {
         since: chrono::DateTime<chrono::Utc>,
     ) -> StoreResult<i64> {
         use e::message::Column as M;
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<i64> = async {
-            let mut q = e::message::Entity::find()
-                .select_only()
-                .expr_as(
+        let mut q = self
+            .tenant_rows::<e::message::Entity>(tenant)
+            .query(|q| {
+                q.select_only().expr_as(
                     Func::cast_as(Func::sum(Expr::col(M::CostMicros)), Alias::new("BIGINT")),
                     "spent",
                 )
-                .filter(M::TenantId.eq(tenant.0))
-                .filter(M::CreatedAt.gte(since))
-                .filter(M::Role.eq(crate::domain::Role::Assistant.as_str()))
-                .filter(M::CostMicros.is_not_null());
-            match b.scope {
-                BudgetScope::Tenant => {}
-                BudgetScope::ApiKey => {
-                    q = q.filter(M::ApiKeyId.eq(b.api_key_id.map(|k| k.0)));
-                }
-                BudgetScope::Bot => {
-                    q = q.filter(M::BotId.eq(b.bot_id.map(|k| k.0)));
-                }
-                BudgetScope::EndUser => {
-                    q = q
-                        .filter(M::BotId.eq(b.bot_id.map(|k| k.0)))
-                        .filter(M::EndUserId.eq(b.end_user_id.clone()));
-                }
+            })
+            .filter(M::CreatedAt.gte(since))
+            .filter(M::Role.eq(crate::domain::Role::Assistant.as_str()))
+            .filter(M::CostMicros.is_not_null());
+        match b.scope {
+            BudgetScope::Tenant => {}
+            BudgetScope::ApiKey => {
+                q = q.filter(M::ApiKeyId.eq(b.api_key_id.map(|k| k.0)));
             }
-            let s = q.into_model::<Sum>().one(&db).await.map_err(db_err)?;
-            Ok(s.and_then(|s| s.spent).unwrap_or(0))
+            BudgetScope::Bot => {
+                q = q.filter(M::BotId.eq(b.bot_id.map(|k| k.0)));
+            }
+            BudgetScope::EndUser => {
+                q = q
+                    .filter(M::BotId.eq(b.bot_id.map(|k| k.0)))
+                    .filter(M::EndUserId.eq(b.end_user_id.clone()));
+            }
         }
-        .await;
-        scope::finish(db, out).await
+        let s = q.one_as::<Sum>().await?;
+        Ok(s.and_then(|s| s.spent).unwrap_or(0))
     }
 
     /// Adds the end-user share of outcomes to `usage_daily_end_users`.
@@ -416,43 +388,37 @@ impl SeaOrmStore {
         days: UsageDays,
     ) -> StoreResult<Vec<UsageRow>> {
         use e::usage_daily_end_user::Column as U;
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<UsageRow>> = async {
-            let sum = |c: U| -> Expr {
-                Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into()
-            };
-            let rows = e::usage_daily_end_user::Entity::find()
-                .select_only()
-                .column_as(U::EndUserId, "grp")
-                .expr_as(sum(U::Requests), "requests")
-                .expr_as(sum(U::PromptTokens), "prompt_tokens")
-                .expr_as(sum(U::CompletionTokens), "completion_tokens")
-                .expr_as(sum(U::TotalTokens), "total_tokens")
-                .expr_as(sum(U::CostMicros), "cost_micros")
-                .filter(U::TenantId.eq(tenant.0))
-                .filter(U::Day.gte(days.start))
-                .filter(U::Day.lt(days.end))
-                .group_by(U::EndUserId)
-                .order_by(U::EndUserId, Order::Asc)
-                .into_model::<ByEndUser>()
-                .all(&db)
-                .await
-                .map_err(db_err)?;
-            let n = |v: i64| std::cmp::max(v, 0) as u64;
-            Ok(rows
-                .into_iter()
-                .filter(|r| r.requests > 0)
-                .map(|r| UsageRow {
-                    group: Some(r.grp),
-                    requests: n(r.requests),
-                    prompt_tokens: n(r.prompt_tokens),
-                    completion_tokens: n(r.completion_tokens),
-                    total_tokens: n(r.total_tokens),
-                    cost_micros: r.cost_micros,
-                })
-                .collect())
-        }
-        .await;
-        scope::finish(db, out).await
+        let sum =
+            |c: U| -> Expr { Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into() };
+        let rows = self
+            .tenant_rows::<e::usage_daily_end_user::Entity>(tenant)
+            .filter(U::Day.gte(days.start))
+            .filter(U::Day.lt(days.end))
+            .query(|q| {
+                q.select_only()
+                    .column_as(U::EndUserId, "grp")
+                    .expr_as(sum(U::Requests), "requests")
+                    .expr_as(sum(U::PromptTokens), "prompt_tokens")
+                    .expr_as(sum(U::CompletionTokens), "completion_tokens")
+                    .expr_as(sum(U::TotalTokens), "total_tokens")
+                    .expr_as(sum(U::CostMicros), "cost_micros")
+                    .group_by(U::EndUserId)
+                    .order_by(U::EndUserId, Order::Asc)
+            })
+            .all_as::<ByEndUser>()
+            .await?;
+        let n = |v: i64| std::cmp::max(v, 0) as u64;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.requests > 0)
+            .map(|r| UsageRow {
+                group: Some(r.grp),
+                requests: n(r.requests),
+                prompt_tokens: n(r.prompt_tokens),
+                completion_tokens: n(r.completion_tokens),
+                total_tokens: n(r.total_tokens),
+                cost_micros: r.cost_micros,
+            })
+            .collect())
     }
 }

@@ -27,6 +27,7 @@ use sea_orm::{
     DbBackend, DbErr, EntityTrait, IntoActiveModel, Order, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Select, Set, SqlErr, TransactionTrait,
 };
+use tenant::of_tenant;
 use uuid::Uuid;
 
 use super::*;
@@ -746,8 +747,8 @@ impl SeaOrmStore {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> StoreResult<bool> {
-        Ok(e::provider_config::Entity::find_by_id(id.0)
-            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+        Ok(of_tenant::<e::provider_config::Entity>(tenant)
+            .filter(e::provider_config::Column::Id.eq(id.0))
             .count(db)
             .await
             .map_err(db_err)?
@@ -762,8 +763,7 @@ impl SeaOrmStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let n = e::dataset::Entity::find()
-            .filter(e::dataset::Column::TenantId.eq(tenant.0))
+        let n = of_tenant::<e::dataset::Entity>(tenant)
             .filter(e::dataset::Column::Id.is_in(ids.iter().map(|d| d.0)))
             .count(db)
             .await
@@ -783,8 +783,8 @@ impl SeaOrmStore {
         id: BotId,
     ) -> StoreResult<e::bot::Model> {
         found(
-            e::bot::Entity::find_by_id(id.0)
-                .filter(e::bot::Column::TenantId.eq(tenant.0))
+            of_tenant::<e::bot::Entity>(tenant)
+                .filter(e::bot::Column::Id.eq(id.0))
                 .one(db)
                 .await
                 .map_err(db_err)?,
@@ -959,8 +959,8 @@ impl SeaOrmStore {
         id: ProviderConfigId,
         patch: ProviderConfigPatch,
     ) -> StoreResult<ProviderConfig> {
-        let m = e::provider_config::Entity::find_by_id(id.0)
-            .filter(e::provider_config::Column::TenantId.eq(tenant.0))
+        let m = of_tenant::<e::provider_config::Entity>(tenant)
+            .filter(e::provider_config::Column::Id.eq(id.0))
             .one(db)
             .await
             .map_err(db_err)?;
@@ -1166,8 +1166,8 @@ impl SeaOrmStore {
             .await
             .map_err(db_err)?;
         convert::api_key(found(
-            e::api_key::Entity::find_by_id(id.0)
-                .filter(e::api_key::Column::TenantId.eq(tenant.0))
+            of_tenant::<e::api_key::Entity>(tenant)
+                .filter(e::api_key::Column::Id.eq(id.0))
                 .one(db)
                 .await
                 .map_err(db_err)?,
@@ -1281,18 +1281,11 @@ impl StoreBase for SeaOrmStore {
 #[async_trait]
 impl TenantStore for SeaOrmStore {
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Tenant> {
-        let db = self.scoped(Tenancy::One(id)).await?;
-        let out: StoreResult<Tenant> = async {
-            convert::tenant(found(
-                e::tenant::Entity::find_by_id(id.0)
-                    .one(&db)
-                    .await
-                    .map_err(db_err)?,
-                "tenant",
-            )?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::tenant(
+            self.tenant_rows::<e::tenant::Entity>(id)
+                .get("tenant")
+                .await?,
+        )
     }
 
     async fn get_tenant_by_slug(&self, slug: &str) -> StoreResult<Tenant> {
@@ -1353,17 +1346,12 @@ impl TenantStore for SeaOrmStore {
         tenant: TenantId,
         id: ProviderConfigId,
     ) -> StoreResult<ProviderConfig> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<ProviderConfig> = async {
-            let m = e::provider_config::Entity::find_by_id(id.0)
-                .filter(e::provider_config::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::provider_config(found(m, "provider")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::provider_config(
+            self.tenant_rows::<e::provider_config::Entity>(tenant)
+                .by_id(id.0)
+                .get("provider")
+                .await?,
+        )
     }
 
     async fn list_provider_configs(
@@ -1371,45 +1359,33 @@ impl TenantStore for SeaOrmStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<ProviderConfig>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<ProviderConfig>> = async {
-            let q = e::provider_config::Entity::find()
-                .filter(e::provider_config::Column::TenantId.eq(tenant.0));
-            paginate(
-                &db,
-                q,
-                e::provider_config::Column::Id,
+        self.tenant_rows::<e::provider_config::Entity>(tenant)
+            .page(
                 &page,
+                e::provider_config::Column::Id,
                 Order::Asc,
                 |m| m.id,
                 convert::provider_config,
             )
             .await
-        }
-        .await;
-        scope::finish(db, out).await
     }
 
     async fn get_bot(&self, tenant: TenantId, id: BotId) -> StoreResult<Bot> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Bot> =
-            async { convert::bot(Self::find_bot(&db, tenant, id).await?) }.await;
-        scope::finish(db, out).await
+        convert::bot(
+            self.tenant_rows::<e::bot::Entity>(tenant)
+                .by_id(id.0)
+                .get("bot")
+                .await?,
+        )
     }
 
     async fn get_bot_by_slug(&self, tenant: TenantId, slug: &str) -> StoreResult<Bot> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Bot> = async {
-            let m = e::bot::Entity::find()
-                .filter(e::bot::Column::TenantId.eq(tenant.0))
+        convert::bot(
+            self.tenant_rows::<e::bot::Entity>(tenant)
                 .filter(e::bot::Column::Slug.eq(slug))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::bot(found(m, "bot")?)
-        }
-        .await;
-        scope::finish(db, out).await
+                .get("bot")
+                .await?,
+        )
     }
 
     async fn find_public_bot(&self, id_or_slug: &str) -> StoreResult<Bot> {
@@ -1417,22 +1393,15 @@ impl TenantStore for SeaOrmStore {
     }
 
     async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<Bot>> = async {
-            let q = e::bot::Entity::find().filter(e::bot::Column::TenantId.eq(tenant.0));
-            paginate(
-                &db,
-                q,
-                e::bot::Column::Id,
+        self.tenant_rows::<e::bot::Entity>(tenant)
+            .page(
                 &page,
+                e::bot::Column::Id,
                 Order::Asc,
                 |m| m.id,
                 convert::bot,
             )
             .await
-        }
-        .await;
-        scope::finish(db, out).await
     }
 
     async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>> {
@@ -1452,17 +1421,12 @@ impl TenantStore for SeaOrmStore {
     }
 
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<ApiKey> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<ApiKey> = async {
-            let m = e::api_key::Entity::find_by_id(id.0)
-                .filter(e::api_key::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::api_key(found(m, "api key")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::api_key(
+            self.tenant_rows::<e::api_key::Entity>(tenant)
+                .by_id(id.0)
+                .get("api key")
+                .await?,
+        )
     }
 
     async fn list_api_keys(
@@ -1470,22 +1434,15 @@ impl TenantStore for SeaOrmStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<ApiKey>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<ApiKey>> = async {
-            let q = e::api_key::Entity::find().filter(e::api_key::Column::TenantId.eq(tenant.0));
-            paginate(
-                &db,
-                q,
-                e::api_key::Column::Id,
+        self.tenant_rows::<e::api_key::Entity>(tenant)
+            .page(
                 &page,
+                e::api_key::Column::Id,
                 Order::Asc,
                 |m| m.id,
                 convert::api_key,
             )
             .await
-        }
-        .await;
-        scope::finish(db, out).await
     }
 
     async fn touch_api_key(
@@ -1513,35 +1470,23 @@ impl TenantStore for SeaOrmStore {
     }
 
     async fn get_scope(&self, tenant: TenantId, id: ScopeId) -> StoreResult<Scope> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Scope> = async {
-            let m = e::scope::Entity::find_by_id(id.0)
-                .filter(e::scope::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::scope(found(m, "scope")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::scope(
+            self.tenant_rows::<e::scope::Entity>(tenant)
+                .by_id(id.0)
+                .get("scope")
+                .await?,
+        )
     }
 
     async fn list_scopes(&self, tenant: TenantId, bot: BotId) -> StoreResult<Vec<Scope>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Scope>> = async {
-            e::scope::Entity::find()
-                .filter(e::scope::Column::TenantId.eq(tenant.0))
-                .filter(e::scope::Column::BotId.eq(bot.0))
-                .order_by_asc(e::scope::Column::Id)
-                .all(&db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(convert::scope)
-                .collect()
-        }
-        .await;
-        scope::finish(db, out).await
+        self.tenant_rows::<e::scope::Entity>(tenant)
+            .filter(e::scope::Column::BotId.eq(bot.0))
+            .query(|q| q.order_by_asc(e::scope::Column::Id))
+            .all()
+            .await?
+            .into_iter()
+            .map(convert::scope)
+            .collect()
     }
 
     async fn get_widget(&self, tenant: TenantId, bot: BotId) -> StoreResult<Option<WidgetRecord>> {
@@ -1591,17 +1536,12 @@ impl ChatStore for SeaOrmStore {
         tenant: TenantId,
         id: ConversationId,
     ) -> StoreResult<Conversation> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Conversation> = async {
-            let m = e::conversation::Entity::find_by_id(id.0)
-                .filter(e::conversation::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::conversation(found(m, "conversation")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::conversation(
+            self.tenant_rows::<e::conversation::Entity>(tenant)
+                .by_id(id.0)
+                .get("conversation")
+                .await?,
+        )
     }
 
     async fn list_conversations(
@@ -1610,41 +1550,28 @@ impl ChatStore for SeaOrmStore {
         filter: ConversationFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Conversation>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<Conversation>> = async {
-            use e::conversation::Column as C;
-            let mut q = e::conversation::Entity::find().filter(C::TenantId.eq(tenant.0));
-            if let Some(b) = filter.bot_id {
-                q = q.filter(C::BotId.eq(b.0));
-            }
-            if let Some(u) = filter.end_user_id {
-                q = q.filter(C::EndUserId.eq(u));
-            }
-            if let Some(s) = filter.since {
-                q = q.filter(C::CreatedAt.gte(s));
-            }
-            if let Some(u) = filter.until {
-                q = q.filter(C::CreatedAt.lt(u));
-            }
-            paginate(
-                &db,
-                q,
-                C::Id,
-                &page,
-                Order::Desc,
-                |m| m.id,
-                convert::conversation,
-            )
-            .await
+        use e::conversation::Column as C;
+        let mut q = self.tenant_rows::<e::conversation::Entity>(tenant);
+        if let Some(b) = filter.bot_id {
+            q = q.filter(C::BotId.eq(b.0));
         }
-        .await;
-        scope::finish(db, out).await
+        if let Some(u) = filter.end_user_id {
+            q = q.filter(C::EndUserId.eq(u));
+        }
+        if let Some(s) = filter.since {
+            q = q.filter(C::CreatedAt.gte(s));
+        }
+        if let Some(u) = filter.until {
+            q = q.filter(C::CreatedAt.lt(u));
+        }
+        q.page(&page, C::Id, Order::Desc, |m| m.id, convert::conversation)
+            .await
     }
 
     async fn append_message(&self, tenant: TenantId, new: NewMessage) -> StoreResult<Message> {
         let txn = self.write_txn(Tenancy::One(tenant)).await?;
-        let conv = e::conversation::Entity::find_by_id(new.conversation_id.0)
-            .filter(e::conversation::Column::TenantId.eq(tenant.0))
+        let conv = of_tenant::<e::conversation::Entity>(tenant)
+            .filter(e::conversation::Column::Id.eq(new.conversation_id.0))
             .one(&txn)
             .await
             .map_err(db_err)?;
@@ -1757,17 +1684,12 @@ impl ChatStore for SeaOrmStore {
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Message> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Message> = async {
-            let m = e::message::Entity::find_by_id(id.0)
-                .filter(e::message::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::message(found(m, "message")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::message(
+            self.tenant_rows::<e::message::Entity>(tenant)
+                .by_id(id.0)
+                .get("message")
+                .await?,
+        )
     }
 
     async fn recent_messages(
@@ -1776,21 +1698,14 @@ impl ChatStore for SeaOrmStore {
         conversation: ConversationId,
         limit: u64,
     ) -> StoreResult<Vec<Message>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Message>> = async {
-            let mut rows = e::message::Entity::find()
-                .filter(e::message::Column::TenantId.eq(tenant.0))
-                .filter(e::message::Column::ConversationId.eq(conversation.0))
-                .order_by_desc(e::message::Column::Id)
-                .limit(limit)
-                .all(&db)
-                .await
-                .map_err(db_err)?;
-            rows.reverse();
-            rows.into_iter().map(convert::message).collect()
-        }
-        .await;
-        scope::finish(db, out).await
+        let mut rows = self
+            .tenant_rows::<e::message::Entity>(tenant)
+            .filter(e::message::Column::ConversationId.eq(conversation.0))
+            .query(|q| q.order_by_desc(e::message::Column::Id).limit(limit))
+            .all()
+            .await?;
+        rows.reverse();
+        rows.into_iter().map(convert::message).collect()
     }
 
     async fn list_messages(
@@ -1799,24 +1714,16 @@ impl ChatStore for SeaOrmStore {
         conversation: ConversationId,
         page: PageRequest,
     ) -> StoreResult<Page<Message>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<Message>> = async {
-            let q = e::message::Entity::find()
-                .filter(e::message::Column::TenantId.eq(tenant.0))
-                .filter(e::message::Column::ConversationId.eq(conversation.0));
-            paginate(
-                &db,
-                q,
-                e::message::Column::Id,
+        self.tenant_rows::<e::message::Entity>(tenant)
+            .filter(e::message::Column::ConversationId.eq(conversation.0))
+            .page(
                 &page,
+                e::message::Column::Id,
                 Order::Asc,
                 |m| m.id,
                 convert::message,
             )
             .await
-        }
-        .await;
-        scope::finish(db, out).await
     }
 }
 
@@ -1844,17 +1751,12 @@ impl RagStore for SeaOrmStore {
     }
 
     async fn get_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<Dataset> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Dataset> = async {
-            let m = e::dataset::Entity::find_by_id(id.0)
-                .filter(e::dataset::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::dataset(found(m, "dataset")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::dataset(
+            self.tenant_rows::<e::dataset::Entity>(tenant)
+                .by_id(id.0)
+                .get("dataset")
+                .await?,
+        )
     }
 
     async fn list_datasets(
@@ -1862,22 +1764,15 @@ impl RagStore for SeaOrmStore {
         tenant: TenantId,
         page: PageRequest,
     ) -> StoreResult<Page<Dataset>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<Dataset>> = async {
-            let q = e::dataset::Entity::find().filter(e::dataset::Column::TenantId.eq(tenant.0));
-            paginate(
-                &db,
-                q,
-                e::dataset::Column::Id,
+        self.tenant_rows::<e::dataset::Entity>(tenant)
+            .page(
                 &page,
+                e::dataset::Column::Id,
                 Order::Asc,
                 |m| m.id,
                 convert::dataset,
             )
             .await
-        }
-        .await;
-        scope::finish(db, out).await
     }
 
     async fn delete_dataset(&self, tenant: TenantId, id: DatasetId) -> StoreResult<()> {
@@ -1892,8 +1787,7 @@ impl RagStore for SeaOrmStore {
             return Err(StoreError::NotFound("dataset"));
         }
         // Unlink it from the tenant's bots (a JSON list, not a foreign key).
-        let bots = e::bot::Entity::find()
-            .filter(e::bot::Column::TenantId.eq(tenant.0))
+        let bots = of_tenant::<e::bot::Entity>(tenant)
             .all(&txn)
             .await
             .map_err(db_err)?;
@@ -1916,17 +1810,12 @@ impl RagStore for SeaOrmStore {
     }
 
     async fn get_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Document> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Document> = async {
-            let m = e::document::Entity::find_by_id(id.0)
-                .filter(e::document::Column::TenantId.eq(tenant.0))
-                .one(&db)
-                .await
-                .map_err(db_err)?;
-            convert::document(found(m, "document")?)
-        }
-        .await;
-        scope::finish(db, out).await
+        convert::document(
+            self.tenant_rows::<e::document::Entity>(tenant)
+                .by_id(id.0)
+                .get("document")
+                .await?,
+        )
     }
 
     async fn list_documents(
@@ -1935,24 +1824,16 @@ impl RagStore for SeaOrmStore {
         dataset: DatasetId,
         page: PageRequest,
     ) -> StoreResult<Page<Document>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<Document>> = async {
-            let q = e::document::Entity::find()
-                .filter(e::document::Column::TenantId.eq(tenant.0))
-                .filter(e::document::Column::DatasetId.eq(dataset.0));
-            paginate(
-                &db,
-                q,
-                e::document::Column::Id,
+        self.tenant_rows::<e::document::Entity>(tenant)
+            .filter(e::document::Column::DatasetId.eq(dataset.0))
+            .page(
                 &page,
+                e::document::Column::Id,
                 Order::Asc,
                 |m| m.id,
                 convert::document,
             )
             .await
-        }
-        .await;
-        scope::finish(db, out).await
     }
 
     async fn documents_in_status(
@@ -2039,8 +1920,8 @@ impl RagStore for SeaOrmStore {
         chunks: Vec<NewChunk>,
     ) -> StoreResult<()> {
         let txn = self.write_txn(Tenancy::One(tenant)).await?;
-        let doc = e::document::Entity::find_by_id(document.0)
-            .filter(e::document::Column::TenantId.eq(tenant.0))
+        let doc = of_tenant::<e::document::Entity>(tenant)
+            .filter(e::document::Column::Id.eq(document.0))
             .one(&txn)
             .await
             .map_err(db_err)?;
@@ -2080,35 +1961,21 @@ impl RagStore for SeaOrmStore {
     }
 
     async fn list_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<Vec<Chunk>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Chunk>> = async {
-            e::chunk::Entity::find()
-                .filter(e::chunk::Column::TenantId.eq(tenant.0))
-                .filter(e::chunk::Column::DocumentId.eq(document.0))
-                .order_by_asc(e::chunk::Column::Ordinal)
-                .all(&db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(convert::chunk)
-                .collect()
-        }
-        .await;
-        scope::finish(db, out).await
+        self.tenant_rows::<e::chunk::Entity>(tenant)
+            .filter(e::chunk::Column::DocumentId.eq(document.0))
+            .query(|q| q.order_by_asc(e::chunk::Column::Ordinal))
+            .all()
+            .await?
+            .into_iter()
+            .map(convert::chunk)
+            .collect()
     }
 
     async fn count_chunks(&self, tenant: TenantId, document: DocumentId) -> StoreResult<u64> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<u64> = async {
-            e::chunk::Entity::find()
-                .filter(e::chunk::Column::TenantId.eq(tenant.0))
-                .filter(e::chunk::Column::DocumentId.eq(document.0))
-                .count(&db)
-                .await
-                .map_err(db_err)
-        }
-        .await;
-        scope::finish(db, out).await
+        self.tenant_rows::<e::chunk::Entity>(tenant)
+            .filter(e::chunk::Column::DocumentId.eq(document.0))
+            .count()
+            .await
     }
 
     async fn search_chunks_by_vector(
@@ -2161,29 +2028,25 @@ impl AuditStore for SeaOrmStore {
         filter: AuditFilter,
         page: PageRequest,
     ) -> StoreResult<Page<AuditRecord>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Page<AuditRecord>> = async {
-            use e::audit_log::Column as C;
-            let mut q = e::audit_log::Entity::find().filter(C::TenantId.eq(tenant.0));
-            if let Some(a) = filter.action {
-                q = q.filter(C::Action.eq(a));
-            }
-            if let Some(k) = filter.actor_kind {
-                q = q.filter(C::ActorKind.eq(k.as_str()));
-            }
-            if let Some(i) = filter.actor_id {
-                q = q.filter(C::ActorId.eq(i));
-            }
-            if let Some(s) = filter.since {
-                q = q.filter(C::CreatedAt.gte(s));
-            }
-            if let Some(u) = filter.until {
-                q = q.filter(C::CreatedAt.lt(u));
-            }
-            paginate(&db, q, C::Id, &page, Order::Desc, |m| m.id, convert::audit).await
+        use e::audit_log::Column as C;
+        let mut q = self.tenant_rows::<e::audit_log::Entity>(tenant);
+        if let Some(a) = filter.action {
+            q = q.filter(C::Action.eq(a));
         }
-        .await;
-        scope::finish(db, out).await
+        if let Some(k) = filter.actor_kind {
+            q = q.filter(C::ActorKind.eq(k.as_str()));
+        }
+        if let Some(i) = filter.actor_id {
+            q = q.filter(C::ActorId.eq(i));
+        }
+        if let Some(s) = filter.since {
+            q = q.filter(C::CreatedAt.gte(s));
+        }
+        if let Some(u) = filter.until {
+            q = q.filter(C::CreatedAt.lt(u));
+        }
+        q.page(&page, C::Id, Order::Desc, |m| m.id, convert::audit)
+            .await
     }
 
     async fn apply(&self, change: Change, mut audit: AuditRecord) -> StoreResult<Changed> {
@@ -2298,59 +2161,51 @@ impl AuditStore for SeaOrmStore {
         if group_by == UsageGroup::EndUser {
             return self.usage_by_end_user(tenant, days).await;
         }
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<UsageRow>> = async {
-            use e::usage_daily::Column as U;
-            use sea_orm::sea_query::{Alias, Func};
-            // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
-            let sum = |c: U| -> Expr {
-                Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into()
-            };
-            let grp = match group_by {
-                UsageGroup::Bot => U::BotId,
-                UsageGroup::ApiKey => U::ApiKeyId,
-                UsageGroup::Day => U::Day,
-                UsageGroup::EndUser => unreachable!("read from usage_daily_end_users"),
-            };
-            // A range scan of the primary key (tenant_id, day, ...): a few rows
-            // per bot, key and day, however many messages they count.
-            let q = e::usage_daily::Entity::find()
-                .select_only()
-                .column_as(grp, "grp")
-                .expr_as(sum(U::Requests), "requests")
-                .expr_as(sum(U::PromptTokens), "prompt_tokens")
-                .expr_as(sum(U::CompletionTokens), "completion_tokens")
-                .expr_as(sum(U::TotalTokens), "total_tokens")
-                .expr_as(sum(U::CostMicros), "cost_micros")
-                .filter(U::TenantId.eq(tenant.0))
-                .filter(U::Day.gte(days.start))
-                .filter(U::Day.lt(days.end))
-                .group_by(grp)
-                .order_by(grp, Order::Asc);
-            let rows: Vec<UsageRow> = match group_by {
-                UsageGroup::Day => q
-                    .into_model::<UsageByDay>()
-                    .all(&db)
-                    .await
-                    .map_err(db_err)?
-                    .into_iter()
-                    .map(|r| r.agg.row(Some(r.grp.format("%Y-%m-%d").to_string())))
-                    .collect(),
-                _ => q
-                    .into_model::<UsageByUuid>()
-                    .all(&db)
-                    .await
-                    .map_err(db_err)?
-                    .into_iter()
-                    // The nil UUID stands for "no API key" (public chat).
-                    .map(|r| r.agg.row((!r.grp.is_nil()).then(|| r.grp.to_string())))
-                    .collect(),
-            };
-            // Groups whose turns were all re-counted to nothing are left out.
-            Ok(rows.into_iter().filter(|r| r.requests > 0).collect())
-        }
-        .await;
-        scope::finish(db, out).await
+        use e::usage_daily::Column as U;
+        use sea_orm::sea_query::{Alias, Func};
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
+        let sum =
+            |c: U| -> Expr { Func::cast_as(Func::sum(Expr::col(c)), Alias::new("BIGINT")).into() };
+        let grp = match group_by {
+            UsageGroup::Bot => U::BotId,
+            UsageGroup::ApiKey => U::ApiKeyId,
+            UsageGroup::Day => U::Day,
+            UsageGroup::EndUser => unreachable!("read from usage_daily_end_users"),
+        };
+        // A range scan of the primary key (tenant_id, day, ...): a few rows
+        // per bot, key and day, however many messages they count.
+        let q = self
+            .tenant_rows::<e::usage_daily::Entity>(tenant)
+            .filter(U::Day.gte(days.start))
+            .filter(U::Day.lt(days.end))
+            .query(|q| {
+                q.select_only()
+                    .column_as(grp, "grp")
+                    .expr_as(sum(U::Requests), "requests")
+                    .expr_as(sum(U::PromptTokens), "prompt_tokens")
+                    .expr_as(sum(U::CompletionTokens), "completion_tokens")
+                    .expr_as(sum(U::TotalTokens), "total_tokens")
+                    .expr_as(sum(U::CostMicros), "cost_micros")
+                    .group_by(grp)
+                    .order_by(grp, Order::Asc)
+            });
+        let rows: Vec<UsageRow> = match group_by {
+            UsageGroup::Day => q
+                .all_as::<UsageByDay>()
+                .await?
+                .into_iter()
+                .map(|r| r.agg.row(Some(r.grp.format("%Y-%m-%d").to_string())))
+                .collect(),
+            _ => q
+                .all_as::<UsageByUuid>()
+                .await?
+                .into_iter()
+                // The nil UUID stands for "no API key" (public chat).
+                .map(|r| r.agg.row((!r.grp.is_nil()).then(|| r.grp.to_string())))
+                .collect(),
+        };
+        // Groups whose turns were all re-counted to nothing are left out.
+        Ok(rows.into_iter().filter(|r| r.requests > 0).collect())
     }
 
     async fn put_feedback(&self, tenant: TenantId, new: NewFeedback) -> StoreResult<Feedback> {

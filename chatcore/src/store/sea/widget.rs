@@ -9,7 +9,7 @@ use sea_orm::{
     QuerySelect, Set,
 };
 
-use super::scope::{self, Tenancy};
+use super::scope::Tenancy;
 use super::{SeaOrmStore, audit_row, db_err, entities as e, write_err};
 use crate::domain::*;
 use crate::store::widget::*;
@@ -131,14 +131,12 @@ impl SeaOrmStore {
         tenant: TenantId,
         bot: BotId,
     ) -> StoreResult<Option<WidgetRecord>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out = ws::Entity::find_by_id(bot.0)
-            .filter(ws::Column::TenantId.eq(tenant.0))
-            .one(&db)
-            .await
-            .map_err(db_err)
-            .map(|m| m.map(widget));
-        scope::finish(db, out).await
+        Ok(self
+            .tenant_rows::<ws::Entity>(tenant)
+            .by_id(bot.0)
+            .one()
+            .await?
+            .map(widget))
     }
 
     pub(super) async fn widget_put(
@@ -263,21 +261,14 @@ impl SeaOrmStore {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<Feedback>> = async {
-            fb::Entity::find()
-                .filter(fb::Column::TenantId.eq(tenant.0))
-                .filter(fb::Column::MessageId.is_in(messages.iter().map(|m| m.0)))
-                .order_by_asc(fb::Column::MessageId)
-                .all(&db)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .map(feedback)
-                .collect()
-        }
-        .await;
-        scope::finish(db, out).await
+        self.tenant_rows::<fb::Entity>(tenant)
+            .filter(fb::Column::MessageId.is_in(messages.iter().map(|m| m.0)))
+            .query(|q| q.order_by_asc(fb::Column::MessageId))
+            .all()
+            .await?
+            .into_iter()
+            .map(feedback)
+            .collect()
     }
 
     pub(super) async fn feedback_count(
@@ -286,50 +277,43 @@ impl SeaOrmStore {
         days: UsageDays,
         group_by: UsageGroup,
     ) -> StoreResult<Vec<FeedbackRow>> {
-        let db = self.scoped(Tenancy::One(tenant)).await?;
-        let out: StoreResult<Vec<(String, String, i64)>> = async {
-            let grp = match group_by {
-                UsageGroup::Bot => fb::Column::BotId,
-                _ => fb::Column::Day,
-            };
-            let q = fb::Entity::find()
-                .select_only()
-                .column_as(grp, "grp")
-                .column(fb::Column::Rating)
-                .expr_as(
-                    Func::cast_as(
-                        Func::count(Expr::col(fb::Column::MessageId)),
-                        Alias::new("BIGINT"),
-                    ),
-                    "n",
-                )
-                .filter(fb::Column::TenantId.eq(tenant.0))
-                .filter(fb::Column::Day.gte(days.start.format("%Y-%m-%d").to_string()))
-                .filter(fb::Column::Day.lt(days.end.format("%Y-%m-%d").to_string()))
-                .group_by(grp)
-                .group_by(fb::Column::Rating)
-                .order_by(grp, Order::Asc);
-            Ok(match group_by {
-                UsageGroup::Bot => q
-                    .into_model::<CountByBot>()
-                    .all(&db)
-                    .await
-                    .map_err(db_err)?
-                    .into_iter()
-                    .map(|c| (c.grp.to_string(), c.rating, c.n))
-                    .collect(),
-                _ => q
-                    .into_model::<CountByDay>()
-                    .all(&db)
-                    .await
-                    .map_err(db_err)?
-                    .into_iter()
-                    .map(|c| (c.grp, c.rating, c.n))
-                    .collect(),
-            })
-        }
-        .await;
-        let counts = scope::finish(db, out).await?;
+        let grp = match group_by {
+            UsageGroup::Bot => fb::Column::BotId,
+            _ => fb::Column::Day,
+        };
+        let q = self
+            .tenant_rows::<fb::Entity>(tenant)
+            .filter(fb::Column::Day.gte(days.start.format("%Y-%m-%d").to_string()))
+            .filter(fb::Column::Day.lt(days.end.format("%Y-%m-%d").to_string()))
+            .query(|q| {
+                q.select_only()
+                    .column_as(grp, "grp")
+                    .column(fb::Column::Rating)
+                    .expr_as(
+                        Func::cast_as(
+                            Func::count(Expr::col(fb::Column::MessageId)),
+                            Alias::new("BIGINT"),
+                        ),
+                        "n",
+                    )
+                    .group_by(grp)
+                    .group_by(fb::Column::Rating)
+                    .order_by(grp, Order::Asc)
+            });
+        let counts: Vec<(String, String, i64)> = match group_by {
+            UsageGroup::Bot => q
+                .all_as::<CountByBot>()
+                .await?
+                .into_iter()
+                .map(|c| (c.grp.to_string(), c.rating, c.n))
+                .collect(),
+            _ => q
+                .all_as::<CountByDay>()
+                .await?
+                .into_iter()
+                .map(|c| (c.grp, c.rating, c.n))
+                .collect(),
+        };
         let mut rows: Vec<FeedbackRow> = Vec::new();
         for (grp, rating, n) in counts {
             let group = Some(grp);
