@@ -21,12 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatcore::auth::generate_key;
 use chatcore::domain::Permission;
 use chatcore::engine::ChatSettings;
 use chatcore::provider::ProviderRegistry;
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore_server::config::Config;
 use chatcore_server::{App, run};
 use futures::StreamExt;
@@ -251,17 +250,9 @@ async fn bench() {
     .await
     .unwrap();
     let store = app.chat.store().clone();
-    let tenant = store
-        .create_tenant(NewTenant {
-            name: "load".into(),
-            slug: format!("load-{}", std::process::id()),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await
-        .unwrap();
+    let mut nt = fixtures::new_tenant("load");
+    nt.slug = format!("load-{}", std::process::id());
+    let tenant = store.create_tenant(nt).await.unwrap();
     let sealed = app.chat.keyring().seal(
         tenant.id,
         &secrecy::SecretString::from("sk-load".to_string()),
@@ -299,22 +290,8 @@ async fn bench() {
         )
         .await
         .unwrap();
-    let g = generate_key();
-    store
-        .create_api_key(
-            tenant.id,
-            NewApiKey {
-                name: "load".into(),
-                prefix: g.prefix.clone(),
-                secret_hash: g.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (g, nk) = fixtures::new_key("load", vec![Permission::Chat]);
+    store.create_api_key(tenant.id, nk).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

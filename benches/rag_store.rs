@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chatcore::domain::*;
 use chatcore::rag::{reciprocal_rank_fusion, top_k_unit_rows, unit_vector};
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore::testkit::pg;
 
 const DIM: usize = 384;
@@ -102,17 +102,9 @@ fn summary(mut d: Vec<Duration>) -> String {
 
 async fn run(store: Arc<dyn Store>, label: &str, n: usize, pg_schema: Option<&str>) {
     let mut rng = Rng(n as u64);
-    let t = store
-        .create_tenant(NewTenant {
-            name: "bench".into(),
-            slug: format!("bench-{}", uuid_suffix()),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await
-        .unwrap();
+    let mut nt = fixtures::new_tenant("bench");
+    nt.slug = format!("bench-{}", uuid_suffix());
+    let t = store.create_tenant(nt).await.unwrap();
     let p = store
         .create_provider_config(
             t.id,

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chatcore::auth::generate_key;
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
 use chatcore::engine::{Caller, ChatInput};
 use chatcore::provider::{ChatMessage, ChatRequest, ProviderRegistry, ProviderSpec};
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::Seed;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -45,66 +44,17 @@ async fn run() {
             .unwrap(),
     );
     let ring = Keyring::from_raw([3; 32], &[]);
-    let t = store
-        .create_tenant(NewTenant {
-            name: "b".into(),
-            slug: "b".into(),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
+    let seeded = Seed::new("b")
+        .bot_slug("b")
+        .bot(|b| {
+            b.system_prompt = "You are a benchmark.".into();
+            b.context_tokens = 4000;
+            b.is_public = true;
         })
+        .create(&*store)
         .await
         .unwrap();
-    let p = store
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "m".into(),
-                api_key: None,
-                base_url: None,
-                default_model: Some("echo".into()),
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
-    let bot = store
-        .create_bot(
-            t.id,
-            NewBot {
-                name: "b".into(),
-                slug: "b".into(),
-                system_prompt: "You are a benchmark.".into(),
-                provider_id: p.id,
-                model: Some("echo".into()),
-                fallback_provider_id: None,
-                temperature: None,
-                max_tokens: None,
-                context_tokens: 4000,
-                is_public: true,
-                dataset_ids: vec![],
-            },
-        )
-        .await
-        .unwrap();
-    let g = generate_key();
-    store
-        .create_api_key(
-            t.id,
-            NewApiKey {
-                name: "k".into(),
-                prefix: g.prefix.clone(),
-                secret_hash: g.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (t, bot) = (seeded.tenant, seeded.bot);
     let chat = chatcore::Chatcore::builder()
         .store(store.clone())
         .keyring(ring)
@@ -113,7 +63,7 @@ async fn run() {
         .unwrap()
         .chat;
     let principal = chat
-        .authenticate(Some(&g.secret), None, None)
+        .authenticate(Some(&seeded.secret), None, None)
         .await
         .unwrap();
     let n = 500;
@@ -151,7 +101,7 @@ async fn run() {
     .await;
     time("Authenticator (cached)", n, || {
         let chat = chat.clone();
-        let k = g.secret.clone();
+        let k = seeded.secret.clone();
         async move {
             chat.authenticate(Some(&k), None, None).await.unwrap();
         }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatcore::auth::{AuthError, Authenticator, generate_key};
+use chatcore::auth::{AuthError, Authenticator};
 use chatcore::domain::{Permission, TenantStatus};
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use secrecy::SecretString;
 
 async fn setup() -> (
@@ -18,32 +18,11 @@ async fn setup() -> (
 ) {
     let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
     let t = store
-        .create_tenant(NewTenant {
-            name: "a".into(),
-            slug: "a".into(),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
+        .create_tenant(fixtures::new_tenant("a"))
         .await
         .unwrap();
-    let g = generate_key();
-    let k = store
-        .create_api_key(
-            t.id,
-            NewApiKey {
-                name: "k".into(),
-                prefix: g.prefix.clone(),
-                secret_hash: g.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (g, nk) = fixtures::new_key("k", vec![Permission::Chat]);
+    let k = store.create_api_key(t.id, nk).await.unwrap();
     (store, t, g, k)
 }
 

@@ -4,56 +4,24 @@
 
 use chatcore::domain::*;
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore::testkit::pg;
 use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 async fn some_turns(s: &dyn Store) -> (TenantId, BotId) {
-    let t = s
-        .create_tenant(NewTenant {
-            name: "Check".into(),
-            slug: format!("check-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            public_rate_limit_rpm: None,
-            features: serde_json::json!({}),
-        })
-        .await
-        .unwrap();
-    let p = s
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "m".into(),
-                api_key: None,
-                base_url: None,
-                default_model: None,
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
-    let b = s
-        .create_bot(
-            t.id,
-            NewBot {
-                name: "b".into(),
-                slug: "b".into(),
-                system_prompt: String::new(),
-                provider_id: p.id,
-                model: Some("echo".into()),
-                fallback_provider_id: None,
-                temperature: None,
-                max_tokens: None,
-                context_tokens: 1000,
-                is_public: false,
-                dataset_ids: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    let mut nt = fixtures::new_tenant("check");
+    nt.name = "Check".into();
+    nt.slug = format!("check-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let t = s.create_tenant(nt).await.unwrap();
+    let mut np = fixtures::mock_provider();
+    np.name = "m".into();
+    np.default_model = None;
+    let p = s.create_provider_config(t.id, np).await.unwrap();
+    let mut nb = fixtures::new_bot(p.id, "b", "echo");
+    nb.system_prompt = String::new();
+    nb.context_tokens = 1000;
+    let b = s.create_bot(t.id, nb).await.unwrap();
     for i in 0..3 {
         let (_, _, a) = s
             .begin_turn(

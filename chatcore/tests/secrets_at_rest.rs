@@ -4,7 +4,7 @@
 use chatcore::auth;
 use chatcore::crypto::Keyring;
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use secrecy::{ExposeSecret, SecretString};
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -38,14 +38,7 @@ async fn sqlite_file_and_wal_hold_no_secret() {
     let ring = Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap();
 
     let t = store
-        .create_tenant(NewTenant {
-            name: "scan".into(),
-            slug: "scan".into(),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
+        .create_tenant(fixtures::new_tenant("scan"))
         .await
         .unwrap();
     let provider_key = "sk-proj-PLAINTEXTPROVIDERKEY0123456789abcdefWXYZ";
@@ -80,22 +73,9 @@ async fn sqlite_file_and_wal_hold_no_secret() {
         .unwrap();
     let mut api_secrets = Vec::new();
     for i in 0..3 {
-        let g = auth::generate_key();
-        store
-            .create_api_key(
-                t.id,
-                NewApiKey {
-                    name: format!("k{i}"),
-                    prefix: g.prefix.clone(),
-                    secret_hash: g.hash,
-                    permissions: vec![chatcore::domain::Permission::Admin],
-                    bot_ids: vec![],
-                    rate_limit_rpm: None,
-                    expires_at: None,
-                },
-            )
-            .await
-            .unwrap();
+        let (g, nk) =
+            fixtures::new_key(&format!("k{i}"), vec![chatcore::domain::Permission::Admin]);
+        store.create_api_key(t.id, nk).await.unwrap();
         api_secrets.push(g);
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chatcore::domain::*;
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore::testkit::pg;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -34,47 +34,15 @@ use sea_orm::{
 const PER_TEMPLATE: u64 = 50_000;
 
 async fn seed(s: &dyn Store, copies: u64) -> (TenantId, Vec<MessageId>) {
-    let t = s
-        .create_tenant(NewTenant {
-            name: "scale".into(),
-            slug: format!("scale-{}", uuid::Uuid::now_v7().simple()),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await
-        .unwrap();
-    let p = s
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "m".into(),
-                api_key: None,
-                base_url: None,
-                default_model: None,
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
-    let g = chatcore::auth::generate_key();
-    let key = s
-        .create_api_key(
-            t.id,
-            NewApiKey {
-                name: "k".into(),
-                prefix: g.prefix,
-                secret_hash: g.hash,
-                permissions: vec![Permission::Chat],
-                bot_ids: vec![],
-                rate_limit_rpm: None,
-                expires_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let mut nt = fixtures::new_tenant("scale");
+    nt.slug = format!("scale-{}", uuid::Uuid::now_v7().simple());
+    let t = s.create_tenant(nt).await.unwrap();
+    let mut np = fixtures::mock_provider();
+    np.name = "m".into();
+    np.default_model = None;
+    let p = s.create_provider_config(t.id, np).await.unwrap();
+    let (_, nk) = fixtures::new_key("k", vec![Permission::Chat]);
+    let key = s.create_api_key(t.id, nk).await.unwrap();
     // Templates: per bot a user and an assistant message; SQL copies them.
     let mut templates = vec![];
     let bots = (copies * 2).div_ceil(PER_TEMPLATE * 2);

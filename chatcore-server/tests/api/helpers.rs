@@ -7,13 +7,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chatcore::auth::generate_key;
 use chatcore::domain::*;
 use chatcore::engine::ChatSettings;
 use chatcore::provider::mock::MockProvider;
 use chatcore::provider::{ProviderRegistry, RetryPolicy, Timeouts};
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore_server::config::Config;
 use chatcore_server::{App, run};
 use secrecy::{ExposeSecret, SecretString};
@@ -212,23 +211,10 @@ impl TestApp {
         bot_ids: Vec<BotId>,
         rpm: Option<i32>,
     ) -> (SecretString, ApiKeyId) {
-        let g = generate_key();
-        let k = self
-            .store()
-            .create_api_key(
-                tenant,
-                NewApiKey {
-                    name: "test".into(),
-                    prefix: g.prefix.clone(),
-                    secret_hash: g.hash,
-                    permissions,
-                    bot_ids,
-                    rate_limit_rpm: rpm,
-                    expires_at: None,
-                },
-            )
-            .await
-            .unwrap();
+        let (g, mut nk) = fixtures::new_key("test", permissions);
+        nk.bot_ids = bot_ids;
+        nk.rate_limit_rpm = rpm;
+        let k = self.store().create_api_key(tenant, nk).await.unwrap();
         (g.secret, k.id)
     }
 }
