@@ -43,8 +43,10 @@
 //! - [`provider`]: the `Provider` trait and its implementations (OpenAI,
 //!   Anthropic, Google Gemini, OpenAI-compatible, mock), retries, fallback,
 //!   token counting.
-//! - [`store`]: the `Store` trait (every persistence operation, tenant-scoped)
-//!   and `SeaOrmStore`, its SeaORM implementation for SQLite and PostgreSQL.
+//! - [`store`]: the `Store` trait (every persistence operation, tenant-scoped),
+//!   made of five parts (`StoreBase`, `TenantStore`, `ChatStore`, `RagStore`,
+//!   `AuditStore`; management writes are `AuditStore::apply`), and
+//!   `SeaOrmStore`, its SeaORM implementation for SQLite and PostgreSQL.
 //! - [`rag`]: `RagService` (ingestion, indexing, hybrid retrieval) and the
 //!   pure parts: normalisation, chunking, cosine top-k, BM25, fusion, filters.
 //! - [`openai_compat`]: OpenAI's chat completions protocol as clients speak
@@ -67,7 +69,8 @@
 //! - [`widget`]: the chat widget for public bots: settings per bot, signed
 //!   visitor sessions, identity verification, feedback on answers.
 //! - `testkit` (feature `testkit`): conformance suites that plugin authors run
-//!   on their own `Store` and `Provider` implementations.
+//!   on their own `Store` and `Provider` implementations, and the fixtures of
+//!   chatcore's own tests and benchmarks.
 //!
 //! # One turn, end to end
 //!

@@ -18,7 +18,7 @@ use chatcore::crypto::Keyring;
 use chatcore::domain::*;
 use chatcore::rag::{DocumentUpload, MetadataFilter, RagService, SearchMode};
 use chatcore::store::*;
-use chatcore::testkit::fixtures::SystemWrites;
+use chatcore::testkit::fixtures::{self, SystemWrites};
 use chatcore::testkit::pg;
 
 const CORPUS: &[(&str, &str)] = &[
@@ -141,29 +141,11 @@ struct Setup {
 }
 
 async fn setup(store: Arc<dyn Store>) -> Setup {
-    let t = store
-        .create_tenant(NewTenant {
-            name: "quality".into(),
-            slug: format!("quality-{}", uuid::Uuid::now_v7().simple()),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await
-        .unwrap();
+    let mut nt = fixtures::new_tenant("quality");
+    nt.slug = format!("quality-{}", uuid::Uuid::now_v7().simple());
+    let t = store.create_tenant(nt).await.unwrap();
     let p = store
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "mock".into(),
-                api_key: None,
-                base_url: None,
-                default_model: Some("echo".into()),
-                enabled: true,
-            },
-        )
+        .create_provider_config(t.id, fixtures::mock_provider())
         .await
         .unwrap();
     let rag = Chatcore::builder()
@@ -173,18 +155,10 @@ async fn setup(store: Arc<dyn Store>) -> Setup {
         .await
         .unwrap()
         .rag;
-    let ds = store
-        .create_dataset(
-            t.id,
-            NewDataset {
-                name: "handbook".into(),
-                provider_id: p.id,
-                embedding_model: "mock-embedding".into(),
-                embedding_dim: 384,
-            },
-        )
-        .await
-        .unwrap();
+    let mut nd = fixtures::new_dataset(p.id, 384);
+    nd.name = "handbook".into();
+    nd.embedding_model = "mock-embedding".into();
+    let ds = store.create_dataset(t.id, nd).await.unwrap();
     Setup {
         rag,
         tenant: t.id,
@@ -369,43 +343,15 @@ async fn another_instance_sees_changes_at_once() {
     let two = SeaOrmStore::open(&url, StoreOptions::default())
         .await
         .unwrap();
-    let t = one
-        .create_tenant(NewTenant {
-            name: "x".into(),
-            slug: "x".into(),
-            rate_limit_rpm: None,
-            rate_limit_tpm: None,
-            features: serde_json::json!({}),
-            public_rate_limit_rpm: None,
-        })
-        .await
-        .unwrap();
-    let p = one
-        .create_provider_config(
-            t.id,
-            NewProviderConfig {
-                provider: "mock".into(),
-                name: "m".into(),
-                api_key: None,
-                base_url: None,
-                default_model: None,
-                enabled: true,
-            },
-        )
-        .await
-        .unwrap();
-    let ds = one
-        .create_dataset(
-            t.id,
-            NewDataset {
-                name: "d".into(),
-                provider_id: p.id,
-                embedding_model: "m".into(),
-                embedding_dim: 2,
-            },
-        )
-        .await
-        .unwrap();
+    let t = one.create_tenant(fixtures::new_tenant("x")).await.unwrap();
+    let mut np = fixtures::mock_provider();
+    np.name = "m".into();
+    np.default_model = None;
+    let p = one.create_provider_config(t.id, np).await.unwrap();
+    let mut nd = fixtures::new_dataset(p.id, 2);
+    nd.name = "d".into();
+    nd.embedding_model = "m".into();
+    let ds = one.create_dataset(t.id, nd).await.unwrap();
     let doc = |title: &str| NewDocument {
         dataset_id: ds.id,
         title: title.into(),

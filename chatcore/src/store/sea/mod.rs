@@ -1360,13 +1360,7 @@ impl TenantStore for SeaOrmStore {
         page: PageRequest,
     ) -> StoreResult<Page<ProviderConfig>> {
         self.tenant_rows::<e::provider_config::Entity>(tenant)
-            .page(
-                &page,
-                e::provider_config::Column::Id,
-                Order::Asc,
-                |m| m.id,
-                convert::provider_config,
-            )
+            .page_by_id(&page, Order::Asc, convert::provider_config)
             .await
     }
 
@@ -1394,13 +1388,7 @@ impl TenantStore for SeaOrmStore {
 
     async fn list_bots(&self, tenant: TenantId, page: PageRequest) -> StoreResult<Page<Bot>> {
         self.tenant_rows::<e::bot::Entity>(tenant)
-            .page(
-                &page,
-                e::bot::Column::Id,
-                Order::Asc,
-                |m| m.id,
-                convert::bot,
-            )
+            .page_by_id(&page, Order::Asc, convert::bot)
             .await
     }
 
@@ -1435,13 +1423,7 @@ impl TenantStore for SeaOrmStore {
         page: PageRequest,
     ) -> StoreResult<Page<ApiKey>> {
         self.tenant_rows::<e::api_key::Entity>(tenant)
-            .page(
-                &page,
-                e::api_key::Column::Id,
-                Order::Asc,
-                |m| m.id,
-                convert::api_key,
-            )
+            .page_by_id(&page, Order::Asc, convert::api_key)
             .await
     }
 
@@ -1564,7 +1546,7 @@ impl ChatStore for SeaOrmStore {
         if let Some(u) = filter.until {
             q = q.filter(C::CreatedAt.lt(u));
         }
-        q.page(&page, C::Id, Order::Desc, |m| m.id, convert::conversation)
+        q.page_by_id(&page, Order::Desc, convert::conversation)
             .await
     }
 
@@ -1716,13 +1698,7 @@ impl ChatStore for SeaOrmStore {
     ) -> StoreResult<Page<Message>> {
         self.tenant_rows::<e::message::Entity>(tenant)
             .filter(e::message::Column::ConversationId.eq(conversation.0))
-            .page(
-                &page,
-                e::message::Column::Id,
-                Order::Asc,
-                |m| m.id,
-                convert::message,
-            )
+            .page_by_id(&page, Order::Asc, convert::message)
             .await
     }
 }
@@ -1765,13 +1741,7 @@ impl RagStore for SeaOrmStore {
         page: PageRequest,
     ) -> StoreResult<Page<Dataset>> {
         self.tenant_rows::<e::dataset::Entity>(tenant)
-            .page(
-                &page,
-                e::dataset::Column::Id,
-                Order::Asc,
-                |m| m.id,
-                convert::dataset,
-            )
+            .page_by_id(&page, Order::Asc, convert::dataset)
             .await
     }
 
@@ -1826,13 +1796,7 @@ impl RagStore for SeaOrmStore {
     ) -> StoreResult<Page<Document>> {
         self.tenant_rows::<e::document::Entity>(tenant)
             .filter(e::document::Column::DatasetId.eq(dataset.0))
-            .page(
-                &page,
-                e::document::Column::Id,
-                Order::Asc,
-                |m| m.id,
-                convert::document,
-            )
+            .page_by_id(&page, Order::Asc, convert::document)
             .await
     }
 
@@ -2045,8 +2009,7 @@ impl AuditStore for SeaOrmStore {
         if let Some(u) = filter.until {
             q = q.filter(C::CreatedAt.lt(u));
         }
-        q.page(&page, C::Id, Order::Desc, |m| m.id, convert::audit)
-            .await
+        q.page_by_id(&page, Order::Desc, convert::audit).await
     }
 
     async fn apply(&self, change: Change, mut audit: AuditRecord) -> StoreResult<Changed> {

@@ -60,6 +60,37 @@ tenant_owned! {
     super::widget::message_feedback::Entity => super::widget::message_feedback::Column::TenantId,
 }
 
+/// A tenant-owned entity whose lists are pages by its UUIDv7 `id`
+/// (creation order).
+pub(super) trait ById: TenantOwned {
+    /// The `id` column.
+    const ID: Self::Column;
+    /// A row's id.
+    fn id_of(m: &Self::Model) -> Uuid;
+}
+
+macro_rules! by_id {
+    ($($m:ident),* $(,)?) => {
+        $(impl ById for e::$m::Entity {
+            const ID: e::$m::Column = e::$m::Column::Id;
+            fn id_of(m: &e::$m::Model) -> Uuid {
+                m.id
+            }
+        })*
+    };
+}
+
+by_id!(
+    provider_config,
+    bot,
+    api_key,
+    conversation,
+    message,
+    dataset,
+    document,
+    audit_log
+);
+
 /// `tenant`'s rows of `E`: `E::find()` with the tenant filter.
 pub(super) fn of_tenant<E: TenantOwned>(tenant: TenantId) -> Select<E> {
     E::find().filter(E::TENANT_ID.eq(tenant.0))
@@ -153,6 +184,19 @@ impl<E: TenantOwned> TenantRows<'_, E> {
         let db = self.store.scoped(Tenancy::One(self.tenant)).await?;
         let out = paginate(&db, self.select, id_col, page, order, id_of, conv).await;
         scope::finish(db, out).await
+    }
+
+    /// One page of the rows by id, in `order`, each converted by `conv`.
+    pub(super) async fn page_by_id<T>(
+        self,
+        page: &PageRequest,
+        order: Order,
+        conv: fn(E::Model) -> StoreResult<T>,
+    ) -> StoreResult<Page<T>>
+    where
+        E: ById,
+    {
+        self.page(page, E::ID, order, E::id_of, conv).await
     }
 
     /// Every row of a query that selects its own columns (aggregates), as `M`.
