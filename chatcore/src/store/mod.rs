@@ -792,9 +792,9 @@ impl UsageDays {
 /// store parameter and lets plugin authors hand in their own implementation
 /// without generics spreading through their code. Hence `async_trait`.
 ///
-/// The parts, each a trait of its own (a service asks for the part it uses
-/// where that is practical; `Arc<dyn Store>` stays the handle type, and a
-/// method of any part can be called on it):
+/// It is made of five parts, each a trait of its own. Services keep
+/// `Arc<dyn Store>` as their handle (a method of any part can be called on
+/// it); each part's docs name the services that use it:
 ///
 /// | part | keeps |
 /// | --- | --- |
@@ -805,8 +805,8 @@ impl UsageDays {
 /// | [`AuditStore`] | audited management writes ([`AuditStore::apply`]), audit log, usage, feedback, budgets, prices |
 ///
 /// A plugin author implements the five parts; `Store` comes with them (a
-/// blanket implementation), and the conformance suite
-/// ([`crate::testkit::store`], feature `testkit`) checks them together.
+/// blanket implementation), and the conformance suite (`testkit::store`,
+/// feature `testkit`) checks them together.
 pub trait Store: StoreBase + TenantStore + ChatStore + RagStore + AuditStore {}
 
 impl<T: StoreBase + TenantStore + ChatStore + RagStore + AuditStore + ?Sized> Store for T {}
