@@ -44,6 +44,11 @@ pub struct Config {
     /// `refuse` (the default: chat answers 503) or `local` (each instance
     /// counts alone meanwhile, so limits multiply by the instances).
     pub redis_failure: chatcore::ratelimit::OnRedisFailure,
+    /// `CHATCORE_SQLITE_WRITER`: the connection of the store's turn writer
+    /// on a SQLite file: `direct` (default; its own connection and thread,
+    /// no hand-off per statement) or `sqlx` (a connection of sqlx's pool,
+    /// kept for comparison).
+    pub sqlite_direct_writer: bool,
     /// `CHATCORE_MAX_BODY_BYTES`: request body limit.
     pub max_body_bytes: usize,
     /// `CHATCORE_SHUTDOWN_GRACE_SECS`: how long open streams may finish.
@@ -134,6 +139,7 @@ struct FileConfig {
     operator_key: Option<String>,
     redis_url: Option<String>,
     redis_failure: Option<String>,
+    sqlite_writer: Option<String>,
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
@@ -213,6 +219,17 @@ impl Config {
                 reason,
             })?,
         };
+        let sqlite_direct_writer = match pick("CHATCORE_SQLITE_WRITER", fc.sqlite_writer).as_deref()
+        {
+            None | Some("direct") => true,
+            Some("sqlx") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "CHATCORE_SQLITE_WRITER",
+                    reason: format!("{other:?} is not direct or sqlx"),
+                });
+            }
+        };
         let log_format = match pick("CHATCORE_LOG_FORMAT", fc.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -257,6 +274,7 @@ impl Config {
             operator_key: pick("CHATCORE_OPERATOR_KEY", fc.operator_key).map(secret),
             redis_url: pick("CHATCORE_REDIS_URL", fc.redis_url).map(secret),
             redis_failure,
+            sqlite_direct_writer,
             max_body_bytes: num(
                 "CHATCORE_MAX_BODY_BYTES",
                 fc.max_body_bytes.map(|v| v as u64),
@@ -288,6 +306,7 @@ impl Config {
             database_role: self.database_role.clone(),
             vector_cache_bytes: (self.vector_cache_mb as usize).saturating_mul(1024 * 1024),
             instance_name: self.instance_name.clone(),
+            sqlite_direct_writer: self.sqlite_direct_writer,
             ..Default::default()
         }
     }

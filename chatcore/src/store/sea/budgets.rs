@@ -298,6 +298,19 @@ pub(super) async fn add_end_user_usage<C: ConnectionTrait>(
     backend: DbBackend,
     changes: Vec<(e::message::Model, UsageDelta)>,
 ) -> StoreResult<()> {
+    for stmt in end_user_usage_statements(backend, changes) {
+        db.execute(&stmt).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The statements of [`add_end_user_usage`] (none when no message has an
+/// end user).
+pub(super) fn end_user_usage_statements(
+    backend: DbBackend,
+    changes: Vec<(e::message::Model, UsageDelta)>,
+) -> Vec<sea_orm::sea_query::InsertStatement> {
+    let mut out = Vec::new();
     {
         use e::usage_daily_end_user::{Column as U, Entity as T};
         use std::collections::HashMap;
@@ -319,7 +332,7 @@ pub(super) async fn add_end_user_usage<C: ConnectionTrait>(
             s.cost_micros += d.cost_micros;
         }
         if sums.is_empty() {
-            return Ok(());
+            return out;
         }
         let slot = || match backend {
             DbBackend::Postgres => {
@@ -373,9 +386,9 @@ pub(super) async fn add_end_user_usage<C: ConnectionTrait>(
                     ])
                     .to_owned(),
             );
-            db.execute(&stmt).await.map_err(db_err)?;
+            out.push(stmt);
         }
-        Ok(())
+        out
     }
 }
 

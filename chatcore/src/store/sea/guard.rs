@@ -124,7 +124,7 @@ pub(super) fn unstorable_text(e: &DbErr) -> bool {
 }
 
 /// The file of a SQLite URL (none in memory).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub(super) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {

@@ -13,6 +13,7 @@ mod search;
 mod tenant;
 mod widget;
 mod writer;
+mod direct;
 
 use std::time::Duration;
 
@@ -101,6 +102,12 @@ pub struct StoreOptions {
     /// the login user (as the tables' owner the policies do not bind it).
     /// Ignored on SQLite.
     pub database_role: Option<String>,
+    /// SQLite in a file: the group-commit writer's connection. `true` (the
+    /// default): a connection of its own on the writer's own thread, each
+    /// statement without a hand-off ([`direct`]); `false`: a connection of
+    /// sqlx's pool, whose worker thread takes each statement in turn.
+    /// Ignored in memory and on PostgreSQL.
+    pub sqlite_direct_writer: bool,
 }
 
 impl Default for StoreOptions {
@@ -113,6 +120,7 @@ impl Default for StoreOptions {
             instance_name: None,
             instance_stale_after: Duration::from_secs(60),
             database_role: Some(DEFAULT_DATABASE_ROLE.into()),
+            sqlite_direct_writer: true,
         }
     }
 }
@@ -489,8 +497,17 @@ impl SeaOrmStore {
             started_at: now(),
         };
         let rls = role.is_some();
+        let writer = match guard::sqlite_file(url) {
+            Some(path) if opts.sqlite_direct_writer => {
+                let direct = direct::DirectSqlite::open(&path).map_err(db_err)?;
+                writer::Writer::spawn_direct(direct, instance.clone()).map_err(|e| {
+                    StoreError::Internal(format!("cannot start the store's writer: {e}"))
+                })?
+            }
+            _ => writer::Writer::spawn(wdb.clone(), instance.clone(), rls),
+        };
         let store = Self {
-            writer: writer::Writer::spawn(wdb.clone(), instance.clone(), rls),
+            writer,
             db,
             wdb,
             backend,

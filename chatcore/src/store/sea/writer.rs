@@ -55,12 +55,13 @@ use chrono::{DateTime, Utc};
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Alias, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::direct::{self, DirectSqlite};
 use super::scope::{Tenancy, set_tenancy};
 use super::{USAGE_SLOTS, UsageDelta, audit_row, convert, db_err, e};
 use crate::domain::*;
@@ -138,12 +139,32 @@ impl Writer {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
         let task = Task {
             backend: db.get_database_backend(),
-            db,
+            conn: Conn::Sea(db),
             instance,
             rls,
         };
         tokio::spawn(task.run(rx));
         Self { tx }
+    }
+
+    /// Starts the writer on a thread of its own with `db`, a SQLite
+    /// connection of its own ([`super::direct`]): each statement runs to
+    /// completion there, without a hand-off.
+    pub fn spawn_direct(db: DirectSqlite, instance: InstanceInfo) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
+        let task = Task {
+            backend: DbBackend::Sqlite,
+            conn: Conn::Direct(db),
+            instance,
+            rls: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("chatcore-writer".into())
+            .spawn(move || rt.block_on(task.run(rx)))?;
+        Ok(Self { tx })
     }
 
     /// Queues `op` and waits for its batch's commit.
@@ -185,10 +206,76 @@ impl Writer {
 }
 
 struct Task {
-    db: DatabaseConnection,
+    conn: Conn,
     backend: DbBackend,
     instance: InstanceInfo,
     rls: bool,
+}
+
+/// The writer's connection.
+enum Conn {
+    /// Through SeaORM and sqlx (PostgreSQL, SQLite in memory).
+    Sea(DatabaseConnection),
+    /// Its own SQLite connection, on the writer's thread: transactions are
+    /// statements (`BEGIN IMMEDIATE`, `COMMIT`).
+    Direct(DirectSqlite),
+}
+
+/// Where a batch's statements run. They are built once, by SeaORM and
+/// sea-query, for either connection.
+#[async_trait::async_trait]
+trait WriteConn: Sync {
+    async fn exec(&self, st: Statement) -> StoreResult<()>;
+    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>>;
+    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>>;
+    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>>;
+}
+
+/// A SeaORM connection or transaction.
+struct Sea<'a, C>(&'a C);
+
+#[async_trait::async_trait]
+impl<C: ConnectionTrait + Sync> WriteConn for Sea<'_, C> {
+    async fn exec(&self, st: Statement) -> StoreResult<()> {
+        self.0.execute_raw(st).await.map(|_| ()).map_err(db_err)
+    }
+    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>> {
+        e::message::Model::find_by_statement(st)
+            .all(self.0)
+            .await
+            .map_err(db_err)
+    }
+    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>> {
+        e::conversation::Model::find_by_statement(st)
+            .all(self.0)
+            .await
+            .map_err(db_err)
+    }
+    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        Ok(BotTenant::find_by_statement(st)
+            .all(self.0)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|b| (b.id, b.tenant_id))
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl WriteConn for DirectSqlite {
+    async fn exec(&self, st: Statement) -> StoreResult<()> {
+        DirectSqlite::exec(self, st).map(|_| ()).map_err(db_err)
+    }
+    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>> {
+        self.rows(st, direct::message).map_err(db_err)
+    }
+    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>> {
+        self.rows(st, direct::conversation).map_err(db_err)
+    }
+    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        self.rows(st, direct::bot_tenant).map_err(db_err)
+    }
 }
 
 impl Task {
@@ -240,9 +327,24 @@ impl Task {
     /// One transaction for `ops`. `Err` only when the transaction failed;
     /// a check that concerns one op is that op's `Err` in the list.
     async fn write(&self, ops: &[&Op]) -> StoreResult<Vec<StoreResult<Output>>> {
-        let mut out: Vec<Option<StoreResult<Output>>> = (0..ops.len()).map(|_| None).collect();
-        let txn = self
-            .db
+        let db = match &self.conn {
+            Conn::Direct(db) => {
+                let sql = |q: &str| Statement::from_string(DbBackend::Sqlite, q);
+                WriteConn::exec(db, sql("BEGIN IMMEDIATE")).await?;
+                let mut written = self.write_in(db, ops).await;
+                if written.is_ok() {
+                    written = WriteConn::exec(db, sql("COMMIT")).await.and(written);
+                }
+                if written.is_err() {
+                    // Nothing of a failed batch stays (and a failed COMMIT
+                    // leaves the transaction open).
+                    let _ = WriteConn::exec(db, sql("ROLLBACK")).await;
+                }
+                return written;
+            }
+            Conn::Sea(db) => db,
+        };
+        let txn = db
             .begin_with_options(sea_orm::TransactionOptions {
                 sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                 ..Default::default()
@@ -254,9 +356,21 @@ impl Task {
             // have a job in it (each job's own tenant is checked below).
             set_tenancy(&txn, Tenancy::Many(&batch_tenants(ops))).await?;
         }
-        self.write_begins(&txn, ops, &mut out).await?;
-        let usage = self.write_outcomes(&txn, ops, &mut out).await?;
-        self.write_usage(&txn, usage).await?;
+        let out = self.write_in(&Sea(&txn), ops).await?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    /// The statements of one batch, inside its transaction.
+    async fn write_in(
+        &self,
+        db: &(dyn WriteConn + '_),
+        ops: &[&Op],
+    ) -> StoreResult<Vec<StoreResult<Output>>> {
+        let mut out: Vec<Option<StoreResult<Output>>> = (0..ops.len()).map(|_| None).collect();
+        self.write_begins(db, ops, &mut out).await?;
+        let usage = self.write_outcomes(db, ops, &mut out).await?;
+        self.write_usage(db, usage).await?;
         let audit: Vec<e::audit_log::ActiveModel> = ops
             .iter()
             .filter_map(|op| match op {
@@ -265,11 +379,10 @@ impl Task {
             })
             .flatten()
             .collect();
-        insert_rows::<e::audit_log::Entity, _>(&txn, audit).await?;
+        insert_rows::<e::audit_log::Entity>(db, self.backend, audit).await?;
         if ops.iter().any(|op| matches!(op, Op::Heartbeat)) {
-            self.heartbeat(&txn).await?;
+            self.heartbeat(db).await?;
         }
-        txn.commit().await.map_err(db_err)?;
         Ok(out
             .into_iter()
             .map(|o| o.unwrap_or(Ok(Output::Done)))
@@ -277,9 +390,9 @@ impl Task {
     }
 
     /// Turn starts: conversations, user and pending assistant messages.
-    async fn write_begins<C: ConnectionTrait>(
+    async fn write_begins(
         &self,
-        db: &C,
+        db: &(dyn WriteConn + '_),
         ops: &[&Op],
         out: &mut [Option<StoreResult<Output>>],
     ) -> StoreResult<()> {
@@ -302,26 +415,25 @@ impl Task {
         let bots: HashMap<Uuid, Uuid> = if bot_ids.is_empty() {
             HashMap::new()
         } else {
-            e::bot::Entity::find()
+            let q = e::bot::Entity::find()
                 .select_only()
                 .column(e::bot::Column::Id)
                 .column(e::bot::Column::TenantId)
                 .filter(e::bot::Column::Id.is_in(dedup(bot_ids)))
-                .into_tuple::<(Uuid, Uuid)>()
-                .all(db)
-                .await
-                .map_err(db_err)?
+                .into_query();
+            db.bot_tenants(self.backend.build(&q))
+                .await?
                 .into_iter()
                 .collect()
         };
         let convs: HashMap<Uuid, e::conversation::Model> = if conv_ids.is_empty() {
             HashMap::new()
         } else {
-            e::conversation::Entity::find()
+            let q = e::conversation::Entity::find()
                 .filter(e::conversation::Column::Id.is_in(dedup(conv_ids)))
-                .all(db)
-                .await
-                .map_err(db_err)?
+                .into_query();
+            db.conversations(self.backend.build(&q))
+                .await?
                 .into_iter()
                 .map(|c| (c.id, c))
                 .collect()
@@ -447,26 +559,27 @@ impl Task {
             messages.extend(sent);
             messages.push(a);
         }
-        insert_rows::<e::conversation::Entity, _>(
+        insert_rows::<e::conversation::Entity>(
             db,
+            self.backend,
             new_convs
                 .into_iter()
                 .map(e::conversation::ActiveModel::from),
         )
         .await?;
-        insert_rows::<e::message::Entity, _>(
+        insert_rows::<e::message::Entity>(
             db,
+            self.backend,
             messages.into_iter().map(e::message::ActiveModel::from),
         )
         .await?;
         if !touched.is_empty() {
             for ids in dedup(touched).chunks(ROWS_PER_STATEMENT) {
-                e::conversation::Entity::update_many()
+                let q = e::conversation::Entity::update_many()
                     .col_expr(e::conversation::Column::UpdatedAt, Expr::value(now()))
                     .filter(e::conversation::Column::Id.is_in(ids.iter().copied()))
-                    .exec(db)
-                    .await
-                    .map_err(db_err)?;
+                    .into_query();
+                db.exec(self.backend.build(&q)).await?;
             }
         }
         Ok(())
@@ -474,9 +587,9 @@ impl Task {
 
     /// Outcomes and streamed text of existing messages; returns what they
     /// add to the usage rollup.
-    async fn write_outcomes<C: ConnectionTrait>(
+    async fn write_outcomes(
         &self,
-        db: &C,
+        db: &(dyn WriteConn + '_),
         ops: &[&Op],
         out: &mut [Option<StoreResult<Output>>],
     ) -> StoreResult<Vec<(e::message::Model, UsageDelta)>> {
@@ -499,7 +612,7 @@ impl Task {
             if self.backend == DbBackend::Postgres {
                 q = q.lock_exclusive();
             }
-            for m in q.all(db).await.map_err(db_err)? {
+            for m in db.messages(self.backend.build(&q.into_query())).await? {
                 rows.insert(m.id, m);
             }
         }
@@ -540,7 +653,7 @@ impl Task {
             .iter()
             .filter_map(|id| rows.get(id).cloned())
             .collect();
-        upsert_messages(db, &models).await?;
+        upsert_messages(db, self.backend, &models).await?;
         Ok(models
             .into_iter()
             .map(|m| {
@@ -552,9 +665,9 @@ impl Task {
 
     /// Adds the usage of a batch's outcomes to the rollup: one multi-row
     /// upsert, one row per tenant, day, bot and key.
-    async fn write_usage<C: ConnectionTrait>(
+    async fn write_usage(
         &self,
-        db: &C,
+        db: &(dyn WriteConn + '_),
         changes: Vec<(e::message::Model, UsageDelta)>,
     ) -> StoreResult<()> {
         use e::usage_daily::{Column as U, Entity as UsageDaily};
@@ -564,7 +677,9 @@ impl Task {
             .filter(|(m, _)| m.end_user_id.is_some())
             .cloned()
             .collect();
-        super::budgets::add_end_user_usage(db, self.backend, end_users).await?;
+        for st in super::budgets::end_user_usage_statements(self.backend, end_users) {
+            db.exec(self.backend.build(&st)).await?;
+        }
         for (m, d) in changes {
             if d == UsageDelta::default() {
                 continue;
@@ -637,16 +752,16 @@ impl Task {
                     ])
                     .to_owned(),
             );
-            db.execute(&stmt).await.map_err(db_err)?;
+            db.exec(self.backend.build(&stmt)).await?;
         }
         Ok(())
     }
 
     /// Marks this instance alive, and forgets instances dead for a day.
-    async fn heartbeat<C: ConnectionTrait>(&self, db: &C) -> StoreResult<()> {
+    async fn heartbeat(&self, db: &(dyn WriteConn + '_)) -> StoreResult<()> {
         use e::instance::{Column as I, Entity as Instance};
         let t = now();
-        Instance::insert(e::instance::ActiveModel {
+        let alive = Instance::insert(e::instance::ActiveModel {
             id: Set(self.instance.id),
             name: Set(self.instance.name.clone()),
             started_at: Set(self.instance.started_at),
@@ -657,15 +772,12 @@ impl Task {
                 .update_column(I::HeartbeatAt)
                 .to_owned(),
         )
-        .exec_without_returning(db)
-        .await
-        .map_err(db_err)?;
-        Instance::delete_many()
+        .into_query();
+        db.exec(self.backend.build(&alive)).await?;
+        let gone = Instance::delete_many()
             .filter(I::HeartbeatAt.lt(t - chrono::Duration::days(1)))
-            .exec(db)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+            .into_query();
+        db.exec(self.backend.build(&gone)).await
     }
 }
 
@@ -703,13 +815,16 @@ fn apply_completion(m: &mut e::message::Model, done: &MessageCompletion) {
 /// Rewrites whole message rows in one statement per chunk: an insert that
 /// conflicts on the id and so updates the row (multi-row `UPDATE` has no
 /// portable form; this one runs on SQLite and PostgreSQL alike).
-async fn upsert_messages<C: ConnectionTrait>(
-    db: &C,
+async fn upsert_messages(
+    db: &(dyn WriteConn + '_),
+    backend: DbBackend,
     models: &[e::message::Model],
 ) -> StoreResult<()> {
     use e::message::Column as M;
     for chunk in models.chunks(ROWS_PER_STATEMENT) {
-        e::message::Entity::insert_many(chunk.iter().cloned().map(e::message::ActiveModel::from))
+        let q = e::message::Entity::insert_many(
+            chunk.iter().cloned().map(e::message::ActiveModel::from),
+        )
             .on_conflict(
                 OnConflict::column(M::Id)
                     .update_columns([
@@ -733,31 +848,35 @@ async fn upsert_messages<C: ConnectionTrait>(
                     ])
                     .to_owned(),
             )
-            .exec_without_returning(db)
-            .await
-            .map_err(db_err)?;
+            .into_query();
+        db.exec(backend.build(&q)).await?;
     }
     Ok(())
 }
 
 /// Inserts rows in multi-row statements.
-async fn insert_rows<E, C>(
-    db: &C,
+async fn insert_rows<E>(
+    db: &(dyn WriteConn + '_),
+    backend: DbBackend,
     rows: impl IntoIterator<Item = E::ActiveModel>,
 ) -> StoreResult<()>
 where
     E: EntityTrait,
-    C: ConnectionTrait,
     E::ActiveModel: sea_orm::ActiveModelTrait<Entity = E> + Send,
 {
     let rows: Vec<E::ActiveModel> = rows.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        E::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await
-            .map_err(db_err)?;
+        let q = E::insert_many(chunk.to_vec()).into_query();
+        db.exec(backend.build(&q)).await?;
     }
     Ok(())
+}
+
+/// A bot's tenant (read by column name, as every backend reads it).
+#[derive(sea_orm::FromQueryResult)]
+struct BotTenant {
+    id: Uuid,
+    tenant_id: Uuid,
 }
 
 /// The tenants that have a job in `ops`.
