@@ -15,6 +15,7 @@ use std::str::FromStr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use chatcore::error::Report;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -307,14 +308,17 @@ impl From<chatcore::engine::ChatError> for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             E::Provider(_) => StatusCode::BAD_GATEWAY,
-            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             E::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
-        if matches!(e, E::Internal(_) | E::Unavailable(_)) {
-            tracing::error!(error = %e, "request failed");
+        // The cause goes to the log, with its whole chain; the request's
+        // span (the trace layer) carries the request id. The body below
+        // says only `public_message`.
+        if matches!(e, E::Internal { .. } | E::Unavailable { .. }) {
+            tracing::error!(error = %Report(&e), "request failed");
         } else if matches!(e, E::Provider(_)) {
-            tracing::warn!(error = %e, "provider failed");
+            tracing::warn!(error = %Report(&e), "provider failed");
         }
         let retry_after = e
             .retry_after()

@@ -148,7 +148,7 @@ async fn write_with_retry(store: &dyn Store, batch: &mut Vec<AuditRecord>, stats
             }
             Err(e) => {
                 stats.failed_writes.fetch_add(1, Ordering::Relaxed);
-                let transient = matches!(e, StoreError::Unavailable(_));
+                let transient = matches!(e, StoreError::Unavailable { .. });
                 if !transient {
                     rejected += 1;
                 }

@@ -92,7 +92,7 @@ impl Providers {
         spec.api_key = match &cfg.api_key {
             Some(sealed) => Some(self.keyring.open(tenant, sealed).map_err(|e| {
                 tracing::error!(provider_config = %id, error = %e, "cannot open a stored provider key");
-                ChatError::Internal("provider key cannot be decrypted".into())
+                ChatError::internal_from("provider key cannot be decrypted", e)
             })?),
             None => None,
         };

@@ -216,7 +216,7 @@ impl RagService {
     ) -> Result<Document, ChatError> {
         let extracted = tokio::task::spawn_blocking(move || super::pdf_text(&pdf))
             .await
-            .map_err(|e| ChatError::Internal(format!("PDF extraction task failed: {e}")))?
+            .map_err(|e| ChatError::internal_from("the PDF extraction task failed", e))?
             .map_err(|e| ChatError::InvalidRequest(format!("body: {e}")))?;
         let text = normalize(&extracted, "text/plain")
             .map_err(|e| ChatError::InvalidRequest(format!("body: {e}")))?;
@@ -626,7 +626,7 @@ impl RagService {
         let opts = self.options;
         let pieces = tokio::task::spawn_blocking(move || chunk(&text, &opts, &counter))
             .await
-            .map_err(|e| ChatError::Internal(format!("chunking panicked: {e}")))?;
+            .map_err(|e| ChatError::internal_from("chunking panicked", e))?;
         let provider = self.providers.get(doc.tenant_id, ds.provider_id).await?;
         let mut out = Vec::with_capacity(pieces.len());
         for batch in pieces.chunks(EMBED_BATCH) {
@@ -634,7 +634,7 @@ impl RagService {
                 .with_model(ds.embedding_model.clone());
             let resp = provider.embed(&req).await?;
             if resp.vectors.len() != batch.len() {
-                return Err(ChatError::Internal(format!(
+                return Err(ChatError::internal(format!(
                     "the embedding provider returned {} vectors for {} texts",
                     resp.vectors.len(),
                     batch.len()
