@@ -98,18 +98,19 @@ pub struct Report<'a>(pub &'a (dyn StdError + 'static));
 
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut last = self.0.to_string();
-        let mut cur = self.0.source();
-        while let Some(e) = cur {
+        let mut printed = self.0.to_string();
+        f.write_str(&printed)?;
+        for e in chain(self.0).skip(1) {
             let text = e.to_string();
-            // A wrapper that prints its inner error (`#[error(transparent)]`
-            // or a message ending in it) would show it twice.
-            if !last.ends_with(&text) {
+            // A wrapper that already prints its cause's text (an
+            // `#[error(transparent)]`, a `"...: {0}"`, a provider error's
+            // message that spells out the transport chain) would show it
+            // twice.
+            if !printed.contains(&text) {
                 write!(f, ": {text}")?;
+                printed.push_str(": ");
+                printed.push_str(&text);
             }
-            last = text;
-            cur = e.source();
         }
         Ok(())
     }

@@ -704,7 +704,7 @@ impl WidgetService {
                 }
                 let secret = match e.record.as_ref().and_then(|r| r.secret.as_ref()) {
                     Some(s) => self.chat.keyring().open(e.tenant.id, s).map_err(|err| {
-                        tracing::error!(bot = %e.bot.id, error = %err, "cannot open a widget secret");
+                        tracing::error!(bot = %e.bot.id, error = %crate::error::Report(&err), "cannot open a widget secret");
                         ChatError::internal_from("the widget secret cannot be decrypted", err)
                     })?,
                     None => {

@@ -607,7 +607,7 @@ impl RagService {
             }
             Err(e) => {
                 let reason = e.public_message();
-                tracing::warn!(document = %id, error = %e, "indexing failed");
+                tracing::warn!(document = %id, error = %crate::error::Report(&e), "indexing failed");
                 self.store()
                     .set_document_status(tenant, id, DocumentStatus::Failed, Some(reason))
                     .await?;
@@ -873,7 +873,7 @@ async fn indexer(
     while let Some((tenant, id)) = rx.recv().await {
         let Some(svc) = svc.upgrade() else { return };
         if let Err(e) = svc.index_document(tenant, id).await {
-            tracing::error!(document = %id, error = %e, "indexing could not record its outcome");
+            tracing::error!(document = %id, error = %crate::error::Report(&e), "indexing could not record its outcome");
         }
     }
 }
