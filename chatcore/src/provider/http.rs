@@ -332,8 +332,10 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ProviderError> {
     serde_json::from_slice(body).map_err(|e| ProviderError::InvalidResponse {
         provider: provider.to_owned(),
+        // serde_json quotes the value it refused, which can be a key.
         message: format!(
-            "{e}; body: {}",
+            "{}; body: {}",
+            redact(&e.to_string(), secret),
             redact(&String::from_utf8_lossy(body), secret)
         ),
         source: clean_cause(e, secret),
@@ -359,5 +361,65 @@ pub(crate) fn scrub(e: ProviderError, secret: Option<&str>) -> ProviderError {
             source: source.filter(|c| super::error::clean(c, secret)),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::error::Report;
+
+    #[test]
+    fn a_body_that_does_not_parse_keeps_the_serde_json_error() {
+        let e = parse_json::<serde_json::Value>("openai", b"{not json", None).unwrap_err();
+        assert!(matches!(e, ProviderError::InvalidResponse { .. }), "{e:?}");
+        let source = e.source().expect("a source");
+        assert!(
+            source.downcast_ref::<serde_json::Error>().is_some(),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn a_cause_that_could_show_the_key_is_dropped() {
+        // serde_json quotes the offending value: here, the key.
+        let body = br#"{"n": "sk-live-0123456789abcdef"}"#;
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct N {
+            n: u32,
+        }
+        let e = parse_json::<N>("openai", body, Some("sk-live-0123456789abcdef")).unwrap_err();
+        assert!(e.source().is_none(), "{e:?}");
+        let all = format!("{e:?} {e} {}", Report(&e));
+        assert!(!all.contains("0123456789abcdef"), "{all}");
+    }
+
+    #[tokio::test]
+    async fn a_transport_failure_keeps_the_reqwest_error_without_its_url() {
+        ensure_crypto_provider();
+        // Nothing listens on port 1; the key rides in the query, as Gemini's does.
+        let key = "AIzaSyTESTKEY0123456789";
+        let err = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:1/v1/models?key={key}"))
+            .send()
+            .await
+            .unwrap_err();
+        let e = map_transport_error("google", err, &Timeouts::default(), Some(key));
+        assert!(matches!(e, ProviderError::Unavailable { .. }), "{e:?}");
+        let source = e.source().expect("a source");
+        let reqwest = source
+            .downcast_ref::<reqwest::Error>()
+            .expect("the reqwest::Error");
+        assert!(reqwest.is_connect(), "{reqwest:?}");
+        assert!(reqwest.url().is_none(), "kept without its URL");
+        let all = format!("{e:?} {e} {}", Report(&e));
+        assert!(!all.contains(key), "{all}");
+        assert!(!all.contains("TESTKEY"), "{all}");
     }
 }

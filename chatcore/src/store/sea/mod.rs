@@ -14,6 +14,9 @@ mod tenant;
 mod widget;
 mod writer;
 
+#[cfg(test)]
+mod cause_tests;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
