@@ -15,6 +15,7 @@ use std::str::FromStr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use chatcore::error::Report;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -307,14 +308,17 @@ impl From<chatcore::engine::ChatError> for ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             E::Provider(_) => StatusCode::BAD_GATEWAY,
-            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             E::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
-        if matches!(e, E::Internal(_) | E::Unavailable(_)) {
-            tracing::error!(error = %e, "request failed");
+        // The cause goes to the log, with its whole chain; the request's
+        // span (the trace layer) carries the request id. The body below
+        // says only `public_message`.
+        if matches!(e, E::Internal { .. } | E::Unavailable { .. }) {
+            tracing::error!(error = %Report(&e), "request failed");
         } else if matches!(e, E::Provider(_)) {
-            tracing::warn!(error = %e, "provider failed");
+            tracing::warn!(error = %Report(&e), "provider failed");
         }
         let retry_after = e
             .retry_after()
@@ -554,7 +558,47 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 mod tests {
     use super::*;
     use crate::chat::ChatBody;
+    use chatcore::engine::ChatError;
     use proptest::prelude::*;
+
+    /// A 500 or 503 says something generic, in both body shapes: the cause
+    /// (here a driver message naming a table and a host) goes to the log.
+    #[test]
+    fn an_internal_error_body_does_not_show_its_cause() {
+        let cause = "relation \"secret_table\" on db.internal:5432 does not exist";
+        let cases = [
+            (
+                ChatError::internal_from("the store failed", std::io::Error::other(cause)),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
+            (
+                ChatError::unavailable_from(
+                    "the store is unavailable",
+                    std::io::Error::other(cause),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "service temporarily unavailable",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            assert!(chatcore::error::Report(&e).to_string().contains(cause));
+            let api = ApiError::from(e);
+            assert_eq!(api.status, status);
+            for body in [api.body("req-1"), api.openai_body("req-1")] {
+                let json = serde_json::to_value(&body).unwrap();
+                let text = json.to_string();
+                assert!(!text.contains("secret_table"), "{text}");
+                assert!(!text.contains("db.internal"), "{text}");
+                assert!(!text.contains("the store"), "{text}");
+                assert_eq!(json["error"]["code"], code);
+                assert_eq!(json["error"]["message"], message);
+                assert_eq!(json["error"]["request_id"], "req-1");
+            }
+        }
+    }
 
     fn json_headers() -> http::HeaderMap {
         let mut h = http::HeaderMap::new();

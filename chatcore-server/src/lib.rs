@@ -211,7 +211,9 @@ impl App {
             match chat.recover_orphaned_turns().await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(turns = n, "closed turns left pending by a lost instance"),
-                Err(e) => tracing::error!(error = %e, "could not close orphaned turns"),
+                Err(e) => {
+                    tracing::error!(error = %chatcore::error::Report(&e), "could not close orphaned turns")
+                }
             }
         };
         recover(self.chat.clone()).await;
@@ -285,7 +287,7 @@ pub async fn serve(
     match budgets(&config, core.chat.store().clone()).await {
         Ok(b) => core.chat.set_budgets(b),
         Err(e) => {
-            tracing::error!(error = %e, "cannot start: budgets");
+            tracing::error!(error = %chatcore::error::Report(&e), "cannot start: budgets");
             return;
         }
     }
@@ -317,7 +319,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         tracing::warn!("grace period over: closing the remaining connections");
         app.chat.audit().flush().await;
         if let Err(e) = app.chat.store().flush().await {
-            tracing::error!(error = %e, "could not flush the store's writes at shutdown");
+            tracing::error!(error = %chatcore::error::Report(&e), "could not flush the store's writes at shutdown");
         }
     }
 }

@@ -301,7 +301,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     match app.chat.store().ping().await {
         Ok(()) => Ok(json_response(StatusCode::OK, &Status { status: "ready" })),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = %chatcore::error::Report(&e), "readiness check failed");
             Err(ApiError::unavailable("database unreachable"))
         }
     }

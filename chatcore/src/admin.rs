@@ -1833,7 +1833,7 @@ impl AdminService {
 }
 
 fn unexpected(c: Changed) -> ChatError {
-    ChatError::Internal(format!("the store answered a change with {c:?}"))
+    ChatError::internal(format!("the store answered a change with {c:?}"))
 }
 
 #[cfg(test)]

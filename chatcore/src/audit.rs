@@ -148,7 +148,7 @@ async fn write_with_retry(store: &dyn Store, batch: &mut Vec<AuditRecord>, stats
             }
             Err(e) => {
                 stats.failed_writes.fetch_add(1, Ordering::Relaxed);
-                let transient = matches!(e, StoreError::Unavailable(_));
+                let transient = matches!(e, StoreError::Unavailable { .. });
                 if !transient {
                     rejected += 1;
                 }
@@ -164,13 +164,13 @@ async fn write_with_retry(store: &dyn Store, batch: &mut Vec<AuditRecord>, stats
                             }
                             Err(e) => {
                                 let json = serde_json::to_string(&r).unwrap_or_default();
-                                tracing::error!(error = %e, record = %json, "audit record rejected by the database");
+                                tracing::error!(error = %crate::error::Report(&e), record = %json, "audit record rejected by the database");
                             }
                         }
                     }
                     return;
                 }
-                tracing::error!(error = %e, records = batch.len(), retry_in_ms = delay.as_millis() as u64, "audit write failed; retrying");
+                tracing::error!(error = %crate::error::Report(&e), records = batch.len(), retry_in_ms = delay.as_millis() as u64, "audit write failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -174,9 +174,9 @@ pub enum AuthError {
     /// The key's tenant is suspended.
     #[error("tenant is suspended")]
     TenantSuspended,
-    /// The store failed.
+    /// The store failed; its error is the `source()`.
     #[error("authentication unavailable")]
-    Unavailable,
+    Unavailable(#[source] crate::error::Cause),
 }
 
 /// Verifies API keys, with an in-process cache of verified keys.
@@ -230,14 +230,14 @@ impl Authenticator {
                     .store
                     .find_api_key_by_secret(presented)
                     .await
-                    .map_err(|_| AuthError::Unavailable)?
+                    .map_err(|e| AuthError::Unavailable(crate::error::Cause::new(e)))?
                     .ok_or(AuthError::InvalidKey)?;
                 let tenant = match self.store.get_tenant(key.tenant_id).await {
                     Ok(t) => t,
                     Err(crate::store::StoreError::NotFound(_)) => {
                         return Err(AuthError::InvalidKey);
                     }
-                    Err(_) => return Err(AuthError::Unavailable),
+                    Err(e) => return Err(AuthError::Unavailable(crate::error::Cause::new(e))),
                 };
                 let p = std::sync::Arc::new(Principal { key, tenant });
                 self.cache.insert(digest, p.clone());

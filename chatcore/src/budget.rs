@@ -647,9 +647,17 @@ pub enum BudgetError {
         /// When its period ends (or rolling spend ages out), if known.
         retry_after: Option<Duration>,
     },
-    /// The ledger failed and budgets fail closed.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The ledger (or the store under it) failed and budgets fail closed.
+    #[error("{message}")]
+    Unavailable {
+        /// What cannot be done right now.
+        message: String,
+        /// The store's error, when that is what failed. (A Redis ledger's
+        /// error is logged where it happens, by kind and code only: its
+        /// full text can echo the URL and its password.)
+        #[source]
+        source: Option<crate::error::Cause>,
+    },
 }
 
 /// A budget's state, for `GET /v1/budgets`.
@@ -829,7 +837,10 @@ impl BudgetService {
         let all = self
             .budgets(tenant)
             .await
-            .map_err(|e| BudgetError::Unavailable(e.to_string()))?;
+            .map_err(|e| BudgetError::Unavailable {
+                message: "budgets cannot be read from the store".into(),
+                source: Some(crate::error::Cause::new(e)),
+            })?;
         let applying: Vec<&Budget> = all
             .iter()
             .filter(|b| b.applies(bot, key, end_user))
@@ -876,11 +887,14 @@ impl BudgetService {
                         let (Some(b), Some(w)) = (applying.get(i), windows.get(i)) else {
                             continue;
                         };
-                        let spent = self
-                            .store
-                            .budget_spent(tenant, b, w.start)
-                            .await
-                            .map_err(|e| BudgetError::Unavailable(e.to_string()))?;
+                        let spent =
+                            self.store
+                                .budget_spent(tenant, b, w.start)
+                                .await
+                                .map_err(|e| BudgetError::Unavailable {
+                                    message: "budgets cannot be read from the store".into(),
+                                    source: Some(crate::error::Cause::new(e)),
+                                })?;
                         lines[i].seed = Some(spent);
                     }
                 }
@@ -889,15 +903,17 @@ impl BudgetService {
                     if self.settings.fail_open {
                         return Ok(None);
                     }
-                    return Err(BudgetError::Unavailable(
-                        "budgets cannot be checked right now".into(),
-                    ));
+                    return Err(BudgetError::Unavailable {
+                        message: "budgets cannot be checked right now".into(),
+                        source: None,
+                    });
                 }
             }
         }
-        Err(BudgetError::Unavailable(
-            "budgets cannot be checked right now".into(),
-        ))
+        Err(BudgetError::Unavailable {
+            message: "budgets cannot be checked right now".into(),
+            source: None,
+        })
     }
 
     /// Ends a reservation: the turn cost `actual` micro-units (what is
@@ -921,7 +937,10 @@ impl BudgetService {
             .store
             .list_budgets(tenant)
             .await
-            .map_err(|e| BudgetError::Unavailable(e.to_string()))?;
+            .map_err(|e| BudgetError::Unavailable {
+                message: "budgets cannot be read from the store".into(),
+                source: Some(crate::error::Cause::new(e)),
+            })?;
         let mut out = Vec::with_capacity(all.len());
         for b in all {
             out.push(self.state(&b).await?);
@@ -938,9 +957,10 @@ impl BudgetService {
             Ok(s) => s,
             Err(e) => {
                 self.failed(&e);
-                return Err(BudgetError::Unavailable(
-                    "budgets cannot be read right now".into(),
-                ));
+                return Err(BudgetError::Unavailable {
+                    message: "budgets cannot be read right now".into(),
+                    source: None,
+                });
             }
         };
         let (spent, reserved) = if s.known {
@@ -950,7 +970,10 @@ impl BudgetService {
                 .store
                 .budget_spent(b.tenant_id, b, w.start)
                 .await
-                .map_err(|e| BudgetError::Unavailable(e.to_string()))?;
+                .map_err(|e| BudgetError::Unavailable {
+                    message: "budgets cannot be read from the store".into(),
+                    source: Some(crate::error::Cause::new(e)),
+                })?;
             (spent, 0)
         };
         Ok(BudgetState {

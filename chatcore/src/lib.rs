@@ -40,6 +40,9 @@
 //!   `Providers` (tenant provider configs built into providers, shared
 //!   with RAG) and `Caches` (keys and bots in memory, shared with those
 //!   that invalidate them).
+//! - [`error`]: what the per-layer errors share: [`error::Cause`] (the
+//!   error underneath, kept as `source()`) and [`error::Report`] (an error
+//!   and its chain on one log line).
 //! - [`provider`]: the `Provider` trait and its implementations (OpenAI,
 //!   Anthropic, Google Gemini, OpenAI-compatible, mock), retries, fallback,
 //!   token counting.
@@ -110,6 +113,7 @@ pub mod cache;
 pub mod crypto;
 pub mod domain;
 pub mod engine;
+pub mod error;
 pub mod openai_compat;
 pub mod pricing;
 pub mod provider;

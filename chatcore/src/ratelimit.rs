@@ -65,6 +65,10 @@ impl Decision {
 }
 
 /// A rate limiter backend failed (Redis unreachable, script error).
+///
+/// It holds the Redis error's kind only, not the error as a `source()`:
+/// a Redis error's full text can echo the URL and its password (see
+/// [`crate::error`] on causes).
 #[derive(Debug, thiserror::Error)]
 #[error("rate limiter unavailable: {0}")]
 pub struct RateLimitError(pub String);

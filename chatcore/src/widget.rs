@@ -591,7 +591,7 @@ impl WidgetService {
         let scopes = store.list_scopes(tenant.id, bot.id).await?;
         let guard = Guardrails::from_scopes(&scopes).map_err(|e| {
             tracing::error!(bot = %bot.id, error = %e, "a stored scope does not parse");
-            ChatError::Internal("bot guardrails are misconfigured".into())
+            ChatError::internal("bot guardrails are misconfigured")
         })?;
         let record = store.get_widget(tenant.id, bot.id).await?;
         let e = Arc::new(Entry {
@@ -704,8 +704,8 @@ impl WidgetService {
                 }
                 let secret = match e.record.as_ref().and_then(|r| r.secret.as_ref()) {
                     Some(s) => self.chat.keyring().open(e.tenant.id, s).map_err(|err| {
-                        tracing::error!(bot = %e.bot.id, error = %err, "cannot open a widget secret");
-                        ChatError::Internal("the widget secret cannot be decrypted".into())
+                        tracing::error!(bot = %e.bot.id, error = %crate::error::Report(&err), "cannot open a widget secret");
+                        ChatError::internal_from("the widget secret cannot be decrypted", err)
                     })?,
                     None => {
                         return Err(ChatError::Forbidden(
@@ -1099,7 +1099,7 @@ impl WidgetService {
         settings.validate()?;
         let bot = self.admin_bot(&c, bot_ref).await?;
         let value = serde_json::to_value(&settings)
-            .map_err(|e| ChatError::Internal(format!("widget settings: {e}")))?;
+            .map_err(|e| ChatError::internal_from("widget settings do not serialize", e))?;
         let record = self
             .chat
             .store()
@@ -1206,7 +1206,7 @@ impl WidgetService {
             ..WidgetSettings::default()
         };
         let value = serde_json::to_value(&settings)
-            .map_err(|e| ChatError::Internal(format!("widget settings: {e}")))?;
+            .map_err(|e| ChatError::internal_from("widget settings do not serialize", e))?;
         store
             .put_widget(
                 tenant,

@@ -844,8 +844,8 @@ fn ids_are_uuid_strings_and_enums_list_their_values() {
             scope: "tenant",
             retry_after: std::time::Duration::from_secs(1),
         },
-        E::Unavailable(String::new()),
-        E::Internal(String::new()),
+        E::unavailable(String::new()),
+        E::internal(String::new()),
     ];
     for e in errors {
         assert!(ERROR_CODES.contains(&e.code()), "{}", e.code());

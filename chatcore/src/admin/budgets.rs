@@ -128,7 +128,7 @@ impl AdminService {
         self.budgets
             .as_ref()
             .map(|b| b.get())
-            .ok_or_else(|| ChatError::Unavailable("no chat service".into()))
+            .ok_or_else(|| ChatError::unavailable("no chat service"))
     }
 
     /// Creates a budget (audited).

@@ -441,7 +441,7 @@ impl ChatService {
                 let scopes = self.store.list_scopes(tenant, bot.id).await?;
                 let guard = super::Guardrails::from_scopes(&scopes).map_err(|e| {
                     tracing::error!(bot = %bot.id, error = %e, "a stored scope does not parse");
-                    ChatError::Internal("bot guardrails are misconfigured".into())
+                    ChatError::internal("bot guardrails are misconfigured")
                 })?;
                 if guard.key_allowed(key.id) {
                     bots.push(bot);

@@ -1,9 +1,18 @@
-//! The engine's error: what a chat turn can end with. The server maps each
-//! variant to one HTTP status (and nothing else does).
+//! The services' error: what a chat turn (or an admin or RAG call) can end
+//! with. The server maps each variant to one HTTP status (and nothing else
+//! does).
+//!
+//! It wraps the lower layers' errors rather than flattening them: a
+//! provider failure stays a [`ProviderError`], and a store, Redis, JSON or
+//! decryption failure behind [`ChatError::Internal`] or
+//! [`ChatError::Unavailable`] is kept as the `source()` (see
+//! [`crate::error`] for why the errors are per layer and how a log line
+//! prints the chain).
 
 use std::time::Duration;
 
 use crate::auth::AuthError;
+use crate::error::Cause;
 use crate::provider::ProviderError;
 use crate::ratelimit::RateLimitError;
 use crate::store::StoreError;
@@ -44,12 +53,28 @@ pub enum ChatError {
     /// The provider failed (after retries and fallback).
     #[error(transparent)]
     Provider(#[from] ProviderError),
-    /// A dependency (database, rate limiter) is unavailable.
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
-    /// A bug or an unexpected state; the detail is for logs only.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A dependency (database, rate limiter) is unavailable. The message
+    /// and the cause are for logs only; callers are told "service
+    /// temporarily unavailable".
+    #[error("service unavailable: {message}")]
+    Unavailable {
+        /// What is unavailable, in a few words.
+        message: String,
+        /// The dependency's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A bug or an unexpected state; the message and the cause are for
+    /// logs only (callers are told "internal error").
+    #[error("internal error: {message}")]
+    Internal {
+        /// What went wrong, in a few words.
+        message: String,
+        /// The error underneath (the store's, a decoder's, a task's), when
+        /// there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A spending budget has no room for the turn's worst case.
     #[error("budget exceeded ({scope}, {period})")]
     BudgetExceeded {
@@ -75,7 +100,9 @@ impl From<crate::budget::BudgetError> for ChatError {
                 period: period.as_str(),
                 retry_after,
             },
-            crate::budget::BudgetError::Unavailable(m) => ChatError::Unavailable(m),
+            e @ crate::budget::BudgetError::Unavailable { .. } => {
+                ChatError::unavailable_from("the budget ledger is unavailable", e)
+            }
         }
     }
 }
@@ -87,8 +114,10 @@ impl From<StoreError> for ChatError {
             StoreError::InvalidInput(m) => ChatError::InvalidRequest(m),
             StoreError::Conflict(what) => ChatError::Conflict(format!("{what} already exists")),
             StoreError::InUse(what) => ChatError::Conflict(format!("{what} is in use")),
-            StoreError::Unavailable(m) => ChatError::Unavailable(m),
-            other => ChatError::Internal(other.to_string()),
+            e @ StoreError::Unavailable { .. } => {
+                ChatError::unavailable_from("the store is unavailable", e)
+            }
+            e @ StoreError::Internal { .. } => ChatError::internal_from("the store failed", e),
         }
     }
 }
@@ -98,18 +127,59 @@ impl From<AuthError> for ChatError {
         match e {
             AuthError::InvalidKey => ChatError::Unauthorized("invalid or missing API key".into()),
             AuthError::TenantSuspended => ChatError::Forbidden("tenant is suspended".into()),
-            AuthError::Unavailable => ChatError::Unavailable("authentication unavailable".into()),
+            AuthError::Unavailable(cause) => ChatError::Unavailable {
+                message: "authentication unavailable".into(),
+                source: Some(cause),
+            },
         }
     }
 }
 
 impl From<RateLimitError> for ChatError {
     fn from(e: RateLimitError) -> Self {
-        ChatError::Unavailable(e.to_string())
+        ChatError::unavailable_from("the rate limiter is unavailable", e)
     }
 }
 
 impl ChatError {
+    /// [`ChatError::Internal`] without a cause: a state that should not be.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ChatError::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`ChatError::Internal`] caused by `source`.
+    pub fn internal_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ChatError::Internal {
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
+    /// [`ChatError::Unavailable`] without a cause.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ChatError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`ChatError::Unavailable`] caused by `source`.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ChatError::Unavailable {
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
     /// The stable code of DESIGN.md's error format.
     pub fn code(&self) -> &'static str {
         match self {
@@ -124,8 +194,8 @@ impl ChatError {
             ChatError::Provider(p) if p.is_timeout() => "provider_timeout",
             ChatError::Provider(ProviderError::RateLimited { .. }) => "rate_limited",
             ChatError::Provider(_) => "provider_error",
-            ChatError::Unavailable(_) => "unavailable",
-            ChatError::Internal(_) => "internal",
+            ChatError::Unavailable { .. } => "unavailable",
+            ChatError::Internal { .. } => "internal",
             ChatError::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
@@ -146,8 +216,8 @@ impl ChatError {
     /// vendor's body, a URL or an address, whoever the caller is.
     pub fn public_message(&self) -> String {
         match self {
-            ChatError::Internal(_) => "internal error".into(),
-            ChatError::Unavailable(_) => "service temporarily unavailable".into(),
+            ChatError::Internal { .. } => "internal error".into(),
+            ChatError::Unavailable { .. } => "service temporarily unavailable".into(),
             ChatError::Provider(p) => p.public_message(),
             other => other.to_string(),
         }

@@ -556,7 +556,7 @@ impl ChatService {
             )),
         };
         if let Err(e) = &result
-            && !matches!(e, ChatError::Unavailable(_))
+            && !matches!(e, ChatError::Unavailable { .. })
         {
             self.throttle
                 .failed(ip, Credential::ApiKey, e.code(), request_id)
@@ -670,7 +670,7 @@ impl ChatService {
         let scopes = self.store.list_scopes(tenant.id, bot.id).await?;
         let guard = Guardrails::from_scopes(&scopes).map_err(|e| {
             tracing::error!(bot = %bot.id, error = %e, "a stored scope does not parse");
-            ChatError::Internal("bot guardrails are misconfigured".into())
+            ChatError::internal("bot guardrails are misconfigured")
         })?;
         let (primary, cfg) = self.provider_for(tenant.id, bot.provider_id).await?;
         let model_hint = bot
@@ -1196,7 +1196,7 @@ impl ChatService {
             .store
             .finish_message(tenant, turn.assistant, done.clone())
             .await;
-        if let Err(StoreError::Unavailable(_)) = &stored {
+        if let Err(StoreError::Unavailable { .. }) = &stored {
             // The writer retried once already; the turn must not stay
             // pending while this instance lives: keep trying a while.
             self.close_later(tenant, turn.assistant, done);
@@ -1256,7 +1256,7 @@ impl ChatService {
                 tokio::time::sleep(wait).await;
                 match store.finish_message(tenant, id, done.clone()).await {
                     Ok(_) => return,
-                    Err(StoreError::Unavailable(_)) => {
+                    Err(StoreError::Unavailable { .. }) => {
                         wait = (wait * 2).min(Duration::from_secs(15))
                     }
                     Err(e) => {

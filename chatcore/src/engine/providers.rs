@@ -91,8 +91,8 @@ impl Providers {
         let mut spec = ProviderSpec::new(cfg.provider.clone());
         spec.api_key = match &cfg.api_key {
             Some(sealed) => Some(self.keyring.open(tenant, sealed).map_err(|e| {
-                tracing::error!(provider_config = %id, error = %e, "cannot open a stored provider key");
-                ChatError::Internal("provider key cannot be decrypted".into())
+                tracing::error!(provider_config = %id, error = %crate::error::Report(&e), "cannot open a stored provider key");
+                ChatError::internal_from("provider key cannot be decrypted", e)
             })?),
             None => None,
         };

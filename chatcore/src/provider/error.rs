@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 
+use crate::error::Cause;
+
 /// Longest vendor body kept in an error, in bytes.
 pub const MAX_ERROR_BODY: usize = 512;
 
@@ -34,7 +36,9 @@ impl fmt::Display for TimeoutKind {
 ///
 /// Every message that comes from a vendor is redacted (see [`redact`]) and
 /// truncated before it is stored here: an API key never appears in an
-/// error's `Display` or `Debug`.
+/// error's `Display` or `Debug`. A transport, decoding or configuration
+/// failure also keeps the original error as its `source()` (a [`Cause`]):
+/// a reqwest error is kept without its URL, which can carry a key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
     /// The vendor rejected the credentials (HTTP 401/403, a missing key,
@@ -82,6 +86,10 @@ pub enum ProviderError {
         status: Option<u16>,
         /// Redacted vendor message or transport error.
         message: String,
+        /// The transport error (reqwest's, kept without its URL), when
+        /// there was no response.
+        #[source]
+        source: Option<Cause>,
     },
     /// A timeout fired.
     #[error("{provider}: {kind} timeout after {after:?}")]
@@ -118,6 +126,10 @@ pub enum ProviderError {
     Config {
         /// What is wrong.
         message: String,
+        /// The error that said so (a URL parser's, the HTTP client
+        /// builder's), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The vendor answered something we could not parse.
     #[error("{provider}: invalid response: {message}")]
@@ -126,6 +138,9 @@ pub enum ProviderError {
         provider: String,
         /// What was wrong, with a redacted excerpt.
         message: String,
+        /// The decoder's error (JSON, UTF-8, SSE), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The egress policy refused the provider's address (see
     /// [`super::EgressPolicy`]). Never retried; the message names no address.
@@ -291,6 +306,27 @@ pub fn redact(text: &str, secret: Option<&str>) -> String {
     out
 }
 
+/// `e` as the [`Cause`] of a provider error, unless the text of `e` or of
+/// one of its sources holds something [`redact`] would remove (the
+/// `secret`, a key-like word): a cause is printed as it is, so one that
+/// could show a key is dropped and only the redacted message stays.
+pub(crate) fn clean_cause(
+    e: impl std::error::Error + Send + Sync + 'static,
+    secret: Option<&str>,
+) -> Option<Cause> {
+    let cause = Cause::new(e);
+    clean(&cause, secret).then_some(cause)
+}
+
+/// Whether no text in `cause`'s chain holds something [`redact`] removes.
+pub(crate) fn clean(cause: &Cause, secret: Option<&str>) -> bool {
+    crate::error::chain(cause.as_error()).all(|e| {
+        let text = e.to_string();
+        let has_secret = matches!(secret, Some(s) if s.len() >= 4 && text.contains(s));
+        !has_secret && redact_key_like_words(&text) == text
+    })
+}
+
 fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.')
 }
@@ -414,6 +450,7 @@ mod tests {
         let p = "x".to_owned();
         assert!(
             ProviderError::Unavailable {
+                source: None,
                 provider: p.clone(),
                 status: Some(503),
                 message: String::new()

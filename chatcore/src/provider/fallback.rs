@@ -76,7 +76,7 @@ impl FallbackProvider {
         tracing::warn!(
             provider = self.chain[i].provider.kind(),
             next = self.chain[i + 1].provider.kind(),
-            error = %e,
+            error = %crate::error::Report(&e),
             "provider failed, falling back"
         );
         Ok(())

@@ -17,6 +17,7 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::egress::{EgressDenied, EgressPolicy, PolicyResolver, redact_url};
+use super::error::clean_cause;
 use super::{ProviderError, TimeoutKind, Timeouts, redact};
 
 /// Largest non-streamed response body we read.
@@ -71,6 +72,7 @@ impl HttpClient {
             .build()
             .map_err(|e| ProviderError::Config {
                 message: format!("cannot build the HTTP client: {e}"),
+                source: clean_cause(e.without_url(), None),
             })?;
         Ok(Self {
             client,
@@ -92,7 +94,7 @@ impl HttpClient {
         map: StatusMapper,
     ) -> Result<Response, ProviderError> {
         let secret = secret.map(|s| s.expose_secret());
-        let req = rb.build().map_err(|e| self.map_transport(&e, secret))?;
+        let req = rb.build().map_err(|e| self.map_transport(e, secret))?;
         // IP literals skip the resolver: check them here.
         if self.egress.check_url(req.url()).is_err() {
             tracing::warn!(provider = %self.provider, url = %redact_url(req.url().as_str()), "the egress policy refused a provider call");
@@ -109,7 +111,7 @@ impl HttpClient {
                         after: self.timeouts.first_byte,
                     });
                 }
-                Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
+                Ok(Err(e)) => return Err(self.map_transport(e, secret)),
                 Ok(Ok(resp)) => resp,
             };
         let status = resp.status();
@@ -124,7 +126,7 @@ impl HttpClient {
             .unwrap_or_default();
         let body = String::from_utf8_lossy(&body);
         let err = map(&self.provider, status, &headers, &body, secret);
-        tracing::warn!(provider = %self.provider, status = status.as_u16(), error = %err, "provider call failed");
+        tracing::warn!(provider = %self.provider, status = status.as_u16(), error = %crate::error::Report(&err), "provider call failed");
         Err(err)
     }
 
@@ -154,7 +156,7 @@ impl HttpClient {
                         after: self.timeouts.idle,
                     });
                 }
-                Ok(Err(e)) => return Err(self.map_transport(&e, secret)),
+                Ok(Err(e)) => return Err(self.map_transport(e, secret)),
                 Ok(Ok(None)) => return Ok(buf.freeze()),
                 Ok(Ok(Some(chunk))) => {
                     let room = limit.saturating_sub(buf.len());
@@ -199,7 +201,7 @@ impl HttpClient {
                 Ok(None) => None,
                 Ok(Some(Err(e))) => {
                     let secret = st.secret.as_ref().map(|s| s.expose_secret());
-                    let e = map_transport_error(&st.provider, &e, &st.timeouts, secret);
+                    let e = map_transport_error(&st.provider, e, &st.timeouts, secret);
                     Some((Err(e), None))
                 }
                 Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(st))),
@@ -208,7 +210,7 @@ impl HttpClient {
         .boxed()
     }
 
-    fn map_transport(&self, e: &reqwest::Error, secret: Option<&str>) -> ProviderError {
+    fn map_transport(&self, e: reqwest::Error, secret: Option<&str>) -> ProviderError {
         map_transport_error(&self.provider, e, &self.timeouts, secret)
     }
 }
@@ -216,7 +218,7 @@ impl HttpClient {
 /// Maps a reqwest error (connect, TLS, a reset connection) to an error.
 pub(crate) fn map_transport_error(
     provider: &str,
-    e: &reqwest::Error,
+    e: reqwest::Error,
     timeouts: &Timeouts,
     secret: Option<&str>,
 ) -> ProviderError {
@@ -226,7 +228,7 @@ pub(crate) fn map_transport_error(
     if let Some(u) = e.url() {
         message = message.replace(u.as_str(), &redact_url(u.as_str()));
     }
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         if s.downcast_ref::<EgressDenied>().is_some() {
             tracing::warn!(
@@ -242,9 +244,6 @@ pub(crate) fn map_transport_error(
         source = s.source();
     }
     let message = redact(&message, secret);
-    if e.is_builder() {
-        return ProviderError::Config { message };
-    }
     if e.is_connect() && e.is_timeout() {
         return ProviderError::Timeout {
             provider: provider.to_owned(),
@@ -252,10 +251,18 @@ pub(crate) fn map_transport_error(
             after: timeouts.connect,
         };
     }
+    // The message keeps the chain's text (redacted) for `Display`; the
+    // error itself, without its URL, is the `source()`.
+    let builder = e.is_builder();
+    let source = clean_cause(e.without_url(), secret);
+    if builder {
+        return ProviderError::Config { message, source };
+    }
     ProviderError::Unavailable {
         provider: provider.to_owned(),
         status: None,
         message,
+        source,
     }
 }
 
@@ -264,6 +271,7 @@ pub(crate) fn map_transport_error(
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
     let mut v = HeaderValue::from_str(value).map_err(|_| ProviderError::Config {
         message: "the API key contains characters not allowed in a header".to_owned(),
+        source: None,
     })?;
     v.set_sensitive(true);
     Ok(v)
@@ -291,6 +299,7 @@ pub(crate) fn map_status_common(
             ProviderError::InvalidRequest { provider, message }
         }
         408 | 500..=599 => ProviderError::Unavailable {
+            source: None,
             provider,
             status: Some(status.as_u16()),
             message,
@@ -323,10 +332,13 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ProviderError> {
     serde_json::from_slice(body).map_err(|e| ProviderError::InvalidResponse {
         provider: provider.to_owned(),
+        // serde_json quotes the value it refused, which can be a key.
         message: format!(
-            "{e}; body: {}",
+            "{}; body: {}",
+            redact(&e.to_string(), secret),
             redact(&String::from_utf8_lossy(body), secret)
         ),
+        source: clean_cause(e, secret),
     })
 }
 
@@ -339,10 +351,75 @@ pub(crate) fn secret_str(s: Option<&SecretString>) -> Option<&str> {
 /// the body).
 pub(crate) fn scrub(e: ProviderError, secret: Option<&str>) -> ProviderError {
     match e {
-        ProviderError::InvalidResponse { provider, message } => ProviderError::InvalidResponse {
+        ProviderError::InvalidResponse {
+            provider,
+            message,
+            source,
+        } => ProviderError::InvalidResponse {
             provider,
             message: crate::provider::redact(&message, secret),
+            source: source.filter(|c| super::error::clean(c, secret)),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::error::Report;
+
+    #[test]
+    fn a_body_that_does_not_parse_keeps_the_serde_json_error() {
+        let e = parse_json::<serde_json::Value>("openai", b"{not json", None).unwrap_err();
+        assert!(matches!(e, ProviderError::InvalidResponse { .. }), "{e:?}");
+        let source = e.source().expect("a source");
+        assert!(
+            source.downcast_ref::<serde_json::Error>().is_some(),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn a_cause_that_could_show_the_key_is_dropped() {
+        // serde_json quotes the offending value: here, the key.
+        let body = br#"{"n": "sk-live-0123456789abcdef"}"#;
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct N {
+            n: u32,
+        }
+        let e = parse_json::<N>("openai", body, Some("sk-live-0123456789abcdef")).unwrap_err();
+        assert!(e.source().is_none(), "{e:?}");
+        let all = format!("{e:?} {e} {}", Report(&e));
+        assert!(!all.contains("0123456789abcdef"), "{all}");
+    }
+
+    #[tokio::test]
+    async fn a_transport_failure_keeps_the_reqwest_error_without_its_url() {
+        ensure_crypto_provider();
+        // Nothing listens on port 1; the key rides in the query, as Gemini's does.
+        let key = "AIzaSyTESTKEY0123456789";
+        let err = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:1/v1/models?key={key}"))
+            .send()
+            .await
+            .unwrap_err();
+        let e = map_transport_error("google", err, &Timeouts::default(), Some(key));
+        assert!(matches!(e, ProviderError::Unavailable { .. }), "{e:?}");
+        let source = e.source().expect("a source");
+        let reqwest = source
+            .downcast_ref::<reqwest::Error>()
+            .expect("the reqwest::Error");
+        assert!(reqwest.is_connect(), "{reqwest:?}");
+        assert!(reqwest.url().is_none(), "kept without its URL");
+        let all = format!("{e:?} {e} {}", Report(&e));
+        assert!(!all.contains(key), "{all}");
+        assert!(!all.contains("TESTKEY"), "{all}");
     }
 }

@@ -83,12 +83,14 @@ impl MockProvider {
                 .as_u64()
                 .filter(|d| (1..=65_536).contains(d))
                 .ok_or_else(|| ProviderError::Config {
+                    source: None,
                     message: "mock: embedding_dimension must be an integer in 1..=65536".to_owned(),
                 })?;
             m.embedding_dimension = d as usize;
         }
         if let Some(v) = spec.options.get("delay_ms") {
             let ms = v.as_u64().ok_or_else(|| ProviderError::Config {
+                source: None,
                 message: "mock: delay_ms must be a non-negative integer".to_owned(),
             })?;
             m.delay = Duration::from_millis(ms);
@@ -118,6 +120,7 @@ impl MockProvider {
         let provider = KIND_MOCK.to_owned();
         match model {
             "error-500" => Some(ProviderError::Unavailable {
+                source: None,
                 provider,
                 status: Some(500),
                 message: "mock internal server error".to_owned(),
@@ -131,6 +134,7 @@ impl MockProvider {
                 provider: provider.clone(),
                 partial: partial.to_owned(),
                 cause: Some(Box::new(ProviderError::Unavailable {
+                    source: None,
                     provider,
                     status: None,
                     message: "mock connection reset".to_owned(),

@@ -244,6 +244,7 @@ pub async fn await_first_token(mut stream: ChatStream) -> Result<ChatStream, Pro
             .boxed()),
         Some(Err(e)) => Err(e),
         None => Err(ProviderError::InvalidResponse {
+            source: None,
             provider: "unknown".to_owned(),
             message: "the stream ended without any event".to_owned(),
         }),

@@ -96,6 +96,7 @@ impl ProviderRegistry {
             .factories
             .get(&spec.kind)
             .ok_or_else(|| ProviderError::Config {
+                source: None,
                 message: format!("unknown provider kind {:?}", spec.kind),
             })?;
         factory(spec)

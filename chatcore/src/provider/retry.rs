@@ -121,7 +121,7 @@ where
             );
             return Err(err);
         }
-        tracing::info!(provider = kind, attempt = n, ?delay, error = %err, "retrying provider call");
+        tracing::info!(provider = kind, attempt = n, ?delay, error = %crate::error::Report(&err), "retrying provider call");
         tokio::time::sleep(delay).await;
         n += 1;
     }
@@ -223,6 +223,7 @@ mod tests {
             ..RetryPolicy::default()
         };
         let e = ProviderError::Unavailable {
+            source: None,
             provider: "x".into(),
             status: Some(503),
             message: String::new(),

@@ -79,6 +79,7 @@ impl ProviderSpec {
             .clone()
             .filter(|k| !k.expose_secret().is_empty())
             .ok_or_else(|| super::ProviderError::Config {
+                source: None,
                 message: format!("{kind}: an API key is required"),
             })
     }
@@ -94,6 +95,7 @@ impl ProviderSpec {
         let text = self.base_url.as_deref().unwrap_or(default);
         let mut url = reqwest::Url::parse(text).map_err(|e| super::ProviderError::Config {
             message: format!("{kind}: invalid base URL: {e}"),
+            source: Some(crate::error::Cause::new(e)),
         })?;
         super::egress::EgressPolicy::new()
             .check_url(&url)
@@ -103,6 +105,7 @@ impl ProviderSpec {
             })
             .map_err(|e| super::ProviderError::Config {
                 message: format!("{kind}: {e}"),
+                source: Some(crate::error::Cause::new(e)),
             })?;
         url.set_fragment(None);
         Ok(url)

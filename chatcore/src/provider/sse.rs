@@ -171,10 +171,12 @@ fn map_sse_error(provider: &str, e: EventStreamError<ProviderError>) -> Provider
         EventStreamError::Utf8(e) => ProviderError::InvalidResponse {
             provider: provider.to_owned(),
             message: format!("stream is not UTF-8: {e}"),
+            source: super::error::clean_cause(e, None),
         },
         EventStreamError::Parser(e) => ProviderError::InvalidResponse {
             provider: provider.to_owned(),
             message: super::redact(&format!("malformed SSE: {e}"), None),
+            source: super::error::clean_cause(e, None),
         },
     }
 }

@@ -216,7 +216,7 @@ impl RagService {
     ) -> Result<Document, ChatError> {
         let extracted = tokio::task::spawn_blocking(move || super::pdf_text(&pdf))
             .await
-            .map_err(|e| ChatError::Internal(format!("PDF extraction task failed: {e}")))?
+            .map_err(|e| ChatError::internal_from("the PDF extraction task failed", e))?
             .map_err(|e| ChatError::InvalidRequest(format!("body: {e}")))?;
         let text = normalize(&extracted, "text/plain")
             .map_err(|e| ChatError::InvalidRequest(format!("body: {e}")))?;
@@ -607,7 +607,7 @@ impl RagService {
             }
             Err(e) => {
                 let reason = e.public_message();
-                tracing::warn!(document = %id, error = %e, "indexing failed");
+                tracing::warn!(document = %id, error = %crate::error::Report(&e), "indexing failed");
                 self.store()
                     .set_document_status(tenant, id, DocumentStatus::Failed, Some(reason))
                     .await?;
@@ -626,7 +626,7 @@ impl RagService {
         let opts = self.options;
         let pieces = tokio::task::spawn_blocking(move || chunk(&text, &opts, &counter))
             .await
-            .map_err(|e| ChatError::Internal(format!("chunking panicked: {e}")))?;
+            .map_err(|e| ChatError::internal_from("chunking panicked", e))?;
         let provider = self.providers.get(doc.tenant_id, ds.provider_id).await?;
         let mut out = Vec::with_capacity(pieces.len());
         for batch in pieces.chunks(EMBED_BATCH) {
@@ -634,7 +634,7 @@ impl RagService {
                 .with_model(ds.embedding_model.clone());
             let resp = provider.embed(&req).await?;
             if resp.vectors.len() != batch.len() {
-                return Err(ChatError::Internal(format!(
+                return Err(ChatError::internal(format!(
                     "the embedding provider returned {} vectors for {} texts",
                     resp.vectors.len(),
                     batch.len()
@@ -873,7 +873,7 @@ async fn indexer(
     while let Some((tenant, id)) = rx.recv().await {
         let Some(svc) = svc.upgrade() else { return };
         if let Err(e) = svc.index_document(tenant, id).await {
-            tracing::error!(document = %id, error = %e, "indexing could not record its outcome");
+            tracing::error!(document = %id, error = %crate::error::Report(&e), "indexing could not record its outcome");
         }
     }
 }

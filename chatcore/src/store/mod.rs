@@ -16,11 +16,16 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use secrecy::SecretString;
 
 use crate::domain::*;
+use crate::error::Cause;
 
 pub use sea::{DEFAULT_DATABASE_ROLE, SchemaObjects, SeaOrmStore, StoreOptions};
 pub use widget::{Feedback, FeedbackRow, NewFeedback, Rating, WidgetRecord, WidgetUpdate};
 
-/// Errors of a store. No database driver type crosses this boundary.
+/// Errors of a store. No database driver type crosses this boundary: a
+/// driver's error is kept only as the `source()` of
+/// [`StoreError::Internal`] or [`StoreError::Unavailable`] (a [`Cause`],
+/// shared, so the error stays `Clone` for the group-commit writer, which
+/// answers every job of a failed batch with it).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The row does not exist (or belongs to another tenant).
@@ -36,11 +41,65 @@ pub enum StoreError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The database cannot be reached or timed out.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else; the message is for logs, not for end users.
-    #[error("store error: {0}")]
-    Internal(String),
+    #[error("database unavailable: {message}")]
+    Unavailable {
+        /// What could not be done, in a few words.
+        message: String,
+        /// The driver's (or the file system's) error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// Anything else; the message and its cause are for logs, not for end
+    /// users.
+    #[error("store error: {message}")]
+    Internal {
+        /// What went wrong, in a few words.
+        message: String,
+        /// The driver's (or a decoder's) error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// [`StoreError::Internal`] without a cause: a state the store should
+    /// never be in.
+    pub fn internal(message: impl Into<String>) -> Self {
+        StoreError::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Internal`] caused by `source`.
+    pub fn internal_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Internal {
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
+    /// [`StoreError::Unavailable`] without a cause.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Unavailable`] caused by `source`.
+    pub fn unavailable_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
 }
 
 /// Result of a store operation.
@@ -654,7 +713,7 @@ macro_rules! changed_into {
                 pub fn $fn(self) -> StoreResult<$t> {
                     match self {
                         $($pat => Ok($v),)+
-                        other => Err(StoreError::Internal(format!(
+                        other => Err(StoreError::internal(format!(
                             "the store answered {other:?} to a change that expected {}",
                             stringify!($t)
                         ))),
@@ -961,9 +1020,7 @@ pub trait TenantStore: Send + Sync + 'static {
         audit: AuditRecord,
     ) -> StoreResult<WidgetRecord> {
         let _ = (tenant, bot, update, audit);
-        Err(StoreError::Internal(
-            "this store keeps no widget settings".into(),
-        ))
+        Err(StoreError::internal("this store keeps no widget settings"))
     }
 }
 
@@ -1037,8 +1094,7 @@ pub trait ChatStore: Send + Sync + 'static {
                 .await?,
             );
         }
-        let user =
-            last.ok_or_else(|| StoreError::Internal("a turn without an input message".into()))?;
+        let user = last.ok_or_else(|| StoreError::internal("a turn without an input message"))?;
         let assistant = self
             .append_message(
                 tenant,
@@ -1333,7 +1389,7 @@ pub trait AuditStore: Send + Sync + 'static {
     /// another tenant, none, or one that is not an assistant's answer.
     async fn put_feedback(&self, tenant: TenantId, new: NewFeedback) -> StoreResult<Feedback> {
         let _ = (tenant, new);
-        Err(StoreError::Internal("this store keeps no feedback".into()))
+        Err(StoreError::internal("this store keeps no feedback"))
     }
 
     /// The feedback on those of `messages` that have some.

@@ -20,7 +20,7 @@ fn lists_the_catalog() {
 fn configuration_errors_are_typed() {
     let r = ProviderRegistry::with_builtins();
     let err = |spec: ProviderSpec| match r.build(&spec) {
-        Err(ProviderError::Config { message }) => message,
+        Err(ProviderError::Config { message, .. }) => message,
         Err(e) => panic!("{e:?}"),
         Ok(p) => panic!("built {p:?}"),
     };

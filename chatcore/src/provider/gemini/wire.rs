@@ -713,6 +713,7 @@ pub fn parse_embed_response(
     let r: WireEmbedResponse = parse_json(provider, body, None)?;
     if r.embeddings.len() != inputs {
         return Err(ProviderError::InvalidResponse {
+            source: None,
             provider: provider.to_owned(),
             message: format!("expected {inputs} embeddings, got {}", r.embeddings.len()),
         });

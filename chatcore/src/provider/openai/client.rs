@@ -58,6 +58,7 @@ impl OpenAiProvider {
     pub fn compatible(spec: &ProviderSpec) -> Result<Self, ProviderError> {
         let Some(base) = spec.base_url.as_deref() else {
             return Err(ProviderError::Config {
+                source: None,
                 message: "openai_compatible: a base URL is required".to_owned(),
             });
         };

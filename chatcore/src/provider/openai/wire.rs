@@ -521,6 +521,7 @@ pub fn parse_chat_response(provider: &str, body: &[u8]) -> Result<ParsedCompleti
         .into_iter()
         .find(|c| c.index == 0)
         .ok_or_else(|| ProviderError::InvalidResponse {
+            source: None,
             provider: provider.to_owned(),
             message: "no choice in the completion".to_owned(),
         })?;
@@ -766,6 +767,7 @@ pub fn parse_embed_response(
     let ok = r.data.len() == inputs && r.data.iter().enumerate().all(|(i, e)| e.index == i);
     if !ok {
         return Err(ProviderError::InvalidResponse {
+            source: None,
             provider: provider.to_owned(),
             message: format!(
                 "expected {inputs} embeddings indexed 0.., got {}",

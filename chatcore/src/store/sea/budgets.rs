@@ -16,7 +16,7 @@ use crate::store::*;
 
 fn budget(m: e::budget::Model) -> StoreResult<Budget> {
     let bad =
-        |what: &str, v: &str| StoreError::Internal(format!("stored {what} {v:?} is not valid"));
+        |what: &str, v: &str| StoreError::internal(format!("stored {what} {v:?} is not valid"));
     Ok(Budget {
         id: BudgetId(m.id),
         tenant_id: TenantId(m.tenant_id),

@@ -12,13 +12,13 @@ use crate::store::{StoreError, StoreResult};
 
 fn parse<T: FromStr>(s: &str, what: &str) -> StoreResult<T> {
     s.parse()
-        .map_err(|_| StoreError::Internal(format!("stored {what} {s:?} is not valid")))
+        .map_err(|_| StoreError::internal(format!("stored {what} {s:?} is not valid")))
 }
 
 fn ids<T: From<Uuid>>(v: &serde_json::Value, what: &str) -> StoreResult<Vec<T>> {
     serde_json::from_value::<Vec<Uuid>>(v.clone())
         .map(|v| v.into_iter().map(T::from).collect())
-        .map_err(|_| StoreError::Internal(format!("stored {what} list is not valid")))
+        .map_err(|_| StoreError::internal(format!("stored {what} list is not valid")))
 }
 
 pub(super) fn ids_json<T: Copy + Into<Uuid>>(v: &[T]) -> serde_json::Value {
@@ -88,9 +88,7 @@ pub(super) fn provider_config(m: e::provider_config::Model) -> StoreResult<Provi
         }),
         (None, None, None) => None,
         _ => {
-            return Err(StoreError::Internal(
-                "stored provider key is incomplete".into(),
-            ));
+            return Err(StoreError::internal("stored provider key is incomplete"));
         }
     };
     Ok(ProviderConfig {
@@ -138,7 +136,7 @@ pub(super) fn permissions_json(p: &[Permission]) -> serde_json::Value {
 
 pub(super) fn api_key(m: e::api_key::Model) -> StoreResult<ApiKey> {
     let perms: Vec<String> = serde_json::from_value(m.permissions)
-        .map_err(|_| StoreError::Internal("stored permissions are not valid".into()))?;
+        .map_err(|_| StoreError::internal("stored permissions are not valid"))?;
     Ok(ApiKey {
         id: ApiKeyId(m.id),
         tenant_id: TenantId(m.tenant_id),
@@ -147,7 +145,7 @@ pub(super) fn api_key(m: e::api_key::Model) -> StoreResult<ApiKey> {
         secret_hash: m
             .secret_hash
             .try_into()
-            .map_err(|_| StoreError::Internal("stored key hash is not 32 bytes".into()))?,
+            .map_err(|_| StoreError::internal("stored key hash is not 32 bytes"))?,
         permissions: perms
             .iter()
             .map(|p| parse(p, "permission"))
@@ -202,9 +200,8 @@ pub(super) fn message(m: e::message::Model) -> StoreResult<Message> {
         api_key_id: m.api_key_id.map(ApiKeyId),
         created_at: m.created_at,
         tool_calls: match m.tool_calls {
-            Some(v) => serde_json::from_value(v).map_err(|e| {
-                StoreError::Internal(format!("stored tool calls do not parse: {e}"))
-            })?,
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| StoreError::internal_from("stored tool calls do not parse", e))?,
             None => Vec::new(),
         },
         tool_call_id: m.tool_call_id,
@@ -258,8 +255,8 @@ pub(super) fn embedding_bytes(v: &[f32]) -> Vec<u8> {
 
 pub(super) fn embedding_from_bytes(b: &[u8]) -> StoreResult<Vec<f32>> {
     if !b.len().is_multiple_of(4) {
-        return Err(StoreError::Internal(
-            "stored embedding is not a whole number of f32".into(),
+        return Err(StoreError::internal(
+            "stored embedding is not a whole number of f32",
         ));
     }
     Ok(b.chunks_exact(4)

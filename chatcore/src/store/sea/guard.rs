@@ -145,7 +145,7 @@ pub(super) fn restrict_sqlite_files(url: &str) -> StoreResult<()> {
             return Ok(());
         };
         let io = |e: std::io::Error| {
-            StoreError::Unavailable(format!("database file {}: {e}", db.display()))
+            StoreError::unavailable_from(format!("database file {}", db.display()), e)
         };
         let creates = url.contains("mode=rwc");
         if creates && !db.exists() {

@@ -15,6 +15,9 @@ mod widget;
 mod writer;
 mod direct;
 
+#[cfg(test)]
+mod cause_tests;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -137,20 +140,27 @@ pub struct SchemaObjects {
     pub indexes: Vec<String>,
 }
 
+/// Maps a driver error to a store error, keeping it as the `source()`.
 fn db_err(e: DbErr) -> StoreError {
     let text = e.to_string();
     match e {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(text),
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+            StoreError::unavailable_from("cannot connect to the database", e)
+        }
         // SQLite's busy timeout ran out: overloaded, not broken.
-        _ if text.contains("database is locked") => StoreError::Unavailable(text),
+        _ if text.contains("database is locked") => {
+            StoreError::unavailable_from("the database is locked", e)
+        }
         _ if guard::unstorable_text(&e) => {
             StoreError::InvalidInput("text: must not contain NUL characters (U+0000)".into())
         }
         // The connection went away mid-statement (a restarted or
         // terminated PostgreSQL backend, a network cut): the database is
         // unavailable, the request is not at fault.
-        _ if connection_lost(&text) => StoreError::Unavailable(text),
-        _ => StoreError::Internal(text),
+        _ if connection_lost(&text) => {
+            StoreError::unavailable_from("the database connection was lost", e)
+        }
+        _ => StoreError::internal_from("a database statement failed", e),
     }
 }
 
@@ -1253,7 +1263,7 @@ impl StoreBase for SeaOrmStore {
         self.db
             .ping()
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::unavailable_from("the database does not answer a ping", e))
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {
@@ -1644,9 +1654,7 @@ impl ChatStore for SeaOrmStore {
         };
         match self.writer.submit(op).await? {
             writer::Output::Turn(t) => Ok(*t),
-            _ => Err(StoreError::Internal(
-                "the writer answered out of turn".into(),
-            )),
+            _ => Err(StoreError::internal("the writer answered out of turn")),
         }
     }
 
@@ -1664,9 +1672,7 @@ impl ChatStore for SeaOrmStore {
             .await?
         {
             writer::Output::Message(m) => Ok(*m),
-            _ => Err(StoreError::Internal(
-                "the writer answered out of turn".into(),
-            )),
+            _ => Err(StoreError::internal("the writer answered out of turn")),
         }
     }
 

@@ -251,7 +251,7 @@ fn document_batches(documents: Option<&[DocumentId]>) -> Vec<Option<&[DocumentId
 
 fn uuid_of(row: &QueryResult, col: &str) -> StoreResult<Uuid> {
     row.try_get::<Uuid>("", col)
-        .map_err(|e| StoreError::Internal(format!("reading {col}: {e}")))
+        .map_err(|e| StoreError::internal_from(format!("reading {col}"), e))
 }
 
 fn best_first(mut all: Vec<ScoredChunk>, limit: usize) -> Vec<ScoredChunk> {
@@ -347,7 +347,7 @@ async fn backfill_vector_column(db: &DatabaseConnection) -> StoreResult<()> {
             let id = uuid_of(r, "id")?;
             let bytes: Vec<u8> = r
                 .try_get("", "embedding")
-                .map_err(|e| StoreError::Internal(format!("reading embedding: {e}")))?;
+                .map_err(|e| StoreError::internal_from("reading embedding", e))?;
             let Some(text) = super::convert::embedding_from_bytes(&bytes)
                 .ok()
                 .and_then(|v| pgvector_text(&v))
@@ -474,7 +474,7 @@ impl SeaOrmStore {
             for r in txn.query_all_raw(sql.statement()).await.map_err(db_err)? {
                 let distance: f64 = r
                     .try_get("", "distance")
-                    .map_err(|e| StoreError::Internal(format!("reading distance: {e}")))?;
+                    .map_err(|e| StoreError::internal_from("reading distance", e))?;
                 out.push(ScoredChunk {
                     chunk_id: ChunkId(uuid_of(&r, "id")?),
                     document_id: DocumentId(uuid_of(&r, "document_id")?),
@@ -500,19 +500,19 @@ impl SeaOrmStore {
             .query_one_raw(sql.statement())
             .await
             .map_err(db_err)?
-            .ok_or_else(|| StoreError::Internal("stamp query returned no row".into()))?;
+            .ok_or_else(|| StoreError::internal("stamp query returned no row"))?;
         done(db).await?;
         let documents: i64 = row
             .try_get("", "n")
-            .map_err(|e| StoreError::Internal(format!("reading stamp: {e}")))?;
+            .map_err(|e| StoreError::internal_from("reading stamp", e))?;
         // SQLite hands MAX() back as text; PostgreSQL as a timestamp.
         let newest = match self.backend {
             DbBackend::Postgres => row
                 .try_get::<Option<DateTime<Utc>>>("", "newest")
-                .map_err(|e| StoreError::Internal(format!("reading stamp: {e}")))?,
+                .map_err(|e| StoreError::internal_from("reading stamp", e))?,
             _ => row
                 .try_get::<Option<String>>("", "newest")
-                .map_err(|e| StoreError::Internal(format!("reading stamp: {e}")))?
+                .map_err(|e| StoreError::internal_from("reading stamp", e))?
                 .map(|s| {
                     DateTime::parse_from_rfc3339(&s)
                         .or_else(|_| {
@@ -520,7 +520,7 @@ impl SeaOrmStore {
                                 .map(|n| n.and_utc().fixed_offset())
                         })
                         .map(|d| d.with_timezone(&Utc))
-                        .map_err(|e| StoreError::Internal(format!("stamp time {s:?}: {e}")))
+                        .map_err(|e| StoreError::internal_from(format!("stamp time {s:?}"), e))
                 })
                 .transpose()?,
         };
@@ -686,7 +686,7 @@ impl SeaOrmStore {
             for r in rows {
                 let score: f64 = r
                     .try_get("", "score")
-                    .map_err(|e| StoreError::Internal(format!("reading score: {e}")))?;
+                    .map_err(|e| StoreError::internal_from("reading score", e))?;
                 out.push(ScoredChunk {
                     chunk_id: ChunkId(uuid_of(&r, "chunk_id")?),
                     document_id: DocumentId(uuid_of(&r, "document_id")?),
@@ -721,10 +721,10 @@ impl SeaOrmStore {
                 let chunk_id = uuid_of(&r, "chunk_id")?;
                 let text: String = r
                     .try_get("", "text")
-                    .map_err(|e| StoreError::Internal(format!("reading text: {e}")))?;
+                    .map_err(|e| StoreError::internal_from("reading text", e))?;
                 let title: String = r
                     .try_get("", "title")
-                    .map_err(|e| StoreError::Internal(format!("reading title: {e}")))?;
+                    .map_err(|e| StoreError::internal_from("reading title", e))?;
                 found.insert(
                     chunk_id,
                     ChunkHit {

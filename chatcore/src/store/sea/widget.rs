@@ -86,7 +86,7 @@ fn feedback(m: fb::Model) -> StoreResult<Feedback> {
         "up" => Rating::Up,
         "down" => Rating::Down,
         other => {
-            return Err(StoreError::Internal(format!(
+            return Err(StoreError::internal(format!(
                 "stored feedback has rating {other:?}"
             )));
         }
@@ -94,7 +94,7 @@ fn feedback(m: fb::Model) -> StoreResult<Feedback> {
     let kind = m
         .actor_kind
         .parse::<ActorKind>()
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        .map_err(|e| StoreError::internal_from("stored feedback has an unknown actor kind", e))?;
     Ok(Feedback {
         message_id: MessageId(m.message_id),
         conversation_id: ConversationId(m.conversation_id),

@@ -176,9 +176,9 @@ impl Writer {
                 reply: Some(reply),
             })
             .await
-            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("the store's writer has stopped"))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable("the store's writer has stopped"))?
     }
 
     /// Queues `op` without waiting; dropped when the queue is full.
@@ -544,9 +544,7 @@ impl Task {
                 None,
             );
             let Some(last) = sent.last() else {
-                out[i] = Some(Err(StoreError::Internal(
-                    "a turn without an input message".into(),
-                )));
+                out[i] = Some(Err(StoreError::internal("a turn without an input message")));
                 continue;
             };
             out[i] = Some((|| {
