@@ -510,9 +510,8 @@ impl SeaOrmStore {
         let writer = match guard::sqlite_file(url) {
             Some(path) if opts.sqlite_direct_writer => {
                 let direct = direct::DirectSqlite::open(&path).map_err(db_err)?;
-                writer::Writer::spawn_direct(direct, instance.clone()).map_err(|e| {
-                    StoreError::Internal(format!("cannot start the store's writer: {e}"))
-                })?
+                writer::Writer::spawn_direct(direct, instance.clone())
+                    .map_err(|e| StoreError::internal_from("cannot start the store's writer", e))?
             }
             _ => writer::Writer::spawn(wdb.clone(), instance.clone(), rls),
         };
