@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::AuditRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditStore, StoreError};
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl std::fmt::Debug for AuditWriter {
 impl AuditWriter {
     /// Starts the background writer. The task ends once every
     /// `AuditWriter` clone is dropped and the queue is drained.
-    pub fn spawn(store: Arc<dyn Store>, config: AuditConfig) -> (Self, JoinHandle<()>) {
+    pub fn spawn(store: Arc<dyn AuditStore>, config: AuditConfig) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let stats = Arc::new(AuditStats::default());
         let task = tokio::spawn(run(store, config, rx, stats.clone()));
@@ -100,7 +100,7 @@ impl AuditWriter {
 }
 
 async fn run(
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditStore>,
     config: AuditConfig,
     mut rx: mpsc::Receiver<Msg>,
     stats: Arc<AuditStats>,
@@ -131,7 +131,11 @@ async fn run(
     write_with_retry(&*store, &mut batch, &stats).await;
 }
 
-async fn write_with_retry(store: &dyn Store, batch: &mut Vec<AuditRecord>, stats: &AuditStats) {
+async fn write_with_retry(
+    store: &dyn AuditStore,
+    batch: &mut Vec<AuditRecord>,
+    stats: &AuditStats,
+) {
     if batch.is_empty() {
         return;
     }

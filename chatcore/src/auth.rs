@@ -189,7 +189,8 @@ pub enum AuthError {
 /// share the cache.
 #[derive(Clone)]
 pub struct Authenticator {
-    store: std::sync::Arc<dyn crate::store::Store>,
+    /// Only the tenants-and-keys part of the store.
+    store: std::sync::Arc<dyn crate::store::TenantStore>,
     ttl: std::time::Duration,
     cache: crate::cache::TtlCache<[u8; 32], std::sync::Arc<Principal>>,
 }
@@ -207,7 +208,10 @@ impl Authenticator {
     pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
     /// An authenticator over `store` caching verified keys for `ttl`.
-    pub fn new(store: std::sync::Arc<dyn crate::store::Store>, ttl: std::time::Duration) -> Self {
+    pub fn new(
+        store: std::sync::Arc<dyn crate::store::TenantStore>,
+        ttl: std::time::Duration,
+    ) -> Self {
         Self {
             store,
             ttl,

@@ -1,7 +1,7 @@
 //! `Store::pool_stats` on every backend: which pools there are, and counts
 //! that add up.
 
-use chatcore::store::{PoolStats, SeaOrmStore, StoreBase, StoreOptions};
+use chatcore::store::{PoolStats, SQLITE_MAX_READERS, SeaOrmStore, StoreBase, StoreOptions};
 use chatcore::testkit::pg;
 
 fn check(stats: &[PoolStats]) {
@@ -25,17 +25,23 @@ async fn sqlite_in_memory_has_one_pool_of_one_connection() {
 async fn a_sqlite_file_has_a_reader_pool_and_a_single_writer() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
-    let opts = StoreOptions {
-        max_connections: 5,
-        ..Default::default()
-    };
-    let store = SeaOrmStore::open(&url, opts).await.unwrap();
-    store.ping().await.unwrap();
-    let stats = store.pool_stats();
-    check(&stats);
-    let names: Vec<_> = stats.iter().map(|p| (p.pool, p.max)).collect();
-    assert_eq!(names, vec![("main", 5), ("writer", 1)]);
-    store.close().await.unwrap();
+    for (asked, got) in [(3, 3), (16, SQLITE_MAX_READERS)] {
+        let opts = StoreOptions {
+            max_connections: asked,
+            ..Default::default()
+        };
+        let store = SeaOrmStore::open(&url, opts).await.unwrap();
+        store.ping().await.unwrap();
+        let stats = store.pool_stats();
+        check(&stats);
+        let names: Vec<_> = stats.iter().map(|p| (p.pool, p.max)).collect();
+        assert_eq!(
+            names,
+            vec![("main", got), ("writer", 1)],
+            "asked for {asked}"
+        );
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]

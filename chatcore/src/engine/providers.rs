@@ -10,7 +10,7 @@ use crate::domain::*;
 use crate::provider::{
     EgressPolicy, Provider, ProviderRegistry, ProviderSpec, RetryPolicy, Timeouts,
 };
-use crate::store::Store;
+use crate::store::TenantStore;
 
 /// Built providers by config, with the config's `updated_at` (a rotated key
 /// or changed URL rebuilds it; an unchanged one reuses its connection pool).
@@ -24,7 +24,8 @@ type Built = Mutex<HashMap<ProviderConfigId, (chrono::DateTime<chrono::Utc>, Arc
 /// One per process, shared (`Arc`) by [`super::ChatService`] (chat) and
 /// [`crate::rag::RagService`] (embeddings), so neither needs the other.
 pub struct Providers {
-    store: Arc<dyn Store>,
+    /// Only the tenants-and-keys part of the store (provider configs).
+    store: Arc<dyn TenantStore>,
     registry: Arc<ProviderRegistry>,
     keyring: Keyring,
     timeouts: Timeouts,
@@ -46,7 +47,7 @@ impl Providers {
     /// timeouts, retries and egress policy of `settings`; stored API keys
     /// are opened with `keyring`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn TenantStore>,
         registry: Arc<ProviderRegistry>,
         keyring: Keyring,
         settings: &ChatSettings,

@@ -18,7 +18,9 @@ use secrecy::SecretString;
 use crate::domain::*;
 use crate::error::Cause;
 
-pub use sea::{DEFAULT_DATABASE_ROLE, SchemaObjects, SeaOrmStore, StoreOptions};
+pub use sea::{
+    DEFAULT_DATABASE_ROLE, SQLITE_MAX_READERS, SchemaObjects, SeaOrmStore, StoreOptions,
+};
 pub use widget::{Feedback, FeedbackRow, NewFeedback, Rating, WidgetRecord, WidgetUpdate};
 
 /// Errors of a store. No database driver type crosses this boundary: a
@@ -851,9 +853,13 @@ impl UsageDays {
 /// store parameter and lets plugin authors hand in their own implementation
 /// without generics spreading through their code. Hence `async_trait`.
 ///
-/// It is made of five parts, each a trait of its own. Services keep
-/// `Arc<dyn Store>` as their handle (a method of any part can be called on
-/// it); each part's docs name the services that use it:
+/// It is made of five parts, each a trait of its own; each part's docs name
+/// the services that use it. A component that needs one part takes only
+/// that part (an `Arc<dyn Store>` coerces to `Arc<dyn TenantStore>` and the
+/// like): the [`crate::auth::Authenticator`] and
+/// [`crate::engine::Providers`] take a [`TenantStore`], the
+/// [`crate::audit::AuditWriter`] an [`AuditStore`]. The services that use
+/// several parts (chat, admin, RAG, budgets) keep `Arc<dyn Store>`:
 ///
 /// | part | keeps |
 /// | --- | --- |

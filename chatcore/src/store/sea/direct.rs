@@ -252,7 +252,8 @@ fn bind(v: Value) -> Result<Sql, DbErr> {
         Value::BigUnsigned(i) => match i {
             None => Sql::Null,
             Some(i) => Sql::Integer(
-                i64::try_from(i).map_err(|_| DbErr::Type(format!("{i} is too large for SQLite")))?,
+                i64::try_from(i)
+                    .map_err(|_| DbErr::Type(format!("{i} is too large for SQLite")))?,
             ),
         },
         Value::Float(f) => f.map_or(Sql::Null, |f| Sql::Real(f64::from(f))),
@@ -263,7 +264,9 @@ fn bind(v: Value) -> Result<Sql, DbErr> {
         Value::Json(j) => text(j.map(|j| j.to_string())),
         Value::ChronoDate(d) => text(d.map(|d| d.format("%F").to_string())),
         Value::ChronoDateTime(d) => text(d.map(|d| d.format("%F %T%.f").to_string())),
-        Value::ChronoDateTimeUtc(d) => text(d.map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, false))),
+        Value::ChronoDateTimeUtc(d) => {
+            text(d.map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, false)))
+        }
         Value::ChronoDateTimeWithTimeZone(d) => {
             text(d.map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, false)))
         }

@@ -6,6 +6,7 @@
 mod budgets;
 mod check;
 mod convert;
+mod direct;
 mod entities;
 mod guard;
 mod scope;
@@ -13,7 +14,6 @@ mod search;
 mod tenant;
 mod widget;
 mod writer;
-mod direct;
 
 #[cfg(test)]
 mod cause_tests;
@@ -78,7 +78,8 @@ impl std::fmt::Debug for SeaOrmStore {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Largest pool (SQLite in memory always uses 1: each connection would
-    /// otherwise be a separate database).
+    /// otherwise be a separate database; a SQLite file at most
+    /// [`SQLITE_MAX_READERS`]).
     pub max_connections: u32,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
@@ -127,6 +128,10 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// Most pooled connections to a SQLite file ([`StoreOptions::max_connections`]
+/// above it is lowered to it).
+pub const SQLITE_MAX_READERS: u32 = 4;
 
 /// The role the `row_level_security` migration creates for the server.
 pub const DEFAULT_DATABASE_ROLE: &str = migration::m20261201_000005_row_level_security::APP_ROLE;
@@ -441,7 +446,11 @@ impl SeaOrmStore {
                     .idle_timeout(None)
                     .max_lifetime(None);
             } else {
-                co.max_connections(opts.max_connections.max(1));
+                // Readers of one file on one machine: more of them than
+                // cores buys nothing, and each is a thread of sqlx's with a
+                // page cache of its own (at 16, a burst of cache misses
+                // left 17 such threads and about 30 MiB behind).
+                co.max_connections(opts.max_connections.clamp(1, SQLITE_MAX_READERS));
             }
         } else {
             co.max_connections(opts.max_connections.max(1));

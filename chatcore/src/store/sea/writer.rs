@@ -823,30 +823,30 @@ async fn upsert_messages(
         let q = e::message::Entity::insert_many(
             chunk.iter().cloned().map(e::message::ActiveModel::from),
         )
-            .on_conflict(
-                OnConflict::column(M::Id)
-                    .update_columns([
-                        M::Content,
-                        M::Status,
-                        M::PromptTokens,
-                        M::CompletionTokens,
-                        M::TotalTokens,
-                        M::TokensEstimated,
-                        M::ResponseTimeMs,
-                        M::TimeToFirstTokenMs,
-                        M::Provider,
-                        M::Model,
-                        M::FinishReason,
-                        M::Error,
-                        M::SourceChunkIds,
-                        M::ToolCalls,
-                        M::CostMicros,
-                        M::CachedTokens,
-                        M::Priced,
-                    ])
-                    .to_owned(),
-            )
-            .into_query();
+        .on_conflict(
+            OnConflict::column(M::Id)
+                .update_columns([
+                    M::Content,
+                    M::Status,
+                    M::PromptTokens,
+                    M::CompletionTokens,
+                    M::TotalTokens,
+                    M::TokensEstimated,
+                    M::ResponseTimeMs,
+                    M::TimeToFirstTokenMs,
+                    M::Provider,
+                    M::Model,
+                    M::FinishReason,
+                    M::Error,
+                    M::SourceChunkIds,
+                    M::ToolCalls,
+                    M::CostMicros,
+                    M::CachedTokens,
+                    M::Priced,
+                ])
+                .to_owned(),
+        )
+        .into_query();
         db.exec(backend.build(&q)).await?;
     }
     Ok(())
