@@ -339,6 +339,11 @@ impl Task {
                     // Nothing of a failed batch stays (and a failed COMMIT
                     // leaves the transaction open).
                     let _ = WriteConn::exec(db, sql("ROLLBACK")).await;
+                } else if ops.iter().any(|op| matches!(op, Op::Flush))
+                    && let Err(e) = db.checkpoint()
+                {
+                    // The writes are committed (in the WAL) either way.
+                    tracing::warn!(error = %e, "could not checkpoint the WAL on a flush");
                 }
                 return written;
             }
