@@ -169,6 +169,10 @@ fn db_err(e: DbErr) -> StoreError {
     }
 }
 
+/// Prepared statements kept per PostgreSQL connection (sqlx's default is
+/// 100; see where it is set in `SeaOrmStore::start`).
+const PG_STATEMENT_CACHE: usize = 1024;
+
 /// A PostgreSQL URL to a loopback host without an `sslmode` gets
 /// `sslmode=disable`.
 ///
@@ -483,10 +487,22 @@ impl SeaOrmStore {
         if migrate && let Some(o) = &owner {
             migrate_as(o).await?;
         }
-        if let Some(r) = role.clone() {
-            // A startup parameter: every connection the pool opens (and
-            // reopens) is the role from its first statement on.
-            co.map_sqlx_postgres_opts(move |o| o.options([("role", r.as_str())]));
+        if !is_sqlite {
+            let r = role.clone();
+            co.map_sqlx_postgres_opts(move |o| {
+                // The group-commit writer's multi-row statements take a
+                // shape per batch size (rows 1 to 200, several tables): at
+                // sqlx's default of 100 prepared statements a connection
+                // they evicted each other, and each miss cost a Parse and
+                // Describe round trip and PostgreSQL's planning again.
+                let o = o.statement_cache_capacity(PG_STATEMENT_CACHE);
+                match &r {
+                    // A startup parameter: every connection the pool opens
+                    // (and reopens) is the role from its first statement on.
+                    Some(r) => o.options([("role", r.as_str())]),
+                    None => o,
+                }
+            });
         }
         let connected = |e: DbErr| match &role {
             Some(r) if e.to_string().contains("role") => StoreError::InvalidInput(format!(
