@@ -234,7 +234,12 @@ async fn failover_keeps_checking_and_charging_when_redis_goes_away() {
     let charged = fresh_key();
     l.charge(&charged, tokens, 1500).await.unwrap();
     assert!(
-        !limiter().await.check(&charged, tokens, 1).await.unwrap().is_allowed(),
+        !limiter()
+            .await
+            .check(&charged, tokens, 1)
+            .await
+            .unwrap()
+            .is_allowed(),
         "the charge was recorded in Redis"
     );
     assert_eq!(l.failures(), 0);

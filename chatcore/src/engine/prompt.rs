@@ -425,7 +425,12 @@ mod tests {
 
     #[test]
     fn cached_counts_are_tiktokens_counts() {
-        for t in ["hello world", "", "Answer from the following sources.", "日本語のテキスト"] {
+        for t in [
+            "hello world",
+            "",
+            "Answer from the following sources.",
+            "日本語のテキスト",
+        ] {
             assert_eq!(
                 cached_count("gpt-4o-mini", t),
                 crate::provider::tokens::count_tokens("gpt-4o-mini", t) as usize,
@@ -456,7 +461,10 @@ mod tests {
         assert_eq!(p.history_used, 1);
         assert_eq!(p.tokens, needed);
         let p = build_prompt("gpt-4o-mini", "", vec![], &history, "q", needed - 1);
-        assert_eq!(p.history_used, 0, "one token short, the message is left out");
+        assert_eq!(
+            p.history_used, 0,
+            "one token short, the message is left out"
+        );
         assert_eq!(p.tokens, tiktoken("q"));
     }
 
@@ -468,7 +476,8 @@ mod tests {
             msg(Role::Assistant, "first answer", MessageStatus::Complete),
         ];
         let bound = |t: &str| t.len() + PER_MESSAGE;
-        let budget = bound("latest") + bound("sys") + bound("first answer") + bound("first question");
+        let budget =
+            bound("latest") + bound("sys") + bound("first answer") + bound("first question");
         let p = build_prompt("gpt-4o-mini", "sys", vec![], &history, "latest", budget);
         assert!(!p.counted, "the bounds fit exactly: nothing counted");
         assert_eq!(p.history_used, 2);
@@ -480,7 +489,10 @@ mod tests {
         assert_eq!(p.history_used, 2);
         assert_eq!(
             p.tokens,
-            tiktoken("latest") + tiktoken("sys") + tiktoken("first answer") + tiktoken("first question")
+            tiktoken("latest")
+                + tiktoken("sys")
+                + tiktoken("first answer")
+                + tiktoken("first question")
         );
     }
 
@@ -548,7 +560,12 @@ mod tests {
         assert_eq!(p.tokens, fixed + three);
         assert_eq!(
             p.messages[0],
-            ChatMessage::system(format!("sys\n\n{HEADER}{}{}{}", block(0), block(1), block(2)))
+            ChatMessage::system(format!(
+                "sys\n\n{HEADER}{}{}{}",
+                block(0),
+                block(1),
+                block(2)
+            ))
         );
         assert_eq!(p.messages[1], ChatMessage::user("q"));
         // A token less of allowance and the third does not fit.
@@ -559,7 +576,11 @@ mod tests {
         // Without a system prompt the context is the system message.
         let p = build_prompt("gpt-4o-mini", "", sources(), &[], "q", 100_000);
         assert_eq!(p.sources.len(), 5);
-        assert!(p.messages[0].content.starts_with(HEADER), "{:?}", p.messages[0]);
+        assert!(
+            p.messages[0].content.starts_with(HEADER),
+            "{:?}",
+            p.messages[0]
+        );
     }
 
     #[test]
