@@ -1120,3 +1120,118 @@ async fn open_streams_are_counted_while_they_run() {
     }
     assert_eq!(fx.chat.open_streams(), 0);
 }
+
+// ---- audit ----
+
+impl Fx {
+    /// The tenant's audit records of `action`, oldest first, once the
+    /// writer has stored what was queued.
+    async fn audit(&self, action: &str) -> Vec<AuditRecord> {
+        self.chat.audit().flush().await;
+        let mut v = self
+            .store
+            .list_audit(
+                self.tenant.id,
+                AuditFilter {
+                    action: Some(action.into()),
+                    ..Default::default()
+                },
+                PageRequest::first(100),
+            )
+            .await
+            .unwrap()
+            .data;
+        v.sort_by_key(|r| r.created_at);
+        v
+    }
+}
+
+#[tokio::test]
+async fn each_turn_and_each_refusal_leaves_an_audit_record_of_who_and_what() {
+    let fx = fixture_on(SeaOrmStore::in_memory().await.unwrap(), Some(2)).await;
+    fx.bot_with_model("broken", "error-500").await;
+    let from = |ip: &str| Caller::Key {
+        principal: fx.key.clone(),
+        ip: Some(ip.into()),
+    };
+    let r = fx
+        .chat
+        .chat(
+            from("203.0.113.7"),
+            ChatInput {
+                request_id: Some("req-1".into()),
+                ..input("echo", "hello there")
+            },
+        )
+        .await
+        .unwrap();
+    let done = fx.audit("chat.completed").await;
+    assert_eq!(done.len(), 1);
+    let a = &done[0];
+    assert_eq!(a.ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(a.request_id.as_deref(), Some("req-1"));
+    assert_eq!(a.actor.kind, ActorKind::ApiKey);
+    assert_eq!(a.actor.id, Some(fx.key.key.id.to_string()));
+    assert_eq!(a.resource_type.as_deref(), Some("message"));
+    assert_eq!(a.resource_id, Some(r.message_id.to_string()));
+    assert_eq!(a.metadata["bot_id"], fx.bot.id.to_string());
+    assert_eq!(a.metadata["total_tokens"], r.usage.total_tokens);
+    assert_eq!(a.metadata["provider"], "mock");
+    assert_eq!(
+        a.metadata.get("cost_micros").and_then(|c| c.as_i64()),
+        (r.cost.amount_micros > 0).then_some(r.cost.amount_micros),
+        "a cost only when there is one"
+    );
+    assert!(a.metadata.get("code").is_none());
+
+    // A failed turn: its code, and neither tokens nor provider.
+    let e = fx
+        .chat
+        .chat(from("198.51.100.1"), input("broken", "are you there?"))
+        .await
+        .unwrap_err();
+    let failed = fx.audit("chat.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].ip.as_deref(), Some("198.51.100.1"));
+    assert_eq!(failed[0].metadata["code"], e.code());
+    assert!(failed[0].metadata.get("total_tokens").is_none());
+    assert!(failed[0].metadata.get("provider").is_none());
+
+    // The tenant's limit of 2 a minute is reached: the refusal is audited
+    // with its scope and wait.
+    let e = fx
+        .chat
+        .chat(from("192.0.2.9"), input("echo", "again"))
+        .await
+        .unwrap_err();
+    let wait = e.retry_after().expect("a rate limit says when to retry");
+    let refused = fx.audit("rate_limit.rejected").await;
+    assert_eq!(refused.len(), 1);
+    let a = &refused[0];
+    assert_eq!(a.ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(a.actor.id, Some(fx.key.key.id.to_string()));
+    assert_eq!(a.metadata["scope"], "tenant");
+    assert_eq!(a.metadata["retry_after_ms"], wait.as_millis() as u64);
+}
+
+#[tokio::test]
+async fn a_user_id_of_256_characters_is_accepted() {
+    let fx = fixture().await;
+    let r = fx
+        .chat
+        .chat(
+            as_key(&fx.key),
+            ChatInput {
+                user_id: Some("u".repeat(256)),
+                ..input("echo", "hi")
+            },
+        )
+        .await
+        .unwrap();
+    let c = fx
+        .store
+        .get_conversation(fx.tenant.id, r.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(c.end_user_id, Some("u".repeat(256)));
+}
