@@ -1548,3 +1548,85 @@ mod completions {
         ));
     }
 }
+
+// ---- public visitors ----
+
+#[tokio::test]
+async fn a_widget_visitor_is_one_visitor_for_its_own_bot_whatever_its_ip() {
+    use chatcore::engine::Visitor;
+    let fx = fixture().await;
+    let a = fx.bot_with_model("public-a", "echo").await;
+    let b = fx.bot_with_model("public-b", "echo").await;
+    // One turn a minute per visitor on bot a.
+    fx.store
+        .create_scope(
+            fx.tenant.id,
+            NewScope {
+                bot_id: a.id,
+                kind: "visitor_rate_limit".into(),
+                config: serde_json::json!({"rpm": 1}),
+            },
+        )
+        .await
+        .unwrap();
+    let visitor = |bot: BotId, id: &str, ip: &str| Caller::Public {
+        ip: Some(ip.into()),
+        origin: None,
+        visitor: Some(Visitor { bot, id: id.into() }),
+    };
+    // A token issued for bot b is no good on bot a.
+    assert!(matches!(
+        fx.chat.chat(visitor(b.id, "v-1", "10.0.0.1"), input("public-a", "hi")).await,
+        Err(ChatError::Unauthorized(m)) if m.contains("another bot")
+    ));
+    fx.chat
+        .chat(visitor(a.id, "v-1", "10.0.0.1"), input("public-a", "hi"))
+        .await
+        .unwrap();
+    // The same visitor from another address is still the same visitor...
+    assert!(matches!(
+        fx.chat
+            .chat(visitor(a.id, "v-1", "10.0.0.2"), input("public-a", "hi"))
+            .await,
+        Err(ChatError::RateLimited {
+            scope: "visitor",
+            ..
+        })
+    ));
+    // ... and another visitor behind the same address is another.
+    fx.chat
+        .chat(visitor(a.id, "v-2", "10.0.0.1"), input("public-a", "hi"))
+        .await
+        .unwrap();
+    // Without a token, the address is the visitor.
+    let anon = |ip: &str| Caller::Public {
+        ip: Some(ip.into()),
+        origin: None,
+        visitor: None,
+    };
+    fx.chat
+        .chat(anon("10.0.0.3"), input("public-a", "hi"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        fx.chat
+            .chat(anon("10.0.0.3"), input("public-a", "hi"))
+            .await,
+        Err(ChatError::RateLimited {
+            scope: "visitor",
+            ..
+        })
+    ));
+    fx.chat
+        .chat(anon("10.0.0.4"), input("public-a", "hi"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_chat_service_debugs_as_its_settings() {
+    let fx = fixture().await;
+    let d = format!("{:?}", fx.chat);
+    assert!(d.starts_with("ChatService"), "{d}");
+    assert!(d.contains("history_limit: 50"), "{d}");
+}
