@@ -415,7 +415,9 @@ mod tests {
         }
         let len = || l.state.lock().unwrap().len();
         assert_eq!(len(), 100_000);
-        tokio::time::advance(Duration::from_secs(120)).await;
+        // Exactly when their time comes (each key's TAT is now), the keys
+        // carry no information any more.
+        tokio::time::advance(Duration::from_secs(1)).await;
         // At the bound itself nothing is pruned...
         l.check("a", q, 1).await.unwrap();
         assert_eq!(len(), 100_001);
@@ -452,5 +454,25 @@ mod tests {
         }
         // A cost larger than the whole limit never fits.
         assert!(!l.check("fresh", q, 1001).await.unwrap().is_allowed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_in_process_limiter_has_no_backend_to_fail() {
+        let l = LocalRateLimiter::new();
+        let q = Quota::per_minute(1);
+        assert!(l.check("k", q, 1).await.unwrap().is_allowed());
+        assert!(!l.check("k", q, 1).await.unwrap().is_allowed());
+        l.charge("k", q, 5).await.unwrap();
+        assert_eq!(l.backend_failures(), 0, "what /metrics exports for it");
+    }
+
+    #[test]
+    fn the_redis_failure_policy_is_read_from_its_setting() {
+        assert_eq!("refuse".parse(), Ok(OnRedisFailure::Refuse));
+        assert_eq!(" local\n".parse(), Ok(OnRedisFailure::Local));
+        assert_eq!(OnRedisFailure::default(), OnRedisFailure::Refuse);
+        let e = "count-locally".parse::<OnRedisFailure>().unwrap_err();
+        assert!(e.contains("expected refuse or local"), "{e}");
+        assert!("".parse::<OnRedisFailure>().is_err());
     }
 }

@@ -1120,3 +1120,513 @@ async fn open_streams_are_counted_while_they_run() {
     }
     assert_eq!(fx.chat.open_streams(), 0);
 }
+
+// ---- audit ----
+
+impl Fx {
+    /// The tenant's audit records of `action`, oldest first, once the
+    /// writer has stored what was queued.
+    async fn audit(&self, action: &str) -> Vec<AuditRecord> {
+        self.chat.audit().flush().await;
+        let mut v = self
+            .store
+            .list_audit(
+                self.tenant.id,
+                AuditFilter {
+                    action: Some(action.into()),
+                    ..Default::default()
+                },
+                PageRequest::first(100),
+            )
+            .await
+            .unwrap()
+            .data;
+        v.sort_by_key(|r| r.created_at);
+        v
+    }
+}
+
+#[tokio::test]
+async fn each_turn_and_each_refusal_leaves_an_audit_record_of_who_and_what() {
+    let fx = fixture_on(SeaOrmStore::in_memory().await.unwrap(), Some(2)).await;
+    fx.bot_with_model("broken", "error-500").await;
+    let from = |ip: &str| Caller::Key {
+        principal: fx.key.clone(),
+        ip: Some(ip.into()),
+    };
+    let r = fx
+        .chat
+        .chat(
+            from("203.0.113.7"),
+            ChatInput {
+                request_id: Some("req-1".into()),
+                ..input("echo", "hello there")
+            },
+        )
+        .await
+        .unwrap();
+    let done = fx.audit("chat.completed").await;
+    assert_eq!(done.len(), 1);
+    let a = &done[0];
+    assert_eq!(a.ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(a.request_id.as_deref(), Some("req-1"));
+    assert_eq!(a.actor.kind, ActorKind::ApiKey);
+    assert_eq!(a.actor.id, Some(fx.key.key.id.to_string()));
+    assert_eq!(a.resource_type.as_deref(), Some("message"));
+    assert_eq!(a.resource_id, Some(r.message_id.to_string()));
+    assert_eq!(a.metadata["bot_id"], fx.bot.id.to_string());
+    assert_eq!(a.metadata["total_tokens"], r.usage.total_tokens);
+    assert_eq!(a.metadata["provider"], "mock");
+    assert_eq!(
+        a.metadata.get("cost_micros").and_then(|c| c.as_i64()),
+        (r.cost.amount_micros > 0).then_some(r.cost.amount_micros),
+        "a cost only when there is one"
+    );
+    assert!(a.metadata.get("code").is_none());
+
+    // A failed turn: its code, and neither tokens nor provider.
+    let e = fx
+        .chat
+        .chat(from("198.51.100.1"), input("broken", "are you there?"))
+        .await
+        .unwrap_err();
+    let failed = fx.audit("chat.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].ip.as_deref(), Some("198.51.100.1"));
+    assert_eq!(failed[0].metadata["code"], e.code());
+    assert!(failed[0].metadata.get("total_tokens").is_none());
+    assert!(failed[0].metadata.get("provider").is_none());
+
+    // The tenant's limit of 2 a minute is reached: the refusal is audited
+    // with its scope and wait.
+    let e = fx
+        .chat
+        .chat(from("192.0.2.9"), input("echo", "again"))
+        .await
+        .unwrap_err();
+    let wait = e.retry_after().expect("a rate limit says when to retry");
+    let refused = fx.audit("rate_limit.rejected").await;
+    assert_eq!(refused.len(), 1);
+    let a = &refused[0];
+    assert_eq!(a.ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(a.actor.id, Some(fx.key.key.id.to_string()));
+    assert_eq!(a.metadata["scope"], "tenant");
+    assert_eq!(a.metadata["retry_after_ms"], wait.as_millis() as u64);
+}
+
+#[tokio::test]
+async fn a_user_id_of_256_characters_is_accepted() {
+    let fx = fixture().await;
+    let r = fx
+        .chat
+        .chat(
+            as_key(&fx.key),
+            ChatInput {
+                user_id: Some("u".repeat(256)),
+                ..input("echo", "hi")
+            },
+        )
+        .await
+        .unwrap();
+    let c = fx
+        .store
+        .get_conversation(fx.tenant.id, r.conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(c.end_user_id, Some("u".repeat(256)));
+}
+
+// ---- client-held conversations (the OpenAI-compatible API) ----
+
+mod completions {
+    use super::*;
+    use chatcore::engine::{CompletionInput, TurnOptions};
+    use chatcore::provider::{ChatMessage, ImagePart, ToolDefinition};
+
+    fn weather() -> ToolDefinition {
+        ToolDefinition {
+            name: "get_weather".into(),
+            description: Some("The weather in a city".into()),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"]
+            }),
+        }
+    }
+
+    fn sent(messages: Vec<ChatMessage>) -> CompletionInput {
+        CompletionInput {
+            bot: "echo".into(),
+            messages,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_held_turn_stores_what_came_after_the_last_answer() {
+        let fx = fixture().await;
+        // The model calls the tool; the client's image is read (the mock
+        // provider reads images, and calls tools).
+        let question = ChatMessage::user("What is the weather in Paris?")
+            .with_image(ImagePart::url("https://example.com/sky.png"));
+        let first = fx
+            .chat
+            .complete(
+                as_key(&fx.key),
+                CompletionInput {
+                    options: TurnOptions {
+                        tools: vec![weather()],
+                        ..Default::default()
+                    },
+                    ..sent(vec![question.clone()])
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.finish_reason, "tool_calls");
+        assert_eq!(first.tool_calls.len(), 1);
+        assert_eq!(first.tool_calls[0].name, "get_weather");
+        let c = fx
+            .store
+            .get_conversation(fx.tenant.id, first.conversation_id)
+            .await
+            .unwrap();
+        assert_eq!(c.title.as_deref(), Some("What is the weather in Paris?"));
+        let msgs = fx.messages(first.conversation_id).await;
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert_eq!(
+            (msgs[0].role, msgs[0].content.as_str()),
+            (Role::User, "What is the weather in Paris?")
+        );
+        assert_eq!(msgs[1].tool_calls, first.tool_calls);
+
+        // The client sends the tool's result: that (and the answer) is the
+        // turn; what it sent before the last answer is stored already.
+        let call = first.tool_calls[0].clone();
+        let second = fx
+            .chat
+            .complete(
+                as_key(&fx.key),
+                CompletionInput {
+                    conversation_id: Some(first.conversation_id.to_string()),
+                    ..sent(vec![
+                        question,
+                        ChatMessage::assistant_tool_calls("", vec![call.clone()]),
+                        ChatMessage::tool_result(call.id.clone(), "sunny, 21 degrees"),
+                    ])
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.conversation_id, first.conversation_id);
+        assert_eq!(second.content, "The tools said: sunny, 21 degrees");
+        let msgs = fx.messages(first.conversation_id).await;
+        let got: Vec<_> = msgs
+            .iter()
+            .map(|m| (m.role, m.content.as_str(), m.tool_call_id.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Role::User, "What is the weather in Paris?", None),
+                (Role::Assistant, "", None),
+                (Role::Tool, "sunny, 21 degrees", Some(call.id.as_str())),
+                (Role::Assistant, "The tools said: sunny, 21 degrees", None),
+            ]
+        );
+
+        // A later question after an answered tool round: only the new
+        // question is stored, not the old tool result again.
+        let third = fx
+            .chat
+            .complete(
+                as_key(&fx.key),
+                CompletionInput {
+                    conversation_id: Some(first.conversation_id.to_string()),
+                    ..sent(vec![
+                        ChatMessage::user("What is the weather in Paris?"),
+                        ChatMessage::assistant_tool_calls("", vec![call.clone()]),
+                        ChatMessage::tool_result(call.id.clone(), "sunny, 21 degrees"),
+                        ChatMessage::assistant("The tools said: sunny, 21 degrees"),
+                        ChatMessage::user("And in Lyon?"),
+                    ])
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(third.content, "And in Lyon?", "the echo model");
+        let msgs = fx.messages(first.conversation_id).await;
+        assert_eq!(msgs.len(), 6);
+        assert_eq!(
+            (msgs[4].role, msgs[4].content.as_str()),
+            (Role::User, "And in Lyon?")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conversation_started_from_tool_results_is_titled_by_the_last_question() {
+        let fx = fixture().await;
+        let r = fx
+            .chat
+            .complete(
+                as_key(&fx.key),
+                sent(vec![
+                    ChatMessage::user("first question"),
+                    ChatMessage::assistant("first answer"),
+                    ChatMessage::user("Which city is warmer?"),
+                    ChatMessage::assistant_tool_calls(
+                        "",
+                        vec![chatcore::provider::ToolCall {
+                            id: "call_1".into(),
+                            name: "get_weather".into(),
+                            arguments: "{}".into(),
+                        }],
+                    ),
+                    ChatMessage::tool_result("call_1", "Lyon"),
+                ]),
+            )
+            .await
+            .unwrap();
+        let c = fx
+            .store
+            .get_conversation(fx.tenant.id, r.conversation_id)
+            .await
+            .unwrap();
+        assert_eq!(c.title.as_deref(), Some("Which city is warmer?"));
+        let msgs = fx.messages(r.conversation_id).await;
+        assert_eq!(msgs.len(), 2, "the tool result and the answer: {msgs:?}");
+        assert_eq!(msgs[0].role, Role::Tool);
+    }
+
+    #[tokio::test]
+    async fn a_client_held_turn_refuses_bad_input_before_anything_is_stored() {
+        let fx = fixture().await;
+        let max = ChatSettings::default().max_message_chars;
+        let cases = [
+            (
+                CompletionInput {
+                    bot: "  ".into(),
+                    ..sent(vec![ChatMessage::user("hi")])
+                },
+                "model",
+            ),
+            (
+                CompletionInput {
+                    user_id: Some(String::new()),
+                    ..sent(vec![ChatMessage::user("hi")])
+                },
+                "user",
+            ),
+            (
+                CompletionInput {
+                    user_id: Some("u".repeat(257)),
+                    ..sent(vec![ChatMessage::user("hi")])
+                },
+                "user",
+            ),
+            (
+                CompletionInput {
+                    conversation_id: Some("nope".into()),
+                    ..sent(vec![ChatMessage::user("hi")])
+                },
+                "X-Chatcore-Conversation-Id",
+            ),
+            (
+                sent(vec![
+                    ChatMessage::user("hi"),
+                    ChatMessage::assistant("hello"),
+                ]),
+                "messages: the conversation must end",
+            ),
+            (sent(vec![]), "messages: the conversation must end"),
+            (
+                sent(vec![ChatMessage::user("x".repeat(max + 1))]),
+                "messages: the last user message is longer",
+            ),
+        ];
+        for (i, field) in cases {
+            match fx.chat.complete(as_key(&fx.key), i).await {
+                Err(ChatError::InvalidRequest(m)) => assert!(m.starts_with(field), "{m}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert_eq!(fx.conversations().await, 0);
+        // The limits themselves are accepted.
+        fx.chat
+            .complete(
+                as_key(&fx.key),
+                CompletionInput {
+                    user_id: Some("u".repeat(256)),
+                    ..sent(vec![ChatMessage::user("y".repeat(max))])
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn models_are_the_active_bots_the_key_may_use() {
+        let fx = fixture().await;
+        let second = fx.bot_with_model("second", "echo").await;
+        let off = fx.bot_with_model("off", "echo").await;
+        fx.store
+            .update_bot(
+                fx.tenant.id,
+                off.id,
+                BotPatch {
+                    status: Some(BotStatus::Disabled),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let guarded = fx.bot_with_model("guarded", "echo").await;
+        let slugs = |bots: Vec<Bot>| bots.into_iter().map(|b| b.slug).collect::<Vec<_>>();
+        assert_eq!(
+            slugs(fx.chat.models(&fx.key).await.unwrap()),
+            ["echo", "second", "guarded"]
+        );
+        // A scope naming other keys hides the bot from this one.
+        fx.store
+            .create_scope(
+                fx.tenant.id,
+                NewScope {
+                    bot_id: guarded.id,
+                    kind: "api_keys".into(),
+                    config: serde_json::json!([ApiKeyId::new().to_string()]),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            slugs(fx.chat.models(&fx.key).await.unwrap()),
+            ["echo", "second"]
+        );
+        // A key restricted to one bot sees that one.
+        let only = key(
+            &*fx.store,
+            &fx.chat,
+            fx.tenant.id,
+            vec![Permission::Chat],
+            vec![second.id],
+            None,
+        )
+        .await;
+        assert_eq!(slugs(fx.chat.models(&only).await.unwrap()), ["second"]);
+        // One model, by slug or id; one the key may not use is not found.
+        assert_eq!(fx.chat.model(&only, "second").await.unwrap().id, second.id);
+        assert_eq!(
+            fx.chat
+                .model(&only, &second.id.to_string())
+                .await
+                .unwrap()
+                .id,
+            second.id
+        );
+        assert!(matches!(
+            fx.chat.model(&only, "echo").await,
+            Err(ChatError::NotFound("model"))
+        ));
+        assert!(matches!(
+            fx.chat.model(&fx.key, "off").await,
+            Err(ChatError::NotFound("model"))
+        ));
+        // Without the chat permission, none.
+        let read = key(
+            &*fx.store,
+            &fx.chat,
+            fx.tenant.id,
+            vec![Permission::Read],
+            vec![],
+            None,
+        )
+        .await;
+        assert!(matches!(
+            fx.chat.models(&read).await,
+            Err(ChatError::Forbidden(_))
+        ));
+    }
+}
+
+// ---- public visitors ----
+
+#[tokio::test]
+async fn a_widget_visitor_is_one_visitor_for_its_own_bot_whatever_its_ip() {
+    use chatcore::engine::Visitor;
+    let fx = fixture().await;
+    let a = fx.bot_with_model("public-a", "echo").await;
+    let b = fx.bot_with_model("public-b", "echo").await;
+    // One turn a minute per visitor on bot a.
+    fx.store
+        .create_scope(
+            fx.tenant.id,
+            NewScope {
+                bot_id: a.id,
+                kind: "visitor_rate_limit".into(),
+                config: serde_json::json!({"rpm": 1}),
+            },
+        )
+        .await
+        .unwrap();
+    let visitor = |bot: BotId, id: &str, ip: &str| Caller::Public {
+        ip: Some(ip.into()),
+        origin: None,
+        visitor: Some(Visitor { bot, id: id.into() }),
+    };
+    // A token issued for bot b is no good on bot a.
+    assert!(matches!(
+        fx.chat.chat(visitor(b.id, "v-1", "10.0.0.1"), input("public-a", "hi")).await,
+        Err(ChatError::Unauthorized(m)) if m.contains("another bot")
+    ));
+    fx.chat
+        .chat(visitor(a.id, "v-1", "10.0.0.1"), input("public-a", "hi"))
+        .await
+        .unwrap();
+    // The same visitor from another address is still the same visitor...
+    assert!(matches!(
+        fx.chat
+            .chat(visitor(a.id, "v-1", "10.0.0.2"), input("public-a", "hi"))
+            .await,
+        Err(ChatError::RateLimited {
+            scope: "visitor",
+            ..
+        })
+    ));
+    // ... and another visitor behind the same address is another.
+    fx.chat
+        .chat(visitor(a.id, "v-2", "10.0.0.1"), input("public-a", "hi"))
+        .await
+        .unwrap();
+    // Without a token, the address is the visitor.
+    let anon = |ip: &str| Caller::Public {
+        ip: Some(ip.into()),
+        origin: None,
+        visitor: None,
+    };
+    fx.chat
+        .chat(anon("10.0.0.3"), input("public-a", "hi"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        fx.chat
+            .chat(anon("10.0.0.3"), input("public-a", "hi"))
+            .await,
+        Err(ChatError::RateLimited {
+            scope: "visitor",
+            ..
+        })
+    ));
+    fx.chat
+        .chat(anon("10.0.0.4"), input("public-a", "hi"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_chat_service_debugs_as_its_settings() {
+    let fx = fixture().await;
+    let d = format!("{:?}", fx.chat);
+    assert!(d.starts_with("ChatService"), "{d}");
+    assert!(d.contains("history_limit: 50"), "{d}");
+}

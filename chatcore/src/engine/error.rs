@@ -223,3 +223,216 @@ impl ChatError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::TimeoutKind;
+    use std::error::Error as _;
+
+    fn provider_rate_limited() -> ProviderError {
+        ProviderError::RateLimited {
+            provider: "openai".into(),
+            retry_after: Some(Duration::from_secs(7)),
+            message: "slow down".into(),
+        }
+    }
+
+    fn provider_timeout() -> ProviderError {
+        ProviderError::Timeout {
+            provider: "openai".into(),
+            kind: TimeoutKind::FirstByte,
+            after: Duration::from_secs(30),
+        }
+    }
+
+    fn provider_500() -> ProviderError {
+        ProviderError::Unavailable {
+            provider: "openai".into(),
+            status: Some(500),
+            message: "upstream said: secret body".into(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn each_error_has_its_stable_code() {
+        let rate_limited = ChatError::RateLimited {
+            scope: "tenant",
+            retry_after: Duration::from_secs(3),
+        };
+        let budget = ChatError::BudgetExceeded {
+            scope: "tenant",
+            period: "day",
+            retry_after: None,
+        };
+        let cases = [
+            (ChatError::InvalidRequest("x".into()), "invalid_request"),
+            (ChatError::Unauthorized("x".into()), "unauthorized"),
+            (ChatError::Forbidden("x".into()), "forbidden"),
+            (ChatError::FeatureDisabled("x".into()), "feature_disabled"),
+            (ChatError::GuardrailBlocked("x".into()), "guardrail_blocked"),
+            (ChatError::NotFound("bot"), "not_found"),
+            (ChatError::Conflict("x".into()), "conflict"),
+            (rate_limited, "rate_limited"),
+            (ChatError::Provider(provider_timeout()), "provider_timeout"),
+            (
+                ChatError::Provider(ProviderError::StreamInterrupted {
+                    provider: "openai".into(),
+                    partial: "Once".into(),
+                    cause: Some(Box::new(provider_timeout())),
+                }),
+                "provider_timeout",
+            ),
+            (ChatError::Provider(provider_rate_limited()), "rate_limited"),
+            (ChatError::Provider(provider_500()), "provider_error"),
+            (ChatError::unavailable("db"), "unavailable"),
+            (ChatError::internal("bug"), "internal"),
+            (budget, "budget_exceeded"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_said_by_limits_budgets_and_rate_limiting_providers_only() {
+        let wait = Duration::from_millis(1500);
+        assert_eq!(
+            ChatError::RateLimited {
+                scope: "visitor",
+                retry_after: wait
+            }
+            .retry_after(),
+            Some(wait)
+        );
+        let budget = |retry_after| ChatError::BudgetExceeded {
+            scope: "bot",
+            period: "month",
+            retry_after,
+        };
+        assert_eq!(budget(Some(wait)).retry_after(), Some(wait));
+        assert_eq!(budget(None).retry_after(), None);
+        assert_eq!(
+            ChatError::Provider(provider_rate_limited()).retry_after(),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(ChatError::Provider(provider_500()).retry_after(), None);
+        assert_eq!(ChatError::unavailable("db").retry_after(), None);
+        assert_eq!(ChatError::Forbidden("no".into()).retry_after(), None);
+    }
+
+    #[test]
+    fn public_messages_keep_internals_in_the_logs() {
+        let internal = ChatError::internal_from("the store failed", StoreError::internal("row 7"));
+        assert_eq!(internal.public_message(), "internal error");
+        assert!(internal.source().is_some(), "the cause is kept for the log");
+        assert!(internal.to_string().contains("the store failed"));
+        let unavailable = ChatError::unavailable_from(
+            "the store is unavailable",
+            RateLimitError("redis://:pw@host".into()),
+        );
+        assert_eq!(
+            unavailable.public_message(),
+            "service temporarily unavailable"
+        );
+        assert!(unavailable.source().is_some());
+        let p = provider_500();
+        assert_eq!(
+            ChatError::Provider(p.clone()).public_message(),
+            p.public_message()
+        );
+        assert!(
+            !ChatError::Provider(p)
+                .public_message()
+                .contains("secret body")
+        );
+        assert_eq!(
+            ChatError::InvalidRequest("message: must not be empty".into()).public_message(),
+            "message: must not be empty"
+        );
+        assert_eq!(ChatError::NotFound("bot").public_message(), "bot not found");
+        assert!(ChatError::internal("x").source().is_none());
+        assert!(ChatError::unavailable("x").source().is_none());
+        assert_eq!(
+            ChatError::unavailable("the ledger").to_string(),
+            "service unavailable: the ledger"
+        );
+    }
+
+    #[test]
+    fn lower_layer_errors_become_the_matching_chat_errors() {
+        let e = ChatError::from(StoreError::NotFound("conversation"));
+        assert!(matches!(e, ChatError::NotFound("conversation")), "{e:?}");
+        let e = ChatError::from(StoreError::InvalidInput("slug: too long".into()));
+        assert!(
+            matches!(&e, ChatError::InvalidRequest(m) if m == "slug: too long"),
+            "{e:?}"
+        );
+        let e = ChatError::from(StoreError::Conflict("slug"));
+        assert!(
+            matches!(&e, ChatError::Conflict(m) if m == "slug already exists"),
+            "{e:?}"
+        );
+        let e = ChatError::from(StoreError::InUse("provider config"));
+        assert!(
+            matches!(&e, ChatError::Conflict(m) if m == "provider config is in use"),
+            "{e:?}"
+        );
+        let e = ChatError::from(StoreError::Unavailable {
+            message: "pool timed out".into(),
+            source: None,
+        });
+        assert_eq!(e.code(), "unavailable");
+        assert!(e.source().is_some());
+        let e = ChatError::from(StoreError::internal("bad row"));
+        assert_eq!(e.code(), "internal");
+        assert!(e.source().is_some());
+
+        assert!(matches!(
+            ChatError::from(AuthError::InvalidKey),
+            ChatError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            ChatError::from(AuthError::TenantSuspended),
+            ChatError::Forbidden(m) if m == "tenant is suspended"
+        ));
+        let e = ChatError::from(AuthError::Unavailable(Cause::new(StoreError::internal(
+            "x",
+        ))));
+        assert_eq!(e.code(), "unavailable");
+        assert!(e.source().is_some());
+
+        let e = ChatError::from(RateLimitError("Redis script failed: Io".into()));
+        assert_eq!(e.code(), "unavailable");
+        assert_eq!(
+            e.source().map(|s| s.to_string()),
+            Some("rate limiter unavailable: Redis script failed: Io".into())
+        );
+
+        let wait = Some(Duration::from_secs(3600));
+        let e = ChatError::from(crate::budget::BudgetError::Exceeded {
+            budget: crate::domain::BudgetId::new(),
+            scope: crate::domain::BudgetScope::EndUser,
+            period: crate::domain::BudgetPeriod::Rolling24h,
+            retry_after: wait,
+        });
+        assert!(
+            matches!(
+                e,
+                ChatError::BudgetExceeded {
+                    scope: "end_user",
+                    period: "rolling_24h",
+                    retry_after
+                } if retry_after == wait
+            ),
+            "{e:?}"
+        );
+        let e = ChatError::from(crate::budget::BudgetError::Unavailable {
+            message: "ledger down".into(),
+            source: None,
+        });
+        assert_eq!(e.code(), "unavailable");
+        assert!(e.source().is_some());
+    }
+}

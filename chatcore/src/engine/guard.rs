@@ -271,4 +271,61 @@ mod tests {
         assert!(validate_scope("visitor_rate_limit", &json!({"rpm": 5})).is_ok());
         assert!(validate_scope("blocked_terms", &json!("x")).is_err());
     }
+
+    #[test]
+    fn numeric_scopes_accept_one_to_a_million() {
+        let length = |n: u64| validate_scope("max_input_length", &json!(n));
+        assert!(length(1).is_ok());
+        assert!(length(1_000_000).is_ok());
+        assert!(length(0).is_err());
+        assert!(length(1_000_001).is_err());
+        let rpm = |n: u64| validate_scope("visitor_rate_limit", &json!({ "rpm": n }));
+        assert!(rpm(1).is_ok());
+        assert!(rpm(1_000_000).is_ok());
+        assert!(rpm(0).is_err());
+        assert!(rpm(1_000_001).is_err());
+        assert_eq!(
+            g(&[("visitor_rate_limit", json!({"rpm": 12}))]).visitor_rpm,
+            Some(12)
+        );
+        // Two length limits: the lower one holds.
+        let two = g(&[
+            ("max_input_length", json!(50)),
+            ("max_input_length", json!(10)),
+        ]);
+        assert_eq!(two.max_input_length, Some(10));
+        assert!(two.check_message(&"a".repeat(10)).is_ok());
+        assert_eq!(
+            two.check_message(&"a".repeat(11)),
+            Err(GuardViolation::TooLong { max: 10 })
+        );
+    }
+
+    #[test]
+    fn a_wildcard_origin_admits_any_and_origins_compare_without_case() {
+        let any = g(&[("allowed_origins", json!(["*"]))]);
+        assert!(any.origin_allowed(Some("https://anything.example")));
+        assert!(!any.origin_allowed(None), "a listed origin needs an Origin");
+        let one = g(&[("allowed_origins", json!(["https://App.Example"]))]);
+        assert!(one.origin_allowed(Some("https://app.example/")));
+        assert!(!one.origin_allowed(Some("https://app.example.evil")));
+    }
+
+    #[test]
+    fn a_blocked_term_or_pattern_alone_refuses() {
+        let terms = g(&[("blocked_terms", json!(["secret"]))]);
+        assert!(terms.check_message("nothing to see").is_ok());
+        assert_eq!(
+            terms.check_message("the SECRET plan"),
+            Err(GuardViolation::BlockedContent)
+        );
+        let patterns = g(&[("blocked_patterns", json!([r"^\d+$"]))]);
+        assert!(patterns.check_message("call 42").is_ok());
+        assert_eq!(
+            patterns.check_message("42"),
+            Err(GuardViolation::BlockedContent)
+        );
+        assert!(validate_scope("blocked_terms", &json!(["ok", "  "])).is_err());
+        assert!(validate_scope("allowed_origins", &json!([1])).is_err());
+    }
 }

@@ -416,4 +416,218 @@ mod tests {
         let est = |t: &str| t.len().div_ceil(4) + PER_MESSAGE;
         assert_eq!(p.tokens, est(&long) + est("system"));
     }
+
+    /// Tokens of `t` with its per-message overhead, counted independently
+    /// of the prompt builder's cache.
+    fn tiktoken(t: &str) -> usize {
+        crate::provider::tokens::count_tokens("gpt-4o-mini", t) as usize + PER_MESSAGE
+    }
+
+    #[test]
+    fn cached_counts_are_tiktokens_counts() {
+        for t in [
+            "hello world",
+            "",
+            "Answer from the following sources.",
+            "日本語のテキスト",
+        ] {
+            assert_eq!(
+                cached_count("gpt-4o-mini", t),
+                crate::provider::tokens::count_tokens("gpt-4o-mini", t) as usize,
+                "{t:?}"
+            );
+            // Asked twice (the second from the cache): the same count.
+            assert_eq!(
+                cached_count("gpt-4o-mini", t),
+                crate::provider::tokens::count_tokens("gpt-4o-mini", t) as usize
+            );
+        }
+        assert_eq!(cached_count("gpt-4o-mini", "hello world"), 2);
+        // Another encoding is another entry: gpt-4 counts with cl100k.
+        let text = "ünïcödé façade naïve";
+        assert_eq!(
+            cached_count("gpt-4", text),
+            crate::provider::tokens::count_tokens("gpt-4", text) as usize
+        );
+    }
+
+    #[test]
+    fn exact_counts_include_the_per_message_overhead() {
+        let long = "hello ".repeat(30);
+        let history = vec![msg(Role::User, &long, MessageStatus::Complete)];
+        let needed = tiktoken("q") + tiktoken(&long);
+        let p = build_prompt("gpt-4o-mini", "", vec![], &history, "q", needed);
+        assert!(p.counted);
+        assert_eq!(p.history_used, 1);
+        assert_eq!(p.tokens, needed);
+        let p = build_prompt("gpt-4o-mini", "", vec![], &history, "q", needed - 1);
+        assert_eq!(
+            p.history_used, 0,
+            "one token short, the message is left out"
+        );
+        assert_eq!(p.tokens, tiktoken("q"));
+    }
+
+    #[test]
+    fn a_budget_of_exactly_the_byte_bound_is_met_without_counting() {
+        // The byte bound of a text is its length plus the overhead.
+        let history = vec![
+            msg(Role::User, "first question", MessageStatus::Complete),
+            msg(Role::Assistant, "first answer", MessageStatus::Complete),
+        ];
+        let bound = |t: &str| t.len() + PER_MESSAGE;
+        let budget =
+            bound("latest") + bound("sys") + bound("first answer") + bound("first question");
+        let p = build_prompt("gpt-4o-mini", "sys", vec![], &history, "latest", budget);
+        assert!(!p.counted, "the bounds fit exactly: nothing counted");
+        assert_eq!(p.history_used, 2);
+
+        // One byte less: the oldest message's bound no longer fits, so
+        // everything is counted, and counted it all fits.
+        let p = build_prompt("gpt-4o-mini", "sys", vec![], &history, "latest", budget - 1);
+        assert!(p.counted);
+        assert_eq!(p.history_used, 2);
+        assert_eq!(
+            p.tokens,
+            tiktoken("latest")
+                + tiktoken("sys")
+                + tiktoken("first answer")
+                + tiktoken("first question")
+        );
+    }
+
+    #[test]
+    fn history_skips_empty_failed_pending_system_and_tool_messages() {
+        let history = vec![
+            msg(Role::User, "kept question", MessageStatus::Complete),
+            msg(Role::User, "", MessageStatus::Complete),
+            msg(Role::System, "an old system note", MessageStatus::Complete),
+            msg(Role::Tool, "a tool result", MessageStatus::Complete),
+            msg(Role::Assistant, "failed", MessageStatus::Error),
+            msg(Role::Assistant, "still writing", MessageStatus::Pending),
+            msg(Role::Assistant, "half an answer", MessageStatus::Incomplete),
+            msg(Role::Assistant, "cut short", MessageStatus::Cancelled),
+            msg(Role::Assistant, "", MessageStatus::Complete),
+            msg(Role::Assistant, "full answer", MessageStatus::Complete),
+        ];
+        let p = build_prompt("gpt-4o-mini", "", vec![], &history, "now", 10_000);
+        assert_eq!(
+            p.messages,
+            vec![
+                ChatMessage::user("kept question"),
+                ChatMessage::assistant("half an answer"),
+                ChatMessage::assistant("cut short"),
+                ChatMessage::assistant("full answer"),
+                ChatMessage::user("now"),
+            ],
+            "no system message without a system prompt"
+        );
+        assert_eq!(p.history_used, 4);
+    }
+
+    fn source(i: usize) -> Source {
+        Source {
+            document_id: DocumentId::new(),
+            title: format!("Doc {i}"),
+            chunk_id: ChunkId::new(),
+            score: 1.0,
+            text: format!("fact number {i} is that {}", "word ".repeat(20)),
+            snippet: String::new(),
+        }
+    }
+
+    const HEADER: &str =
+        "Answer from the following sources when they are relevant. Cite them by number.\n";
+
+    fn block(i: usize) -> String {
+        let s = source(i);
+        format!("\n[{}] {}\n{}\n", i + 1, s.title, s.text)
+    }
+
+    #[test]
+    fn context_takes_at_most_half_of_what_remains_to_the_token() {
+        let n = |t: &str| crate::provider::tokens::count_tokens("gpt-4o-mini", t) as usize;
+        // The message and the system prompt; then the header and three
+        // sources, whose blocks are counted without overhead.
+        let fixed = tiktoken("q") + tiktoken("sys");
+        let three = tiktoken(HEADER) + n(&block(0)) + n(&block(1)) + n(&block(2));
+        let sources = || (0..5).map(source).collect::<Vec<_>>();
+        // Half of what remains is exactly the three sources.
+        let budget = fixed + 2 * three;
+        let p = build_prompt("gpt-4o-mini", "sys", sources(), &[], "q", budget);
+        assert_eq!(p.sources.len(), 3);
+        assert!(p.counted);
+        assert_eq!(p.tokens, fixed + three);
+        assert_eq!(
+            p.messages[0],
+            ChatMessage::system(format!(
+                "sys\n\n{HEADER}{}{}{}",
+                block(0),
+                block(1),
+                block(2)
+            ))
+        );
+        assert_eq!(p.messages[1], ChatMessage::user("q"));
+        // A token less of allowance and the third does not fit.
+        let p = build_prompt("gpt-4o-mini", "sys", sources(), &[], "q", budget - 2);
+        assert_eq!(p.sources.len(), 2);
+        let two = tiktoken(HEADER) + n(&block(0)) + n(&block(1));
+        assert_eq!(p.tokens, fixed + two);
+        // Without a system prompt the context is the system message.
+        let p = build_prompt("gpt-4o-mini", "", sources(), &[], "q", 100_000);
+        assert_eq!(p.sources.len(), 5);
+        assert!(
+            p.messages[0].content.starts_with(HEADER),
+            "{:?}",
+            p.messages[0]
+        );
+    }
+
+    #[test]
+    fn context_that_does_not_fit_leaves_no_header() {
+        // Not even the first source fits half of a small budget.
+        let p = build_prompt("gpt-4o-mini", "sys", vec![source(0)], &[], "q", 30);
+        assert!(p.sources.is_empty());
+        assert_eq!(
+            p.messages,
+            vec![ChatMessage::system("sys"), ChatMessage::user("q")]
+        );
+        assert_eq!(p.tokens, tiktoken("q") + tiktoken("sys"));
+    }
+
+    #[test]
+    fn a_client_held_prompt_estimates_a_quarter_of_the_bytes_per_message() {
+        use crate::provider::ToolCall;
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        };
+        let client = vec![
+            ChatMessage::user("What is the weather in Paris today?"),
+            ChatMessage::assistant_tool_calls("", vec![call.clone()]),
+            ChatMessage::tool_result("call_1", "sunny, 21 degrees"),
+        ];
+        let system = "You are a helpful weather assistant for travellers.";
+        let p = client_prompt(
+            "gpt-4o-mini",
+            system,
+            vec![],
+            client.clone(),
+            "What is the weather in Paris today?",
+            10_000,
+        );
+        let est = |bytes: usize| bytes.div_ceil(4) + PER_MESSAGE;
+        assert_eq!(
+            p.tokens,
+            est(system.len())
+                + est("What is the weather in Paris today?".len())
+                + est(call.name.len() + call.arguments.len())
+                + est("sunny, 21 degrees".len())
+        );
+        assert!(!p.counted);
+        let mut expected = vec![ChatMessage::system(system)];
+        expected.extend(client);
+        assert_eq!(p.messages, expected, "the client's messages as sent");
+    }
 }
