@@ -101,6 +101,14 @@ async fn fixture() -> Fx {
     fixture_on(SeaOrmStore::in_memory().await.unwrap(), None).await
 }
 
+/// The request was refused as invalid, the message naming `field` first.
+fn assert_invalid<T: std::fmt::Debug>(field: &str, r: Result<T, ChatError>) {
+    match r {
+        Err(ChatError::InvalidRequest(m)) => assert!(m.starts_with(field), "{m}"),
+        other => panic!("{field}: {other:?}"),
+    }
+}
+
 fn as_key(p: &Arc<Principal>) -> Caller {
     Caller::Key {
         principal: p.clone(),
@@ -186,10 +194,7 @@ async fn validate_refuses_bad_input_before_anything_is_read_or_stored() {
         ),
     ];
     for (i, field) in cases {
-        match fx.chat.chat(as_key(&fx.key), i).await {
-            Err(ChatError::InvalidRequest(m)) => assert!(m.starts_with(field), "{m}"),
-            other => panic!("{field}: {other:?}"),
-        }
+        assert_invalid(field, fx.chat.chat(as_key(&fx.key), i).await);
     }
     assert_eq!(fx.conversations().await, 0);
     // The longest message accepted is accepted.
@@ -1446,10 +1451,7 @@ mod completions {
             ),
         ];
         for (i, field) in cases {
-            match fx.chat.complete(as_key(&fx.key), i).await {
-                Err(ChatError::InvalidRequest(m)) => assert!(m.starts_with(field), "{m}"),
-                other => panic!("{field}: {other:?}"),
-            }
+            assert_invalid(field, fx.chat.complete(as_key(&fx.key), i).await);
         }
         assert_eq!(fx.conversations().await, 0);
         // The limits themselves are accepted.

@@ -163,12 +163,8 @@ impl<'a> Named<'a, '_> {
     }
 }
 
-fn cell<'a>(row: &Named<'a, '_>, column: &str) -> Result<ValueRef<'a>, DbErr> {
-    row.get(column)
-}
-
 fn opt_text(row: &Named<'_, '_>, c: &str) -> Result<Option<String>, DbErr> {
-    match cell(row, c)? {
+    match row.get(c)? {
         ValueRef::Null => Ok(None),
         ValueRef::Text(t) => std::str::from_utf8(t)
             .map(|t| Some(t.to_string()))
@@ -182,7 +178,7 @@ fn text(row: &Named<'_, '_>, c: &str) -> Result<String, DbErr> {
 }
 
 fn opt_int(row: &Named<'_, '_>, c: &str) -> Result<Option<i64>, DbErr> {
-    match cell(row, c)? {
+    match row.get(c)? {
         ValueRef::Null => Ok(None),
         ValueRef::Integer(i) => Ok(Some(i)),
         _ => Err(bad(c, "not an integer")),
@@ -196,7 +192,7 @@ fn opt_i32(row: &Named<'_, '_>, c: &str) -> Result<Option<i32>, DbErr> {
 }
 
 fn opt_uuid(row: &Named<'_, '_>, c: &str) -> Result<Option<Uuid>, DbErr> {
-    match cell(row, c)? {
+    match row.get(c)? {
         ValueRef::Null => Ok(None),
         ValueRef::Blob(b) => Uuid::from_slice(b)
             .map(Some)
@@ -223,7 +219,7 @@ fn timestamp(row: &Named<'_, '_>, c: &str) -> Result<DateTime<Utc>, DbErr> {
 }
 
 fn opt_json(row: &Named<'_, '_>, c: &str) -> Result<Option<serde_json::Value>, DbErr> {
-    match cell(row, c)? {
+    match row.get(c)? {
         ValueRef::Null => Ok(None),
         ValueRef::Text(t) | ValueRef::Blob(t) => serde_json::from_slice(t)
             .map(Some)
