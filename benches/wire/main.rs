@@ -286,6 +286,26 @@ fn proc_nofile(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The machine's CPU time so far (`/proc/stat`, all CPUs, in ticks): the
+/// total and the part the hypervisor gave to other guests (steal).
+fn host_cpu_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let total = f.iter().take(8).sum();
+    Some((total, *f.get(7)?))
+}
+
+/// Steal between two readings of [`host_cpu_ticks`], in % of the CPU time.
+fn steal_pct(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<f64> {
+    let ((t0, s0), (t1, s1)) = (a?, b?);
+    (t1 > t0).then(|| 100.0 * s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -451,6 +471,9 @@ struct Phase {
     /// PostgreSQL only: write transactions (transaction ids assigned) and
     /// WAL bytes during the phase, all of the cluster.
     pg: Option<(i64, i64)>,
+    /// The CPU time the hypervisor took from this machine during the
+    /// phase (steal), in %: at 30% everything runs at about half speed.
+    steal: Option<f64>,
 }
 
 impl Phase {
@@ -553,6 +576,7 @@ impl Loader<'_> {
             .map(|p| proc_cpu_ticks(*p).unwrap_or(0))
             .collect();
         let pg0 = self.pg.as_deref().and_then(pg_counters);
+        let host0 = host_cpu_ticks();
         let sampler = Sampler::start(pids.clone());
         let mut child = cmd.spawn().expect("wire-load starts");
         let stdout = child.stdout.take().expect("piped");
@@ -585,6 +609,7 @@ impl Loader<'_> {
         let status = load.child.wait().expect("wire-load is waited for");
         drop(load.stdin.take());
         let (max, hold) = sampler.finish();
+        let steal = steal_pct(host0, host_cpu_ticks());
         let cpu: Vec<f64> = pids
             .iter()
             .zip(cpu0)
@@ -602,6 +627,7 @@ impl Loader<'_> {
             rss_hold: [hold[0], hold[1]],
             cpu: [cpu[0], cpu[1]],
             pg,
+            steal,
         };
         let (rate, key) = if phase.out["mode"] == "open" {
             (format!("{} open", phase.out["opened"]), "ttft_us")
@@ -611,7 +637,7 @@ impl Loader<'_> {
             (format!("{:.0}/s", phase.rps()), "lat_us")
         };
         eprintln!(
-            "  {:<44} {:>11}  {} p50 {:>8.3} ms  p99 {:>8.3} ms  failed {}  server RSS max {:.0} MiB",
+            "  {:<44} {:>11}  {} p50 {:>8.3} ms  p99 {:>8.3} ms  failed {}  server RSS max {:.0} MiB  steal {:.0}%",
             phase.label,
             rate,
             if key == "ttft_us" { "TTFT" } else { "    " },
@@ -619,6 +645,7 @@ impl Loader<'_> {
             phase.lat_ms(key, "p99").unwrap_or(0.0),
             phase.failures(),
             mib(phase.rss_max[0]),
+            phase.steal.unwrap_or(0.0),
         );
         if let Some(e) = phase.out["first_error"].as_str() {
             eprintln!("    first failure: {}", truncate(e, 300));
@@ -1386,15 +1413,15 @@ fn table(b: &Backend, head: &str) -> String {
     let _ = writeln!(t, "### {}: {head}\n", b.db.name());
     let _ = writeln!(
         t,
-        "| scenario | direct: req/s | p50 ms | p99 ms | chatcore: turns/s | p50 ms | p99 ms | added p50 ms | failed | server CPU ms/turn | server RSS max MiB | PG write txns/turn | PG WAL KiB/turn |"
+        "| scenario | direct: req/s | p50 ms | p99 ms | chatcore: turns/s | p50 ms | p99 ms | added p50 ms | failed | server CPU ms/turn | server RSS max MiB | PG write txns/turn | PG WAL KiB/turn | steal % (direct / chatcore) |"
     );
     let _ = writeln!(
         t,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (label, d, c, note) in &b.rows {
         if let Some(n) = note {
-            let _ = writeln!(t, "| {label} | {n} | | | | | | | | | | | |");
+            let _ = writeln!(t, "| {label} | {n} | | | | | | | | | | | | |");
             continue;
         }
         let open = c.as_ref().is_some_and(|c| c.out["mode"] == "open");
@@ -1438,9 +1465,14 @@ fn table(b: &Backend, head: &str) -> String {
             ),
             _ => ("-".into(), "-".into()),
         };
+        let pct = |p: Option<&Phase>| {
+            p.and_then(|p| p.steal)
+                .map_or("-".into(), |s| format!("{s:.0}"))
+        };
+        let steal = format!("{} / {}", pct(d.as_ref()), pct(Some(c)));
         let _ = writeln!(
             t,
-            "| {label} | {drps} | {dp50} | {dp99} | {turns} | {} | {} | {added} | {} | {cpu_per} | {:.0} | {txns} | {wal} |",
+            "| {label} | {drps} | {dp50} | {dp99} | {turns} | {} | {} | {added} | {} | {cpu_per} | {:.0} | {txns} | {wal} | {steal} |",
             f3(c.lat_ms(key, "p50")),
             f3(c.lat_ms(key, "p99")),
             c.failures(),

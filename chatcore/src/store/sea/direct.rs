@@ -25,10 +25,19 @@
 //! Only the writer uses this connection; every other statement of the
 //! store goes through sqlx. SQLite in memory keeps the sqlx writer (a
 //! second connection would be a second database).
+//!
+//! The WAL is checkpointed by a thread and connection of its own
+//! ([`spawn_checkpointer`]), not by the commit that crosses SQLite's
+//! threshold: a checkpoint copies the WAL into the database file and
+//! syncs both (about 10 ms for 4 MiB on the reference machine), and with
+//! the automatic checkpoint the turn whose commit crossed the threshold
+//! waited for it: at one concurrent request, p99 was 6-7 ms against a
+//! p50 of 0.8 ms.
 
 use std::cell::Cell;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
@@ -42,6 +51,11 @@ use super::e;
 /// The writer's own SQLite connection.
 pub(super) struct DirectSqlite {
     conn: Mutex<rusqlite::Connection>,
+    path: PathBuf,
+    /// Transactions committed, read by the checkpointer.
+    commits: Arc<AtomicU64>,
+    /// Held by whoever checkpoints (two at once: one would fail busy).
+    checkpointing: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for DirectSqlite {
@@ -52,18 +66,65 @@ impl std::fmt::Debug for DirectSqlite {
 
 impl DirectSqlite {
     /// Opens `path` with the pragmas of the store's sqlx pool (WAL,
-    /// `synchronous = NORMAL`, foreign keys, a 5 s busy timeout).
+    /// `synchronous = NORMAL`, foreign keys, a 5 s busy timeout), without
+    /// the automatic checkpoint: [`spawn_checkpointer`] does it.
     pub fn open(path: &Path) -> Result<Self, DbErr> {
         let conn = rusqlite::Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(err)?;
         conn.set_prepared_statement_cache_capacity(256);
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            commits: Arc::default(),
+            checkpointing: Arc::default(),
         })
+    }
+
+    /// Counts a committed transaction (the checkpointer's cue).
+    pub fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long a statement waits for another connection's write lock:
+    /// [`BUSY_TIMEOUT`] on the writer's thread; zero for a caller that
+    /// writes in place and would rather queue than block its thread.
+    pub fn set_busy_timeout(&self, wait: Duration) -> Result<(), DbErr> {
+        self.lock()?.busy_timeout(wait).map_err(err)
+    }
+
+    /// Starts the thread that checkpoints the WAL: every
+    /// [`CHECKPOINT_EVERY`] in which something was committed, a passive
+    /// checkpoint on a connection of its own (it waits for no writer and
+    /// no writer waits for it). It ends when `stop`'s sender is dropped.
+    pub fn spawn_checkpointer(&self, stop: mpsc::Receiver<()>) -> std::io::Result<()> {
+        let conn = rusqlite::Connection::open(&self.path)
+            .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|_| c))
+            .map_err(std::io::Error::other)?;
+        let (commits, gate) = (self.commits.clone(), self.checkpointing.clone());
+        std::thread::Builder::new()
+            .name("chatcore-wal".into())
+            .spawn(move || {
+                let mut seen = commits.load(Ordering::Relaxed);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    let now = commits.load(Ordering::Relaxed);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    let Ok(_g) = gate.lock() else { break };
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "could not checkpoint the WAL");
+                    }
+                }
+            })
+            .map(|_| ())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, DbErr> {
@@ -79,6 +140,11 @@ impl DirectSqlite {
     /// that copies only `chatcore.db` after a flush misses nothing). Run
     /// on a flush, which the server does at shutdown.
     pub fn checkpoint(&self) -> Result<(), DbErr> {
+        let _g = self.checkpointing.lock().map_err(|_| {
+            DbErr::Conn(RuntimeErr::Internal(
+                "the checkpoint lock is poisoned".into(),
+            ))
+        })?;
         let conn = self.lock()?;
         let busy: i64 = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
@@ -126,6 +192,12 @@ impl DirectSqlite {
         Ok(out)
     }
 }
+
+/// How long the writer waits for another connection's write lock.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the WAL is checkpointed while something is written.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 fn err(e: rusqlite::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::Internal(e.to_string()))

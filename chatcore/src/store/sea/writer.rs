@@ -25,7 +25,12 @@
 //!
 //! There is no linger: the writer commits as soon as it is free, so a lone
 //! request pays one transaction and is not delayed; under load, what arrives
-//! while a batch commits forms the next one. The guarantees of the
+//! while a batch commits forms the next one. On a SQLite file a lone
+//! request does not even wake the writer's thread: a turn's start or end
+//! that finds nothing queued and no transaction open is written in place,
+//! by its caller, on the same connection (see [`Writer::submit`]); at one
+//! concurrent request this took the time added to a turn from 0.68-0.74 ms
+//! to 0.48 ms. The guarantees of the
 //! unbatched store stay: a caller's write is committed when its call
 //! returns (the user's message before the provider is called, the outcome
 //! before the reply).
@@ -49,9 +54,11 @@
 //! never fail the batch.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use sea_orm::prelude::Expr;
 use sea_orm::sea_query::{Alias, ExprTrait, OnConflict, Query};
 use sea_orm::{
@@ -130,6 +137,17 @@ pub(super) struct InstanceInfo {
 #[derive(Clone)]
 pub(super) struct Writer {
     tx: mpsc::Sender<Job>,
+    /// The writer of a SQLite file ([`Writer::spawn_direct`]): shared with
+    /// callers, who write in place while it is idle.
+    direct: Option<Arc<Direct>>,
+}
+
+/// The writer of a SQLite file, as callers share it.
+struct Direct {
+    task: Task,
+    /// Held for each transaction, by the writer's thread or by a caller
+    /// writing in place.
+    gate: Mutex<()>,
 }
 
 impl Writer {
@@ -144,31 +162,55 @@ impl Writer {
             rls,
         };
         tokio::spawn(task.run(rx));
-        Self { tx }
+        Self { tx, direct: None }
     }
 
     /// Starts the writer on a thread of its own with `db`, a SQLite
     /// connection of its own ([`super::direct`]): each statement runs to
-    /// completion there, without a hand-off.
+    /// completion there, without a hand-off. A turn's start or end that
+    /// finds the writer idle (nothing queued, no transaction open) is
+    /// written in place by its caller instead ([`Writer::submit`]).
     pub fn spawn_direct(db: DirectSqlite, instance: InstanceInfo) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
-        let task = Task {
-            backend: DbBackend::Sqlite,
-            conn: Conn::Direct(db),
-            instance,
-            rls: false,
-        };
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        db.spawn_checkpointer(stopped)?;
+        let direct = Arc::new(Direct {
+            task: Task {
+                backend: DbBackend::Sqlite,
+                conn: Conn::Direct(db),
+                instance,
+                rls: false,
+            },
+            gate: Mutex::new(()),
+        });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
+        let shared = direct.clone();
         std::thread::Builder::new()
             .name("chatcore-writer".into())
-            .spawn(move || rt.block_on(task.run(rx)))?;
-        Ok(Self { tx })
+            .spawn(move || {
+                rt.block_on(shared.run(rx));
+                // The checkpointer ends with the writer.
+                drop(stop);
+            })?;
+        Ok(Self {
+            tx,
+            direct: Some(direct),
+        })
     }
 
-    /// Queues `op` and waits for its batch's commit.
+    /// Queues `op` and waits for its batch's commit; on a SQLite file, a
+    /// turn's start or end that finds the writer idle is written at once,
+    /// by the caller ([`Direct::write_in_place`]).
     pub async fn submit(&self, op: Op) -> StoreResult<Output> {
+        if let Some(d) = &self.direct
+            && matches!(op, Op::Begin { .. } | Op::Finish { .. })
+            && self.tx.capacity() == self.tx.max_capacity()
+            && let Some(out) = d.write_in_place(&op)
+        {
+            return out;
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
@@ -202,6 +244,64 @@ impl Writer {
                 });
             }
         });
+    }
+}
+
+impl Direct {
+    /// The writer's loop on its thread: each batch under the gate.
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the loop runs alone on the writer's thread (block_on), and \
+                  the direct connection's statements never yield: the gate is \
+                  only ever waited for by this thread or tried by callers"
+    )]
+    async fn run(&self, mut rx: mpsc::Receiver<Job>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+            // Poisoned only by a panic in a transaction, which a rollback
+            // at the next BEGIN clears: the gate still serialises.
+            let _g = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.task.settle(std::mem::take(&mut jobs)).await;
+        }
+    }
+
+    /// Writes `op` in its own transaction on the caller's thread, if the
+    /// writer is idle; `None` (the caller queues it) when the writer is
+    /// busy, when another connection holds SQLite's write lock, or when
+    /// the transaction failed (the writer then retries it as it retries
+    /// any batch).
+    ///
+    /// Under load the queue is never empty and every write is batched;
+    /// alone, a turn pays for its transaction and not for two thread
+    /// wake-ups on each side of it.
+    fn write_in_place(&self, op: &Op) -> Option<StoreResult<Output>> {
+        let _g = self.gate.try_lock().ok()?;
+        let Conn::Direct(db) = &self.task.conn else {
+            return None;
+        };
+        // Never block a tokio worker on another connection's lock.
+        db.set_busy_timeout(Duration::ZERO).ok()?;
+        // The direct connection's statements never wait on anything
+        // asynchronous: the transaction runs to its end in this poll.
+        let written = self.task.write(&[op]).now_or_never();
+        let restored = db.set_busy_timeout(direct::BUSY_TIMEOUT);
+        if let Err(e) = restored {
+            tracing::warn!(error = %e, "could not restore the writer's busy timeout");
+        }
+        match written {
+            Some(Ok(mut outs)) if outs.len() == 1 => outs.pop(),
+            Some(Ok(_)) => None,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "an in-place write failed: queueing it");
+                None
+            }
+            None => {
+                // Not reachable with the direct connection; should it be,
+                // nothing of an unfinished transaction may stay open.
+                let _ = db.exec(Statement::from_string(DbBackend::Sqlite, "ROLLBACK"));
+                None
+            }
+        }
     }
 }
 
@@ -334,6 +434,9 @@ impl Task {
                 let mut written = self.write_in(db, ops).await;
                 if written.is_ok() {
                     written = WriteConn::exec(db, sql("COMMIT")).await.and(written);
+                    if written.is_ok() {
+                        db.committed();
+                    }
                 }
                 if written.is_err() {
                     // Nothing of a failed batch stays (and a failed COMMIT
