@@ -55,7 +55,10 @@ pub(super) struct DirectSqlite {
     /// Transactions committed, read by the checkpointer.
     commits: Arc<AtomicU64>,
     /// Held by whoever checkpoints (two at once: one would fail busy).
+    /// Taken after [`DirectSqlite::gate`] by whoever needs both.
     checkpointing: Arc<Mutex<()>>,
+    /// Held for each of the writer's transactions (see [`DirectSqlite::gate`]).
+    gate: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for DirectSqlite {
@@ -82,7 +85,14 @@ impl DirectSqlite {
             path: path.to_path_buf(),
             commits: Arc::default(),
             checkpointing: Arc::default(),
+            gate: Arc::default(),
         })
+    }
+
+    /// Held for each transaction on this connection, from its `BEGIN` to
+    /// its `COMMIT`, and by the checkpointer while it resets the WAL.
+    pub fn gate(&self) -> &Mutex<()> {
+        &self.gate
     }
 
     /// Counts a committed transaction (the checkpointer's cue).
@@ -97,15 +107,30 @@ impl DirectSqlite {
         self.lock()?.busy_timeout(wait).map_err(err)
     }
 
-    /// Starts the thread that checkpoints the WAL: every
-    /// [`CHECKPOINT_EVERY`] in which something was committed, a passive
-    /// checkpoint on a connection of its own (it waits for no writer and
-    /// no writer waits for it). It ends when `stop`'s sender is dropped.
+    /// Starts the thread that checkpoints the WAL. Every
+    /// [`CHECKPOINT_EVERY`] in which something was committed, it copies
+    /// the WAL into the database file with a passive checkpoint, on a
+    /// connection of its own: no writer waits for it, and it waits for no
+    /// writer. That alone would let the WAL grow without end under
+    /// sustained writes (SQLite starts the WAL over only when a
+    /// transaction begins with every frame copied, and frames keep coming
+    /// while a checkpoint runs: 700 MB in 10 s in the wire benchmark).
+    /// So once the WAL holds [`RESTART_FRAMES`], the checkpointer takes
+    /// the writer's gate and copies the few frames written meanwhile: the
+    /// next transaction then starts the WAL over. Writers wait for that
+    /// short step only. The thread ends when `stop`'s sender is dropped.
     pub fn spawn_checkpointer(&self, stop: mpsc::Receiver<()>) -> std::io::Result<()> {
+        // A short busy timeout: the reset waits for other connections'
+        // writers and readers while it holds the writer's gate; it would
+        // rather try again next time.
         let conn = rusqlite::Connection::open(&self.path)
-            .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|_| c))
+            .and_then(|c| c.busy_timeout(Duration::from_millis(100)).map(|_| c))
             .map_err(std::io::Error::other)?;
-        let (commits, gate) = (self.commits.clone(), self.checkpointing.clone());
+        let (commits, checkpointing, gate) = (
+            self.commits.clone(),
+            self.checkpointing.clone(),
+            self.gate.clone(),
+        );
         std::thread::Builder::new()
             .name("chatcore-wal".into())
             .spawn(move || {
@@ -117,10 +142,15 @@ impl DirectSqlite {
                         continue;
                     }
                     seen = now;
-                    let Ok(_g) = gate.lock() else { break };
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "could not checkpoint the WAL");
+                    let frames = {
+                        let Ok(_c) = checkpointing.lock() else { break };
+                        checkpoint(&conn, "PASSIVE")
+                    };
+                    if frames.is_some_and(|f| f >= RESTART_FRAMES) {
+                        let (Ok(_g), Ok(_c)) = (gate.lock(), checkpointing.lock()) else {
+                            break;
+                        };
+                        checkpoint(&conn, "RESTART");
                     }
                 }
             })
@@ -197,7 +227,26 @@ impl DirectSqlite {
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the WAL is checkpointed while something is written.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The WAL's size, in frames (pages), from which the checkpointer has it
+/// start over ([`DirectSqlite::spawn_checkpointer`]): SQLite's own
+/// automatic checkpoint threshold, about 4 MiB.
+const RESTART_FRAMES: i64 = 1000;
+
+/// Runs `PRAGMA wal_checkpoint(mode)`; the frames in the WAL, or `None`
+/// (logged) when it failed.
+fn checkpoint(conn: &rusqlite::Connection, mode: &str) -> Option<i64> {
+    match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        r.get::<_, i64>(1)
+    }) {
+        Ok(frames) => Some(frames),
+        Err(e) => {
+            tracing::warn!(error = %e, mode, "could not checkpoint the WAL");
+            None
+        }
+    }
+}
 
 fn err(e: rusqlite::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::Internal(e.to_string()))

@@ -54,7 +54,7 @@
 //! never fail the batch.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -142,12 +142,12 @@ pub(super) struct Writer {
     direct: Option<Arc<Direct>>,
 }
 
-/// The writer of a SQLite file, as callers share it.
+/// The writer of a SQLite file, as callers share it. Each transaction
+/// holds the connection's gate ([`DirectSqlite::gate`]): the writer's
+/// thread waits for it, a caller writing in place only tries it.
 struct Direct {
     task: Task,
-    /// Held for each transaction, by the writer's thread or by a caller
-    /// writing in place.
-    gate: Mutex<()>,
+    db: Arc<DirectSqlite>,
 }
 
 impl Writer {
@@ -174,14 +174,15 @@ impl Writer {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         db.spawn_checkpointer(stopped)?;
+        let db = Arc::new(db);
         let direct = Arc::new(Direct {
             task: Task {
                 backend: DbBackend::Sqlite,
-                conn: Conn::Direct(db),
+                conn: Conn::Direct(db.clone()),
                 instance,
                 rls: false,
             },
-            gate: Mutex::new(()),
+            db,
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -260,7 +261,7 @@ impl Direct {
         while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
             // Poisoned only by a panic in a transaction, which a rollback
             // at the next BEGIN clears: the gate still serialises.
-            let _g = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+            let _g = self.db.gate().lock().unwrap_or_else(|p| p.into_inner());
             self.task.settle(std::mem::take(&mut jobs)).await;
         }
     }
@@ -275,10 +276,8 @@ impl Direct {
     /// alone, a turn pays for its transaction and not for two thread
     /// wake-ups on each side of it.
     fn write_in_place(&self, op: &Op) -> Option<StoreResult<Output>> {
-        let _g = self.gate.try_lock().ok()?;
-        let Conn::Direct(db) = &self.task.conn else {
-            return None;
-        };
+        let db = &self.db;
+        let _g = db.gate().try_lock().ok()?;
         // Never block a tokio worker on another connection's lock.
         db.set_busy_timeout(Duration::ZERO).ok()?;
         // The direct connection's statements never wait on anything
@@ -318,7 +317,7 @@ enum Conn {
     Sea(DatabaseConnection),
     /// Its own SQLite connection, on the writer's thread: transactions are
     /// statements (`BEGIN IMMEDIATE`, `COMMIT`).
-    Direct(DirectSqlite),
+    Direct(Arc<DirectSqlite>),
 }
 
 /// Where a batch's statements run. They are built once, by SeaORM and
@@ -429,6 +428,7 @@ impl Task {
     async fn write(&self, ops: &[&Op]) -> StoreResult<Vec<StoreResult<Output>>> {
         let db = match &self.conn {
             Conn::Direct(db) => {
+                let db: &DirectSqlite = db;
                 let sql = |q: &str| Statement::from_string(DbBackend::Sqlite, q);
                 WriteConn::exec(db, sql("BEGIN IMMEDIATE")).await?;
                 let mut written = self.write_in(db, ops).await;
