@@ -28,9 +28,11 @@
 //! while a batch commits forms the next one. On a SQLite file a lone
 //! request does not even wake the writer's thread: a turn's start or end
 //! that finds nothing queued and no transaction open is written in place,
-//! by its caller, on the same connection (see [`Writer::submit`]); at one
-//! concurrent request this took the time added to a turn from 0.68-0.74 ms
-//! to 0.48 ms. The guarantees of the
+//! by its caller, on the same connection (see [`Writer::submit`]). That
+//! saves the two thread wake-ups on each side of its transaction: with
+//! other work on the machine, the time added to a turn at one concurrent
+//! request went from 0.68-0.74 ms to 0.48 ms; on a quiet machine the
+//! difference is within the noise. The guarantees of the
 //! unbatched store stay: a caller's write is committed when its call
 //! returns (the user's message before the provider is called, the outcome
 //! before the reply).
