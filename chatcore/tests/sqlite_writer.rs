@@ -134,7 +134,9 @@ async fn a_turn_waiting_for_another_connections_lock_does_not_block_the_runtime(
 /// when a transaction begins with every frame copied into the database
 /// file, which a checkpoint running beside a busy writer never achieves
 /// alone. Sixteen writers keep the writer busy for at least 1.5 s and
-/// 32 MiB of text; the WAL file stays a fraction of that.
+/// 32 MiB of text. Without the reset the WAL holds all of it, about 2.7
+/// times the text (each 8 KiB text spans three pages); with it, the WAL
+/// file stays below the text written (0.2-0.4 times it here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_starts_over_under_sustained_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +173,7 @@ async fn the_wal_starts_over_under_sustained_writes() {
         .unwrap()
         .len();
     assert!(
-        wal < written / 3,
+        wal < written,
         "the WAL grew to {wal} bytes for {written} bytes of text written"
     );
     store.close().await.unwrap();
