@@ -2083,10 +2083,18 @@ mod spans {
 
     #[tokio::test]
     async fn a_turns_span_names_who_answered_and_what_it_took() {
+        let fx = fixture().await;
+        // A first turn registers the span's callsite; the subscriber set
+        // after it, the callsites' interest is rebuilt with it (tests on
+        // other threads may have registered the callsite while none was).
+        fx.chat
+            .chat(as_key(&fx.key), input("echo", "warm up"))
+            .await
+            .unwrap();
         let spans = ChatSpans::default();
         let _guard =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
-        let fx = fixture().await;
+        tracing::callsite::rebuild_interest_cache();
         let r = fx
             .chat
             .chat(as_key(&fx.key), input("echo", "hello there"))
