@@ -64,13 +64,23 @@ async fn service(store: Arc<SeaOrmStore>, settings: ChatSettings) -> Arc<ChatSer
         .chat
 }
 
-async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
-    let store = Arc::new(store);
-    let settings = ChatSettings {
+/// Bots, guardrails and keys are cached for 1 ms only: a test's changes
+/// are seen by the next turn.
+fn short_cache() -> ChatSettings {
+    ChatSettings {
         cache_ttl: Duration::from_millis(1),
         ..Default::default()
-    };
-    let chat = service(store.clone(), settings).await;
+    }
+}
+
+async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
+    let store = Arc::new(store);
+    let chat = service(store.clone(), short_cache()).await;
+    seeded_on(store, chat, rpm).await
+}
+
+/// The seeded tenant `acme` (bot `echo`, a key) served by `chat`.
+async fn seeded_on(store: Arc<SeaOrmStore>, chat: Arc<ChatService>, rpm: Option<i32>) -> Fx {
     let seeded = Seed::new("acme")
         .tenant(|t| t.rate_limit_rpm = rpm)
         .bot_slug("echo")
@@ -171,6 +181,16 @@ async fn validate_refuses_bad_input_before_anything_is_read_or_stored() {
         (input("echo", "   "), "message"),
         (input("echo", &long), "message"),
         (input(" ", "hi"), "bot_id"),
+        // Text the database cannot store (NUL), named by its field.
+        (input("echo", "a\0b"), "message"),
+        (input("ec\0ho", "hi"), "bot_id"),
+        (
+            ChatInput {
+                user_id: Some("u\0".into()),
+                ..input("echo", "hi")
+            },
+            "user_id",
+        ),
         (
             ChatInput {
                 conversation_id: Some("not-an-id".into()),
@@ -1631,4 +1651,795 @@ async fn a_chat_service_debugs_as_its_settings() {
     let d = format!("{:?}", fx.chat);
     assert!(d.starts_with("ChatService"), "{d}");
     assert!(d.contains("history_limit: 50"), "{d}");
+}
+
+// ---- what the engine was built with ----
+
+#[tokio::test]
+async fn the_engine_reports_the_settings_providers_and_egress_it_was_built_with() {
+    use chatcore::provider::{EgressPolicy, Provider, mock::MockProvider};
+    let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+    let egress = EgressPolicy::parse("10.0.0.0/8, llm.internal:8080").unwrap();
+    assert_ne!(egress, EgressPolicy::default());
+    let chat = Chatcore::builder()
+        .store(store)
+        .keyring(Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap())
+        .settings(ChatSettings {
+            history_limit: 7,
+            rag_top_k: 3,
+            egress: egress.clone(),
+            ..Default::default()
+        })
+        .provider("in-house", |_| {
+            Ok(Arc::new(MockProvider::new()) as Arc<dyn Provider>)
+        })
+        .build()
+        .await
+        .unwrap()
+        .chat;
+    assert_eq!(chat.settings().history_limit, 7);
+    assert_eq!(chat.settings().rag_top_k, 3);
+    assert_eq!(chat.providers().egress(), &egress);
+    let registry = chat.providers().registry();
+    assert!(registry.contains("in-house"), "{registry:?}");
+    assert!(
+        registry.contains("mock"),
+        "the built-ins stay: {registry:?}"
+    );
+    let d = format!("{:?}", chat.providers());
+    assert!(d.starts_with("Providers"), "{d}");
+    assert!(d.contains("in-house"), "{d}");
+}
+
+#[tokio::test]
+async fn a_revoked_key_passes_until_its_cache_entry_is_dropped() {
+    let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+    let chat = service(
+        store.clone(),
+        ChatSettings {
+            cache_ttl: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await;
+    let seeded = Seed::new("acme").create(&*store).await.unwrap();
+    chat.authenticate(Some(&seeded.secret), None, None)
+        .await
+        .unwrap();
+    store
+        .revoke_api_key(seeded.tenant.id, seeded.key.id)
+        .await
+        .unwrap();
+    // Verified keys are cached for an hour: the revoked key still passes...
+    chat.authenticate(Some(&seeded.secret), None, None)
+        .await
+        .unwrap();
+    // ... until the key is invalidated.
+    chat.invalidate_key(seeded.key.id);
+    assert!(matches!(
+        chat.authenticate(Some(&seeded.secret), None, None).await,
+        Err(ChatError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_keyed_turn_records_the_keys_last_use() {
+    let fx = fixture().await;
+    let key = || fx.store.get_api_key(fx.tenant.id, fx.key.key.id);
+    assert_eq!(key().await.unwrap().last_used_at, None);
+    fx.chat
+        .chat(as_key(&fx.key), input("echo", "hi"))
+        .await
+        .unwrap();
+    // Recorded off the request path.
+    let mut used = None;
+    for _ in 0..200 {
+        used = key().await.unwrap().last_used_at;
+        if used.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(used.is_some(), "the key's last use is recorded");
+}
+
+// ---- public bots that are off ----
+
+#[tokio::test]
+async fn a_disabled_public_bot_is_not_found_by_visitors() {
+    let fx = fixture().await;
+    let b = fx.bot_with_model("public-off", "echo").await;
+    let visitor = || Caller::Public {
+        ip: Some("192.0.2.1".into()),
+        origin: None,
+        visitor: None,
+    };
+    fx.chat
+        .chat(visitor(), input("public-off", "hi"))
+        .await
+        .unwrap();
+    fx.store
+        .update_bot(
+            fx.tenant.id,
+            b.id,
+            BotPatch {
+                status: Some(BotStatus::Disabled),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    fx.chat.invalidate_tenant(fx.tenant.id);
+    assert!(matches!(
+        fx.chat.chat(visitor(), input("public-off", "hi")).await,
+        Err(ChatError::NotFound("bot"))
+    ));
+    // Its tenant's keys are told why.
+    assert!(matches!(
+        fx.chat.chat(as_key(&fx.key), input("public-off", "hi")).await,
+        Err(ChatError::Forbidden(m)) if m.contains("disabled")
+    ));
+}
+
+// ---- prices, costs and budgets ----
+
+/// 1 micro-unit per output token, input free: a turn costs its completion
+/// tokens, and its worst case is its `max_tokens`.
+const PER_OUTPUT_TOKEN: chatcore::pricing::Price = chatcore::pricing::Price {
+    input_per_mtok: 0,
+    cached_input_per_mtok: 0,
+    output_per_mtok: 1_000_000,
+};
+
+impl Fx {
+    /// Prices `model` of the seeded provider at [`PER_OUTPUT_TOKEN`].
+    async fn price(&self, model: &str) {
+        fixtures::apply(
+            &*self.store,
+            Change::PutPrice(
+                self.tenant.id,
+                NewPrice {
+                    provider_id: self.provider.id,
+                    model: model.into(),
+                    price: PER_OUTPUT_TOKEN,
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        self.chat.invalidate_tenant(self.tenant.id);
+    }
+
+    /// A daily budget of the tenant.
+    async fn day_budget(&self, micros: i64) {
+        fixtures::apply(
+            &*self.store,
+            Change::CreateBudget(
+                self.tenant.id,
+                NewBudget {
+                    scope: BudgetScope::Tenant,
+                    api_key_id: None,
+                    bot_id: None,
+                    end_user_id: None,
+                    period: BudgetPeriod::Day,
+                    amount_micros: micros,
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        self.chat.invalidate_tenant(self.tenant.id);
+    }
+
+    async fn message(&self, id: MessageId) -> Message {
+        self.store.flush().await.unwrap();
+        self.store.get_message(self.tenant.id, id).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_priced_turn_replies_stores_and_audits_its_cost() {
+    let fx = fixture().await;
+    fx.price("echo").await;
+    // The mock counts words: three completion tokens, three micro-units.
+    let r = fx
+        .chat
+        .chat(as_key(&fx.key), input("echo", "one two three"))
+        .await
+        .unwrap();
+    assert_eq!(r.usage.completion_tokens, 3);
+    assert_eq!(
+        (r.cost.amount_micros, r.cost.currency, r.cost.priced),
+        (3, "USD", true)
+    );
+    let stored = fx.message(r.message_id).await.cost.unwrap();
+    assert_eq!((stored.micros, stored.priced), (3, true));
+    let done = fx.audit("chat.completed").await;
+    assert_eq!(done[0].metadata["cost_micros"], 3);
+
+    // A stream's end says the same.
+    let events = collect(
+        fx.chat
+            .chat_stream(as_key(&fx.key), input("echo", "four five"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let Some(TurnEvent::Done(end)) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (end.cost.amount_micros, end.cost.currency, end.cost.priced),
+        (2, "USD", true)
+    );
+}
+
+#[tokio::test]
+async fn a_budget_without_room_for_the_worst_case_refuses_the_turn() {
+    let fx = fixture().await;
+    fx.price("echo").await;
+    // Room for 50 output tokens; the bot may write up to 100.
+    fx.day_budget(50).await;
+    let capped = |max_tokens| NewBot {
+        max_tokens: Some(max_tokens),
+        ..fixtures::new_bot(fx.provider.id, &format!("capped-{max_tokens}"), "echo")
+    };
+    fx.store
+        .create_bot(fx.tenant.id, capped(100))
+        .await
+        .unwrap();
+    fx.store.create_bot(fx.tenant.id, capped(40)).await.unwrap();
+    match fx
+        .chat
+        .chat(as_key(&fx.key), input("capped-100", "hi"))
+        .await
+    {
+        Err(ChatError::BudgetExceeded { scope, period, .. }) => {
+            assert_eq!((scope, period), ("tenant", "day"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.conversations().await, 0, "a refused turn stores nothing");
+    // A bot that may write 40 fits.
+    fx.chat
+        .chat(as_key(&fx.key), input("capped-40", "hi"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn budgets_set_before_the_first_turn_are_used_and_later_ones_ignored() {
+    use chatcore::budget::{BudgetService, BudgetSettings, LocalLedger};
+    let fx = fixture().await;
+    let budgets = |default_max_tokens| {
+        Arc::new(BudgetService::new(
+            fx.store.clone(),
+            Arc::new(LocalLedger::new()),
+            BudgetSettings {
+                default_max_tokens,
+                ..Default::default()
+            },
+        ))
+    };
+    // The bot sets no `max_tokens`: its worst case is the budgets' default
+    // cap, 4096 tokens unless set otherwise.
+    fx.chat.set_budgets(budgets(20));
+    fx.price("echo").await;
+    fx.day_budget(50).await;
+    fx.chat
+        .chat(as_key(&fx.key), input("echo", "hi"))
+        .await
+        .unwrap();
+    fx.chat.set_budgets(budgets(4096));
+    fx.chat
+        .chat(as_key(&fx.key), input("echo", "hi"))
+        .await
+        .expect("the budgets set first stay");
+    // The default cap of a service whose budgets were not set.
+    let other = fixture().await;
+    other.price("echo").await;
+    other.day_budget(50).await;
+    assert!(matches!(
+        other
+            .chat
+            .chat(as_key(&other.key), input("echo", "hi"))
+            .await,
+        Err(ChatError::BudgetExceeded { .. })
+    ));
+}
+
+// ---- retrieved context ----
+
+mod retrieval {
+    use super::*;
+    use chatcore::engine::{ContextRetriever, Source};
+    use std::sync::Mutex;
+
+    /// One retrieval: the tenant, its datasets, the query and `top_k`.
+    type Asked = (TenantId, Vec<DatasetId>, String, usize);
+
+    /// Answers every query with one source, and remembers what it was asked.
+    struct Library {
+        source: Source,
+        asked: Mutex<Vec<Asked>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ContextRetriever for Library {
+        async fn retrieve(
+            &self,
+            tenant: TenantId,
+            datasets: &[DatasetId],
+            query: &str,
+            top_k: usize,
+        ) -> Result<Vec<Source>, ChatError> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push((tenant, datasets.to_vec(), query.to_string(), top_k));
+            Ok(vec![self.source.clone()])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bot_with_datasets_answers_with_the_retrieved_sources() {
+        let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+        let library = Arc::new(Library {
+            source: Source {
+                document_id: DocumentId::new(),
+                title: "Handbook".into(),
+                chunk_id: ChunkId::new(),
+                score: 0.9,
+                text: "Refunds take five days.".into(),
+                snippet: "Refunds take five days.".into(),
+            },
+            asked: Mutex::new(Vec::new()),
+        });
+        let chat = Chatcore::builder()
+            .store(store.clone())
+            .keyring(Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap())
+            .settings(ChatSettings {
+                rag_top_k: 4,
+                ..Default::default()
+            })
+            .retriever(library.clone())
+            .build()
+            .await
+            .unwrap()
+            .chat;
+        let seeded = Seed::new("acme")
+            .dataset(384)
+            .bot_slug("docs")
+            .create(&*store)
+            .await
+            .unwrap();
+        let key = chat
+            .authenticate(Some(&seeded.secret), None, None)
+            .await
+            .unwrap();
+        let r = chat
+            .chat(as_key(&key), input("docs", "how long do refunds take?"))
+            .await
+            .unwrap();
+        assert_eq!(r.sources, vec![library.source.clone()]);
+        let dataset = seeded.dataset.unwrap().id;
+        assert_eq!(
+            *library.asked.lock().unwrap(),
+            vec![(
+                seeded.tenant.id,
+                vec![dataset],
+                "how long do refunds take?".to_string(),
+                4
+            )]
+        );
+        store.flush().await.unwrap();
+        let m = store
+            .get_message(seeded.tenant.id, r.message_id)
+            .await
+            .unwrap();
+        assert_eq!(m.source_chunk_ids, vec![library.source.chunk_id]);
+    }
+}
+
+// ---- what a turn's span says ----
+
+mod spans {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+
+    /// The fields recorded on `chat` spans, by span.
+    #[derive(Clone, Default)]
+    struct ChatSpans(Arc<Mutex<HashMap<u64, BTreeMap<String, String>>>>);
+
+    struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().into(), format!("{value:?}"));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name().into(), value.into());
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for ChatSpans {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+            if attrs.metadata().name() == "chat" {
+                let mut fields = BTreeMap::new();
+                attrs.record(&mut Fields(&mut fields));
+                self.0.lock().unwrap().insert(id.into_u64(), fields);
+            }
+        }
+        fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+            if let Some(fields) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
+                values.record(&mut Fields(fields));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_turns_span_names_who_answered_and_what_it_took() {
+        let fx = fixture().await;
+        // A first turn registers the span's callsite; the subscriber set
+        // after it, the callsites' interest is rebuilt with it (tests on
+        // other threads may have registered the callsite while none was).
+        fx.chat
+            .chat(as_key(&fx.key), input("echo", "warm up"))
+            .await
+            .unwrap();
+        let spans = ChatSpans::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        let r = fx
+            .chat
+            .chat(as_key(&fx.key), input("echo", "hello there"))
+            .await
+            .unwrap();
+        let all: Vec<_> = spans.0.lock().unwrap().values().cloned().collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        let s = &all[0];
+        let field = |k: &str| s.get(k).map(String::as_str);
+        let tenant = fx.tenant.id.to_string();
+        let bot = fx.bot.id.to_string();
+        let total = r.usage.total_tokens.to_string();
+        assert_eq!(field("tenant"), Some(tenant.as_str()), "{s:?}");
+        assert_eq!(field("bot"), Some(bot.as_str()), "{s:?}");
+        assert_eq!(field("provider"), Some("mock"), "{s:?}");
+        assert_eq!(field("model"), Some("echo"), "{s:?}");
+        assert_eq!(field("status"), Some("complete"), "{s:?}");
+        assert_eq!(field("total_tokens"), Some(total.as_str()), "{s:?}");
+    }
+}
+
+// ---- closing the turns of a dead instance, in batches ----
+
+#[tokio::test]
+async fn more_orphans_than_one_batch_are_all_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+    let named = || StoreOptions {
+        instance_name: Some("web-1".into()),
+        ..Default::default()
+    };
+    let first = SeaOrmStore::open(&url, named()).await.unwrap();
+    let fx = fixture_on(first.clone(), None).await;
+    // One batch is 500: 501 turns left pending by the first run.
+    let mut conversation = TurnConversation::New(NewConversation {
+        bot_id: fx.bot.id,
+        end_user_id: None,
+        title: None,
+        channel: Channel::Api,
+    });
+    for i in 0..501 {
+        let (c, _u, _pending) = first
+            .begin_turn(
+                fx.tenant.id,
+                NewTurn {
+                    conversation,
+                    user_content: format!("question {i}"),
+                    tool_results: Vec::new(),
+                    api_key_id: None,
+                    provider: Some("mock".into()),
+                    model: Some("echo".into()),
+                },
+            )
+            .await
+            .unwrap();
+        conversation = TurnConversation::Existing(c.id);
+    }
+    first.flush().await.unwrap();
+    let second = SeaOrmStore::open(&url, named()).await.unwrap();
+    let chat = service(Arc::new(second.clone()), ChatSettings::default()).await;
+    assert_eq!(chat.recover_orphaned_turns().await.unwrap(), 501);
+    assert!(second.orphaned_turns(10).await.unwrap().is_empty());
+}
+
+// ---- providers that bend the rules ----
+
+mod scripted {
+    use super::*;
+    use chatcore::engine::{CompletionInput, TurnOptions};
+    use chatcore::provider::mock::MockProvider;
+    use chatcore::provider::tokens::count_tokens;
+    use chatcore::provider::{
+        Capabilities, ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatStream, ImagePart,
+        Provider, ProviderError, ToolDefinition, Usage,
+    };
+    use futures::StreamExt as _;
+
+    /// The mock, with a twist chosen by the model asked for: `unmetered`
+    /// answers like `echo` but reports no usage (as some OpenAI-compatible
+    /// servers do); `cut-longer`, `cut-shorter` and `cut-other` stream
+    /// `Once upon`, then break, saying they had written more, less, or
+    /// other text of the same length. A provider config whose default
+    /// model is `text-only` reads no images and calls no tools.
+    #[derive(Debug)]
+    struct Scripted {
+        mock: MockProvider,
+        text_only: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Scripted {
+        fn kind(&self) -> &str {
+            "mock"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                images: !self.text_only,
+                tools: !self.text_only,
+                ..self.mock.capabilities()
+            }
+        }
+        fn default_model(&self) -> Option<&str> {
+            self.mock.default_model()
+        }
+        async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ProviderError> {
+            if request.model.as_deref() != Some("unmetered") {
+                return self.mock.complete(request).await;
+            }
+            let echo = ChatRequest {
+                model: Some("echo".into()),
+                ..request.clone()
+            };
+            let r = self.mock.complete(&echo).await?;
+            Ok(ChatResponse {
+                usage: Usage::default(),
+                model: "unmetered".into(),
+                ..r
+            })
+        }
+        async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, ProviderError> {
+            let said = match request.model.as_deref() {
+                Some("cut-longer") => "Once upon a time",
+                Some("cut-shorter") => "Once",
+                Some("cut-other") => "Twice upo",
+                _ => return self.mock.stream(request).await,
+            };
+            let events = vec![
+                Ok(ChatEvent::Delta("Once upon".into())),
+                Err(ProviderError::StreamInterrupted {
+                    provider: "mock".into(),
+                    partial: said.into(),
+                    cause: None,
+                }),
+            ];
+            Ok(futures::stream::iter(events).boxed())
+        }
+    }
+
+    async fn scripted_fixture() -> Fx {
+        let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
+        let chat = Chatcore::builder()
+            .store(store.clone())
+            .keyring(Keyring::from_base64(&Keyring::generate_base64(), &[]).unwrap())
+            .settings(short_cache())
+            .provider("mock", |spec| {
+                Ok(Arc::new(Scripted {
+                    mock: MockProvider::from_spec(spec)?,
+                    text_only: spec.default_model.as_deref() == Some("text-only"),
+                }) as Arc<dyn Provider>)
+            })
+            .build()
+            .await
+            .unwrap()
+            .chat;
+        seeded_on(store, chat, None).await
+    }
+
+    fn weather() -> ToolDefinition {
+        ToolDefinition {
+            name: "get_weather".into(),
+            description: None,
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {"city": {"type": "string"}}
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_provider_without_images_or_tools_is_sent_neither() {
+        let fx = scripted_fixture().await;
+        let p = fx
+            .store
+            .create_provider_config(
+                fx.tenant.id,
+                NewProviderConfig {
+                    provider: "mock".into(),
+                    name: "text only".into(),
+                    api_key: None,
+                    base_url: None,
+                    default_model: Some("text-only".into()),
+                    enabled: true,
+                },
+            )
+            .await
+            .unwrap();
+        fx.store
+            .create_bot(
+                fx.tenant.id,
+                NewBot {
+                    model: None,
+                    ..fixtures::new_bot(p.id, "plain", "text-only")
+                },
+            )
+            .await
+            .unwrap();
+        let ask = |messages: Vec<ChatMessage>, tools: Vec<ToolDefinition>| CompletionInput {
+            bot: "plain".into(),
+            messages,
+            options: TurnOptions {
+                tools,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let picture = ChatMessage::user("what is this?")
+            .with_image(ImagePart::url("https://example.com/a.png"));
+        assert_invalid(
+            "messages[1].content",
+            fx.chat
+                .complete(
+                    as_key(&fx.key),
+                    ask(vec![ChatMessage::user("hello"), picture], vec![]),
+                )
+                .await,
+        );
+        assert_invalid(
+            "tools",
+            fx.chat
+                .complete(
+                    as_key(&fx.key),
+                    ask(vec![ChatMessage::user("weather?")], vec![weather()]),
+                )
+                .await,
+        );
+        assert_eq!(fx.conversations().await, 0);
+        // Text alone, without tools, is answered.
+        fx.chat
+            .complete(
+                as_key(&fx.key),
+                ask(vec![ChatMessage::user("hello")], vec![]),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn usage_a_provider_does_not_report_is_estimated_from_the_answer() {
+        let fx = scripted_fixture().await;
+        fx.bot_with_model("unmetered", "unmetered").await;
+        // Text.
+        let r = fx
+            .chat
+            .chat(as_key(&fx.key), input("unmetered", "tell me something"))
+            .await
+            .unwrap();
+        assert_eq!(r.content, "tell me something");
+        let u = fx.message(r.message_id).await.usage.unwrap();
+        assert!(u.estimated, "{u:?}");
+        assert_eq!(
+            u.completion_tokens as u32,
+            count_tokens("unmetered", "tell me something")
+        );
+        assert!(u.prompt_tokens > 0);
+        assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+        assert!(r.usage.estimated);
+        assert_eq!(r.usage.total_tokens as i32, u.total_tokens);
+
+        // Tool calls: their names and arguments are the completion.
+        let r = fx
+            .chat
+            .complete(
+                as_key(&fx.key),
+                CompletionInput {
+                    bot: "unmetered".into(),
+                    messages: vec![ChatMessage::user("Weather in Paris?")],
+                    options: TurnOptions {
+                        tools: vec![weather()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.content, "");
+        assert_eq!(r.tool_calls.len(), 1);
+        let call = &r.tool_calls[0];
+        let expected =
+            count_tokens("unmetered", &call.name) + count_tokens("unmetered", &call.arguments);
+        let u = fx.message(r.message_id).await.usage.unwrap();
+        assert!(u.estimated, "{u:?}");
+        assert_eq!(u.completion_tokens as u32, expected, "{call:?}");
+        assert_eq!(u.total_tokens, u.prompt_tokens + u.completion_tokens);
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_keeps_the_longer_of_what_was_sent_and_what_the_provider_had() {
+        let fx = scripted_fixture().await;
+        for (model, stored) in [
+            ("cut-longer", "Once upon a time"),
+            ("cut-shorter", "Once upon"),
+            ("cut-other", "Once upon"),
+        ] {
+            fx.bot_with_model(model, model).await;
+            let events = collect(
+                fx.chat
+                    .chat_stream(as_key(&fx.key), input(model, "go"))
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let TurnEvent::Start { message_id, .. } = &events[0] else {
+                panic!("{events:?}")
+            };
+            assert!(
+                matches!(events.last(), Some(TurnEvent::Error { code, .. }) if *code == "provider_error"),
+                "{events:?}"
+            );
+            let m = fx.message(*message_id).await;
+            assert_eq!(m.status, MessageStatus::Incomplete, "{model}");
+            assert_eq!(m.content, stored, "{model}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn streamed_text_is_written_about_once_a_second_not_with_each_delta() {
+    let fx = fixture().await;
+    fx.bot_with_model("slowpoke", "slow-echo").await;
+    let started = std::time::Instant::now();
+    let mut rx = fx
+        .chat
+        .chat_stream(as_key(&fx.key), input("slowpoke", &"word ".repeat(10)))
+        .await
+        .unwrap();
+    let Some(TurnEvent::Start { message_id, .. }) = rx.recv().await else {
+        panic!()
+    };
+    let Some(TurnEvent::Delta(_)) = rx.recv().await else {
+        panic!()
+    };
+    fx.store.flush().await.unwrap();
+    let m = fx
+        .store
+        .get_message(fx.tenant.id, message_id)
+        .await
+        .unwrap();
+    // Only conclusive if this process was not held up for a second.
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            (m.status, m.content.as_str()),
+            (MessageStatus::Pending, ""),
+            "nothing written within the first second"
+        );
+    }
+    drop(rx);
 }
