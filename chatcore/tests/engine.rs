@@ -73,6 +73,14 @@ fn short_cache() -> ChatSettings {
     }
 }
 
+/// Bots and keys stay cached for an hour: only an invalidation drops them.
+fn long_cache() -> ChatSettings {
+    ChatSettings {
+        cache_ttl: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
 async fn fixture_on(store: SeaOrmStore, rpm: Option<i32>) -> Fx {
     let store = Arc::new(store);
     let chat = service(store.clone(), short_cache()).await;
@@ -253,12 +261,9 @@ async fn resolve_finds_bots_by_id_and_slug_in_the_callers_tenant_only() {
         .create_provider_config(
             other.id,
             NewProviderConfig {
-                provider: "mock".into(),
                 name: "m".into(),
-                api_key: None,
-                base_url: None,
                 default_model: None,
-                enabled: true,
+                ..fixtures::mock_provider()
             },
         )
         .await
@@ -933,25 +938,14 @@ async fn failed_authentications_throttle_their_ip_and_successes_do_not() {
 #[tokio::test]
 async fn invalidating_a_tenant_drops_its_cached_bots_public_and_keyed() {
     let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
-    let chat = service(
-        store.clone(),
-        ChatSettings {
-            cache_ttl: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .await;
+    let chat = service(store.clone(), long_cache()).await;
     let t = tenant(&*store, "acme", None).await;
     let p = store
         .create_provider_config(
             t.id,
             NewProviderConfig {
-                provider: "mock".into(),
-                name: "mock".into(),
-                api_key: None,
-                base_url: None,
                 default_model: None,
-                enabled: true,
+                ..fixtures::mock_provider()
             },
         )
         .await
@@ -1694,14 +1688,7 @@ async fn the_engine_reports_the_settings_providers_and_egress_it_was_built_with(
 #[tokio::test]
 async fn a_revoked_key_passes_until_its_cache_entry_is_dropped() {
     let store = Arc::new(SeaOrmStore::in_memory().await.unwrap());
-    let chat = service(
-        store.clone(),
-        ChatSettings {
-            cache_ttl: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .await;
+    let chat = service(store.clone(), long_cache()).await;
     let seeded = Seed::new("acme").create(&*store).await.unwrap();
     chat.authenticate(Some(&seeded.secret), None, None)
         .await
@@ -2271,12 +2258,9 @@ mod scripted {
             .create_provider_config(
                 fx.tenant.id,
                 NewProviderConfig {
-                    provider: "mock".into(),
                     name: "text only".into(),
-                    api_key: None,
-                    base_url: None,
                     default_model: Some("text-only".into()),
-                    enabled: true,
+                    ..fixtures::mock_provider()
                 },
             )
             .await
