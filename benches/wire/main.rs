@@ -40,6 +40,8 @@
 //!   `perf report --no-children --stdio` there.
 //! - `WIRE_REPORT=<file>`: append the result tables to this file too.
 //! - `WIRE_LOG`: the server's `RUST_LOG` (default `warn`).
+//! - `WIRE_SERVER_ENV`: `KEY=VALUE` pairs, comma-separated, for the
+//!   server's environment (its other `CHATCORE_*` variables are removed).
 //! - `WIRE_LOAD_THREADS` (2), `WIRE_MOCK_THREADS` (2).
 //!
 //! Every child process is killed when the benchmark ends, also on a panic;
@@ -929,6 +931,15 @@ async fn run_backend(s: &Settings, db: Db, mock: &mut Mock, ticks: f64) -> Backe
             || k == "DATABASE_URL"
         {
             cmd.env_remove(k);
+        }
+    }
+    // `WIRE_SERVER_ENV=K=V,K=V`: settings of the server under test.
+    for kv in std::env::var("WIRE_SERVER_ENV")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k.trim(), v.trim());
         }
     }
     cmd.env("CHATCORE_DATABASE_URL", &db_url)

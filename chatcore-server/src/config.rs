@@ -49,6 +49,10 @@ pub struct Config {
     /// no hand-off per statement) or `sqlx` (a connection of sqlx's pool,
     /// kept for comparison).
     pub sqlite_direct_writer: bool,
+    /// `CHATCORE_WRITER_TRANSACTIONS`: PostgreSQL, most group-commit
+    /// transactions of the turn writer in flight at once (1 to 16,
+    /// default 4).
+    pub writer_transactions: usize,
     /// `CHATCORE_MAX_BODY_BYTES`: request body limit.
     pub max_body_bytes: usize,
     /// `CHATCORE_SHUTDOWN_GRACE_SECS`: how long open streams may finish.
@@ -140,6 +144,7 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_failure: Option<String>,
     sqlite_writer: Option<String>,
+    writer_transactions: Option<u64>,
     max_body_bytes: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
@@ -230,6 +235,19 @@ impl Config {
                 });
             }
         };
+        let writer_transactions = match num(
+            "CHATCORE_WRITER_TRANSACTIONS",
+            fc.writer_transactions,
+            chatcore::store::DEFAULT_WRITER_TRANSACTIONS as u64,
+        )? {
+            n @ 1..=16 => n as usize,
+            n => {
+                return Err(ConfigError::Invalid {
+                    key: "CHATCORE_WRITER_TRANSACTIONS",
+                    reason: format!("{n} is not between 1 and 16"),
+                });
+            }
+        };
         let log_format = match pick("CHATCORE_LOG_FORMAT", fc.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -275,6 +293,7 @@ impl Config {
             redis_url: pick("CHATCORE_REDIS_URL", fc.redis_url).map(secret),
             redis_failure,
             sqlite_direct_writer,
+            writer_transactions,
             max_body_bytes: num(
                 "CHATCORE_MAX_BODY_BYTES",
                 fc.max_body_bytes.map(|v| v as u64),
@@ -307,6 +326,7 @@ impl Config {
             vector_cache_bytes: (self.vector_cache_mb as usize).saturating_mul(1024 * 1024),
             instance_name: self.instance_name.clone(),
             sqlite_direct_writer: self.sqlite_direct_writer,
+            writer_transactions: self.writer_transactions,
             ..Default::default()
         }
     }
@@ -416,6 +436,32 @@ mod tests {
                 .rules()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn writer_transactions_from_env_or_file_and_bounded() {
+        let load = |v: &str| {
+            Config::load_from(None, env(&[("CHATCORE_WRITER_TRANSACTIONS", v)]))
+                .map(|c| c.store_options().writer_transactions)
+        };
+        assert_eq!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .store_options()
+                .writer_transactions,
+            chatcore::store::DEFAULT_WRITER_TRANSACTIONS
+        );
+        assert_eq!(load("1").unwrap(), 1);
+        assert_eq!(load("16").unwrap(), 16);
+        for bad in ["0", "17", "four"] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains("CHATCORE_WRITER_TRANSACTIONS"), "{bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "writer_transactions = 2\n").unwrap();
+        let c = Config::load_from(Some(&f), env(&[])).unwrap();
+        assert_eq!(c.store_options().writer_transactions, 2);
     }
 
     #[test]

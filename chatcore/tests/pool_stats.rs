@@ -45,7 +45,7 @@ async fn a_sqlite_file_has_a_reader_pool_and_a_single_writer() {
 }
 
 #[tokio::test]
-async fn postgres_has_one_pool_of_the_configured_size() {
+async fn postgres_has_a_pool_of_the_configured_size_and_the_writers_own() {
     if pg::skip_requested() {
         eprintln!("CHATCORE_TEST_SKIP_POSTGRES=1: skipping postgres pool stats");
         return;
@@ -54,9 +54,19 @@ async fn postgres_has_one_pool_of_the_configured_size() {
     store.ping().await.unwrap();
     let stats = store.pool_stats();
     check(&stats);
-    assert_eq!(stats.len(), 1, "{stats:?}");
-    assert_eq!((stats[0].pool, stats[0].max), ("main", 4));
+    let names: Vec<_> = stats.iter().map(|p| (p.pool, p.max)).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("main", 4),
+            (
+                "writer",
+                chatcore::store::DEFAULT_WRITER_TRANSACTIONS as u32
+            )
+        ]
+    );
     assert!(stats[0].in_use + stats[0].idle >= 1, "{stats:?}");
+    assert!(stats[1].in_use + stats[1].idle >= 1, "kept open: {stats:?}");
     store.close().await.unwrap();
     SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
 }

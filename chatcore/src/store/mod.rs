@@ -19,7 +19,8 @@ use crate::domain::*;
 use crate::error::Cause;
 
 pub use sea::{
-    DEFAULT_DATABASE_ROLE, SQLITE_MAX_READERS, SchemaObjects, SeaOrmStore, StoreOptions,
+    DEFAULT_DATABASE_ROLE, DEFAULT_WRITER_TRANSACTIONS, SQLITE_MAX_READERS, SchemaObjects,
+    SeaOrmStore, StoreOptions,
 };
 pub use widget::{Feedback, FeedbackRow, NewFeedback, Rating, WidgetRecord, WidgetUpdate};
 

@@ -313,8 +313,12 @@ pub(super) fn end_user_usage_statements(
     let mut out = Vec::new();
     {
         use e::usage_daily_end_user::{Column as U, Entity as T};
-        use std::collections::HashMap;
-        let mut sums: HashMap<(Uuid, chrono::NaiveDate, Uuid, String), UsageDelta> = HashMap::new();
+        // Sorted, as the writer's rollup: one lock order for every
+        // transaction.
+        let mut sums: std::collections::BTreeMap<
+            (Uuid, chrono::NaiveDate, Uuid, String),
+            UsageDelta,
+        > = Default::default();
         for (m, d) in changes {
             let Some(u) = m.end_user_id.clone() else {
                 continue;

@@ -112,6 +112,12 @@ pub struct StoreOptions {
     /// sqlx's pool, whose worker thread takes each statement in turn.
     /// Ignored in memory and on PostgreSQL.
     pub sqlite_direct_writer: bool,
+    /// PostgreSQL: most group-commit transactions in flight at once, each
+    /// on a pooled connection of its own (1 to 16; default 4). One
+    /// transaction at a time leaves the database idle while each commit
+    /// waits for its WAL flush; a few overlap those waits. Ignored on
+    /// SQLite, which has one writer.
+    pub writer_transactions: usize,
 }
 
 impl Default for StoreOptions {
@@ -125,9 +131,13 @@ impl Default for StoreOptions {
             instance_stale_after: Duration::from_secs(60),
             database_role: Some(DEFAULT_DATABASE_ROLE.into()),
             sqlite_direct_writer: true,
+            writer_transactions: DEFAULT_WRITER_TRANSACTIONS,
         }
     }
 }
+
+/// [`StoreOptions::writer_transactions`] by default.
+pub const DEFAULT_WRITER_TRANSACTIONS: usize = 4;
 
 /// Most pooled connections to a SQLite file ([`StoreOptions::max_connections`]
 /// above it is lowered to it).
@@ -516,7 +526,7 @@ impl SeaOrmStore {
         let db = Database::connect(co.clone()).await.map_err(connected)?;
         let backend = db.get_database_backend();
         let wdb = if is_sqlite && !in_memory {
-            let mut wo = co;
+            let mut wo = co.clone();
             wo.max_connections(1).min_connections(1);
             Database::connect(wo).await.map_err(db_err)?
         } else {
@@ -537,6 +547,10 @@ impl SeaOrmStore {
                 let direct = direct::DirectSqlite::open(&path).map_err(db_err)?;
                 writer::Writer::spawn_direct(direct, instance.clone())
                     .map_err(|e| StoreError::internal_from("cannot start the store's writer", e))?
+            }
+            _ if backend == DbBackend::Postgres => {
+                writer::Writer::spawn_thread(co, instance.clone(), rls, opts.writer_transactions)
+                    .await?
             }
             _ => writer::Writer::spawn(wdb.clone(), instance.clone(), rls),
         };
@@ -1320,6 +1334,10 @@ impl StoreBase for SeaOrmStore {
             )
         {
             out.push(stats("writer", &self.wdb));
+        }
+        // On PostgreSQL the turn writer has a pool of its own.
+        if let Some(w) = self.writer.pool() {
+            out.push(stats("writer", w));
         }
         out
     }
