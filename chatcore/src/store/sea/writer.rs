@@ -48,9 +48,11 @@
 //! client). On its own thread the writer takes each reply as it comes;
 //! with several transactions in flight, one waits for its commit's WAL
 //! flush while the others run. Measured with the wire benchmark
-//! (2026-12-02): 4,045-4,717 turns/s at 64 concurrent before, 5,267-5,836
-//! after with four; +1.06-1.18 ms added at one concurrent request before,
-//! +0.60-0.83 ms after. Concurrent transactions lock rows in one order
+//! (2026-12-02, alternated runs): 3,442-4,183 turns/s at 64 concurrent
+//! before, 5,121-5,608 after with four in flight; four in flight on the
+//! server's runtime gave 4,045-4,717, one on its own thread 4,742. At one
+//! concurrent request it makes no difference (about +1 ms either way).
+//! Concurrent transactions lock rows in one order
 //! (messages by id, rollup rows sorted by key), so they wait for each
 //! other but do not deadlock; a deadlock the database still finds (two
 //! turns of one conversation touching it in two batches) fails one
