@@ -113,10 +113,10 @@ pub struct StoreOptions {
     /// Ignored in memory and on PostgreSQL.
     pub sqlite_direct_writer: bool,
     /// PostgreSQL: most group-commit transactions in flight at once, each
-    /// on a pooled connection of its own (1 to 16; default 4). One
-    /// transaction at a time leaves the database idle while each commit
-    /// waits for its WAL flush; a few overlap those waits. Ignored on
-    /// SQLite, which has one writer.
+    /// on a connection of the writer's own pool (1 to 16; default 4), so
+    /// that one batch's round trips and commit overlap another's. These
+    /// connections come in addition to [`StoreOptions::max_connections`].
+    /// Ignored on SQLite, which has one writer.
     pub writer_transactions: usize,
 }
 

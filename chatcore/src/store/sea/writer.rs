@@ -204,11 +204,10 @@ impl Drop for Waiting<'_> {
 }
 
 impl Writer {
-    /// Starts the writer task on `db` (the store's write connection);
-    /// `rls`: row-level security binds `db` (see `scope`).
-    /// One batch at a time, on the caller's runtime: SQLite in memory
-    /// (whose one connection the store's reads share), or a SQLite file
-    /// through sqlx's pool.
+    /// Starts the writer task on `db` (the store's write connection), on
+    /// the caller's runtime, one batch at a time: SQLite in memory (whose
+    /// one connection the store's reads share), or a SQLite file through
+    /// sqlx's pool. `rls`: row-level security binds `db` (see `scope`).
     pub fn spawn(db: DatabaseConnection, instance: InstanceInfo, rls: bool) -> Self {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
         let task = Arc::new(Task {
