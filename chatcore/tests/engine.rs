@@ -728,7 +728,7 @@ async fn the_end_of_the_shutdown_grace_ends_open_streams_as_cancelled() {
 
 // ---- turns left pending by a dead instance ----
 
-/// The orphans `chat` closes, within about a minute of this process running
+/// The orphans `chat` closes, within about 30 s of this process running
 /// (a paused process does not use the time up): a sweep that closes
 /// nothing it finds would find the same turns again, for ever.
 async fn recovered(chat: &Arc<ChatService>) -> usize {
@@ -736,7 +736,7 @@ async fn recovered(chat: &Arc<ChatService>) -> usize {
         let chat = chat.clone();
         async move { chat.recover_orphaned_turns().await }
     });
-    for _ in 0..600 {
+    for _ in 0..300 {
         if sweep.is_finished() {
             break;
         }
