@@ -4,28 +4,9 @@
 
 use std::time::Duration;
 
-use chatcore::domain::Channel;
-use chatcore::store::{
-    ChatStore, NewConversation, NewTurn, SeaOrmStore, StoreOptions, TurnConversation,
-};
-use chatcore::testkit::fixtures::Seed;
+use chatcore::store::{ChatStore, SeaOrmStore, StoreOptions};
+use chatcore::testkit::fixtures::{Seed, new_turn};
 use chatcore::testkit::pg;
-
-fn turn(bot: chatcore::domain::BotId, text: &str) -> NewTurn {
-    NewTurn {
-        conversation: TurnConversation::New(NewConversation {
-            bot_id: bot,
-            end_user_id: None,
-            title: None,
-            channel: Channel::Api,
-        }),
-        user_content: text.into(),
-        api_key_id: None,
-        provider: Some("mock".into()),
-        model: Some("echo".into()),
-        tool_results: Vec::new(),
-    }
-}
 
 /// A batch in flight waits for a row another connection has locked (an
 /// outcome written by another instance, say). A flush queued after it,
@@ -55,7 +36,7 @@ async fn a_flush_waits_for_a_batch_held_up_in_another_lane() {
     let mut pending = Vec::new();
     for i in 0..11 {
         let (_, _, a) = store
-            .begin_turn(t, turn(seeded.bot.id, &format!("q{i}")))
+            .begin_turn(t, new_turn(seeded.bot.id, &format!("q{i}")))
             .await
             .unwrap();
         pending.push(a.id);

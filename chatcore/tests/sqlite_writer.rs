@@ -5,33 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chatcore::domain::Channel;
-use chatcore::store::{
-    ChatStore, NewConversation, NewTurn, SeaOrmStore, StoreOptions, TenantStore, TurnConversation,
-};
-use chatcore::testkit::fixtures::Seed;
+use chatcore::store::{ChatStore, SeaOrmStore, StoreOptions, TenantStore};
+use chatcore::testkit::fixtures::{Seed, new_turn};
 
 async fn open(db: &Path) -> SeaOrmStore {
     let url = format!("sqlite://{}?mode=rwc", db.display());
     SeaOrmStore::open(&url, StoreOptions::default())
         .await
         .expect("sqlite file")
-}
-
-fn turn(bot: chatcore::domain::BotId, text: &str) -> NewTurn {
-    NewTurn {
-        conversation: TurnConversation::New(NewConversation {
-            bot_id: bot,
-            end_user_id: None,
-            title: None,
-            channel: Channel::Api,
-        }),
-        user_content: text.into(),
-        api_key_id: None,
-        provider: Some("mock".into()),
-        model: Some("echo".into()),
-        tool_results: Vec::new(),
-    }
 }
 
 /// User messages in the database file alone (not its WAL), as a backup
@@ -60,7 +41,7 @@ async fn the_wal_reaches_the_database_file_without_a_flush() {
     let seeded = Seed::new("wal").create(&store).await.unwrap();
     for i in 0..20 {
         store
-            .begin_turn(seeded.tenant.id, turn(seeded.bot.id, &format!("m{i}")))
+            .begin_turn(seeded.tenant.id, new_turn(seeded.bot.id, &format!("m{i}")))
             .await
             .unwrap();
     }
@@ -92,14 +73,14 @@ async fn a_turn_waiting_for_another_connections_lock_does_not_block_the_runtime(
     let seeded = Seed::new("lock").create(&store).await.unwrap();
     // A turn first, so the writer is warm and idle.
     store
-        .begin_turn(seeded.tenant.id, turn(seeded.bot.id, "first"))
+        .begin_turn(seeded.tenant.id, new_turn(seeded.bot.id, "first"))
         .await
         .unwrap();
 
     let other = rusqlite::Connection::open(&db).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let (s, t, b) = (store.clone(), seeded.tenant.id, seeded.bot.id);
-    let pending = tokio::spawn(async move { s.begin_turn(t, turn(b, "second")).await });
+    let pending = tokio::spawn(async move { s.begin_turn(t, new_turn(b, "second")).await });
     // Let the turn's task run: were it to wait for the lock on this
     // thread, this task would not run again before SQLite's busy timeout
     // (5 s) ran out.
@@ -160,7 +141,7 @@ async fn the_wal_starts_over_under_sustained_writes() {
             while started.elapsed() < Duration::from_millis(1500)
                 || written.load(Relaxed) < 32 << 20
             {
-                s.begin_turn(t, turn(b, &text)).await.unwrap();
+                s.begin_turn(t, new_turn(b, &text)).await.unwrap();
                 written.fetch_add(text.len(), Relaxed);
             }
         }));

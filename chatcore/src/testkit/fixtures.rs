@@ -205,6 +205,24 @@ pub fn new_bot(provider: ProviderConfigId, slug: &str, model: &str) -> NewBot {
     }
 }
 
+/// A turn of `bot` in a new API conversation, asking `text` of the mock
+/// provider's `echo` model.
+pub fn new_turn(bot: BotId, text: &str) -> NewTurn {
+    NewTurn {
+        conversation: TurnConversation::New(NewConversation {
+            bot_id: bot,
+            end_user_id: None,
+            title: None,
+            channel: Channel::Api,
+        }),
+        user_content: text.into(),
+        api_key_id: None,
+        provider: Some("mock".into()),
+        model: Some("echo".into()),
+        tool_results: Vec::new(),
+    }
+}
+
 /// A fresh key with `permissions` for every bot, and its secret.
 pub fn new_key(name: &str, permissions: Vec<Permission>) -> (GeneratedKey, NewApiKey) {
     let g = generate_key();
