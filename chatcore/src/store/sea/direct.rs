@@ -36,7 +36,7 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -59,6 +59,9 @@ pub(super) struct DirectSqlite {
     checkpointing: Arc<Mutex<()>>,
     /// Held for each of the writer's transactions (see [`DirectSqlite::gate`]).
     gate: Arc<Mutex<()>>,
+    /// Set by the checkpointer when the WAL should start over and the gate
+    /// was busy: the writer's thread does it after its batch.
+    restart_wanted: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for DirectSqlite {
@@ -86,6 +89,7 @@ impl DirectSqlite {
             commits: Arc::default(),
             checkpointing: Arc::default(),
             gate: Arc::default(),
+            restart_wanted: Arc::default(),
         })
     }
 
@@ -116,12 +120,17 @@ impl DirectSqlite {
     /// transaction begins with every frame copied, and frames keep coming
     /// while a checkpoint runs: 700 MB in 10 s in the wire benchmark).
     /// So once the WAL holds [`RESTART_FRAMES`], the checkpointer copies
-    /// once more without the gate, then takes the writer's gate and copies
+    /// once more without the gate, then, with the writer's gate, copies
     /// the few frames written meanwhile: the next transaction then starts
     /// the WAL over. Writers wait for that short step only (the second
     /// copy without the gate took p99 at 64 concurrent from 16-18 ms to
     /// 14-15 ms in the wire benchmark; with no restart at all it was
-    /// 13-15 ms). The thread ends when `stop`'s sender is dropped.
+    /// 13-15 ms). The gate is only tried: while batches follow each other,
+    /// the writer's thread takes it again before a waiting checkpointer
+    /// wakes, and the WAL grew past 100 MB in the sustained-writes test.
+    /// When it is busy, the checkpointer asks the writer's thread instead,
+    /// which restarts the WAL after its batch ([`Self::restart_if_wanted`]).
+    /// The thread ends when `stop`'s sender is dropped.
     pub fn spawn_checkpointer(&self, stop: mpsc::Receiver<()>) -> std::io::Result<()> {
         // A short busy timeout: the reset waits for other connections'
         // writers and readers while it holds the writer's gate; it would
@@ -129,10 +138,11 @@ impl DirectSqlite {
         let conn = rusqlite::Connection::open(&self.path)
             .and_then(|c| c.busy_timeout(Duration::from_millis(100)).map(|_| c))
             .map_err(std::io::Error::other)?;
-        let (commits, checkpointing, gate) = (
+        let (commits, checkpointing, gate, wanted) = (
             self.commits.clone(),
             self.checkpointing.clone(),
             self.gate.clone(),
+            self.restart_wanted.clone(),
         );
         std::thread::Builder::new()
             .name("chatcore-wal".into())
@@ -158,13 +168,41 @@ impl DirectSqlite {
                             let _c = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
                             checkpoint(&conn, "PASSIVE");
                         }
-                        let _g = gate.lock().unwrap_or_else(|p| p.into_inner());
+                        let _g = match gate.try_lock() {
+                            Ok(g) => g,
+                            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                            Err(std::sync::TryLockError::WouldBlock) => {
+                                wanted.store(true, Ordering::Release);
+                                continue;
+                            }
+                        };
                         let _c = checkpointing.lock().unwrap_or_else(|p| p.into_inner());
                         checkpoint(&conn, "RESTART");
+                        wanted.store(false, Ordering::Release);
                     }
                 }
             })
             .map(|_| ())
+    }
+
+    /// Has the WAL start over if the checkpointer asked for it: called by
+    /// the writer's thread after a batch, with the gate held and no
+    /// transaction open. Readers still on an older snapshot are waited
+    /// for 10 ms at most (the turns queued behind this batch wait too); a
+    /// restart that could not finish is asked for again at the next
+    /// checkpoint.
+    pub fn restart_if_wanted(&self) {
+        if !self.restart_wanted.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let _c = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(conn) = self.lock() else { return };
+        if conn.busy_timeout(Duration::from_millis(10)).is_ok() {
+            checkpoint(&conn, "RESTART");
+        }
+        if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+            tracing::warn!(error = %e, "could not restore the writer's busy timeout");
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, rusqlite::Connection>, DbErr> {

@@ -390,6 +390,7 @@ impl Direct {
             // at the next BEGIN clears: the gate still serialises.
             let _g = self.db.gate().lock().unwrap_or_else(|p| p.into_inner());
             self.task.settle(std::mem::take(&mut jobs)).await;
+            self.db.restart_if_wanted();
         }
     }
 
