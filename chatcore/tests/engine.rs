@@ -11,7 +11,9 @@ use chatcore::Chatcore;
 use chatcore::auth::Principal;
 use chatcore::crypto::Keyring;
 use chatcore::domain::*;
-use chatcore::engine::{Caller, ChatError, ChatInput, ChatService, ChatSettings, TurnEvent};
+use chatcore::engine::{
+    Caller, ChatError, ChatInput, ChatReply, ChatService, ChatSettings, TurnEvent,
+};
 use chatcore::store::*;
 use chatcore::testkit::fixtures::{self, Seed, Seeded, SystemWrites};
 
@@ -143,6 +145,13 @@ fn input(bot: &str, message: &str) -> ChatInput {
 }
 
 impl Fx {
+    /// A turn of `bot` with the fixture's key, which must be answered.
+    async fn ask(&self, bot: &str, message: &str) -> ChatReply {
+        self.chat
+            .chat(as_key(&self.key), input(bot, message))
+            .await
+            .unwrap()
+    }
     async fn messages(&self, c: ConversationId) -> Vec<Message> {
         self.store
             .list_messages(self.tenant.id, c, PageRequest::first(100))
@@ -227,10 +236,7 @@ async fn validate_refuses_bad_input_before_anything_is_read_or_stored() {
     assert_eq!(fx.conversations().await, 0);
     // The longest message accepted is accepted.
     let max = "y".repeat(ChatSettings::default().max_message_chars);
-    fx.chat
-        .chat(as_key(&fx.key), input("echo", &max))
-        .await
-        .unwrap();
+    fx.ask("echo", &max).await;
 }
 
 // ---- resolve ----
@@ -238,16 +244,8 @@ async fn validate_refuses_bad_input_before_anything_is_read_or_stored() {
 #[tokio::test]
 async fn resolve_finds_bots_by_id_and_slug_in_the_callers_tenant_only() {
     let fx = fixture().await;
-    let by_slug = fx
-        .chat
-        .chat(as_key(&fx.key), input("echo", "a"))
-        .await
-        .unwrap();
-    let by_id = fx
-        .chat
-        .chat(as_key(&fx.key), input(&fx.bot.id.to_string(), "b"))
-        .await
-        .unwrap();
+    let by_slug = fx.ask("echo", "a").await;
+    let by_id = fx.ask(&fx.bot.id.to_string(), "b").await;
     assert_eq!(by_slug.bot_id, fx.bot.id);
     assert_eq!(by_id.bot_id, fx.bot.id);
     assert!(matches!(
@@ -385,10 +383,7 @@ async fn authorize_checks_permission_bot_restriction_status_features_and_guardra
 async fn limits_refuse_over_quota_and_store_nothing_for_a_refusal() {
     let fx = fixture_on(SeaOrmStore::in_memory().await.unwrap(), Some(2)).await;
     for _ in 0..2 {
-        fx.chat
-            .chat(as_key(&fx.key), input("echo", "hi"))
-            .await
-            .unwrap();
+        fx.ask("echo", "hi").await;
     }
     match fx.chat.chat(as_key(&fx.key), input("echo", "hi")).await {
         Err(ChatError::RateLimited { scope, retry_after }) => {
@@ -427,10 +422,7 @@ async fn limits_refuse_over_quota_and_store_nothing_for_a_refusal() {
         })
     ));
     // ... which does not hold back the tenant's other keys.
-    fx.chat
-        .chat(as_key(&fx.key), input("echo", "hi"))
-        .await
-        .unwrap();
+    fx.ask("echo", "hi").await;
 }
 
 // ---- conversation ----
@@ -484,11 +476,7 @@ async fn a_continued_conversation_must_be_the_bots_and_the_users() {
     ));
     // A conversation of the API channel cannot be continued publicly.
     fx.bot_with_model("public-x", "echo").await;
-    let api_conv = fx
-        .chat
-        .chat(as_key(&fx.key), input("public-x", "k"))
-        .await
-        .unwrap();
+    let api_conv = fx.ask("public-x", "k").await;
     assert!(matches!(
         fx.chat
             .chat(
@@ -512,11 +500,7 @@ async fn a_continued_conversation_must_be_the_bots_and_the_users() {
 #[tokio::test]
 async fn a_complete_turn_is_stored_with_tokens_timings_and_usage() {
     let fx = fixture().await;
-    let r = fx
-        .chat
-        .chat(as_key(&fx.key), input("echo", "hello there"))
-        .await
-        .unwrap();
+    let r = fx.ask("echo", "hello there").await;
     assert_eq!(r.content, "hello there");
     let msgs = fx.messages(r.conversation_id).await;
     assert_eq!(msgs.len(), 2);
@@ -1103,11 +1087,7 @@ async fn a_changed_provider_config_is_rebuilt_and_a_disabled_one_refused() {
         )
         .await
         .unwrap();
-    let r = fx
-        .chat
-        .chat(as_key(&fx.key), input("default", "hi there"))
-        .await
-        .unwrap();
+    let r = fx.ask("default", "hi there").await;
     assert_eq!(r.content, "hi there");
     let patch = |p: ProviderConfigPatch| {
         fx.store
@@ -1146,10 +1126,7 @@ async fn a_changed_provider_config_is_rebuilt_and_a_disabled_one_refused() {
 async fn a_limit_of_zero_is_no_limit() {
     let fx = fixture_on(SeaOrmStore::in_memory().await.unwrap(), Some(0)).await;
     for _ in 0..4 {
-        fx.chat
-            .chat(as_key(&fx.key), input("echo", "hi"))
-            .await
-            .unwrap();
+        fx.ask("echo", "hi").await;
     }
 }
 
@@ -1796,10 +1773,7 @@ async fn a_keyed_turn_records_the_keys_last_use() {
     let fx = fixture().await;
     let key = || fx.store.get_api_key(fx.tenant.id, fx.key.key.id);
     assert_eq!(key().await.unwrap().last_used_at, None);
-    fx.chat
-        .chat(as_key(&fx.key), input("echo", "hi"))
-        .await
-        .unwrap();
+    fx.ask("echo", "hi").await;
     // Recorded off the request path.
     let mut used = None;
     for _ in 0..200 {
@@ -1911,11 +1885,7 @@ async fn a_priced_turn_replies_stores_and_audits_its_cost() {
     let fx = fixture().await;
     fx.price("echo").await;
     // The mock counts words: three completion tokens, three micro-units.
-    let r = fx
-        .chat
-        .chat(as_key(&fx.key), input("echo", "one two three"))
-        .await
-        .unwrap();
+    let r = fx.ask("echo", "one two three").await;
     assert_eq!(r.usage.completion_tokens, 3);
     assert_eq!(
         (r.cost.amount_micros, r.cost.currency, r.cost.priced),
@@ -1970,10 +1940,7 @@ async fn a_budget_without_room_for_the_worst_case_refuses_the_turn() {
     }
     assert_eq!(fx.conversations().await, 0, "a refused turn stores nothing");
     // A bot that may write 40 fits.
-    fx.chat
-        .chat(as_key(&fx.key), input("capped-40", "hi"))
-        .await
-        .unwrap();
+    fx.ask("capped-40", "hi").await;
 }
 
 #[tokio::test]
@@ -1995,10 +1962,7 @@ async fn budgets_set_before_the_first_turn_are_used_and_later_ones_ignored() {
     fx.chat.set_budgets(budgets(20));
     fx.price("echo").await;
     fx.day_budget(50).await;
-    fx.chat
-        .chat(as_key(&fx.key), input("echo", "hi"))
-        .await
-        .unwrap();
+    fx.ask("echo", "hi").await;
     fx.chat.set_budgets(budgets(4096));
     fx.chat
         .chat(as_key(&fx.key), input("echo", "hi"))
@@ -2156,19 +2120,12 @@ mod spans {
         // A first turn registers the span's callsite; the subscriber set
         // after it, the callsites' interest is rebuilt with it (tests on
         // other threads may have registered the callsite while none was).
-        fx.chat
-            .chat(as_key(&fx.key), input("echo", "warm up"))
-            .await
-            .unwrap();
+        fx.ask("echo", "warm up").await;
         let spans = ChatSpans::default();
         let _guard =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
         tracing::callsite::rebuild_interest_cache();
-        let r = fx
-            .chat
-            .chat(as_key(&fx.key), input("echo", "hello there"))
-            .await
-            .unwrap();
+        let r = fx.ask("echo", "hello there").await;
         let all: Vec<_> = spans.0.lock().unwrap().values().cloned().collect();
         assert_eq!(all.len(), 1, "{all:?}");
         let s = &all[0];
@@ -2402,11 +2359,7 @@ mod scripted {
         let fx = scripted_fixture().await;
         fx.bot_with_model("unmetered", "unmetered").await;
         // Text.
-        let r = fx
-            .chat
-            .chat(as_key(&fx.key), input("unmetered", "tell me something"))
-            .await
-            .unwrap();
+        let r = fx.ask("unmetered", "tell me something").await;
         assert_eq!(r.content, "tell me something");
         let u = fx.message(r.message_id).await.usage.unwrap();
         assert!(u.estimated, "{u:?}");
