@@ -351,7 +351,7 @@ pub(super) fn end_user_usage_statements(
             )
         };
         let rows: Vec<_> = sums.into_iter().collect();
-        for chunk in rows.chunks(200) {
+        for chunk in super::writer::statement_chunks(backend, &rows) {
             let mut stmt = Query::insert();
             stmt.into_table(T).columns([
                 U::TenantId,
