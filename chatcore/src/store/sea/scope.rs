@@ -62,6 +62,23 @@ impl Tenancy<'_> {
     }
 }
 
+/// The simple query that begins a transaction with `tenancy` set: two
+/// statements in one round trip, where a `BEGIN` and then
+/// [`set_tenancy`] take two. The settings are written into the SQL, which
+/// is safe because they hold only UUIDs (hex digits and dashes), commas
+/// and `on`/`off`; anything else is refused. PostgreSQL only.
+pub(super) fn begin_with_tenancy(tenancy: Tenancy<'_>) -> Option<String> {
+    let (ids, all) = tenancy.settings();
+    ids.bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b',')
+        .then(|| {
+            format!(
+                "BEGIN; SELECT set_config('chatcore.tenant_ids', '{ids}', true), \
+                 set_config('chatcore.all_tenants', '{all}', true)"
+            )
+        })
+}
+
 /// Sets `tenancy` for the rest of the transaction `db` is in (one
 /// statement, prepared once per connection). PostgreSQL only.
 pub(super) async fn set_tenancy<C: ConnectionTrait>(
@@ -146,4 +163,29 @@ pub(super) async fn finish<T>(db: DatabaseExecutor<'_>, out: StoreResult<T>) -> 
         done(db).await?;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_begins_with_the_batch_tenants_in_one_query() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let sql = begin_with_tenancy(Tenancy::Many(&[a, b])).unwrap();
+        assert!(sql.starts_with("BEGIN; SELECT set_config("), "{sql}");
+        assert!(
+            sql.contains(&format!(
+                "set_config('chatcore.tenant_ids', '{a},{b}', true)"
+            )),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("set_config('chatcore.all_tenants', 'off', true)"),
+            "{sql}"
+        );
+        let all = begin_with_tenancy(Tenancy::All).unwrap();
+        assert!(all.contains("'chatcore.tenant_ids', '', true"), "{all}");
+        assert!(all.contains("'chatcore.all_tenants', 'on', true"), "{all}");
+    }
 }
