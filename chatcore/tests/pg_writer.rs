@@ -75,3 +75,118 @@ async fn a_flush_waits_for_a_batch_held_up_in_another_lane() {
     drop(raw);
     SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
 }
+
+/// Batches far larger than one statement used to hold (200 rows), with
+/// NULLs, quotes and placeholders in the text, end users and none: every
+/// column of every row comes back as written, and the rollups (by bot and
+/// by end user) are the sums of the outcomes. On PostgreSQL the writer
+/// sends a batch's rows as arrays, one statement for any number of rows
+/// (`store::sea::unnest`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_hundreds_of_rows_store_every_column() {
+    use chatcore::domain::{MessageStatus, TokenUsage};
+    use chatcore::pricing::Cost;
+    use chatcore::store::{AuditStore, MessageCompletion, TurnConversation, UsageDays, UsageGroup};
+    if pg::skip_requested() {
+        eprintln!("CHATCORE_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL writer test");
+        return;
+    }
+    const TURNS: usize = 600;
+    let schema = pg::fresh_schema_name();
+    let opts = StoreOptions {
+        schema: Some(schema.clone()),
+        ..Default::default()
+    };
+    let store = std::sync::Arc::new(SeaOrmStore::open(&pg::url(), opts).await.unwrap());
+    let seeded = Seed::new("wide").create(&*store).await.unwrap();
+    let (t, bot) = (seeded.tenant.id, seeded.bot.id);
+    let text = |i: usize| {
+        format!(
+            "q{i} 'quoted' \"double\" \\ $1 $$ ∑ 🦀 {}",
+            "x".repeat(i % 7)
+        )
+    };
+    let begins = (0..TURNS).map(|i| {
+        let store = store.clone();
+        let mut turn = new_turn(bot, &text(i));
+        if let TurnConversation::New(n) = &mut turn.conversation {
+            n.end_user_id = (i % 3 == 0).then(|| format!("user-{}", i % 5));
+        }
+        async move { store.begin_turn(t, turn).await.unwrap() }
+    });
+    let turns = futures::future::join_all(begins).await;
+    let finishes = turns.iter().enumerate().map(|(i, (_, user, a))| {
+        let store = store.clone();
+        assert_eq!(user.content, text(i));
+        let done = MessageCompletion {
+            content: format!("a{i} '{}'", "y".repeat(i % 5)),
+            status: Some(if i % 4 == 0 {
+                MessageStatus::Error
+            } else {
+                MessageStatus::Complete
+            }),
+            usage: (i % 2 == 0).then_some(TokenUsage {
+                prompt_tokens: i as i32,
+                completion_tokens: 2,
+                total_tokens: i as i32 + 2,
+                estimated: i % 6 == 0,
+            }),
+            error: (i % 4 == 0).then(|| "upstream".to_owned()),
+            cost: (i % 2 == 0).then_some(Cost {
+                micros: i as i64 * 3,
+                cached_tokens: 1,
+                priced: true,
+            }),
+            ..Default::default()
+        };
+        let id = a.id;
+        async move { store.finish_message(t, id, done).await.unwrap() }
+    });
+    futures::future::join_all(finishes).await;
+    store.flush().await.unwrap();
+    for (i, (_, user, a)) in turns.iter().enumerate() {
+        let u = store.get_message(t, user.id).await.unwrap();
+        assert_eq!(u.content, text(i));
+        let m = store.get_message(t, a.id).await.unwrap();
+        assert_eq!(m.content, format!("a{i} '{}'", "y".repeat(i % 5)));
+        assert_eq!(m.error.as_deref(), (i % 4 == 0).then_some("upstream"));
+        assert_eq!(
+            m.usage.map(|u| u.prompt_tokens),
+            (i % 2 == 0).then_some(i as i32)
+        );
+        assert_eq!(
+            m.usage.map(|u| u.estimated),
+            (i % 2 == 0).then_some(i % 6 == 0)
+        );
+    }
+    let today = chrono::Utc::now().date_naive();
+    let days = UsageDays::new(today, today + chrono::Days::new(1)).unwrap();
+    let by_bot = store.usage(t, days, UsageGroup::Bot).await.unwrap();
+    let even = (0..TURNS).filter(|i| i % 2 == 0);
+    assert_eq!(by_bot.len(), 1);
+    assert_eq!(by_bot[0].requests, TURNS as u64);
+    assert_eq!(
+        by_bot[0].prompt_tokens,
+        even.clone().map(|i| i as u64).sum::<u64>()
+    );
+    assert_eq!(
+        by_bot[0].cost_micros,
+        even.map(|i| i as i64 * 3).sum::<i64>()
+    );
+    let by_user = store.usage(t, days, UsageGroup::EndUser).await.unwrap();
+    for u in 0..5 {
+        let mine: Vec<usize> = (0..TURNS).filter(|i| i % 3 == 0 && i % 5 == u).collect();
+        let row = by_user
+            .iter()
+            .find(|r| r.group.as_deref() == Some(format!("user-{u}").as_str()))
+            .unwrap_or_else(|| panic!("no usage row for user-{u}: {by_user:?}"));
+        assert_eq!(row.requests, mine.len() as u64);
+        let micros: i64 = mine
+            .iter()
+            .filter(|i| *i % 2 == 0)
+            .map(|i| *i as i64 * 3)
+            .sum();
+        assert_eq!(row.cost_micros, micros);
+    }
+    SeaOrmStore::drop_schema(&pg::url(), &schema).await.unwrap();
+}

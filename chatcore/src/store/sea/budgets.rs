@@ -2,7 +2,7 @@
 //! amount a budget is rebuilt from (migration `cost_and_budgets`).
 
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{Alias, ExprTrait, Func, OnConflict, Query};
+use sea_orm::sea_query::{Alias, ExprTrait, Func, OnConflict, Query, Value};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Order,
     QueryFilter, QueryOrder, QuerySelect, Set,
@@ -304,6 +304,58 @@ pub(super) async fn add_end_user_usage<C: ConnectionTrait>(
     Ok(())
 }
 
+/// The end-user sums of a batch's outcomes, sorted, as the writer's rollup
+/// sorts its own: one lock order for every transaction.
+pub(super) fn end_user_sums(
+    changes: Vec<(e::message::Model, UsageDelta)>,
+) -> Vec<((Uuid, chrono::NaiveDate, Uuid, String), UsageDelta)> {
+    let mut sums: std::collections::BTreeMap<(Uuid, chrono::NaiveDate, Uuid, String), UsageDelta> =
+        Default::default();
+    for (m, d) in changes {
+        let Some(u) = m.end_user_id.clone() else {
+            continue;
+        };
+        if d == UsageDelta::default() {
+            continue;
+        }
+        let s = sums
+            .entry((m.tenant_id, m.created_at.date_naive(), m.bot_id, u))
+            .or_default();
+        s.requests += d.requests;
+        s.prompt_tokens += d.prompt_tokens;
+        s.completion_tokens += d.completion_tokens;
+        s.total_tokens += d.total_tokens;
+        s.cost_micros += d.cost_micros;
+    }
+    sums.into_iter().collect()
+}
+
+/// PostgreSQL's writer: [`end_user_sums`] added in one statement for any
+/// number of rows (`store::sea::unnest`).
+pub(super) fn end_user_usage_pg(
+    sums: Vec<((Uuid, chrono::NaiveDate, Uuid, String), UsageDelta)>,
+) -> StoreResult<super::writer::Stmt> {
+    let rows = sums
+        .into_iter()
+        .map(|((tenant, day, bot, user), d)| {
+            (
+                [
+                    Value::from(tenant),
+                    Value::from(day),
+                    Value::from(bot),
+                    Value::from(user),
+                ],
+                d,
+            )
+        })
+        .collect();
+    super::writer::rollup_pg(
+        "usage_daily_end_users",
+        ["tenant_id", "day", "bot_id", "end_user_id"],
+        rows,
+    )
+}
+
 /// The statements of [`add_end_user_usage`] (none when no message has an
 /// end user).
 pub(super) fn end_user_usage_statements(
@@ -313,29 +365,8 @@ pub(super) fn end_user_usage_statements(
     let mut out = Vec::new();
     {
         use e::usage_daily_end_user::{Column as U, Entity as T};
-        // Sorted, as the writer's rollup: one lock order for every
-        // transaction.
-        let mut sums: std::collections::BTreeMap<
-            (Uuid, chrono::NaiveDate, Uuid, String),
-            UsageDelta,
-        > = Default::default();
-        for (m, d) in changes {
-            let Some(u) = m.end_user_id.clone() else {
-                continue;
-            };
-            if d == UsageDelta::default() {
-                continue;
-            }
-            let s = sums
-                .entry((m.tenant_id, m.created_at.date_naive(), m.bot_id, u))
-                .or_default();
-            s.requests += d.requests;
-            s.prompt_tokens += d.prompt_tokens;
-            s.completion_tokens += d.completion_tokens;
-            s.total_tokens += d.total_tokens;
-            s.cost_micros += d.cost_micros;
-        }
-        if sums.is_empty() {
+        let rows = end_user_sums(changes);
+        if rows.is_empty() {
             return out;
         }
         let slot = || match backend {
@@ -350,7 +381,6 @@ pub(super) fn end_user_usage_statements(
                 Expr::col((T, c)).add(Expr::col((Alias::new("excluded"), c))),
             )
         };
-        let rows: Vec<_> = sums.into_iter().collect();
         for chunk in super::writer::statement_chunks(backend, &rows) {
             let mut stmt = Query::insert();
             stmt.into_table(T).columns([

@@ -12,6 +12,7 @@ mod guard;
 mod scope;
 mod search;
 mod tenant;
+mod unnest;
 mod widget;
 mod writer;
 

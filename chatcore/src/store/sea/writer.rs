@@ -84,19 +84,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{Alias, ExprTrait, OnConflict, Query, Values};
+use sea_orm::sea_query::{Alias, ExprTrait, OnConflict, Query, Value};
 use sea_orm::sqlx::{self, pool::PoolConnection};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
 };
 use sea_orm::{DbErr, RuntimeErr};
-use sea_query_sqlx::SqlxValues;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::direct::{self, DirectSqlite};
 use super::scope::{Tenancy, begin_with_tenancy, set_tenancy};
+use super::unnest::{self, PgArray, PgStatement};
 use super::{USAGE_SLOTS, UsageDelta, audit_row, convert, db_err, e};
 use crate::domain::*;
 use crate::store::{MessageCompletion, NewTurn, StoreError, StoreResult, TurnConversation};
@@ -462,10 +462,40 @@ enum Conn {
 /// sea-query, for either connection.
 #[async_trait::async_trait]
 trait WriteConn: Sync {
-    async fn exec(&self, st: Statement) -> StoreResult<()>;
-    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>>;
-    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>>;
-    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>>;
+    async fn exec(&self, st: Stmt) -> StoreResult<()>;
+    async fn messages(&self, st: Stmt) -> StoreResult<Vec<e::message::Model>>;
+    async fn conversations(&self, st: Stmt) -> StoreResult<Vec<e::conversation::Model>>;
+    async fn bot_tenants(&self, st: Stmt) -> StoreResult<Vec<(Uuid, Uuid)>>;
+}
+
+/// A statement of a batch: sea-query's, or one of PostgreSQL's with array
+/// parameters ([`unnest`]: one statement for any number of rows).
+pub(super) enum Stmt {
+    Sea(Statement),
+    Arrays(PgStatement),
+}
+
+impl From<Statement> for Stmt {
+    fn from(st: Statement) -> Self {
+        Stmt::Sea(st)
+    }
+}
+
+impl Stmt {
+    /// The sea-query statement (array statements are PostgreSQL's alone).
+    fn sea(self) -> StoreResult<Statement> {
+        match self {
+            Stmt::Sea(st) => Ok(st),
+            Stmt::Arrays(_) => Err(StoreError::internal(
+                "a statement with array parameters off PostgreSQL",
+            )),
+        }
+    }
+}
+
+/// An error building an array statement: a bug, never the caller's input.
+fn unnest_err(e: String) -> StoreError {
+    StoreError::internal(format!("building a batch statement: {e}"))
 }
 
 /// A SeaORM connection or transaction.
@@ -473,23 +503,27 @@ struct Sea<'a, C>(&'a C);
 
 #[async_trait::async_trait]
 impl<C: ConnectionTrait + Sync> WriteConn for Sea<'_, C> {
-    async fn exec(&self, st: Statement) -> StoreResult<()> {
-        self.0.execute_raw(st).await.map(|_| ()).map_err(db_err)
+    async fn exec(&self, st: Stmt) -> StoreResult<()> {
+        self.0
+            .execute_raw(st.sea()?)
+            .await
+            .map(|_| ())
+            .map_err(db_err)
     }
-    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>> {
-        e::message::Model::find_by_statement(st)
+    async fn messages(&self, st: Stmt) -> StoreResult<Vec<e::message::Model>> {
+        e::message::Model::find_by_statement(st.sea()?)
             .all(self.0)
             .await
             .map_err(db_err)
     }
-    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>> {
-        e::conversation::Model::find_by_statement(st)
+    async fn conversations(&self, st: Stmt) -> StoreResult<Vec<e::conversation::Model>> {
+        e::conversation::Model::find_by_statement(st.sea()?)
             .all(self.0)
             .await
             .map_err(db_err)
     }
-    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        Ok(BotTenant::find_by_statement(st)
+    async fn bot_tenants(&self, st: Stmt) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        Ok(BotTenant::find_by_statement(st.sea()?)
             .all(self.0)
             .await
             .map_err(db_err)?
@@ -517,15 +551,27 @@ impl PgTxn {
 
     /// `st` as a prepared statement of sqlx (cached per connection, as
     /// SeaORM's are).
-    fn query(st: Statement) -> sqlx::query::Query<'static, sqlx::Postgres, SqlxValues> {
-        let values = st.values.unwrap_or(Values(Vec::new()));
-        sqlx::query_with(sqlx::AssertSqlSafe(st.sql), SqlxValues(values))
+    fn query(
+        st: Stmt,
+    ) -> StoreResult<sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>> {
+        let st = match st {
+            Stmt::Sea(st) => PgStatement {
+                st,
+                arrays: Vec::new(),
+            },
+            Stmt::Arrays(st) => st,
+        };
+        let (sql, args) = st
+            .arguments()
+            .map_err(|e| StoreError::internal(format!("binding a batch statement: {e}")))?;
+        Ok(sqlx::query_with(sqlx::AssertSqlSafe(sql), args))
     }
 
     /// The rows `st` returns, as `M`.
-    async fn rows<M: FromQueryResult>(&self, st: Statement) -> StoreResult<Vec<M>> {
+    async fn rows<M: FromQueryResult>(&self, st: Stmt) -> StoreResult<Vec<M>> {
+        let query = Self::query(st)?;
         let mut conn = self.0.lock().await;
-        let rows = Self::query(st)
+        let rows = query
             .fetch_all(&mut **conn)
             .await
             .map_err(|e| db_err(DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))))?;
@@ -538,21 +584,22 @@ impl PgTxn {
 
 #[async_trait::async_trait]
 impl WriteConn for PgTxn {
-    async fn exec(&self, st: Statement) -> StoreResult<()> {
+    async fn exec(&self, st: Stmt) -> StoreResult<()> {
+        let query = Self::query(st)?;
         let mut conn = self.0.lock().await;
-        Self::query(st)
+        query
             .execute(&mut **conn)
             .await
             .map(|_| ())
             .map_err(|e| db_err(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))))
     }
-    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>> {
+    async fn messages(&self, st: Stmt) -> StoreResult<Vec<e::message::Model>> {
         self.rows(st).await
     }
-    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>> {
+    async fn conversations(&self, st: Stmt) -> StoreResult<Vec<e::conversation::Model>> {
         self.rows(st).await
     }
-    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    async fn bot_tenants(&self, st: Stmt) -> StoreResult<Vec<(Uuid, Uuid)>> {
         Ok(self
             .rows::<BotTenant>(st)
             .await?
@@ -564,17 +611,19 @@ impl WriteConn for PgTxn {
 
 #[async_trait::async_trait]
 impl WriteConn for DirectSqlite {
-    async fn exec(&self, st: Statement) -> StoreResult<()> {
-        DirectSqlite::exec(self, st).map(|_| ()).map_err(db_err)
+    async fn exec(&self, st: Stmt) -> StoreResult<()> {
+        DirectSqlite::exec(self, st.sea()?)
+            .map(|_| ())
+            .map_err(db_err)
     }
-    async fn messages(&self, st: Statement) -> StoreResult<Vec<e::message::Model>> {
-        self.rows(st, direct::message).map_err(db_err)
+    async fn messages(&self, st: Stmt) -> StoreResult<Vec<e::message::Model>> {
+        self.rows(st.sea()?, direct::message).map_err(db_err)
     }
-    async fn conversations(&self, st: Statement) -> StoreResult<Vec<e::conversation::Model>> {
-        self.rows(st, direct::conversation).map_err(db_err)
+    async fn conversations(&self, st: Stmt) -> StoreResult<Vec<e::conversation::Model>> {
+        self.rows(st.sea()?, direct::conversation).map_err(db_err)
     }
-    async fn bot_tenants(&self, st: Statement) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        self.rows(st, direct::bot_tenant).map_err(db_err)
+    async fn bot_tenants(&self, st: Stmt) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        self.rows(st.sea()?, direct::bot_tenant).map_err(db_err)
     }
 }
 
@@ -664,10 +713,10 @@ impl Task {
             Conn::Direct(db) => {
                 let db: &DirectSqlite = db;
                 let sql = |q: &str| Statement::from_string(DbBackend::Sqlite, q);
-                WriteConn::exec(db, sql("BEGIN IMMEDIATE")).await?;
+                WriteConn::exec(db, sql("BEGIN IMMEDIATE").into()).await?;
                 let mut written = self.write_in(db, ops).await;
                 if written.is_ok() {
-                    written = WriteConn::exec(db, sql("COMMIT")).await.and(written);
+                    written = WriteConn::exec(db, sql("COMMIT").into()).await.and(written);
                     if written.is_ok() {
                         db.committed();
                     }
@@ -675,7 +724,7 @@ impl Task {
                 if written.is_err() {
                     // Nothing of a failed batch stays (and a failed COMMIT
                     // leaves the transaction open).
-                    let _ = WriteConn::exec(db, sql("ROLLBACK")).await;
+                    let _ = WriteConn::exec(db, sql("ROLLBACK").into()).await;
                 } else if ops.iter().any(|op| matches!(op, Op::Flush))
                     && let Err(e) = db.checkpoint()
                 {
@@ -805,10 +854,8 @@ impl Task {
             let q = e::bot::Entity::find()
                 .select_only()
                 .column(e::bot::Column::Id)
-                .column(e::bot::Column::TenantId)
-                .filter(e::bot::Column::Id.is_in(dedup(bot_ids)))
-                .into_query();
-            db.bot_tenants(self.backend.build(&q))
+                .column(e::bot::Column::TenantId);
+            db.bot_tenants(self.where_in(q, e::bot::Column::Id, dedup(bot_ids))?)
                 .await?
                 .into_iter()
                 .collect()
@@ -816,10 +863,8 @@ impl Task {
         let convs: HashMap<Uuid, e::conversation::Model> = if conv_ids.is_empty() {
             HashMap::new()
         } else {
-            let q = e::conversation::Entity::find()
-                .filter(e::conversation::Column::Id.is_in(dedup(conv_ids)))
-                .into_query();
-            db.conversations(self.backend.build(&q))
+            let q = e::conversation::Entity::find();
+            db.conversations(self.where_in(q, e::conversation::Column::Id, dedup(conv_ids))?)
                 .await?
                 .into_iter()
                 .map(|c| (c.id, c))
@@ -959,12 +1004,11 @@ impl Task {
         )
         .await?;
         if !touched.is_empty() {
-            for ids in statement_chunks(self.backend, &dedup(touched)) {
+            for ids in self.id_chunks(&dedup(touched)) {
                 let q = e::conversation::Entity::update_many()
-                    .col_expr(e::conversation::Column::UpdatedAt, Expr::value(now()))
-                    .filter(e::conversation::Column::Id.is_in(ids.iter().copied()))
-                    .into_query();
-                db.exec(self.backend.build(&q)).await?;
+                    .col_expr(e::conversation::Column::UpdatedAt, Expr::value(now()));
+                db.exec(self.where_in(q, e::conversation::Column::Id, ids.to_vec())?)
+                    .await?;
             }
         }
         Ok(())
@@ -991,14 +1035,14 @@ impl Task {
         // The rows as they are, locked on PostgreSQL until the commit so that
         // two instances cannot both count one outcome.
         let mut rows: HashMap<Uuid, e::message::Model> = HashMap::new();
-        for chunk in statement_chunks(self.backend, &dedup(ids)) {
-            let mut q = e::message::Entity::find()
-                .filter(e::message::Column::Id.is_in(chunk.iter().copied()));
+        for chunk in self.id_chunks(&dedup(ids)) {
+            let mut q = e::message::Entity::find();
             if self.backend == DbBackend::Postgres {
                 // In id order, as every transaction locks them.
                 q = q.order_by_asc(e::message::Column::Id).lock_exclusive();
             }
-            for m in db.messages(self.backend.build(&q.into_query())).await? {
+            let q = self.where_in(q, e::message::Column::Id, chunk.to_vec())?;
+            for m in db.messages(q).await? {
                 rows.insert(m.id, m);
             }
         }
@@ -1066,8 +1110,15 @@ impl Task {
             .filter(|(m, _)| m.end_user_id.is_some())
             .cloned()
             .collect();
-        for st in super::budgets::end_user_usage_statements(self.backend, end_users) {
-            db.exec(self.backend.build(&st)).await?;
+        if self.backend == DbBackend::Postgres {
+            let sums = super::budgets::end_user_sums(end_users);
+            if !sums.is_empty() {
+                db.exec(super::budgets::end_user_usage_pg(sums)?).await?;
+            }
+        } else {
+            for st in super::budgets::end_user_usage_statements(self.backend, end_users) {
+                db.exec(self.backend.build(&st).into()).await?;
+            }
         }
         for (m, d) in changes {
             if d == UsageDelta::default() {
@@ -1088,6 +1139,28 @@ impl Task {
         }
         if sums.is_empty() {
             return Ok(());
+        }
+        if self.backend == DbBackend::Postgres {
+            let rows = sums
+                .into_iter()
+                .map(|((tenant, day, bot, key), d)| {
+                    (
+                        [
+                            Value::from(tenant),
+                            Value::from(day),
+                            Value::from(bot),
+                            Value::from(key),
+                        ],
+                        d,
+                    )
+                })
+                .collect();
+            let st = rollup_pg(
+                "usage_daily",
+                ["tenant_id", "day", "bot_id", "api_key_id"],
+                rows,
+            )?;
+            return db.exec(st).await;
         }
         let slot = || match self.backend {
             DbBackend::Postgres => {
@@ -1141,7 +1214,7 @@ impl Task {
                     ])
                     .to_owned(),
             );
-            db.exec(self.backend.build(&stmt)).await?;
+            db.exec(self.backend.build(&stmt).into()).await?;
         }
         Ok(())
     }
@@ -1162,12 +1235,110 @@ impl Task {
                 .to_owned(),
         )
         .into_query();
-        db.exec(self.backend.build(&alive)).await?;
+        db.exec(self.backend.build(&alive).into()).await?;
         let gone = Instance::delete_many()
             .filter(I::HeartbeatAt.lt(t - chrono::Duration::days(1)))
             .into_query();
-        db.exec(self.backend.build(&gone)).await
+        db.exec(self.backend.build(&gone).into()).await
     }
+
+    /// `q` filtered to the rows whose `col` is one of `ids`: `IN (...)` on
+    /// SQLite; on PostgreSQL `= ANY($n)`, one statement for any number of
+    /// ids ([`unnest`]).
+    fn where_in<Q>(&self, q: Q, col: impl ColumnTrait, ids: Vec<Uuid>) -> StoreResult<Stmt>
+    where
+        Q: QueryFilter + QueryTrait,
+        <Q as QueryTrait>::QueryStatement: sea_orm::StatementBuilder,
+    {
+        if self.backend != DbBackend::Postgres {
+            let q = q.filter(col.is_in(ids));
+            return Ok(self.backend.build(q.as_query()).into());
+        }
+        // The array follows the statement's own values (the filter is the
+        // last part of it that takes a parameter).
+        let before = self
+            .backend
+            .build(q.as_query())
+            .values
+            .map_or(0, |v| v.0.len());
+        let q = q.filter(Expr::cust(format!(
+            "{} = ANY(${})",
+            unnest::ident(sea_orm::IdenStatic::as_str(&col)),
+            before + 1
+        )));
+        PgStatement::new(self.backend.build(q.as_query()), vec![PgArray::ids(ids)])
+            .map(Stmt::Arrays)
+            .map_err(unnest_err)
+    }
+
+    /// The chunks of ids that [`Task::where_in`] filters on: all of them on
+    /// PostgreSQL (an array), multi-row sizes on SQLite.
+    fn id_chunks<'a>(&self, ids: &'a [Uuid]) -> Vec<&'a [Uuid]> {
+        if self.backend == DbBackend::Postgres {
+            vec![ids]
+        } else {
+            statement_chunks(self.backend, ids).collect()
+        }
+    }
+}
+
+/// PostgreSQL: adds sums to a usage rollup table in one statement for any
+/// number of rows: the four key columns, the slot of this connection, then
+/// the five counters ([`unnest`]). Rows come sorted by key, so concurrent
+/// transactions lock them in one order.
+pub(super) fn rollup_pg(
+    table: &str,
+    keys: [&str; 4],
+    rows: Vec<([Value; 4], UsageDelta)>,
+) -> StoreResult<Stmt> {
+    const COUNTERS: [&str; 5] = [
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost_micros",
+    ];
+    let mut columns: Vec<(String, Vec<Value>)> = keys
+        .iter()
+        .chain(COUNTERS.iter())
+        .map(|c| ((*c).to_owned(), Vec::with_capacity(rows.len())))
+        .collect();
+    for (key, d) in rows {
+        let counters = [
+            d.requests,
+            d.prompt_tokens,
+            d.completion_tokens,
+            d.total_tokens,
+            d.cost_micros,
+        ];
+        let values = key.into_iter().chain(counters.map(Value::from));
+        for ((_, column), v) in columns.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+    let slot = format!("(pg_backend_pid() % {USAGE_SLOTS})::smallint");
+    let conflict: Vec<&str> = keys.iter().copied().chain(["slot"]).collect();
+    let add: Vec<(&str, String)> = COUNTERS
+        .iter()
+        .map(|c| {
+            (
+                *c,
+                format!(
+                    "{}.{c} + \"excluded\".{c}",
+                    unnest::ident(table),
+                    c = unnest::ident(c)
+                ),
+            )
+        })
+        .collect();
+    unnest::insert(
+        table,
+        columns,
+        &[("slot", &slot)],
+        &unnest::on_conflict(&conflict, &add),
+    )
+    .map(Stmt::Arrays)
+    .map_err(unnest_err)
 }
 
 /// Writes an outcome onto a message row.
@@ -1210,35 +1381,50 @@ async fn upsert_messages(
     models: &[e::message::Model],
 ) -> StoreResult<()> {
     use e::message::Column as M;
+    const UPDATED: [M; 17] = [
+        M::Content,
+        M::Status,
+        M::PromptTokens,
+        M::CompletionTokens,
+        M::TotalTokens,
+        M::TokensEstimated,
+        M::ResponseTimeMs,
+        M::TimeToFirstTokenMs,
+        M::Provider,
+        M::Model,
+        M::FinishReason,
+        M::Error,
+        M::SourceChunkIds,
+        M::ToolCalls,
+        M::CostMicros,
+        M::CachedTokens,
+        M::Priced,
+    ];
+    if models.is_empty() {
+        return Ok(());
+    }
+    if backend == DbBackend::Postgres {
+        use sea_orm::IdenStatic;
+        let set: Vec<(&str, String)> = UPDATED
+            .iter()
+            .map(|c| {
+                (
+                    c.as_str(),
+                    format!("\"excluded\".{}", unnest::ident(c.as_str())),
+                )
+            })
+            .collect();
+        let st = unnest::insert_models(models, &unnest::on_conflict(&["id"], &set))
+            .map_err(unnest_err)?;
+        return db.exec(Stmt::Arrays(st)).await;
+    }
     for chunk in statement_chunks(backend, models) {
         let q = e::message::Entity::insert_many(
             chunk.iter().cloned().map(e::message::ActiveModel::from),
         )
-        .on_conflict(
-            OnConflict::column(M::Id)
-                .update_columns([
-                    M::Content,
-                    M::Status,
-                    M::PromptTokens,
-                    M::CompletionTokens,
-                    M::TotalTokens,
-                    M::TokensEstimated,
-                    M::ResponseTimeMs,
-                    M::TimeToFirstTokenMs,
-                    M::Provider,
-                    M::Model,
-                    M::FinishReason,
-                    M::Error,
-                    M::SourceChunkIds,
-                    M::ToolCalls,
-                    M::CostMicros,
-                    M::CachedTokens,
-                    M::Priced,
-                ])
-                .to_owned(),
-        )
+        .on_conflict(OnConflict::column(M::Id).update_columns(UPDATED).to_owned())
         .into_query();
-        db.exec(backend.build(&q)).await?;
+        db.exec(backend.build(&q).into()).await?;
     }
     Ok(())
 }
@@ -1254,9 +1440,16 @@ where
     E::ActiveModel: sea_orm::ActiveModelTrait<Entity = E> + Send,
 {
     let rows: Vec<E::ActiveModel> = rows.into_iter().collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if backend == DbBackend::Postgres {
+        let st = unnest::insert_active(&rows, "").map_err(unnest_err)?;
+        return db.exec(Stmt::Arrays(st)).await;
+    }
     for chunk in statement_chunks(backend, &rows) {
         let q = E::insert_many(chunk.to_vec()).into_query();
-        db.exec(backend.build(&q)).await?;
+        db.exec(backend.build(&q).into()).await?;
     }
     Ok(())
 }
