@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chatcore::store::{ChatStore, SeaOrmStore, StoreOptions};
-use chatcore::testkit::fixtures::{Seed, new_turn};
+use chatcore::testkit::fixtures::{Seed, SystemWrites, new_key, new_turn};
 use chatcore::testkit::pg;
 
 /// A batch in flight waits for a row another connection has locked (an
@@ -100,6 +100,12 @@ async fn batches_of_hundreds_of_rows_store_every_column() {
     let store = std::sync::Arc::new(SeaOrmStore::open(&pg::url(), opts).await.unwrap());
     let seeded = Seed::new("wide").create(&*store).await.unwrap();
     let (t, bot) = (seeded.tenant.id, seeded.bot.id);
+    // Six keys: a batch adds to several rows of the rollup at once.
+    let mut keys = Vec::new();
+    for k in 0..6 {
+        let (_, nk) = new_key(&format!("wide{k}"), vec![]);
+        keys.push(store.create_api_key(t, nk).await.unwrap().id);
+    }
     let text = |i: usize| {
         format!(
             "q{i} 'quoted' \"double\" \\ $1 $$ ∑ 🦀 {}",
@@ -109,6 +115,7 @@ async fn batches_of_hundreds_of_rows_store_every_column() {
     let begins = (0..TURNS).map(|i| {
         let store = store.clone();
         let mut turn = new_turn(bot, &text(i));
+        turn.api_key_id = Some(keys[i % 6]);
         if let TurnConversation::New(n) = &mut turn.conversation {
             n.end_user_id = (i % 3 == 0).then(|| format!("user-{}", i % 5));
         }
@@ -173,6 +180,17 @@ async fn batches_of_hundreds_of_rows_store_every_column() {
         by_bot[0].cost_micros,
         even.map(|i| i as i64 * 3).sum::<i64>()
     );
+    let by_key = store.usage(t, days, UsageGroup::ApiKey).await.unwrap();
+    for (k, key) in keys.iter().enumerate() {
+        let row = by_key
+            .iter()
+            .find(|r| r.group.as_deref() == Some(key.0.to_string().as_str()))
+            .unwrap_or_else(|| panic!("no usage row for key {k}: {by_key:?}"));
+        let mine = (0..TURNS).filter(|i| i % 6 == k);
+        assert_eq!(row.requests, mine.clone().count() as u64);
+        let micros: i64 = mine.filter(|i| i % 2 == 0).map(|i| i as i64 * 3).sum();
+        assert_eq!(row.cost_micros, micros);
+    }
     let by_user = store.usage(t, days, UsageGroup::EndUser).await.unwrap();
     for u in 0..5 {
         let mine: Vec<usize> = (0..TURNS).filter(|i| i % 3 == 0 && i % 5 == u).collect();

@@ -362,10 +362,17 @@ pub(super) fn end_user_usage_statements(
     backend: DbBackend,
     changes: Vec<(e::message::Model, UsageDelta)>,
 ) -> Vec<sea_orm::sea_query::InsertStatement> {
+    end_user_rollup_statements(backend, end_user_sums(changes))
+}
+
+/// The multi-row upserts that add [`end_user_sums`] to the rollup.
+pub(super) fn end_user_rollup_statements(
+    backend: DbBackend,
+    rows: Vec<((Uuid, chrono::NaiveDate, Uuid, String), UsageDelta)>,
+) -> Vec<sea_orm::sea_query::InsertStatement> {
     let mut out = Vec::new();
     {
         use e::usage_daily_end_user::{Column as U, Entity as T};
-        let rows = end_user_sums(changes);
         if rows.is_empty() {
             return out;
         }

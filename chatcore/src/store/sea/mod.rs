@@ -181,8 +181,39 @@ fn db_err(e: DbErr) -> StoreError {
 }
 
 /// Prepared statements kept per PostgreSQL connection (sqlx's default is
-/// 100; see where it is set in `SeaOrmStore::start`).
+/// 100). It was raised when the writer's multi-row statements took a shape
+/// per batch size and evicted each other; they are one shape per table now
+/// (`unnest`), and the limit is headroom: an entry exists only for a
+/// statement that ran.
 const PG_STATEMENT_CACHE: usize = 1024;
+
+/// The options of every PostgreSQL connection a store opens (its pool's and,
+/// with `writer`, its writer's): a statement cache of [`PG_STATEMENT_CACHE`]
+/// and the database role, if any, as startup parameters, so that every
+/// connection the pool opens (and reopens) has them from its first statement.
+///
+/// The writer's connections also plan each statement once
+/// (`plan_cache_mode=force_generic_plan`). Its statements take a batch's
+/// rows as arrays (`unnest`): `id = ANY($1)` and `UNNEST($1, ...)`, whose
+/// custom plan for the rows at hand always looks cheaper than a generic
+/// plan that must assume ten. So PostgreSQL kept planning them again on
+/// every execution, 40 to 80 µs a statement in its log at 1 concurrent
+/// turn. They are primary-key lookups and inserts: the generic plan is the
+/// plan.
+fn pg_session_options(co: &mut ConnectOptions, role: Option<String>, writer: bool) {
+    co.map_sqlx_postgres_opts(move |o| {
+        let o = o.statement_cache_capacity(PG_STATEMENT_CACHE);
+        let o = match &role {
+            Some(r) => o.options([("role", r.as_str())]),
+            None => o,
+        };
+        if writer {
+            o.options([("plan_cache_mode", "force_generic_plan")])
+        } else {
+            o
+        }
+    });
+}
 
 /// A PostgreSQL URL to a loopback host without an `sslmode` gets
 /// `sslmode=disable`.
@@ -498,22 +529,12 @@ impl SeaOrmStore {
         if migrate && let Some(o) = &owner {
             migrate_as(o).await?;
         }
+        // The writer's PostgreSQL connections: the same options, and generic
+        // plans (below).
+        let mut writer_co = co.clone();
         if !is_sqlite {
-            let r = role.clone();
-            co.map_sqlx_postgres_opts(move |o| {
-                // The group-commit writer's multi-row statements take a
-                // shape per batch size (rows 1 to 200, several tables): at
-                // sqlx's default of 100 prepared statements a connection
-                // they evicted each other, and each miss cost a Parse and
-                // Describe round trip and PostgreSQL's planning again.
-                let o = o.statement_cache_capacity(PG_STATEMENT_CACHE);
-                match &r {
-                    // A startup parameter: every connection the pool opens
-                    // (and reopens) is the role from its first statement on.
-                    Some(r) => o.options([("role", r.as_str())]),
-                    None => o,
-                }
-            });
+            pg_session_options(&mut co, role.clone(), false);
+            pg_session_options(&mut writer_co, role.clone(), true);
         }
         let connected = |e: DbErr| match &role {
             Some(r) if e.to_string().contains("role") => StoreError::InvalidInput(format!(
@@ -550,8 +571,13 @@ impl SeaOrmStore {
                     .map_err(|e| StoreError::internal_from("cannot start the store's writer", e))?
             }
             _ if backend == DbBackend::Postgres => {
-                writer::Writer::spawn_thread(co, instance.clone(), rls, opts.writer_transactions)
-                    .await?
+                writer::Writer::spawn_thread(
+                    writer_co,
+                    instance.clone(),
+                    rls,
+                    opts.writer_transactions,
+                )
+                .await?
             }
             _ => writer::Writer::spawn(wdb.clone(), instance.clone(), rls),
         };

@@ -13,6 +13,12 @@
 //! connection. sqlx declares each parameter's type in the Parse message,
 //! so no casts are needed.
 //!
+//! Writes of a few rows keep their `VALUES` lists, which PostgreSQL
+//! executes faster than an `UNNEST` of every column (`writer::arrays_for`);
+//! reads filter with `ANY` at any size, on connections that plan each
+//! statement once (`plan_cache_mode=force_generic_plan`, see
+//! `pg_session_options`).
+//!
 //! Values come from SeaORM models and sea-query [`Value`]s, as on the other
 //! backends; the statements are built here because sea-query has no
 //! `UNNEST` insert, and its array values cannot hold NULL elements.
