@@ -2,7 +2,7 @@
 //! amount a budget is rebuilt from (migration `cost_and_budgets`).
 
 use sea_orm::prelude::Expr;
-use sea_orm::sea_query::{Alias, ExprTrait, Func, OnConflict, Query, Value};
+use sea_orm::sea_query::{Alias, ExprTrait, Func, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Order,
     QueryFilter, QueryOrder, QuerySelect, Set,
@@ -335,24 +335,10 @@ pub(super) fn end_user_sums(
 pub(super) fn end_user_usage_pg(
     sums: Vec<((Uuid, chrono::NaiveDate, Uuid, String), UsageDelta)>,
 ) -> StoreResult<super::writer::Stmt> {
-    let rows = sums
-        .into_iter()
-        .map(|((tenant, day, bot, user), d)| {
-            (
-                [
-                    Value::from(tenant),
-                    Value::from(day),
-                    Value::from(bot),
-                    Value::from(user),
-                ],
-                d,
-            )
-        })
-        .collect();
     super::writer::rollup_pg(
         "usage_daily_end_users",
         ["tenant_id", "day", "bot_id", "end_user_id"],
-        rows,
+        sums,
     )
 }
 

@@ -1140,24 +1140,10 @@ impl Task {
             return Ok(());
         }
         if self.arrays_for(sums.len()) {
-            let rows = sums
-                .into_iter()
-                .map(|((tenant, day, bot, key), d)| {
-                    (
-                        [
-                            Value::from(tenant),
-                            Value::from(day),
-                            Value::from(bot),
-                            Value::from(key),
-                        ],
-                        d,
-                    )
-                })
-                .collect();
             let st = rollup_pg(
                 "usage_daily",
                 ["tenant_id", "day", "bot_id", "api_key_id"],
-                rows,
+                sums,
             )?;
             return db.exec(st).await;
         }
@@ -1290,10 +1276,10 @@ impl Task {
 /// number of rows: the four key columns, the slot of this connection, then
 /// the five counters ([`unnest`]). Rows come sorted by key, so concurrent
 /// transactions lock them in one order.
-pub(super) fn rollup_pg(
+pub(super) fn rollup_pg<K: Into<Value>>(
     table: &str,
     keys: [&str; 4],
-    rows: Vec<([Value; 4], UsageDelta)>,
+    rows: impl IntoIterator<Item = ((Uuid, chrono::NaiveDate, Uuid, K), UsageDelta)>,
 ) -> StoreResult<Stmt> {
     const COUNTERS: [&str; 5] = [
         "requests",
@@ -1305,9 +1291,15 @@ pub(super) fn rollup_pg(
     let mut columns: Vec<(String, Vec<Value>)> = keys
         .iter()
         .chain(COUNTERS.iter())
-        .map(|c| ((*c).to_owned(), Vec::with_capacity(rows.len())))
+        .map(|c| ((*c).to_owned(), Vec::new()))
         .collect();
-    for (key, d) in rows {
+    for ((tenant, day, bot, last), d) in rows {
+        let key = [
+            Value::from(tenant),
+            Value::from(day),
+            Value::from(bot),
+            last.into(),
+        ];
         let counters = [
             d.requests,
             d.prompt_tokens,
