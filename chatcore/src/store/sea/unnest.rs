@@ -130,13 +130,27 @@ impl PgStatement {
     pub(super) fn new(st: Statement, arrays: Vec<PgArray>) -> Result<Self, String> {
         let values = st.values.as_ref().map_or(0, |v| v.0.len());
         let n = values + arrays.len();
-        let uses = |k: usize| {
-            let p = format!("${k}");
-            st.sql
-                .match_indices(&p)
-                .any(|(at, _)| !st.sql[at + p.len()..].starts_with(|c: char| c.is_ascii_digit()))
-        };
-        if (values + 1..=n).any(|k| !uses(k)) || uses(n + 1) {
+        // One pass over the text: which of `$1` to `$n` it uses, and
+        // whether it uses one beyond.
+        let (mut used, mut beyond) = (vec![false; n + 1], false);
+        let sql = st.sql.as_bytes();
+        let mut i = 0;
+        while i < sql.len() {
+            i += 1;
+            if sql[i - 1] != b'$' {
+                continue;
+            }
+            let digits = sql[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits > 0 {
+                let k = st.sql[i..i + digits].parse::<usize>().unwrap_or(usize::MAX);
+                match used.get_mut(k) {
+                    Some(u) => *u = true,
+                    None => beyond = true,
+                }
+            }
+            i += digits;
+        }
+        if beyond || (values + 1..=n).any(|k| !used[k]) {
             return Err(format!(
                 "a statement with {values} values and {} arrays uses other parameters",
                 arrays.len()
