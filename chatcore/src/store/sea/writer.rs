@@ -1240,18 +1240,17 @@ impl Task {
             return Ok(self.backend.build(q.as_query()).into());
         }
         // The array follows the statement's own values (the filter is the
-        // last part of it that takes a parameter).
-        let before = self
-            .backend
-            .build(q.as_query())
-            .values
-            .map_or(0, |v| v.0.len());
+        // last part of it that takes a parameter): its number is known once
+        // the statement is built, so it goes in then.
+        const ARRAY: &str = "$ids";
         let q = q.filter(Expr::cust(format!(
-            "{} = ANY(${})",
+            "{} = ANY({ARRAY})",
             unnest::ident(sea_orm::IdenStatic::as_str(&col)),
-            before + 1
         )));
-        PgStatement::new(self.backend.build(q.as_query()), vec![PgArray::ids(ids)])
+        let mut st = self.backend.build(q.as_query());
+        let n = st.values.as_ref().map_or(0, |v| v.0.len()) + 1;
+        st.sql = st.sql.replacen(ARRAY, &format!("${n}"), 1);
+        PgStatement::new(st, vec![PgArray::ids(ids)])
             .map(Stmt::Arrays)
             .map_err(unnest_err)
     }
